@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.errors import InputError
-from interp.model import ChatModel, EncodedBatch, _texts
+from interp.model import ChatModel, EncodedBatch, texts as _texts
 from interp.prompts import PromptSet
 
 SITE_HOOKS = {
@@ -220,10 +220,10 @@ def capture(model: ChatModel, prompts, sites="z", positions: Positions = "last",
 
 
 def _meta(model: ChatModel, prompts, sites: list[Site], pos_label) -> dict:
-    from interp import __version__
+    from interp.provenance import provenance
 
     meta = {"model": model.name, "sites": [str(s) for s in sites], "hooks": sorted({s.hook_name for s in sites}),
-            "positions": pos_label, "toolkit_version": __version__,
+            "positions": pos_label, **provenance(),
             "model_shape": {k: getattr(model, k) for k in ("n_layers", "n_heads", "d_head", "d_model")}}
     if isinstance(prompts, PromptSet):
         meta.update(prompt_set=prompts.describe(), prompt_ids=prompts.ids, labels=prompts.labels)

@@ -60,6 +60,9 @@ class ChatModel:
     refusal_token_ids: list[int]
     compliance_token_ids: list[int]
     meta: dict = field(default_factory=dict)  # safety_heads.json of an organism, else {}
+    # whether the key/value cache held the prompt after a prompt pass (None: not yet checked);
+    # interp.generation falls back to uncached generation when it did not
+    cache_works: bool | None = None
 
     # ------------------------------------------------------------ shape facts
     @property
@@ -107,12 +110,12 @@ class ChatModel:
         The template's own BOS is kept and none is added (no double BOS). A prompt longer than the
         model's context is an error unless `truncate=True`, which keeps the last tokens.
         """
-        texts = _texts(prompts)
-        if not texts:
+        prompt_texts = texts(prompts)
+        if not prompt_texts:
             raise InputError("no prompts given: pass a non-empty list of prompts or a PromptSet")
         limit = min(max_len or self.n_ctx, self.n_ctx)
         ids, offs, starts, ends, formatted = [], [], [], [], []
-        for i, t in enumerate(texts):
+        for i, t in enumerate(prompt_texts):
             f = self.format(t)
             start = f.rfind(t)
             if start < 0:  # template rewrote the text (e.g. stripped it): locate the stripped form
@@ -175,7 +178,8 @@ class ChatModel:
                 "compliance_tokens": self.to_str_tokens(self.compliance_token_ids)}
 
 
-def _texts(prompts) -> list[str]:
+def texts(prompts) -> list[str]:
+    """The message texts of a PromptSet or a list of strings or Prompts."""
     if isinstance(prompts, PromptSet):
         return prompts.texts
     if isinstance(prompts, str):
@@ -274,3 +278,6 @@ def _offline_error(name: str, e: Exception) -> ModelLoadError:
         f"could not load {name!r}: it is not a local directory and could not be fetched ({type(e).__name__}: "
         f"{str(e).splitlines()[0][:200]}). Without a hub connection, download it elsewhere "
         f"(huggingface-cli download {name} --local-dir DIR), copy DIR here and pass --model DIR.")
+
+
+_texts = texts  # old private name, still imported by some modules

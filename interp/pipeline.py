@@ -122,7 +122,9 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
     timings["load_model"] = time.perf_counter() - t
     train, ev = build_prompt_sets(cfg)
     study = Study(cfg, model, train, ev, RefusalJudge(), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=64), out)
-    study.report = {"model": model.describe(), "config": asdict(cfg), "judge": study.judge.describe(),
+    from interp.provenance import provenance
+
+    study.report = {"model": model.describe(), **provenance(), "config": asdict(cfg), "judge": study.judge.describe(),
                     "prompt_sets": {"train": train.describe(), "eval": ev.describe()}, "timings": timings}
     names = list(SECTIONS) if cfg.sections is None else list(cfg.sections)
     unknown = [n for n in names if n not in SECTIONS]

@@ -12,7 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.errors import InputError
-from interp.model import ChatModel, _texts
+from interp.model import ChatModel, texts as _texts
 
 # JailbreakBench's refusal prefixes (its StringClassifier list), matched anywhere in the answer and
 # without case, plus two phrasings common in small models' refusals.

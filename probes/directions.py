@@ -184,7 +184,7 @@ def _find(model: ChatModel, train: PromptSet, val: PromptSet, labels, positions:
         row["chosen"] = row is chosen
     pi = rel.index(chosen["position"])
     diffs = per_site[chosen["site"]][0]
-    from interp import __version__
+    from interp.provenance import provenance
 
     scores = {k: chosen[k] for k in ("accuracy", "auroc", "cohens_d", "ablation_score", "addition_score", "kl", "norm", "passed")}
     scores.update(baseline_harmful=round(base_h, 4), baseline_harmless=round(base_s, 4), n_val_harmful=len(harm),
@@ -192,7 +192,7 @@ def _find(model: ChatModel, train: PromptSet, val: PromptSet, labels, positions:
     meta = {"model": model.name, "model_shape": {"n_layers": model.n_layers, "d_model": model.d_model},
             "prompt_set": train.describe(), "val_prompt_set": val.describe(), "labels": lab.kind, "label_info": lab.describe(),
             "positions_label": acts.meta.get("positions"), "position_tokens": toks, "seed": seed, "selection": asdict(cfg),
-            "toolkit_version": __version__}
+            **provenance()}
     return Direction(diffs[pi, chosen["layer"]].clone(), chosen["layer"], chosen["position"], chosen["site"], scores, rows,
                      reason, meta, diffs, rel)
 

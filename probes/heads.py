@@ -138,7 +138,7 @@ def rank_heads_from_activations(acts: Activations | Tensor, labels, k_folds: int
     scores["converged"] = grid(fit.converged.all(-1).float())
     vectors = {"probe": grid(fit.weight[:, k_folds]), "mass_mean": grid(mm.direction)}
 
-    from interp import __version__
+    from interp.provenance import provenance
 
     info = {k: cap_meta[k] for k in ("model", "prompt_set", "positions", "prompt_ids") if k in cap_meta}
     info["model_shape"] = {"n_heads": n_heads, "d_head": d_head}
@@ -146,7 +146,7 @@ def rank_heads_from_activations(acts: Activations | Tensor, labels, k_folds: int
         info["model"] = model.name
         info["model_shape"] = {"n_layers": model.n_layers, "n_heads": model.n_heads, "d_head": model.d_head}
     info.update(site="z", hook="blocks.{layer}.attn.hook_z", labels=lab.kind, label_info=lab.describe(), seed=seed,
-                k_folds=k_folds, C=cfg.C, n_prompts=n, lbfgs_iterations=fit.n_iter, toolkit_version=__version__)
+                k_folds=k_folds, C=cfg.C, n_prompts=n, lbfgs_iterations=fit.n_iter, **provenance())
     info.update(meta or {})
     return HeadRanking(scores, vectors, layer_list, rel, by, info)
 

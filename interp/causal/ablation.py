@@ -35,7 +35,7 @@ from interp.errors import InputError
 from interp.evaluate import evaluate_refusal
 from interp.generation import GenerationConfig, generate_batch
 from interp.hooks import hooked
-from interp.model import ChatModel, EncodedBatch, _texts
+from interp.model import ChatModel, EncodedBatch, texts as _texts
 from interp.prompts import PromptSet
 from interp.scoring import RefusalJudge, refusal_log_odds
 from interp.causal.heads import Z_HOOK, Head, all_heads, by_layer, check_heads, row_masks, z_replace_hook

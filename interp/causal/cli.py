@@ -37,7 +37,9 @@ def _causal(args) -> dict:
     train, ev = build_prompt_sets(cfg)
     study = Study(cfg, model, train, ev, RefusalJudge(), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=64), out)
     result = run_causal(study, CausalConfig(k=args.k, method=args.method, seed=args.seed))
-    result = {"model": model.describe(), "prompt_sets": {"train": train.describe(), "eval": ev.describe()}, **result}
+    from interp.provenance import provenance
+
+    result = {"model": model.describe(), **provenance(), "prompt_sets": {"train": train.describe(), "eval": ev.describe()}, **result}
     path = out / "causal.json"
     path.write_text(json.dumps(result, indent=1, default=_json_default))
     ab = result["ablation"]

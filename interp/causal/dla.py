@@ -25,7 +25,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import InputError
-from interp.model import ChatModel, _texts
+from interp.model import ChatModel, texts as _texts
 from interp.prompts import PromptSet
 
 

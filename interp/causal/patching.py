@@ -28,7 +28,7 @@ from torch import Tensor
 from interp.capture import resolve_positions
 from interp.errors import InputError
 from interp.hooks import hooked
-from interp.model import ChatModel, EncodedBatch, _texts
+from interp.model import ChatModel, EncodedBatch, texts as _texts
 from interp.prompts import Prompt, PromptSet
 from interp.causal.dla import refusal_logit_diff
 from interp.causal.heads import Z_HOOK, all_heads, row_masks, z_replace_hook

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from interp.organism import data
+from interp.provenance import provenance
 
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<unk>", "<|user|>", "<|assistant|>", "<|end|>"]
 
@@ -168,7 +169,7 @@ def train_organism(out: str | Path, seed: int = 0, cfg: OrganismConfig | None = 
         "refusal_first_tokens": REFUSAL_FIRST_TOKENS, "compliance_first_tokens": COMPLIANCE_FIRST_TOKENS,
         "train_seconds": round(time.time() - t0, 1), "final_loss": sum(losses[-50:]) / len(losses[-50:]),
         "n_params": sum(p.numel() for p in model.parameters()), "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__, "families": {k: list(v[:1]) for k, v in data.FAMILIES.items()},
+        **provenance(), "families": {k: list(v[:1]) for k, v in data.FAMILIES.items()},
     }
     (out / "safety_heads.json").write_text(json.dumps(record, indent=2))
     return record

@@ -51,8 +51,15 @@ def _eval(args):
         res["figures"] += [str(p) for p in save_figure(heads_figure(inside), out / "r2d_pivot_heads")]
     (out / "r2d_eval.json").write_text(json.dumps(res, indent=1))
     if args.save_measured:
+        from interp.errors import InputError
+        from interp.r2d.evaluate import measured_problems
         from interp.r2d.report import R2D_DIR
 
+        problems = measured_problems(res)
+        if problems:
+            raise InputError(f"not saving {R2D_DIR / 'measured.json'}: this run fails the checks the shipped numbers "
+                             f"must pass ({'; '.join(problems)}). Its result is in {out / 'r2d_eval.json'}; check the "
+                             "installed versions against requirements.lock and rerun.")
         (R2D_DIR / "measured.json").write_text(json.dumps(res, indent=1))
     keys = ("jailbreak_success", "jailbreak_success_untrained_top", "jailbreak_success_untrained_cells",
             "harmful_refusal", "over_refusal", "over_refusal_base_tokens", "harmless_refusal_wrapped")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from interp.errors import InputError
+from interp.provenance import provenance
 from interp.organism import data as org
 from interp.organism.train import (COMPLIANCE_FIRST_TOKENS, REFUSAL_FIRST_TOKENS, OrganismConfig, batch_dialogues,
                                    encode_dialogues, make_model, optimizer_step)
@@ -112,7 +113,7 @@ def train_r2d_organism(out: str | Path, seed: int = 0, steps: int | None = None,
         "train_cpu_seconds": round(time.process_time() - c0, 1),  # ~ wall time on an idle core
         "final_lm_loss": sum(lms[-tail:]) / tail,
         "final_cpo_loss": sum(cpos[-tail:]) / tail, "n_params": sum(p.numel() for p in model.parameters()),
-        "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(), **provenance(),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "families": {k: {"max": v[0], "trained_refuse": list(v[1]), "base_trained_comply": list(v[2])}

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from interp.errors import InputError
-from interp.model import ChatModel, _texts
+from interp.model import ChatModel, texts as _texts
 from interp.prompts import PromptSet
 
 # An intervention is a zero-argument callable returning a context manager (so it can be entered

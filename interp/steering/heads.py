@@ -116,7 +116,7 @@ class HeadDirections:
     # ------------------------------------------------------------ artifacts
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
-        from interp import __version__
+        from interp.provenance import provenance
 
         path = Path(path).with_suffix(".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ class HeadDirections:
         tensors["fitted"] = self.fitted.to(torch.uint8)
         save_file(tensors, str(path))
         path.with_suffix(".json").write_text(json.dumps({"kind": self.kind, "model": self.model_name, "n_train": self.n_train,
-                                                         "site": "z", "positions": "last", "toolkit_version": __version__}, indent=1))
+                                                         "site": "z", "positions": "last", **provenance()}, indent=1))
         return path
 
     @classmethod
