@@ -214,6 +214,10 @@ def resolve_model_dir(name_or_dir: str) -> tuple[str, bool]:
             raise ModelLoadError(f"organism variant {variant!r} is not built at {d}; "
                                  f"train it with: safety-heads organism train --variant {variant} --out {d}")
         return str(d), True
+    from interp import hub
+
+    if hub.canonical(name_or_dir) is not None:  # a registry model (e.g. smollm2-135m-instruct): converted once, cached
+        return str(hub.model_dir(name_or_dir)), True
     p = Path(name_or_dir).expanduser()
     if p.exists():
         if not p.is_dir() or not (p / "config.json").exists():
@@ -269,7 +273,10 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     if not refusal or not compliance:
         raise ModelLoadError(f"could not find refusal/compliance first tokens in the vocabulary of {name_or_dir!r}; "
                              "pass refusal_phrases= and compliance_phrases=")
+    from interp import hub
+
     name = f"organism:{meta.get('variant', 'gqa')}" if meta.get("kind") in ("organism", "r2d") and name_or_dir.startswith("organism") else name_or_dir
+    name = hub.canonical(name) or name
     return ChatModel(bridge, tokenizer, name, refusal, compliance, meta)
 
 
