@@ -59,8 +59,10 @@ def broken_cache_message(model: ChatModel, held, expected: int) -> str:
 
 
 def _forward_cached(bridge, step_input, mask, past, pos):
+    # logits_to_keep=1: only the next token's logits (a replicated batch's logits at every prompt
+    # position would take rows x positions x vocabulary floats)
     return bridge(step_input, attention_mask=mask, past_key_values=past, position_ids=pos[:, -step_input.shape[1]:],
-                  use_cache=True, return_type="logits_and_cache")
+                  use_cache=True, return_type="logits_and_cache", logits_to_keep=1)
 
 
 @torch.no_grad()
@@ -90,7 +92,7 @@ def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, u
                 else:
                     model.cache_works = True
         else:
-            logits = bridge(tokens, attention_mask=mask, position_ids=pos)
+            logits = bridge(tokens, attention_mask=mask, position_ids=pos, logits_to_keep=1)
         nxt = logits[:, -1, :].argmax(-1)
         for r in range(n):
             if not done[r]:

@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--val-fraction", type=float, default=0.25, help="share of prompts held out to select the direction")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=10, help="heads listed in the printed summary")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="measure every refusal-direction candidate exactly (two passes each) instead of estimating all "
+                        "by attribution patching and measuring the top 8")
     p.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido + chrome)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_rank)
@@ -32,12 +35,13 @@ def _rank(args) -> dict:
     from interp.cli_core import load_from_args
     from interp.datasets import load_prompt_sets
     from probes.figures import save_probe_figures
+    from probes.directions import SelectionConfig
     from probes.run import run_probes
 
     prompts = load_prompt_sets(harmful=args.harmful, harmless=args.harmless, jailbreak=args.jailbreak)
     model = load_from_args(args)
     res = run_probes(model, prompts, labels=args.labels, head_positions=args.positions, k_folds=args.k_folds, C=args.C,
-                     seed=args.seed, val_fraction=args.val_fraction)
+                     seed=args.seed, val_fraction=args.val_fraction, selection=SelectionConfig(exhaustive=args.exhaustive))
     out = Path(args.out)
     files = [str(f) for f in res.ranking.save(out / "ranking") + res.direction.save(out / "direction")]
     (out / "ranking_rows.json").write_text(json.dumps(res.ranking.to_rows(), indent=1))

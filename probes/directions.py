@@ -10,6 +10,19 @@ Selection (their `select_direction`, defaults kept): for each candidate r at (la
 discard candidates in the last 20% of layers, with KL > 0.1, or whose addition does not make
 harmless prompts refuse (score <= 0); choose the lowest ablation score. Refusal scores are the
 toolkit's `refusal_score` (log-odds of refusal vs compliance first tokens; > 0 leans to refuse).
+
+Measuring a candidate exactly costs two forward passes over the val prompts; SmolLM2-135M has 360
+candidates (2 sites x 6 positions x 30 layers), so the exhaustive scan costs 720 passes. By default
+every candidate's ablation and addition scores are first *estimated* by attribution patching
+(`interp.causal.attribution`: one forward and one backward pass over the val prompts gives them
+all), candidates in pruned layers are dropped before anything is measured, and only the `top_k`
+(8) with the lowest estimated ablation score are measured exactly, in replicated batches, the
+additions resumed at their own layer (`interp.causal.resume`). If none of those passes the filters,
+a second round measures the `top_k` not yet measured whose estimated addition raises harmless
+refusal most (the first-order addition estimate is too small for a large vector, so it ranks
+rather than filters). The choice
+is made by Arditi's rule among the measured candidates; `SelectionConfig(exhaustive=True)` (CLI
+`--exhaustive`) measures every candidate, as Arditi et al. do.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+import einops
 import torch
 from einops import rearrange
 from jaxtyping import Bool, Float
@@ -24,7 +38,7 @@ from torch import Tensor
 
 from interp.capture import Activations, Positions, capture
 from interp.errors import InputError
-from interp.hooks import ablate_direction, add_direction
+from interp.hooks import hooked
 from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.scoring import last_logits, refusal_log_odds
@@ -53,8 +67,18 @@ class SelectionConfig:
     # a small model can decide inside block 0 (the organism does), after which every block input
     # is downstream of the decision and ablating it does not undo refusal.
     sites: tuple[str, ...] = ("resid_pre", "resid_mid")
+    # measured exactly after the attribution estimate; more rounds of top_k only while none passes
+    top_k: int = 8
+    max_rounds: int = 2
+    exhaustive: bool = False
+    max_rows: int = 256  # rows (prompts x candidates) per replicated pass, fewer for long prompts (activation budget)
+    grad_batch_size: int = 8  # prompts per forward+backward pass of the estimate, fewer for long prompts
 
     def __post_init__(self) -> None:
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise InputError(f"top_k must be a positive integer (candidates measured exactly), got {self.top_k!r}")
+        if not isinstance(self.max_rounds, int) or self.max_rounds < 1:
+            raise InputError(f"max_rounds must be a positive integer, got {self.max_rounds!r}")
         if not 0 <= self.prune_layer_fraction < 1:
             raise InputError(f"prune_layer_fraction must be in [0, 1), got {self.prune_layer_fraction}")
         if self.kl_threshold <= 0:
@@ -89,11 +113,6 @@ def mean_differences(X: Float[Tensor, "batch pos layer d_model"], y: Bool[Tensor
 
 def _subset(prompts: PromptSet, idx: Sequence[int], tag: str) -> PromptSet:
     return PromptSet(f"{prompts.name}:{tag}", tuple(prompts[i] for i in idx), prompts.source)
-
-
-def _kl(base: Tensor, other: Tensor) -> float:
-    lp, lq = base.float().log_softmax(-1), other.float().log_softmax(-1)
-    return float((lp.exp() * (lp - lq)).sum(-1).mean())
 
 
 def find_refusal_direction(model: ChatModel, train: PromptSet, val: PromptSet, labels: str | Labels | Sequence[bool] = "behaviour",
@@ -146,38 +165,59 @@ def _find(model: ChatModel, train: PromptSet, val: PromptSet, labels, positions:
             notes.append("val filter left an empty set; used the unfiltered val prompts")
     val_h, val_s = _subset(val, harm, "harmful"), _subset(val, safe, "harmless")
     base_h, base_s = float(base_score[harm].mean()), float(base_score[safe].mean())
-    both = val_h.concat(val_s)
     toks = position_tokens(model, train, rel)
     cut = int(L * (1.0 - cfg.prune_layer_fraction))  # Arditi: layer >= int(n_layers * (1 - 0.2)) is discarded
 
     # a block input shared by every prompt (layer 0 at a template token is its embedding) gives a
     # difference that is round-off; its unit vector would be noise, so it is no candidate
     tiny = 1e-4 * max(float(v[0].norm(dim=-1).max()) for v in per_site.values())
-    rows = []
+    rows, vecs = [], []
     for site, pi, layer in [(x, p, l) for x in sites for p in range(n_pos) for l in range(L)]:
         diffs, acc, auc, cd = per_site[site]
         r = diffs[pi, layer]
         row = {"site": site, "layer": layer, "position": rel[pi], "token": toks[pi], "accuracy": round(float(acc[pi, layer]), 4),
                "auroc": round(float(auc[pi, layer]), 4), "cohens_d": round(float(cd[pi, layer]), 4),
-               "norm": round(float(r.norm()), 4)}
-        if float(r.norm()) <= tiny:
-            row["norm"] = 0.0
-            row.update(ablation_score=float("nan"), addition_score=float("nan"), kl=float("nan"))
-        else:
-            with torch.no_grad():
-                with ablate_direction(model, r):
-                    abl = last_logits(model, both, cfg.batch_size)
-                with add_direction(model, r, layer, cfg.addition_alpha, site=site):
-                    add = last_logits(model, val_s, cfg.batch_size)
-            nh = len(val_h)
-            row.update(ablation_score=round(float(refusal_log_odds(model, abl[:nh]).mean()), 4),
-                       addition_score=round(float(refusal_log_odds(model, add).mean()), 4),
-                       kl=round(_kl(base[safe], abl[nh:]), 5))
-        row["pruned"] = layer >= cut
-        row["kl_ok"] = bool(row["kl"] <= cfg.kl_threshold)
-        row["induces_refusal"] = bool(row["addition_score"] > cfg.induce_refusal_threshold)
-        row["passed"] = not row["pruned"] and row["kl_ok"] and row["induces_refusal"]
+               "norm": round(float(r.norm()), 4) if float(r.norm()) > tiny else 0.0, "pruned": layer >= cut,
+               "ablation_score": float("nan"), "addition_score": float("nan"), "kl": float("nan"),
+               "ablation_estimate": float("nan"), "addition_estimate": float("nan"), "measured": False}
         rows.append(row)
+        vecs.append(r)
+    live = [i for i, row in enumerate(rows) if row["norm"]]
+    if live:
+        where = [(rows[i]["site"], rows[i]["layer"]) for i in live]
+        est_a, est_d = estimate_scores(model, val_h, val_s, torch.stack([vecs[i] for i in live]), where, cfg.addition_alpha,
+                                       cfg.grad_batch_size)
+        for j, i in enumerate(live):
+            rows[i]["ablation_estimate"] = round(base_h + float(est_a[j]), 4)
+            rows[i]["addition_estimate"] = round(base_s + float(est_d[j]), 4)
+
+    def measure(idx: list[int], label: str) -> None:
+        abl, add, kl = measure_candidates(model, val_h, val_s, torch.stack([vecs[i] for i in idx]),
+                                          [(rows[i]["site"], rows[i]["layer"]) for i in idx], cfg.addition_alpha,
+                                          base[safe], cfg.max_rows, label)
+        for j, i in enumerate(idx):
+            rows[i].update(ablation_score=round(float(abl[j]), 4), addition_score=round(float(add[j]), 4),
+                           kl=round(float(kl[j]), 5), measured=True)
+            _judge(rows[i], cfg)
+
+    for row in rows:
+        _judge(row, cfg)
+    if cfg.exhaustive:  # Arditi et al.: every candidate, pruned layers included (then discarded)
+        measure(live, f"direction candidates ({len(live)}, exhaustive)")
+    else:
+        # every layer pruned (a one- or two-layer model): measure among all, as the fallback rule chooses
+        eligible = [i for i in live if not rows[i]["pruned"]] or live
+        for rnd in range(cfg.max_rounds):
+            left = [i for i in eligible if not rows[i]["measured"]]
+            if rnd == 0:  # the lowest estimated harmful refusal under ablation: what the rule minimises
+                left.sort(key=lambda i: rows[i]["ablation_estimate"])
+            else:  # none of those passed: the candidates likeliest to pass the addition filter
+                left.sort(key=lambda i: -rows[i]["addition_estimate"])
+            if not left:
+                break
+            measure(left[:cfg.top_k], f"direction candidates (round {rnd + 1}, top {cfg.top_k} of {len(live)})")
+            if any(rows[i]["passed"] for i in eligible):
+                break
 
     chosen, reason = _choose(rows, cfg, base_h, notes)
     for row in rows:
@@ -192,9 +232,161 @@ def _find(model: ChatModel, train: PromptSet, val: PromptSet, labels, positions:
     meta = {"model": model.name, "model_shape": {"n_layers": model.n_layers, "d_model": model.d_model},
             "prompt_set": train.describe(), "val_prompt_set": val.describe(), "labels": lab.kind, "label_info": lab.describe(),
             "positions_label": acts.meta.get("positions"), "position_tokens": toks, "seed": seed, "selection": asdict(cfg),
-            **provenance()}
+            "estimate": estimate_quality(rows), **provenance()}
     return Direction(diffs[pi, chosen["layer"]].clone(), chosen["layer"], chosen["position"], chosen["site"], scores, rows,
                      reason, meta, diffs, rel)
+
+
+def estimate_quality(rows: list[dict]) -> dict:
+    """Spearman rank correlation of the attribution estimates against the exact scores over the
+    measured candidates (all of them in an exhaustive search)."""
+    from interp.causal.compare import spearman
+
+    m = [r for r in rows if r.get("measured")]
+    out = {"n_measured": len(m), "n_candidates": sum(1 for r in rows if r["norm"])}
+    for key in ("ablation", "addition"):
+        out[f"{key}_spearman"] = (spearman(torch.tensor([r[f"{key}_estimate"] for r in m]),
+                                           torch.tensor([r[f"{key}_score"] for r in m])) if len(m) >= 3 else float("nan"))
+    return out
+
+
+def _judge(row: dict, cfg: SelectionConfig) -> None:
+    """Arditi's filters on a row's measured scores (an unmeasured row passes none)."""
+    row["kl_ok"] = bool(row["kl"] <= cfg.kl_threshold)
+    row["induces_refusal"] = bool(row["addition_score"] > cfg.induce_refusal_threshold)
+    row["passed"] = not row["pruned"] and row["kl_ok"] and row["induces_refusal"]
+
+
+def _ablation_sites(n_layers: int) -> list[str]:
+    # Directional ablation projects the direction out of every block input and every attention and
+    # MLP output. Each block input after the first is the sum of outputs already projected, so its
+    # own projection removes nothing: to first order the ablation is the sum of the changes at the
+    # embedding and at each attention and MLP output.
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_{x}" for l in range(n_layers) for x in ("attn_out", "mlp_out")]
+
+
+def estimate_scores(model: ChatModel, harmful: PromptSet, harmless: PromptSet, vectors: Float[Tensor, "cand d_model"],
+                    where: Sequence[tuple[str, int]], alpha: float = 1.0,
+                    batch_size: int = 8) -> tuple[Float[Tensor, "cand"], Float[Tensor, "cand"]]:
+    """Attribution-patching estimates, for every candidate direction at once, of the change of the
+    mean refusal score of `harmful` under directional ablation (sum over the ablated sites of
+    -(a . u)(g . u), u the unit direction, g the gradient) and of `harmless` under addition of
+    `alpha * vector` at its (site, layer) (alpha * sum over positions of g . vector). One forward
+    and one backward pass over both sets."""
+    from interp.causal.attribution import attribute, batches, refusal_score_metric
+
+    L = model.n_layers
+    V = vectors.float().to(model.device)
+    U = V / V.norm(dim=-1, keepdim=True)
+    abl_names = _ablation_sites(L)
+    add_names = sorted({f"blocks.{l}.hook_{x}" for x, l in where})
+    names = list(dict.fromkeys(abl_names + add_names))
+    both = harmful.concat(harmless)
+    n_h = len(harmful)
+    abl = torch.zeros(len(V), dtype=torch.float64)
+    g_add = {n: torch.zeros(model.d_model, dtype=torch.float64) for n in add_names}
+    for idx, b in batches(model, both, batch_size):
+        is_h = torch.tensor([i < n_h for i in idx], device=model.device)
+
+        def reduce(name, a, g):
+            a, g = a.float(), g.float()
+            if name in g_add:
+                g_add[name] += g[~is_h].sum((0, 1)).double().cpu()
+            if name in abl_names and bool(is_h.any()):
+                # [rows, pos, cand]: components along each unit direction, and the gradient's
+                abl.sub_(((a[is_h] @ U.T) * (g[is_h] @ U.T)).sum((0, 1)).double().cpu())
+            return None
+
+        attribute(model, b, names, refusal_score_metric(model), reduce)
+    col = {n: i for i, n in enumerate(add_names)}
+    G = torch.stack([g_add[n] for n in add_names]).float().to(model.device)  # [site-layer, d_model]
+    rows = torch.tensor([col[f"blocks.{l}.hook_{x}"] for x, l in where], device=model.device)
+    add = alpha * (G[rows] * V).sum(-1)
+    return (abl / max(n_h, 1)).float(), (add / max(len(harmless), 1)).float().cpu()
+
+
+def _per_row_ablation(units: Float[Tensor, "row d_model"]):
+    def hook(act, hook):  # act: [row, pos, d_model]; each row projects out its own unit direction
+        u = units.to(act.dtype)
+        return act - einops.einsum(act, u, "r p d, r d -> r p")[..., None] * u[:, None, :]
+    return hook
+
+
+def _per_row_addition(vectors: Float[Tensor, "row d_model"]):
+    def hook(act, hook):
+        return act + vectors.to(act.dtype)[:, None, :]
+    return hook
+
+
+@torch.no_grad()
+def measure_candidates(model: ChatModel, harmful: PromptSet, harmless: PromptSet, vectors: Float[Tensor, "cand d_model"],
+                       where: Sequence[tuple[str, int]], alpha: float, base_harmless: Float[Tensor, "n d_vocab"],
+                       max_rows: int = 256, progress: str | None = None
+                       ) -> tuple[Float[Tensor, "cand"], Float[Tensor, "cand"], Float[Tensor, "cand"]]:
+    """Exact scores of each candidate: mean refusal score of `harmful` with the direction ablated,
+    of `harmless` with `alpha * vector` added at its (site, layer), and KL(unsteered || ablated) on
+    `harmless` (`base_harmless`: its unsteered last-position logits, in order). Candidates share
+    replicated batches (one replica per candidate); additions start at their own layer from the
+    clean run's cached block inputs."""
+    from interp.causal.attribution import progress_bar
+    from interp.causal.resume import cache_block_inputs, last_position_logits, prompt_batches, run_from_layer
+
+    C, L = len(vectors), model.n_layers
+    dtype = next(model.bridge.parameters()).dtype
+    V = vectors.to(model.device, dtype)
+    U = V / V.norm(dim=-1, keepdim=True)
+    both = harmful.concat(harmless)
+    n_h, n = len(harmful), len(both)
+    abl_scores = torch.zeros(C, n)
+    kl = torch.zeros(C)
+    add = torch.zeros(C, len(harmless))
+    abl_names = [f"blocks.{l}.hook_{x}" for l in range(L) for x in ("resid_pre", "attn_out", "mlp_out")]
+    base_lp = base_harmless.float().log_softmax(-1).cpu()
+    with progress_bar(2 * C, progress, "pass") as bar:
+        # ablation: every val prompt, one replica per candidate
+        first_batch = True
+        for idx, b, budget in prompt_batches(model, both.texts, max_rows):
+            n_b = len(idx)
+            safe_rows = [r for r, i in enumerate(idx) if i >= n_h]
+            per = max(1, budget // n_b)
+            for c0 in range(0, C, per):
+                cs = list(range(c0, min(C, c0 + per)))
+                hook = _per_row_ablation(U[cs].repeat_interleave(n_b, 0))
+                with hooked(model, [(nm, hook) for nm in abl_names]):
+                    logits = last_position_logits(model, b.tokens.repeat(len(cs), 1), b.attention_mask.repeat(len(cs), 1))
+                logits = logits.float().cpu().view(len(cs), n_b, -1)
+                abl_scores[torch.tensor(cs)[:, None], torch.tensor(idx)[None, :]] = refusal_log_odds(
+                    model, logits.flatten(0, 1)).view(len(cs), n_b)
+                if safe_rows:
+                    lq = logits[:, safe_rows].log_softmax(-1)  # [cand, harmless rows, vocab]
+                    lp = base_lp[[idx[r] - n_h for r in safe_rows]][None]
+                    kl[cs] += (lp.exp() * (lp - lq)).sum(-1).sum(-1)
+                if first_batch:
+                    bar.update(len(cs))
+            first_batch = False
+        # addition: harmless prompts only, each group of candidates resumed at its layer
+        groups: dict[int, list[int]] = {}
+        for c, (_, l) in enumerate(where):
+            groups.setdefault(l, []).append(c)
+        first_batch = True
+        for idx, b, budget in prompt_batches(model, harmless.texts, max_rows):
+            n_b = len(idx)
+            cached = cache_block_inputs(model, b, min(groups))
+            per = max(1, budget // n_b)
+            for layer in sorted(groups):
+                for c0 in range(0, len(groups[layer]), per):
+                    cs = groups[layer][c0:c0 + per]
+                    hooks = []
+                    for site in sorted({where[c][0] for c in cs}):  # rows of another site's candidates add zero
+                        vec = torch.stack([alpha * V[c] if where[c][0] == site else torch.zeros_like(V[c]) for c in cs])
+                        hooks.append((f"blocks.{layer}.hook_{site}", _per_row_addition(vec.repeat_interleave(n_b, 0))))
+                    logits = run_from_layer(model, cached, layer, repeat=len(cs), hooks=hooks)
+                    add[torch.tensor(cs)[:, None], torch.tensor(idx)[None, :]] = refusal_log_odds(
+                        model, logits).cpu().view(len(cs), n_b)
+                    if first_batch:
+                        bar.update(len(cs))
+            first_batch = False
+    return abl_scores[:, :n_h].mean(1), add.mean(1), kl / max(len(harmless), 1)
 
 
 def _choose(rows: list[dict], cfg: SelectionConfig, base_h: float, notes: list[str]) -> tuple[dict, str]:
@@ -208,7 +400,11 @@ def _choose(rows: list[dict], cfg: SelectionConfig, base_h: float, notes: list[s
     pool, fallback = next((t for t in tiers if t[0]), tiers[-1])
     best = min(pool, key=lambda r: (r["ablation_score"] if r["ablation_score"] == r["ablation_score"] else float("inf")))
     rejected = []
+    unmeasured = [r for r in rows if r["norm"] and not r.get("measured", True)]
+    skip = {id(r) for r in unmeasured}
     for r in rows:
+        if id(r) in skip:
+            continue  # counted below
         why = []
         if not r["norm"]:
             why.append("zero difference in means (every prompt has the same block input here)")
@@ -220,6 +416,9 @@ def _choose(rows: list[dict], cfg: SelectionConfig, base_h: float, notes: list[s
             why.append(f"addition leaves harmless refusal score at {r['addition_score']:.2f} <= {cfg.induce_refusal_threshold}")
         if why:
             rejected.append(f"{r.get('site', 'resid_pre')} layer {r['layer']} pos {r['position']}: " + ", ".join(why))
+    n_pruned = sum(1 for r in unmeasured if r["pruned"])
+    if n_pruned:
+        rejected.append(f"{n_pruned} candidates in the last {cfg.prune_layer_fraction:.0%} of layers (not measured)")
     where = f"{best.get('site', 'resid_pre')} layer {best['layer']} at position {best['position']} ({best['token']!r})"
     if fallback:
         head = (f"no candidate passed every filter; chose {where}, the lowest harmful refusal score under ablation "
@@ -228,5 +427,10 @@ def _choose(rows: list[dict], cfg: SelectionConfig, base_h: float, notes: list[s
         head = (f"chose {where}: lowest harmful refusal score under ablation ({best['ablation_score']:.2f}, unsteered "
                 f"{base_h:.2f}) among the {len(pool)} of {len(rows)} candidates that pass the filters (addition makes harmless "
                 f"prompts refuse: {best['addition_score']:.2f} > {cfg.induce_refusal_threshold}; KL {best['kl']:.3g} <= {cfg.kl_threshold})")
+    if unmeasured:
+        n_m = sum(1 for r in rows if r.get("measured"))
+        notes = [f"{n_m} candidates measured exactly; {len(unmeasured) - n_pruned} others outside the pruned layers "
+                 f"were not: their attribution estimate ranked them below the top {cfg.top_k} "
+                 "(SelectionConfig.exhaustive / --exhaustive measures every one)"] + list(notes)
     reason = head + (". Rejected: " + "; ".join(rejected) if rejected else "") + (". Notes: " + "; ".join(notes) if notes else "")
     return best, reason

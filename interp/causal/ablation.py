@@ -38,7 +38,9 @@ from interp.hooks import hooked
 from interp.model import ChatModel, EncodedBatch, texts as _texts
 from interp.prompts import PromptSet
 from interp.scoring import RefusalJudge, refusal_log_odds
+from interp.causal.attribution import HeadGradients, head_gradients, progress_bar
 from interp.causal.heads import Z_HOOK, Head, all_heads, by_layer, check_heads, row_masks, z_replace_hook
+from interp.causal.resume import cache_block_inputs, last_position_logits, prompt_batches, run_from_layer
 
 METHODS = ("zero", "mean", "resample")
 REF_POSITIONS = ("last", "all")
@@ -168,18 +170,15 @@ def ablate_heads(model: ChatModel, heads, method: str = "mean", reference=None, 
 
 # ------------------------------------------------------------------ many head sets in one pass
 def _rows_for_sets(model: ChatModel, texts: list[str], head_sets: Sequence[Sequence[Head]], values, max_rows: int,
-                   run: Callable[[EncodedBatch], Sequence]) -> list[list]:
+                   run: Callable[[EncodedBatch], Sequence], new_tokens: int = 0) -> list[list]:
     """`run(batch)` on the prompt batch replicated once per head set, each replica ablating its own
     heads; returns `out[set][prompt]` in the caller's order. Prompts are sorted by length so that
-    batches carry little padding (left padding + attention mask: results do not depend on it)."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    batches carry little padding (left padding + attention mask: results do not depend on it);
+    rows per pass stay within the activation budget (`interp.causal.resume.rows_per_pass`)."""
     out: list[list] = [[None] * len(texts) for _ in head_sets]
-    n_batch = max(1, min(len(texts), max_rows))
-    for p0 in range(0, len(order), n_batch):
-        idx = order[p0:p0 + n_batch]
-        b = model.encode([texts[i] for i in idx])
+    for idx, b, budget in prompt_batches(model, texts, max_rows, new_tokens):
         n = len(idx)
-        per = max(1, max_rows // n)
+        per = max(1, budget // n)
         for s0 in range(0, len(head_sets), per):
             chunk = head_sets[s0:s0 + per]
             k = len(chunk)
@@ -214,18 +213,63 @@ def _check_sets(model: ChatModel, prompts, head_sets) -> tuple[list[str], list[l
 
 @torch.no_grad()
 def ablation_scores(model: ChatModel, prompts, head_sets: Sequence[Sequence[Head]], method: str = "mean",
-                    reference=None, seed: int = 0, positions: str = "last",
-                    max_rows: int = 512) -> Float[Tensor, "set prompt"]:
+                    reference=None, seed: int = 0, positions: str = "last", max_rows: int = 512,
+                    resume: bool = True, progress: str | None = None) -> Float[Tensor, "set prompt"]:
     """Refusal score of every prompt under each head set's ablation (an empty set = unablated), in
-    as few forward passes as the row budget allows."""
+    as few forward passes as the row budget allows. `resume`: a set whose first head is in layer l
+    runs from block l on a clean run's cached block inputs (`interp.causal.resume`); False runs
+    every set from the embeddings. `progress`: a label shows a progress bar over the sets."""
     texts, sets = _check_sets(model, prompts, head_sets)
     values = _values(model, method, resolve_reference(model, method, reference, positions), seed)
+    if resume:
+        return _scores_resumed(model, texts, sets, values, max_rows, progress)
 
     def run(b: EncodedBatch):
-        logits = model.bridge(b.tokens, attention_mask=b.attention_mask)[:, -1]
-        return refusal_log_odds(model, logits).tolist()
+        return refusal_log_odds(model, last_position_logits(model, b.tokens, b.attention_mask)).tolist()
 
     return torch.tensor(_rows_for_sets(model, texts, sets, values, max_rows, run))
+
+
+# prompts whose block inputs are cached at once for resumed runs: 16 prompts x 60 tokens x 30
+# layers x 576 floats is 66 MB (SmolLM2-135M); larger sets are cached batch by batch
+RESUME_PROMPTS = 16
+
+
+def _scores_resumed(model: ChatModel, texts: list[str], sets: list[list[Head]], values, max_rows: int,
+                    progress: str | None) -> Tensor:
+    L = model.n_layers
+    start = [min((l for l, _ in hs), default=L) for hs in sets]  # an empty set changes nothing: the clean run
+    groups: dict[int, list[int]] = {}
+    for i, l in enumerate(start):
+        groups.setdefault(l, []).append(i)
+    out = torch.empty(len(sets), len(texts))
+    first = min(min(start), L - 1)
+    with progress_bar(len(sets) * -(-len(texts) // min(len(texts), RESUME_PROMPTS)), progress, "set") as bar:
+        for idx, b, budget in prompt_batches(model, texts, max_rows, max_prompts=RESUME_PROMPTS):
+            idx = torch.tensor(idx)
+            n = len(idx)
+            cached = cache_block_inputs(model, b, first)
+            for i in groups.get(L, []):
+                out[i, idx] = refusal_log_odds(model, cached.logits).cpu()
+            bar.update(len(groups.get(L, [])))
+            per = max(1, budget // n)
+            for layer in sorted(l for l in groups if l < L):
+                members = groups[layer]
+                for s0 in range(0, len(members), per):
+                    chunk = members[s0:s0 + per]
+                    k = len(chunk)
+                    mask = row_masks(model, [sets[i] for i in chunk], n)
+                    hooks = []
+                    for l in range(layer, L):
+                        if mask[:, l].any():
+                            v = values(l)
+                            if callable(v):  # resample: a row's reference follows its prompt, not its replica
+                                v = v(n).repeat(k, 1, 1, 1)
+                            hooks.append((Z_HOOK.format(l=l), z_replace_hook(mask[:, l], v)))
+                    logits = run_from_layer(model, cached, layer, repeat=k, hooks=hooks)
+                    out[torch.tensor(chunk)[:, None], idx[None, :]] = refusal_log_odds(model, logits).view(k, n).cpu()
+                    bar.update(k)
+    return out
 
 
 @torch.no_grad()
@@ -251,7 +295,7 @@ def ablation_refusals(model: ChatModel, prompts, head_sets: Sequence[Sequence[He
         refused = judge([model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new])
         return list(zip(refused, refusal_log_odds(model, first[0]).tolist()))
 
-    rows = _rows_for_sets(model, texts, sets, values, max_rows, run)
+    rows = _rows_for_sets(model, texts, sets, values, max_rows, run, new_tokens=max_new_tokens)
     refused = torch.tensor([[r for r, _ in row] for row in rows], dtype=torch.bool)
     scores = torch.tensor([[x for _, x in row] for row in rows])
     return refused, scores
@@ -357,6 +401,12 @@ class SearchConfig:
     refusal rate has moved by `target` (0.5: half of the prompts changed behaviour), when no head
     helps any more, or after `max_heads`.
 
+    The single-head scan that seeds the greedy search is estimated for every head by attribution
+    patching (one forward and one backward pass, `interp.causal.attribution`); only the `top_k`
+    heads with the largest estimated effect (default 8) are ablated exactly, and the greedy search
+    runs on those. `exhaustive=True` ablates every head exactly (one pass per head: 270 on
+    SmolLM2-135M, 1,024 on a 7B model) and keeps the `n_candidates` best, as before.
+
     `reference` says what mean/resample ablation replaces a head's output with:
     ``"balanced"``: the mean over harmful and harmless prompts together. It carries no label, so
     it removes the heads' signal; the direction that flips then says how the model decides
@@ -371,11 +421,13 @@ class SearchConfig:
     max_heads: int = 4
     target: float = 0.5
     min_gain: float = 0.05  # log-odds: stop when the best next head moves the mean score by less
-    n_candidates: int = 16  # heads kept per direction after the single-head scan (largest effects)
+    n_candidates: int = 16  # heads kept per direction after an exhaustive single-head scan (largest effects)
     method: str = "mean"
     positions: str = "last"
     reference: str = "auto"
     seed: int = 0
+    top_k: int = 8  # heads ablated exactly after the attribution estimate (ignored when exhaustive)
+    exhaustive: bool = False
 
     def __post_init__(self) -> None:
         if self.max_heads < 1:
@@ -386,17 +438,29 @@ class SearchConfig:
             raise InputError(f"unknown ablation method {self.method!r}; choose one of {METHODS}")
         if self.reference not in REFERENCE_POLICIES:
             raise InputError(f"unknown reference policy {self.reference!r}; choose one of {REFERENCE_POLICIES}")
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise InputError(f"top_k must be a positive integer (heads ablated exactly), got {self.top_k!r}")
 
 
-def direction_references(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig) -> dict:
-    """The reference activations each direction ablates with (None for zero-ablation)."""
+def direction_references(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig,
+                         grads: HeadGradients | None = None) -> dict:
+    """The reference activations each direction ablates with (None for zero-ablation). `grads`
+    (the attribution pass over harmful + harmless, in that order) already holds every head's
+    last-token output, so the last-token references need no pass of their own."""
     if cfg.method == "zero":
         return {d: None for d in DIRECTIONS}
+    n = len(harmful)
+
+    def ref(prompts: PromptSet, rows: slice) -> HeadReference:
+        if grads is not None and cfg.positions == "last" and grads.z_last is not None:
+            return HeadReference(grads.z_last[rows], "last", prompts.describe())
+        return head_reference(model, prompts, cfg.positions)
+
     if cfg.reference == "balanced":
-        ref = head_reference(model, harmful.concat(harmless), cfg.positions)
-        return {d: ref for d in DIRECTIONS}
-    return {"refusal": head_reference(model, harmless.require("harmless reference set"), cfg.positions),
-            "compliance": head_reference(model, harmful.require("harmful reference set"), cfg.positions)}
+        r = ref(harmful.concat(harmless), slice(0, None))
+        return {d: r for d in DIRECTIONS}
+    return {"refusal": ref(harmless.require("harmless reference set"), slice(n, None)),
+            "compliance": ref(harmful.require("harmful reference set"), slice(0, n))}
 
 
 @dataclass(frozen=True)
@@ -424,45 +488,105 @@ class HeadSearch:
 
     refusal: DirectionSearch
     compliance: DirectionSearch
-    single: dict[str, Float[Tensor, "layer head"]]  # per direction: wanted-way change of the mean score per head
+    # per direction: wanted-way change of the mean score per head; exact where `measured`, the
+    # attribution estimate elsewhere
+    single: dict[str, Float[Tensor, "layer head"]]
     references: dict  # per direction: the HeadReference ablated with (None for zero-ablation)
     cfg: SearchConfig
     neutral: dict = field(default_factory=dict)  # the best set under label-free ablation, and what it says
     tried: list = field(default_factory=list)  # summaries of reference policies tried before this one ("auto")
+    estimate: dict[str, Float[Tensor, "layer head"]] = field(default_factory=dict)  # attribution estimate, every head
+    measured: dict[str, Bool[Tensor, "layer head"]] = field(default_factory=dict)  # heads ablated exactly
 
     @property
     def best(self) -> DirectionSearch:
         """The direction that flipped behaviour (fewest heads, then largest effect)."""
         return max((self.refusal, self.compliance), key=lambda d: (d.success, -len(d.heads) if d.success else 0, d.effect))
 
+    def estimate_quality(self) -> dict:
+        """Per direction: Spearman of the attribution estimate against the exact single-head
+        effects over the heads measured exactly (all of them with `exhaustive`), and whether the
+        exact scan's best heads are among the estimate's top k."""
+        from interp.causal.compare import spearman
+
+        out = {}
+        for d, est in self.estimate.items():
+            m = self.measured[d]
+            exact = self.single[d][m]
+            row = {"n_exact": int(m.sum()), "spearman": spearman(est[m], exact) if int(m.sum()) >= 3 else float("nan")}
+            if bool(m.all()):  # exhaustive: where the estimate's top k stands against the exact top heads
+                k = self.cfg.top_k
+                top_est = set(est.flatten().argsort(descending=True)[:k].tolist())
+                top_exact = self.single[d].flatten().argsort(descending=True)[:self.cfg.max_heads].tolist()
+                row[f"exact_top{self.cfg.max_heads}_in_estimate_top{k}"] = sum(i in top_est for i in top_exact)
+                row["chosen_in_estimate_top_k"] = all(h[0] * est.shape[1] + h[1] in top_est
+                                                      for h in getattr(self, d).heads)
+            out[d] = row
+        return out
+
     def to_dict(self) -> dict:
         return {"best": self.best.direction, "method": self.cfg.method, "reference": self.cfg.reference,
                 "refusal": self.refusal.to_dict(), "compliance": self.compliance.to_dict(), "neutral": self.neutral,
-                "tried": self.tried}
+                "tried": self.tried, "exhaustive": self.cfg.exhaustive, "top_k": self.cfg.top_k,
+                "estimate": self.estimate_quality()}
 
 
 def single_head_effects(model: ChatModel, prompts, direction: str, method: str = "mean", reference=None, seed: int = 0,
                         positions: str = "last") -> Float[Tensor, "layer head"]:
-    """Change of the mean refusal score when each head alone is ablated, signed so that positive is
-    the direction's wanted way (refusal: lower score on harmful prompts; compliance: higher score
-    on harmless ones)."""
+    """Change of the mean refusal score when each head alone is ablated (exactly, one head per
+    replica), signed so that positive is the direction's wanted way (refusal: lower score on
+    harmful prompts; compliance: higher score on harmless ones)."""
     return _single_scan(model, prompts, direction, method, reference, seed, positions)[0]
 
 
-def _single_scan(model, prompts, direction, method, reference, seed, positions):
+def estimated_head_effects(model: ChatModel, prompts, direction: str, method: str = "mean", reference=None,
+                           positions: str = "last", grads: HeadGradients | None = None) -> Float[Tensor, "layer head"]:
+    """The attribution-patching estimate of `single_head_effects` for every head, from one forward
+    and one backward pass over `prompts` (`grads`, when already computed for them)."""
     if direction not in DIRECTIONS:
         raise InputError(f"unknown direction {direction!r}; choose one of {list(DIRECTIONS)}")
-    s = ablation_scores(model, prompts, [[]] + [[h] for h in all_heads(model)], method, reference, seed, positions)
-    eff = DIRECTIONS[direction][1] * (s[1:] - s[:1]).mean(1).view(model.n_layers, model.n_heads)
-    return eff, s
+    ref = resolve_reference(model, method, reference, positions)
+    grads = grads if grads is not None else head_gradients(model, prompts)
+    return _estimate(model, grads, direction, method, ref)
+
+
+def _estimate(model: ChatModel, grads: HeadGradients, direction: str, method: str, ref: HeadReference | None) -> Tensor:
+    # resample ablation draws a reference prompt per row; to first order its expected effect is
+    # that of the reference mean, which ranks the heads just as well
+    values = None if method == "zero" else ref.mean
+    return DIRECTIONS[direction][1] * grads.ablation_estimate(values).mean(0)
+
+
+def _single_scan(model, prompts, direction, method, reference, seed, positions, heads=None):
+    if direction not in DIRECTIONS:
+        raise InputError(f"unknown direction {direction!r}; choose one of {list(DIRECTIONS)}")
+    every = heads is None
+    heads = all_heads(model) if every else heads
+    s = ablation_scores(model, prompts, [[]] + [[h] for h in heads], method, reference, seed, positions,
+                        progress=f"single-head ablation ({direction}, {len(prompts)} prompts)")
+    eff = DIRECTIONS[direction][1] * (s[1:] - s[:1]).mean(1)
+    return (eff.view(model.n_layers, model.n_heads) if every else eff), s
 
 
 def _search_direction(model, prompts: PromptSet, direction: str, cfg: SearchConfig, ref, rate0: float, judge,
-                      max_new_tokens) -> tuple[DirectionSearch, Tensor]:
+                      max_new_tokens, grads: HeadGradients) -> tuple[DirectionSearch, Tensor, Tensor, Tensor]:
     label, sign = DIRECTIONS[direction]
-    single, scan = _single_scan(model, prompts, direction, cfg.method, ref, cfg.seed, cfg.positions)
-    order = single.flatten().argsort(descending=True).tolist()
-    cands = [divmod(i, model.n_heads) for i in order[:max(cfg.n_candidates, cfg.max_heads)]]
+    estimate = _estimate(model, grads, direction, cfg.method, ref)
+    H = model.n_heads
+    if cfg.exhaustive:
+        single, scan = _single_scan(model, prompts, direction, cfg.method, ref, cfg.seed, cfg.positions)
+        measured = torch.ones_like(single, dtype=torch.bool)
+        row_of = {h: 1 + i for i, h in enumerate(all_heads(model))}
+        order = single.flatten().argsort(descending=True).tolist()
+        cands = [divmod(i, H) for i in order[:max(cfg.n_candidates, cfg.max_heads)]]
+    else:  # estimate every head, measure the top k exactly, search among those
+        top = [divmod(i, H) for i in estimate.flatten().argsort(descending=True)[:cfg.top_k].tolist()]
+        exact, scan = _single_scan(model, prompts, direction, cfg.method, ref, cfg.seed, cfg.positions, heads=top)
+        single, measured = estimate.clone(), torch.zeros_like(estimate, dtype=torch.bool)
+        for h, e in zip(top, exact.tolist()):
+            single[h], measured[h] = e, True
+        row_of = {h: 1 + i for i, h in enumerate(top)}
+        cands = sorted(top, key=lambda h: -float(single[h]))
 
     def key(row: Tensor) -> tuple[float, float]:  # (share of prompts flipped by score, mean wanted-way score)
         return float(((sign * row) > 0).float().mean()), float(sign * row.mean())
@@ -470,12 +594,26 @@ def _search_direction(model, prompts: PromptSet, direction: str, cfg: SearchConf
     current: list[Head] = []
     steps: list[dict] = []
     best_key, rate, success = key(scan[0]), rate0, False
-    n_steps = min(cfg.max_heads, len(cands))
+    n_steps = min(cfg.max_heads, len(cands) if cfg.exhaustive else model.n_layers * H)
     for step in range(n_steps):
-        options = [h for h in cands if h not in current]
         if step == 0:  # the single-head scan already holds these rows
-            s = scan[[1 + h[0] * model.n_heads + h[1] for h in options]]
+            options = cands
+            s = scan[[row_of[h] for h in options]]
         else:
+            if cfg.exhaustive:
+                options = [h for h in cands if h not in current]
+            else:
+                # estimate again around the run with the current set ablated: a head whose effect
+                # only shows once another is gone (saturated downstream) is found at this step
+                g = head_gradients(model, prompts, hooks=ablation_hooks(model, current, cfg.method, ref, cfg.seed,
+                                                                        cfg.positions))
+                est = _estimate(model, g, direction, cfg.method, ref)
+                for h in current:
+                    est[h] = -float("inf")
+                options = [divmod(i, H) for i in est.flatten().argsort(descending=True)[:cfg.top_k].tolist()
+                           if divmod(i, H) not in current]
+            if not options:
+                break
             s = ablation_scores(model, prompts, [current + [h] for h in options], cfg.method, ref, cfg.seed, cfg.positions)
         keys = [key(row) for row in s]
         j = max(range(len(options)), key=lambda i: keys[i])
@@ -498,7 +636,7 @@ def _search_direction(model, prompts: PromptSet, direction: str, cfg: SearchConf
         rate = float(r[0].float().mean())
         steps[-1]["refusal_rate"] = rate
         success = sign * (rate - rate0) >= cfg.target
-    return DirectionSearch(direction, current, steps, rate0, rate, success), single
+    return DirectionSearch(direction, current, steps, rate0, rate, success), single, estimate, measured
 
 
 def search_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig = SearchConfig(),
@@ -508,28 +646,40 @@ def search_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg:
     ("compliance"). `best` says which direction this model's heads work in."""
     harmful = harmful.require("harmful search set")
     harmless = harmless.require("harmless search set")
-    if cfg.reference == "auto":
-        first = search_heads(model, harmful, harmless, replace(cfg, reference="balanced"), judge, max_new_tokens)
-        if first.best.success or cfg.method == "zero":
-            return first
-        second = search_heads(model, harmful, harmless, replace(cfg, reference="opposite"), judge, max_new_tokens)
-        return replace(second, tried=[{"reference": "balanced", "refusal": first.refusal.to_dict(),
-                                       "compliance": first.compliance.to_dict(), "neutral": first.neutral}])
-    refs = direction_references(model, harmful, harmless, cfg)
     both = harmful.concat(harmless)
+    # one forward+backward pass serves both directions and both reference policies, and its
+    # last-token head outputs are the reference means
+    grads = head_gradients(model, both)
     refused, _ = ablation_refusals(model, both, [[]], judge=judge, max_new_tokens=max_new_tokens, method="zero")
     rates = {"harmful": float(refused[0, :len(harmful)].float().mean()),
              "harmless": float(refused[0, len(harmful):].float().mean())}
-    single, results = {}, {}
+    if cfg.reference == "auto":
+        first = _search(model, harmful, harmless, replace(cfg, reference="balanced"), judge, max_new_tokens, grads, rates)
+        if first.best.success or cfg.method == "zero":
+            return first
+        second = _search(model, harmful, harmless, replace(cfg, reference="opposite"), judge, max_new_tokens, grads, rates)
+        return replace(second, tried=[{"reference": "balanced", "refusal": first.refusal.to_dict(),
+                                       "compliance": first.compliance.to_dict(), "neutral": first.neutral,
+                                       "estimate": first.estimate_quality()}])
+    return _search(model, harmful, harmless, cfg, judge, max_new_tokens, grads, rates)
+
+
+def _search(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig, judge, max_new_tokens,
+            grads: HeadGradients, rates: dict[str, float]) -> HeadSearch:
+    refs = direction_references(model, harmful, harmless, cfg, grads)
+    n = len(harmful)
+    rows = {"harmful": range(n), "harmless": range(n, n + len(harmless))}
+    single, estimate, measured, results = {}, {}, {}, {}
     for direction, (label, _) in DIRECTIONS.items():
         prompts = harmful if label == "harmful" else harmless
-        results[direction], single[direction] = _search_direction(model, prompts, direction, cfg, refs[direction],
-                                                                  rates[label], judge, max_new_tokens)
-    found = HeadSearch(results["refusal"], results["compliance"], single, refs, cfg)
-    return replace(found, neutral=_neutral(model, found.best.heads, harmful, harmless, cfg))
+        results[direction], single[direction], estimate[direction], measured[direction] = _search_direction(
+            model, prompts, direction, cfg, refs[direction], rates[label], judge, max_new_tokens, grads.rows(rows[label]))
+    found = HeadSearch(results["refusal"], results["compliance"], single, refs, cfg, estimate=estimate, measured=measured)
+    return replace(found, neutral=_neutral(model, found.best.heads, harmful, harmless, cfg, grads))
 
 
-def _neutral(model: ChatModel, heads: list[Head], harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig) -> dict:
+def _neutral(model: ChatModel, heads: list[Head], harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig,
+             grads: HeadGradients | None = None) -> dict:
     """What the model does with the found heads silenced by a label-free ablation (zero, and the
     mean over both labels): if it then complies with everything, it refuses because these heads
     detect harm; if it refuses everything, it refuses by default and complies because they detect
@@ -540,7 +690,8 @@ def _neutral(model: ChatModel, heads: list[Head], harmful: PromptSet, harmless: 
     both = harmful.concat(harmless)
     n = len(harmful)
     out: dict = {"heads": [list(h) for h in heads]}
-    bal = head_reference(model, both, cfg.positions)
+    bal = (HeadReference(grads.z_last, "last", both.describe()) if grads is not None and cfg.positions == "last"
+           else head_reference(model, both, cfg.positions))
     for name, method, ref in (("zero", "zero", None), ("balanced_mean", "mean", bal)):
         s = ablation_scores(model, both, [heads], method, ref, cfg.seed, cfg.positions)[0]
         out[name] = {"refusing_harmful": float((s[:n] > 0).float().mean()), "refusing_harmless": float((s[n:] > 0).float().mean()),

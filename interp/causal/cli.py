@@ -16,6 +16,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-cell", type=int, default=20, help="held-out prompts per (label, family, strength)")
     p.add_argument("--method", default="mean", choices=["mean", "zero", "resample"], help="ablation method")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="ablate and patch every head exactly (one pass each) instead of estimating all by attribution "
+                        "patching and measuring the top 8")
     p.set_defaults(func=_causal)
 
 
@@ -36,7 +39,7 @@ def _causal(args) -> dict:
                      dtype=args.dtype, chat_template=args.chat_template, sections=("causal",))
     train, ev = build_prompt_sets(cfg)
     study = Study(cfg, model, train, ev, RefusalJudge(), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=64), out)
-    result = run_causal(study, CausalConfig(k=args.k, method=args.method, seed=args.seed))
+    result = run_causal(study, CausalConfig(k=args.k, method=args.method, seed=args.seed, exhaustive=args.exhaustive))
     from interp.provenance import provenance
 
     result = {"model": model.describe(), **provenance(), "prompt_sets": {"train": train.describe(), "eval": ev.describe()}, **result}

