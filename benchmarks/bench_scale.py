@@ -92,12 +92,15 @@ def _causal_prompts(model, per_cell: int, seed: int = 0):
     return ps
 
 
-def worker(spec: str, command: str, exhaustive: bool, per_cell: int) -> dict:
+def worker(spec: str, command: str, exhaustive: bool, per_cell: int, threads: int) -> dict:
     import torch
 
     import interp.cli_core
     from interp.cli import main
     from interp.scoring import refusal_score
+
+    if threads:
+        torch.set_num_threads(threads)
 
     t = time.perf_counter()
     model = _load(spec)
@@ -122,11 +125,15 @@ def worker(spec: str, command: str, exhaustive: bool, per_cell: int) -> dict:
         refusal_score(model, prompts)
     fwd_s, fwd_cpu = time.perf_counter() - t, time.process_time() - c
     interp.cli_core.load_from_args = lambda args: model  # the command runs on the model loaded above
+    _log_phases(command)
     load1 = os.getloadavg()[0]
     t, c = time.perf_counter(), time.process_time()
     rc = main(argv)
     cmd_s, cmd_cpu = time.perf_counter() - t, time.process_time() - c
-    return {"model": spec, "name": model.name, "command": command, "exhaustive": exhaustive, "rc": rc,
+    phases = {}
+    if command == "causal" and (out / "causal" / "causal.json").exists():
+        phases = json.loads((out / "causal" / "causal.json").read_text()).get("timings", {})
+    return {"phases": phases, "model": spec, "name": model.name, "command": command, "exhaustive": exhaustive, "rc": rc,
             "n_prompts": len(prompts), "layers": model.n_layers, "heads": model.n_heads, "load_s": round(load_s, 1),
             "forward_s": round(fwd_s, 2), "forward_cpu_s": round(fwd_cpu, 2), "command_s": round(cmd_s, 1),
             "command_cpu_s": round(cmd_cpu, 1), "ratio": round(cmd_s / fwd_s, 2), "cpu_ratio": round(cmd_cpu / fwd_cpu, 2),
@@ -136,18 +143,47 @@ def worker(spec: str, command: str, exhaustive: bool, per_cell: int) -> dict:
             "threads": torch.get_num_threads(), "out": str(out)}
 
 
+def _log_phases(command: str) -> None:
+    """Print when each stage of the command starts and ends (to the worker's log, for a run that is
+    stopped before it finishes)."""
+    import functools
+
+    import interp.causal.report as causal
+    import probes.run as rank
+
+    mod, names = ((causal, ["search_heads", "activation_patching", "direct_logit_attribution", "logit_lens",
+                            "recommend_heads", "measure_head_sets"]) if command == "causal"
+                  else (rank, ["capture", "rank_heads_from_activations", "find_refusal_direction"]))
+    t0 = time.perf_counter()
+    for name in names:
+        f = getattr(mod, name)
+
+        @functools.wraps(f)
+        def logged(*a, _f=f, _name=name, **k):
+            print(f"[{time.perf_counter() - t0:7.1f} s] {_name} ...", flush=True)
+            out = _f(*a, **k)
+            print(f"[{time.perf_counter() - t0:7.1f} s] {_name} done (CPU {time.process_time():.0f} s, peak RSS "
+                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)", flush=True)
+            return out
+
+        setattr(mod, name, logged)
+
+
 def run_one(spec: str, command: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", spec, command, "--per-cell", str(args.per_cell)]
+    cmd = [sys.executable, __file__, "--worker", spec, command, "--per-cell", str(args.per_cell), "--threads", str(args.threads)]
     if args.exhaustive:
         cmd.append("--exhaustive")
     t = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return {"model": spec, "command": command, "error": f"stopped after {args.timeout} s"}
-    line = next((ln for ln in reversed(p.stdout.splitlines()) if ln.startswith("RESULT ")), None)
-    if p.returncode != 0 or line is None:
-        return {"model": spec, "command": command, "error": (p.stderr or p.stdout)[-2000:]}
+    log = Path(tempfile.mkstemp(prefix=f"bench_scale_{spec}_{command}_", suffix=".log")[1])
+    with open(log, "w") as f:
+        try:
+            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, timeout=args.timeout).returncode
+        except subprocess.TimeoutExpired:
+            return {"model": spec, "command": command, "error": f"stopped after {args.timeout} s (log: {log})"}
+    text = log.read_text()
+    line = next((ln for ln in reversed(text.splitlines()) if ln.startswith("RESULT ")), None)
+    if code != 0 or line is None:
+        return {"model": spec, "command": command, "error": text[-2000:]}
     res = json.loads(line[len("RESULT "):])
     res["subprocess_s"] = round(time.perf_counter() - t, 1)
     return res
@@ -181,12 +217,14 @@ def main() -> None:
     ap.add_argument("--commands", default="rank,causal")
     ap.add_argument("--exhaustive", action="store_true", help="run the exhaustive searches instead (slow)")
     ap.add_argument("--per-cell", type=int, default=10, help="causal's held-out prompts per cell")
-    ap.add_argument("--timeout", type=int, default=3600, help="seconds before a command is stopped")
+    ap.add_argument("--timeout", type=int, default=7200, help="seconds before a command is stopped")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads in each command's process (0: torch's "
+                    "default); one is steadier on a shared machine, where waiting threads spin at every barrier")
     ap.add_argument("--worker", nargs=2, metavar=("MODEL", "COMMAND"), help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help="also write every result to this file")
     args = ap.parse_args()
     if args.worker:
-        res = worker(*args.worker, args.exhaustive, args.per_cell)
+        res = worker(*args.worker, args.exhaustive, args.per_cell, args.threads)
         print("RESULT " + json.dumps(res), flush=True)
         return
     commands = [c for c in args.commands.split(",") if c]

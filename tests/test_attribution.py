@@ -53,6 +53,24 @@ def test_run_from_any_layer_matches_the_full_forward_with_the_same_hooks(organis
         run_from_layer(organism, cached, 1, repeat=2, resid=cached.resid_at(1))
 
 
+def test_resumed_runs_leave_no_hooks_on_error(organism, plain_prompts):
+    b = organism.encode(plain_prompts[:2].texts)
+
+    def boom(z, hook):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        cache_block_inputs(organism, b, 1, hooks=[(Z_HOOK.format(l=2), boom)])
+    assert count_hooks(organism) == 0
+    assert all(not blk._forward_pre_hooks for blk in organism.bridge.blocks)  # the block-input grabbers are gone
+    cached = cache_block_inputs(organism, b, 1)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_from_layer(organism, cached, 2, hooks=[(Z_HOOK.format(l=3), boom)])
+    assert count_hooks(organism) == 0
+    with pytest.raises(InputError, match="cached from layer 1"):
+        run_from_layer(organism, cached, 0)
+
+
 def test_resumed_ablation_scores_equal_full_passes(organism, split):
     h, l = split
     ref = head_reference(organism, h.concat(l))
@@ -61,6 +79,15 @@ def test_resumed_ablation_scores_equal_full_passes(organism, split):
         a = ablation_scores(organism, h[:6], sets, method, ref, resume=True)
         b = ablation_scores(organism, h[:6], sets, method, ref, resume=False)
         assert torch.allclose(a, b, atol=1e-4), method
+    # a greedy step: every set holds the set so far, cached once with it ablated
+    base = [(2, 1), (1, 5)]
+    steps = [base, base + [(0, 3)], base + [(3, 6)], base + [(2, 7)]]
+    for method in ("mean", "resample"):
+        a = ablation_scores(organism, h[:6], steps, method, ref, base=base)
+        b = ablation_scores(organism, h[:6], steps, method, ref, resume=False)
+        assert torch.allclose(a, b, atol=1e-4), method
+    with pytest.raises(InputError, match="base set"):
+        ablation_scores(organism, h[:6], [[(0, 1)]], base=[(2, 1)])
     assert count_hooks(organism) == 0
 
 

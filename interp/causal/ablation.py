@@ -214,15 +214,21 @@ def _check_sets(model: ChatModel, prompts, head_sets) -> tuple[list[str], list[l
 @torch.no_grad()
 def ablation_scores(model: ChatModel, prompts, head_sets: Sequence[Sequence[Head]], method: str = "mean",
                     reference=None, seed: int = 0, positions: str = "last", max_rows: int = 512,
-                    resume: bool = True, progress: str | None = None) -> Float[Tensor, "set prompt"]:
+                    resume: bool = True, progress: str | None = None,
+                    base: Sequence[Head] = ()) -> Float[Tensor, "set prompt"]:
     """Refusal score of every prompt under each head set's ablation (an empty set = unablated), in
     as few forward passes as the row budget allows. `resume`: a set whose first head is in layer l
     runs from block l on a clean run's cached block inputs (`interp.causal.resume`); False runs
-    every set from the embeddings. `progress`: a label shows a progress bar over the sets."""
+    every set from the embeddings. `base`: heads every set contains (a greedy step's set so far):
+    the cached run has them ablated, so each set resumes at the first layer of its other heads.
+    `progress`: a label shows a progress bar over the sets."""
     texts, sets = _check_sets(model, prompts, head_sets)
+    base = check_heads(model, base, allow_empty=True, what="base head set")
+    if any(not set(base) <= set(hs) for hs in sets):
+        raise InputError(f"every head set must contain the base set {base}")
     values = _values(model, method, resolve_reference(model, method, reference, positions), seed)
-    if resume:
-        return _scores_resumed(model, texts, sets, values, max_rows, progress)
+    if resume and _resuming_pays(model, sets, base):
+        return _scores_resumed(model, texts, sets, values, max_rows, progress, base)
 
     def run(b: EncodedBatch):
         return refusal_log_odds(model, last_position_logits(model, b.tokens, b.attention_mask)).tolist()
@@ -235,10 +241,34 @@ def ablation_scores(model: ChatModel, prompts, head_sets: Sequence[Sequence[Head
 RESUME_PROMPTS = 16
 
 
-def _scores_resumed(model: ChatModel, texts: list[str], sets: list[list[Head]], values, max_rows: int,
-                    progress: str | None) -> Tensor:
+def _resuming_pays(model: ChatModel, sets: list[list[Head]], base: list[Head]) -> bool:
+    """Resumed runs cost one cached pass plus the blocks from each set's start on; plain runs one
+    pass per set (all unablated sets share one). A lone set gains nothing from the cache."""
     L = model.n_layers
-    start = [min((l for l, _ in hs), default=L) for hs in sets]  # an empty set changes nothing: the clean run
+    starts = [min((l for l, h in hs if (l, h) not in base), default=L) for hs in sets]
+    resumed = 1 + sum(L - l for l in starts) / L
+    plain = sum(1 for hs in sets if hs) + any(not hs for hs in sets)
+    return resumed < plain
+
+
+def _layer_hooks(model: ChatModel, mask: Tensor, values, n: int, k: int, first: int = 0) -> list:
+    """z-replacement hooks for the layers >= first where `mask` ([rows, layer, head]) ablates a head."""
+    hooks = []
+    for l in range(first, model.n_layers):
+        if mask[:, l].any():
+            v = values(l)
+            if callable(v):  # resample: a row's reference follows its prompt, not its replica
+                v = v(n).repeat(k, 1, 1, 1)
+            hooks.append((Z_HOOK.format(l=l), z_replace_hook(mask[:, l], v)))
+    return hooks
+
+
+def _scores_resumed(model: ChatModel, texts: list[str], sets: list[list[Head]], values, max_rows: int,
+                    progress: str | None, base: list[Head] = ()) -> Tensor:
+    L = model.n_layers
+    # blocks before a set's first head outside the base run as in the cached (base-ablated) run;
+    # a set that is the base itself (or empty) is that run
+    start = [min((l for l, h in hs if (l, h) not in base), default=L) for hs in sets]
     groups: dict[int, list[int]] = {}
     for i, l in enumerate(start):
         groups.setdefault(l, []).append(i)
@@ -248,7 +278,7 @@ def _scores_resumed(model: ChatModel, texts: list[str], sets: list[list[Head]], 
         for idx, b, budget in prompt_batches(model, texts, max_rows, max_prompts=RESUME_PROMPTS):
             idx = torch.tensor(idx)
             n = len(idx)
-            cached = cache_block_inputs(model, b, first)
+            cached = cache_block_inputs(model, b, first, _layer_hooks(model, row_masks(model, [base], n), values, n, 1))
             for i in groups.get(L, []):
                 out[i, idx] = refusal_log_odds(model, cached.logits).cpu()
             bar.update(len(groups.get(L, [])))
@@ -258,14 +288,7 @@ def _scores_resumed(model: ChatModel, texts: list[str], sets: list[list[Head]], 
                 for s0 in range(0, len(members), per):
                     chunk = members[s0:s0 + per]
                     k = len(chunk)
-                    mask = row_masks(model, [sets[i] for i in chunk], n)
-                    hooks = []
-                    for l in range(layer, L):
-                        if mask[:, l].any():
-                            v = values(l)
-                            if callable(v):  # resample: a row's reference follows its prompt, not its replica
-                                v = v(n).repeat(k, 1, 1, 1)
-                            hooks.append((Z_HOOK.format(l=l), z_replace_hook(mask[:, l], v)))
+                    hooks = _layer_hooks(model, row_masks(model, [sets[i] for i in chunk], n), values, n, k, layer)
                     logits = run_from_layer(model, cached, layer, repeat=k, hooks=hooks)
                     out[torch.tensor(chunk)[:, None], idx[None, :]] = refusal_log_odds(model, logits).view(k, n).cpu()
                     bar.update(k)
@@ -403,9 +426,11 @@ class SearchConfig:
 
     The single-head scan that seeds the greedy search is estimated for every head by attribution
     patching (one forward and one backward pass, `interp.causal.attribution`); only the `top_k`
-    heads with the largest estimated effect (default 8) are ablated exactly, and the greedy search
-    runs on those. `exhaustive=True` ablates every head exactly (one pass per head: 270 on
-    SmolLM2-135M, 1,024 on a 7B model) and keeps the `n_candidates` best, as before.
+    heads with the largest estimated effect (default 8) are ablated exactly, and the best starts
+    the set. Each later step estimates again around the run with the set so far ablated (where
+    heads masked by saturation show their effect) and measures its `top_k_step` (4) best.
+    `exhaustive=True` ablates every head exactly (one pass per head: 270 on SmolLM2-135M, 1,024 on
+    a 7B model) and searches the `n_candidates` best, measuring every one at every step.
 
     `reference` says what mean/resample ablation replaces a head's output with:
     ``"balanced"``: the mean over harmful and harmless prompts together. It carries no label, so
@@ -427,6 +452,7 @@ class SearchConfig:
     reference: str = "auto"
     seed: int = 0
     top_k: int = 8  # heads ablated exactly after the attribution estimate (ignored when exhaustive)
+    top_k_step: int = 4  # at each later greedy step: heads re-estimated around the set so far, then measured
     exhaustive: bool = False
 
     def __post_init__(self) -> None:
@@ -438,8 +464,10 @@ class SearchConfig:
             raise InputError(f"unknown ablation method {self.method!r}; choose one of {METHODS}")
         if self.reference not in REFERENCE_POLICIES:
             raise InputError(f"unknown reference policy {self.reference!r}; choose one of {REFERENCE_POLICIES}")
-        if not isinstance(self.top_k, int) or self.top_k < 1:
-            raise InputError(f"top_k must be a positive integer (heads ablated exactly), got {self.top_k!r}")
+        for name in ("top_k", "top_k_step"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise InputError(f"{name} must be a positive integer (heads ablated exactly), got {v!r}")
 
 
 def direction_references(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig,
@@ -471,6 +499,7 @@ class DirectionSearch:
     rate_before: float
     rate_after: float
     success: bool  # the judged rate moved by at least the target
+    note: str = ""  # why the search did not run, when it did not
 
     @property
     def effect(self) -> float:
@@ -479,7 +508,8 @@ class DirectionSearch:
 
     def to_dict(self) -> dict:
         return {"direction": self.direction, "heads": [list(h) for h in self.heads], "success": self.success,
-                "rate_before": self.rate_before, "rate_after": self.rate_after, "effect": self.effect, "steps": self.steps}
+                "rate_before": self.rate_before, "rate_after": self.rate_after, "effect": self.effect, "steps": self.steps,
+                **({"note": self.note} if self.note else {})}
 
 
 @dataclass(frozen=True)
@@ -573,6 +603,18 @@ def _search_direction(model, prompts: PromptSet, direction: str, cfg: SearchConf
     label, sign = DIRECTIONS[direction]
     estimate = _estimate(model, grads, direction, cfg.method, ref)
     H = model.n_heads
+    room = rate0 if sign < 0 else 1.0 - rate0
+    if room < cfg.target - 1e-9:
+        # success needs the judged rate to move by the target, and it has less room than that: a
+        # model that refuses (almost) no harmful prompt has no refusal to remove, whatever heads go
+        note = (f"not searched: the judged refusal rate of the {label} prompts is {rate0:.2f}, so it cannot "
+                f"{'fall' if sign < 0 else 'rise'} by the target {cfg.target}")
+        if cfg.exhaustive:  # the exhaustive scan still maps every head's effect
+            single, _ = _single_scan(model, prompts, direction, cfg.method, ref, cfg.seed, cfg.positions)
+            measured = torch.ones_like(single, dtype=torch.bool)
+        else:
+            single, measured = estimate.clone(), torch.zeros_like(estimate, dtype=torch.bool)
+        return DirectionSearch(direction, [], [], rate0, rate0, False, note), single, estimate, measured
     if cfg.exhaustive:
         single, scan = _single_scan(model, prompts, direction, cfg.method, ref, cfg.seed, cfg.positions)
         measured = torch.ones_like(single, dtype=torch.bool)
@@ -610,11 +652,12 @@ def _search_direction(model, prompts: PromptSet, direction: str, cfg: SearchConf
                 est = _estimate(model, g, direction, cfg.method, ref)
                 for h in current:
                     est[h] = -float("inf")
-                options = [divmod(i, H) for i in est.flatten().argsort(descending=True)[:cfg.top_k].tolist()
+                options = [divmod(i, H) for i in est.flatten().argsort(descending=True)[:cfg.top_k_step].tolist()
                            if divmod(i, H) not in current]
             if not options:
                 break
-            s = ablation_scores(model, prompts, [current + [h] for h in options], cfg.method, ref, cfg.seed, cfg.positions)
+            s = ablation_scores(model, prompts, [current + [h] for h in options], cfg.method, ref, cfg.seed, cfg.positions,
+                                base=current)
         keys = [key(row) for row in s]
         j = max(range(len(options)), key=lambda i: keys[i])
         if keys[j][0] <= best_key[0] and keys[j][1] - best_key[1] < cfg.min_gain:

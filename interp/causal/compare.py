@@ -169,10 +169,14 @@ def compare_methods(model: ChatModel, search: HeadSearch | None = None, patching
     if search is not None:
         d = direction or search.best.direction
         maps["ablation"] = search.single[d]
-        notes["ablation"] = f"ablation ({d})"
+        m = search.measured.get(d)
+        # unless exhaustive, most heads carry the attribution estimate and only the top few an exact value
+        part = "" if m is None or bool(m.all()) else f"; estimated, {int(m.sum())} exact"
+        notes["ablation"] = f"ablation ({d}{part})"
     if patching is not None:
         maps["patching"] = patching.head_effect
-        notes["patching"] = "patching"
+        m = patching.measured.get("heads")
+        notes["patching"] = "patching" if m is None or bool(m.all()) else f"patching (estimated, {int(m.sum())} exact)"
     if dla is not None:
         maps["dla"] = dla.head_difference() if dla.labels else dla.head_map()
         notes["dla"] = "DLA (harmful - harmless)" if dla.labels else "DLA"
