@@ -1,7 +1,8 @@
 """How well attribution patching ranks candidates against exact measurement, and whether the fast
 searches choose what the exhaustive ones choose.
 
-    python benchmarks/bench_estimates.py [--models organism,smollm2] [--parts heads,patching,directions] [--n 16]
+    python benchmarks/bench_estimates.py [--models organism,smollm2] [--parts heads,patching,search,directions] [--n 16]
+                                         [--n-directions N]
 
 For each model:
 * heads: the estimated single-head ablation effect (one forward + backward pass) against the exact
@@ -141,6 +142,8 @@ def main() -> None:
     ap.add_argument("--models", default="organism,smollm2")
     ap.add_argument("--parts", default="heads,patching,search,directions")
     ap.add_argument("--n", type=int, default=16, help="prompts per label for heads/search, pairs for patching")
+    ap.add_argument("--n-directions", type=int, default=None,
+                    help="prompts per label for the direction part (default: 32 on the organism, 48 on SmolLM2)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
@@ -152,7 +155,7 @@ def main() -> None:
     results = {}
     for name in args.models.split(","):
         model = load_model("smollm2-135m-instruct" if name == "smollm2" else name)
-        ps = _prompts(name, 32 if name == "organism" else 48)
+        ps = _prompts(name, args.n_directions or (32 if name == "organism" else 48))
         res = {}
         with model_threads(model):
             for part in args.parts.split(","):

@@ -159,6 +159,19 @@ def test_fast_head_search_finds_the_exhaustive_heads(organism, searches):
     assert count_hooks(organism) == 0
 
 
+def test_exhaustive_scan_is_the_one_pass_per_head_scan(organism, split, searches):
+    """--exhaustive keeps the old definition: each head ablated alone in a full forward pass."""
+    ex = searches[True]
+    h, l = split
+    for d, prompts in (("refusal", h), ("compliance", l)):
+        sets = [[]] + [[x] for x in all_heads(organism)]
+        s = ablation_scores(organism, prompts, sets, ex.cfg.method, ex.references[d], ex.cfg.seed, resume=False)
+        sign = -1 if d == "refusal" else 1
+        old = (sign * (s[1:] - s[:1]).mean(1)).view(organism.n_layers, organism.n_heads)
+        assert torch.allclose(ex.single[d], old, atol=1e-4), d
+    assert ex.best.heads == [(0, 4), (0, 5), (0, 2), (0, 0)]  # what the search chose before issue 17
+
+
 # ------------------------------------------------------------------ patching
 def test_fast_patching_measures_the_top_heads_and_cells_exactly(organism):
     pairs = make_pairs(organism, 8, seed=1)
@@ -200,6 +213,31 @@ def test_fast_direction_search_selects_the_exhaustive_direction(organism, plain_
     assert all(r["measured"] for r in ex.candidates if r["norm"])
     assert ex.meta["estimate"]["ablation_spearman"] > 0.5
     assert "measured exactly" in fast.reason
+    assert count_hooks(organism) == 0
+
+
+def test_batched_candidate_scores_equal_one_candidate_at_a_time(organism, plain_prompts):
+    """The exhaustive direction search measures every candidate as before: directional ablation
+    everywhere and addition at the candidate's own site, one full pass per candidate."""
+    from interp.hooks import ablate_direction, add_direction
+    from interp.scoring import last_logits
+    from probes.directions import measure_candidates
+
+    h, l = plain_prompts.filter(label="harmful")[:5], plain_prompts.filter(label="harmless")[:4]
+    gen = torch.Generator().manual_seed(0)
+    vecs = 3 * torch.randn(3, organism.d_model, generator=gen)
+    where = [("resid_pre", 2), ("resid_mid", 0), ("resid_pre", 3)]
+    base = last_logits(organism, l)
+    abl, add, kl = measure_candidates(organism, h, l, vecs, where, 1.0, base, max_rows=8)  # forces several chunks
+    for c, (site, layer) in enumerate(where):
+        with ablate_direction(organism, vecs[c]):
+            a = last_logits(organism, h.concat(l))
+        with add_direction(organism, vecs[c], layer, 1.0, site=site):
+            d = last_logits(organism, l)
+        lp, lq = base.log_softmax(-1), a[len(h):].log_softmax(-1)
+        assert float(abl[c]) == pytest.approx(float(refusal_log_odds(organism, a[:len(h)]).mean()), abs=1e-4)
+        assert float(add[c]) == pytest.approx(float(refusal_log_odds(organism, d).mean()), abs=1e-4)
+        assert float(kl[c]) == pytest.approx(float((lp.exp() * (lp - lq)).sum(-1).mean()), abs=1e-5)
     assert count_hooks(organism) == 0
 
 
