@@ -4,9 +4,9 @@
                                      [--exhaustive] [--per-cell 10] [--timeout 3600]
 
 Each (model, command) runs in a subprocess of its own, so that its peak resident memory
-(`resource.getrusage`) is the command's. The subprocess loads the model, times one forward pass
-(`refusal_score`, batches of 64) over the prompts the command reads, then runs the command through
-`safety-heads`' own entry point on that loaded model. A line per command:
+(`resource.getrusage`, read when the command returns) is the command's. The subprocess loads the
+model, runs the command through `safety-heads`' own entry point on it, then times one forward pass
+(`refusal_score`, batches of 64) over the prompts the command reads. A line per command:
 
     ratio rank: N      command wall time / that forward pass, same process, same minute
 
@@ -124,16 +124,18 @@ def worker(spec: str, command: str, exhaustive: bool, per_cell: int, threads: in
         argv.append("--exhaustive")
     refusal_score(model, prompts[:4])  # warm-up: first-call overheads are not a forward pass's cost
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t, c = time.perf_counter(), time.process_time()
-    with torch.no_grad():
-        refusal_score(model, prompts)
-    fwd_s, fwd_cpu = time.perf_counter() - t, time.process_time() - c
     interp.cli_core.load_from_args = lambda args: model  # the command runs on the model loaded above
     _log_phases(command)
     load1 = os.getloadavg()[0]
     t, c = time.perf_counter(), time.process_time()
     rc = main(argv)
     cmd_s, cmd_cpu = time.perf_counter() - t, time.process_time() - c
+    # read before the reference pass: its batches of 64 full-vocabulary logits are no part of the command
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t, c = time.perf_counter(), time.process_time()
+    with torch.no_grad():
+        refusal_score(model, prompts)
+    fwd_s, fwd_cpu = time.perf_counter() - t, time.process_time() - c
     phases = {}
     if command == "causal" and (out / "causal" / "causal.json").exists():
         phases = json.loads((out / "causal" / "causal.json").read_text()).get("timings", {})
@@ -141,7 +143,7 @@ def worker(spec: str, command: str, exhaustive: bool, per_cell: int, threads: in
             "n_prompts": len(prompts), "layers": model.n_layers, "heads": model.n_heads, "load_s": round(load_s, 1),
             "forward_s": round(fwd_s, 2), "forward_cpu_s": round(fwd_cpu, 2), "command_s": round(cmd_s, 1),
             "command_cpu_s": round(cmd_cpu, 1), "ratio": round(cmd_s / fwd_s, 2), "cpu_ratio": round(cmd_cpu / fwd_cpu, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "peak_rss_mb": round(peak), "peak_rss_with_forward_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "rss_after_load_mb": round(rss_loaded), "rss_runtime_mb": round(rss_runtime), "model_mb": round(model_mb), "load_avg": [round(load1, 2),
                                                                                              round(os.getloadavg()[0], 2)],
             "threads": torch.get_num_threads(), "out": str(out)}
