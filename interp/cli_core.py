@@ -1,4 +1,4 @@
-"""Foundation subcommands: demo, organism train/eval, capture, generate."""
+"""Foundation subcommands: demo, eval, organism train/eval, capture."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from interp.cli import add_model_args, add_study_args
+    from interp.cli import add_model_args, add_study_options
 
     p = sub.add_parser("demo", help="run the whole study on a model and write report.json and figures")
-    add_model_args(p)
-    add_study_args(p, out_default="out/demo")
-    p.add_argument("--harmful", default=None, help="prompt file of harmful requests (replaces the built-in training set)")
-    p.add_argument("--harmless", default=None, help="prompt file of harmless requests")
-    p.add_argument("--sections", default=None, help="comma-separated sections to run (default: all)")
+    add_study_options(p, out_default="out/demo")
+    p.add_argument("--sections", default=None, help="comma-separated sections to run (default: all): "
+                   "baseline,heads,directions,causal,steering,slipping,defenses,r2d")
     p.set_defaults(func=_demo)
+
+    e = sub.add_parser("eval", help="behaviour table (refusal rate and score on harmful, harmless, jailbreak and "
+                                    "over-refusal prompts) as JSON on stdout")
+    add_study_options(e, out_help="also write the table here (a .json file, or a directory for eval.json)")
+    e.set_defaults(func=_eval)
 
     org = sub.add_parser("organism", help="train or evaluate the model organism")
     osub = org.add_subparsers(dest="organism_command", required=True)
@@ -51,14 +54,35 @@ def load_from_args(args):
 
 
 def _demo(args):
-    from interp.pipeline import DemoConfig, run_demo
+    from interp.cli import study_config
+    from interp.pipeline import run_demo
 
-    cfg = DemoConfig(model=args.model, out=args.out, seed=args.seed, per_cell=args.per_cell, device=args.device,
-                     dtype=args.dtype, harmful_file=args.harmful, harmless_file=args.harmless, chat_template=args.chat_template,
-                     sections=tuple(args.sections.split(",")) if args.sections else None, png=args.png)
+    cfg = study_config(args, sections=tuple(args.sections.split(",")) if args.sections else None)
     report = run_demo(cfg)
-    print(f"wrote {Path(args.out) / 'report.json'} in {report['timings']['total']:.1f}s")
+    print(f"wrote {Path(cfg.out) / 'report.json'} in {report['timings']['total']:.1f}s")
     return {"baseline": report.get("baseline", {}).get("refusal_rate")}
+
+
+def _eval(args):
+    """The behaviour table on every prompt of the study (nothing is fitted, so nothing is held out)."""
+    import json
+
+    from interp.cli import study_config
+    from interp.pipeline import evaluation_table, open_study
+
+    cfg = study_config(args)
+    study = open_study(cfg)
+    table = {"model": study.model.name, **evaluation_table(study), "judge": study.judge.describe(),
+             "data": study.data.describe(ids=False)}
+    if args.out:
+        out = Path(args.out)
+        if out.suffix != ".json":
+            out.mkdir(parents=True, exist_ok=True)
+            out = out / "eval.json"
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(table, indent=1, default=str))
+    return table
 
 
 def _organism_train(args):
@@ -66,7 +90,7 @@ def _organism_train(args):
 
     variant = "r2d" if args.r2d else args.variant
     if variant == "r2d":
-        from interp.r2d.train import train_r2d_organism  # the reasoning organism has its own recipe
+        from interp.organism.r2d import train_r2d_organism  # the reasoning organism has its own recipe
 
         return train_r2d_organism(args.out, seed=args.seed, steps=args.steps)
     kw = {"steps": args.steps} if args.steps else {}

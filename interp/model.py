@@ -60,6 +60,11 @@ class ChatModel:
     refusal_token_ids: list[int]
     compliance_token_ids: list[int]
     meta: dict = field(default_factory=dict)  # safety_heads.json of an organism, else {}
+    # the phrases the token sets came from: the compliance ones are also the opener attacks aim
+    # for and Token Highlighter's affirmation (first phrase), so they are kept whole
+    refusal_phrases: list[str] = field(default_factory=list)
+    compliance_phrases: list[str] = field(default_factory=list)
+    system_prompt: str | None = None  # put before every user message (None: the template's own default)
     # whether the key/value cache held the prompt after a prompt pass (None: not yet checked);
     # interp.generation falls back to uncached generation when it did not
     cache_works: bool | None = None
@@ -100,6 +105,7 @@ class ChatModel:
 
     # ------------------------------------------------------------ formatting
     def format(self, text: str, system: str | None = None) -> str:
+        system = system if system is not None else self.system_prompt
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -175,7 +181,9 @@ class ChatModel:
                 "n_kv_heads": int(getattr(self.cfg, "n_key_value_heads", None) or self.n_heads), "d_head": self.d_head,
                 "d_model": self.d_model, "n_ctx": self.n_ctx,
                 "refusal_tokens": self.to_str_tokens(self.refusal_token_ids),
-                "compliance_tokens": self.to_str_tokens(self.compliance_token_ids)}
+                "compliance_tokens": self.to_str_tokens(self.compliance_token_ids),
+                "refusal_phrases": list(self.refusal_phrases), "compliance_phrases": list(self.compliance_phrases),
+                "system_prompt": self.system_prompt}
 
 
 def texts(prompts) -> list[str]:
@@ -185,6 +193,22 @@ def texts(prompts) -> list[str]:
     if isinstance(prompts, str):
         raise InputError("pass a list of prompts, not a single string (wrap it: [text])")
     return [p.text if isinstance(p, Prompt) else str(p) for p in prompts]
+
+
+def check_phrases(tokenizer, phrases: Sequence[str], flag: str, model_name: str) -> list[str]:
+    """The user's phrases, each checked to be made of known tokens (a word-level vocabulary maps an
+    unknown word to one `<unk>` token, and a refusal score read from `<unk>` means nothing)."""
+    phrases = [p.strip() for p in phrases if p.strip()]
+    if not phrases:
+        raise InputError(f"{flag} is empty; pass comma-separated phrases the model opens its answers with")
+    unk = tokenizer.unk_token_id
+    for p in phrases:
+        ids = tokenizer(p, add_special_tokens=False).input_ids
+        if not ids or (unk is not None and unk in ids):
+            words = [w for w in p.split() if unk in (tokenizer(w, add_special_tokens=False).input_ids or [unk])]
+            raise InputError(f"{flag}: {p!r} is not in the vocabulary of {model_name!r} (unknown: "
+                             f"{', '.join(map(repr, words or [p]))}); pass phrases made of its own words")
+    return phrases
 
 
 def first_token_ids(tokenizer, phrases: Sequence[str]) -> list[int]:
@@ -230,11 +254,15 @@ def resolve_model_dir(name_or_dir: str) -> tuple[str, bool]:
 
 def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                chat_template: str | None = None, tokenizer=None, refusal_phrases: Sequence[str] | None = None,
-               compliance_phrases: Sequence[str] | None = None) -> ChatModel:
+               compliance_phrases: Sequence[str] | None = None, system_prompt: str | None = None) -> ChatModel:
     """Load a chat model by hub name or local directory and wrap it for the toolkit.
 
     `chat_template` (a Jinja string or a path to a file holding one) supplies a template for a
     tokenizer that has none; `tokenizer` replaces the directory's tokenizer entirely.
+    `refusal_phrases` / `compliance_phrases` (CLI `--refusal-phrases` / `--compliance-phrases`):
+    how the model opens a refusal / a compliant answer; each must be made of known tokens. By
+    default the model's `safety_heads.json` names them, else the common openers of chat models.
+    `system_prompt` is put before every user message.
     """
     from transformers import AutoTokenizer
 
@@ -260,6 +288,34 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if refusal_phrases is not None:
+        r_phrases = check_phrases(tokenizer, refusal_phrases, "--refusal-phrases (refusal_phrases=)", name_or_dir)
+    else:
+        r_phrases = list(meta.get("refusal_phrases") or meta.get("refusal_first_tokens") or DEFAULT_REFUSAL_PHRASES)
+    if compliance_phrases is not None:
+        c_phrases = check_phrases(tokenizer, compliance_phrases, "--compliance-phrases (compliance_phrases=)", name_or_dir)
+    else:
+        c_phrases = list(meta.get("compliance_phrases") or meta.get("compliance_first_tokens") or DEFAULT_COMPLIANCE_PHRASES)
+    refusal = first_token_ids(tokenizer, r_phrases)
+    compliance = [t for t in first_token_ids(tokenizer, c_phrases) if t not in refusal]
+    missing = [flag for flag, ids in (("--refusal-phrases", refusal), ("--compliance-phrases", compliance)) if not ids]
+    if missing:
+        raise InputError(f"none of the refusal/compliance openers are in the vocabulary of {name_or_dir!r}: "
+                         f"pass {' and '.join(missing)} with the words this model opens a refusal / a compliant answer "
+                         "with (e.g. --refusal-phrases sorry --compliance-phrases certainly)")
+    # keep only the phrases that gave a token: the first compliance phrase is the attacks' target
+    c_phrases = [p for p in c_phrases if first_token_ids(tokenizer, [p]) and first_token_ids(tokenizer, [p])[0] in compliance]
+    r_phrases = [p for p in r_phrases if first_token_ids(tokenizer, [p])]
+    from interp import hub
+
+    name = f"organism:{meta.get('variant', 'gqa')}" if meta.get("kind") in ("organism", "r2d") and name_or_dir.startswith("organism") else name_or_dir
+    name = hub.canonical(name) or name
+    if system_prompt:
+        shown = tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, {"role": "user", "content": "hello"}],
+                                              tokenize=False, add_generation_prompt=True)
+        if system_prompt.strip() not in shown:
+            raise InputError(f"the chat template of {name_or_dir!r} drops system messages, so --system-prompt would be "
+                             "ignored; leave it out or pass a --chat-template that renders the system role")
     from transformer_lens import TransformerBridge
 
     try:
@@ -267,17 +323,7 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     except OSError as e:
         raise _offline_error(name_or_dir, e) from None
     bridge.eval()
-    refusal = first_token_ids(tokenizer, refusal_phrases or meta.get("refusal_first_tokens") or DEFAULT_REFUSAL_PHRASES)
-    compliance = first_token_ids(tokenizer, compliance_phrases or meta.get("compliance_first_tokens") or DEFAULT_COMPLIANCE_PHRASES)
-    compliance = [t for t in compliance if t not in refusal]
-    if not refusal or not compliance:
-        raise ModelLoadError(f"could not find refusal/compliance first tokens in the vocabulary of {name_or_dir!r}; "
-                             "pass refusal_phrases= and compliance_phrases=")
-    from interp import hub
-
-    name = f"organism:{meta.get('variant', 'gqa')}" if meta.get("kind") in ("organism", "r2d") and name_or_dir.startswith("organism") else name_or_dir
-    name = hub.canonical(name) or name
-    return ChatModel(bridge, tokenizer, name, refusal, compliance, meta)
+    return ChatModel(bridge, tokenizer, name, refusal, compliance, meta, r_phrases, c_phrases, system_prompt)
 
 
 def _offline_error(name: str, e: Exception) -> ModelLoadError:

@@ -15,7 +15,7 @@ from interp.prompts import LABELS, PromptSet
 from probes.artifacts import Direction, HeadRanking
 from probes.directions import SelectionConfig, find_refusal_direction
 from probes.heads import position_tokens, rank_heads_from_activations
-from probes.labels import LABEL_GENERATION, Labels, behaviour_labels, category_labels, resolve_labels
+from probes.labels import LABEL_GENERATION, Labels, behaviour_labels, resolve_labels
 from interp.threads import model_threads
 
 
@@ -47,13 +47,25 @@ def _subset(prompts: PromptSet, idx: list[int], tag: str) -> PromptSet:
     return PromptSet(f"{prompts.name}:{tag}", tuple(prompts[i] for i in idx), prompts.source)
 
 
+def one_class_message(lab: Labels, k_folds: int, model_name: str) -> str:
+    counts = lab.counts()
+    did = "refuses none" if counts.get("refused", 0) < k_folds else "refuses all but a few"
+    return (f"behaviour labels (what {model_name} did, judged on its greedy answers) gave {counts} on the probing "
+            f"prompts: the model {did} of them, fewer than k_folds={k_folds} in a class, so there is no refusal "
+            "decision to probe. Pass --labels category (labels='category') to probe harmful against harmless "
+            "prompts instead, or check that --refusal-phrases match how this model refuses.")
+
+
 def run_probes(model: ChatModel, prompts: PromptSet, labels: str | Labels = "behaviour", head_positions: str = "last",
                k_folds: int = 5, C: float = 1.0, seed: int = 0, val_fraction: float = 0.25,
-               selection: SelectionConfig = SelectionConfig(), gen: GenerationConfig = LABEL_GENERATION) -> ProbeResult:
+               selection: SelectionConfig = SelectionConfig(), gen: GenerationConfig = LABEL_GENERATION,
+               val: PromptSet | None = None) -> ProbeResult:
     """Rank heads and find the refusal direction on `prompts` (see the module docstring).
 
-    With labels="behaviour" and fewer than `k_folds` prompts in a class (a model that refuses
-    nothing, or everything), falls back to category labels and says so in `notes`."""
+    `val`: the prompts the direction is selected on (a study's val split); without it, a seeded
+    `val_fraction` of `prompts` is held out for that. With labels="behaviour" and fewer than
+    `k_folds` prompts in a class (a model that refuses nothing, or everything) it is an
+    InputError that suggests category labels."""
     if head_positions not in ("last", "post_instruction"):
         raise InputError(f"head_positions must be 'last' or 'post_instruction', got {head_positions!r}")
     prompts.require("prompt set for probing", 2 * k_folds, both_labels=True)
@@ -62,8 +74,7 @@ def run_probes(model: ChatModel, prompts: PromptSet, labels: str | Labels = "beh
         if labels == "behaviour":
             lab = behaviour_labels(model, prompts, gen=gen)
             if min(lab.counts().values()) < k_folds:
-                notes.append(f"behaviour labels gave {lab.counts()}: fewer than k_folds={k_folds} in a class; used category labels")
-                lab = category_labels(prompts)
+                raise InputError(one_class_message(lab, k_folds, model.name))
         else:
             lab = resolve_labels(labels, prompts, model)
         try:
@@ -74,9 +85,13 @@ def run_probes(model: ChatModel, prompts: PromptSet, labels: str | Labels = "beh
         ranking = rank_heads_from_activations(acts, lab, k_folds, C, seed, positions="last" if head_positions == "last" else None,
                                               model=model)
         ranking.meta["position_tokens"] = position_tokens(model, prompts, ranking.positions)
-        tr, va = split_indices(prompts, val_fraction, seed)
+        if val is None:
+            tr, va = split_indices(prompts, val_fraction, seed)
+            val_set = _subset(prompts, va, "val")
+        else:
+            tr, val_set = list(range(len(prompts))), val
         resid = {s: t[tr] for s, t in acts.acts.items() if s.kind in selection.sites}
         train_acts = Activations(resid, dict(acts.meta, prompt_ids=[prompts[i].id for i in tr]))
-        direction = find_refusal_direction(model, _subset(prompts, tr, "train"), _subset(prompts, va, "val"), lab.select(tr),
+        direction = find_refusal_direction(model, _subset(prompts, tr, "train"), val_set, lab.select(tr),
                                            cfg=selection, seed=seed, acts=train_acts)
     return ProbeResult(ranking, direction, lab, prompts, notes)
