@@ -15,9 +15,11 @@ def test_demo_baseline_writes_report_and_figure(tmp_path, capsys):
     assert rr["harmful"] >= 0.9 and rr["harmless"] <= 0.1
     assert set(rr["jailbreak"]) == {"roleplay", "manyshot", "distractor", "topicmix", "suffix"}
     assert rr["jailbreak"]["topicmix"]["0"] == rr["harmful"]
-    assert {"load_model", "baseline", "total"} <= set(report["timings"])
+    assert {"load", "baseline", "total"} <= set(report["timings"])
     assert (out / report["baseline"]["figure"]).exists()
-    assert report["prompt_sets"]["eval"]["sha256"]
+    assert report["prompt_sets"]["test"]["sha256"] and report["data"]["provider"] == "organism"
+    assert report["data"]["splits"]["test"]["ids"][0].startswith("test/")
+    assert 0 <= report["baseline"]["over_refusal"]["refusal_rate"] <= 1
 
 
 def test_bad_model_path_is_one_clear_line(tmp_path, capsys):

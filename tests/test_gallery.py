@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from interp.figures_cli import CAPTIONS, GalleryConfig, build_gallery, caption_for, find_browser
+from interp.study import StudyConfig
 
-FAST = dict(per_cell=2, n_train=16)  # the demo's defaults are 20 / 64; every section still runs
+FAST = StudyConfig(per_cell=2, n_train=16)  # the demo's defaults are 20 / 64; every section still runs
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def gallery(tmp_path_factory):
     save_figure(go.Figure(go.Bar(y=[1, 2])), out / "01_refusal_by_family")
     png = bool(find_browser()) and _has("kaleido")
     t = time.perf_counter()
-    g = build_gallery(GalleryConfig(out=str(out), png=png, **FAST), progress=False)
+    g = build_gallery(GalleryConfig(out=str(out), png=png, study=FAST), progress=False)
     print(f"gallery: {len(g.figures)} figures in {time.perf_counter() - t:.0f} s (png={png}, error={g.png_error})")
     return g
 

@@ -69,21 +69,21 @@ def test_top_heads_carry_most_of_their_layer(organism, dirs_and_heads, small_set
     assert out["ratio"]["harmless"] > 0.5
 
 
-def test_report_section_runs(tiny, plain_prompts, tmp_path):
-    from interp.pipeline import SECTIONS, DemoConfig, Study
-    import interp.steering.report  # noqa: F401  (registers the section)
+def test_report_stage_runs(tiny, plain_prompts):
+    from interp.steering.report import steering_stage
+    from interp.study import Study, StudyData
 
-    assert "steering" in SECTIONS
     ev = make_eval(seed=5, per_cell=1, families=["suffix"])
     train = plain_prompts.filter(label="harmful")[:8].concat(plain_prompts.filter(label="harmless")[:8])
-    study = Study(DemoConfig(out=str(tmp_path)), tiny, train, ev, RefusalJudge(), GEN, tmp_path)
-    out = SECTIONS["steering"](study)
+    val = plain_prompts.filter(label="harmful")[8:12].concat(plain_prompts.filter(label="harmless")[8:12])
+    res = steering_stage(Study(tiny, StudyData(train, val, ev, provider="test"), gen=GEN))
+    out = res.report
     assert count_hooks(tiny) == 0
     assert {"hsi", "layer", "antidote", "direction", "tradeoff", "effect_definition", "figure"} <= set(out)
     assert len(out["hsi"]["heads"]) == 4 and out["antidote"]["sparsity"] == 0.05
     assert 0.0 <= out["direction"]["ablation_harmful_refusal_rate"] <= 1.0
     assert {r["method"] for r in out["tradeoff"]} >= {"unsteered", "hsi (heads)", "antidote (5%)"}
-    assert (tmp_path / out["figure"]).exists()
-    assert "steering" in study.state
+    assert out["figure"] == "figures/steering_tradeoff.html" and "steering_tradeoff" in res.figures
+    assert res.heads and res.antidote is not None and res.refusal_direction is not None
     json.dumps(out, allow_nan=True)
     assert not math.isnan(out["hsi"]["effect"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 import time
 from contextlib import nullcontext
-
 from dataclasses import dataclass
 
 from interp.errors import InputError
