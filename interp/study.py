@@ -275,7 +275,8 @@ def files_study(model: ChatModel, harmful: str | Path, harmless: str | Path, jai
         J = PromptSet(J.name, tuple(replace(p, family=p.family or stem, strength=p.strength if p.strength is not None else 1)
                                     for p in J), J.source)
         jb = split_prompts(J, seed, fractions, by="cell")
-        fams_desc = {f: "as given in the jailbreak file" for f in J.families()}
+        fams_desc = {f: {"strengths": ss, "strength_counts": "as given in the jailbreak file", "english": None}
+                     for f, ss in J.families().items()}
     else:
         from interp.jailbreaks import Pools, build_jailbreaks, describe_families, usable_families
         from interp.vocab import vocabulary_words

@@ -47,6 +47,29 @@ def _subset(prompts: PromptSet, idx: list[int], tag: str) -> PromptSet:
     return PromptSet(f"{prompts.name}:{tag}", tuple(prompts[i] for i in idx), prompts.source)
 
 
+# Behaviour labels stand for a refusal decision only if the model refuses harmful requests more
+# often than harmless ones: a model that was never safety-tuned "refuses" a few of each (an apology
+# for a sad story, "As an AI ..."), and a probe on that would find noise, not the decision.
+MIN_REFUSAL_GAP = 0.25
+
+
+def refusal_gap_message(lab: Labels, prompts: PromptSet, model_name: str) -> str | None:
+    """Why behaviour labels are meaningless here (None when they are fine): the plain harmful
+    requests are refused no more than `MIN_REFUSAL_GAP` more often than the plain harmless ones."""
+    rate = {}
+    for label in LABELS:
+        idx = [i for i, p in enumerate(prompts) if p.family is None and p.label == label]
+        if not idx:
+            return None
+        rate[label] = float(lab.y[idx].float().mean())
+    if rate["harmful"] - rate["harmless"] >= MIN_REFUSAL_GAP:
+        return None
+    return (f"behaviour labels do not follow the requests: {model_name} refused {rate['harmful']:.0%} of the plain harmful "
+            f"and {rate['harmless']:.0%} of the plain harmless probing prompts (judged on its greedy answers), so "
+            "'refused' is not a refusal decision here (a model that was never safety-tuned). Pass --labels category "
+            "(labels='category') to probe harmful against harmless prompts instead.")
+
+
 def one_class_message(lab: Labels, k_folds: int, model_name: str) -> str:
     counts = lab.counts()
     did = "refuses none" if counts.get("refused", 0) < k_folds else "refuses all but a few"
@@ -63,9 +86,10 @@ def run_probes(model: ChatModel, prompts: PromptSet, labels: str | Labels = "beh
     """Rank heads and find the refusal direction on `prompts` (see the module docstring).
 
     `val`: the prompts the direction is selected on (a study's val split); without it, a seeded
-    `val_fraction` of `prompts` is held out for that. With labels="behaviour" and fewer than
-    `k_folds` prompts in a class (a model that refuses nothing, or everything) it is an
-    InputError that suggests category labels."""
+    `val_fraction` of `prompts` is held out for that. With labels="behaviour", fewer than
+    `k_folds` prompts in a class (a model that refuses nothing, or everything), or a model that
+    refuses plain harmful requests hardly more often than harmless ones, is an InputError that
+    suggests category labels."""
     if head_positions not in ("last", "post_instruction"):
         raise InputError(f"head_positions must be 'last' or 'post_instruction', got {head_positions!r}")
     prompts.require("prompt set for probing", 2 * k_folds, both_labels=True)
@@ -75,6 +99,9 @@ def run_probes(model: ChatModel, prompts: PromptSet, labels: str | Labels = "beh
             lab = behaviour_labels(model, prompts, gen=gen)
             if min(lab.counts().values()) < k_folds:
                 raise InputError(one_class_message(lab, k_folds, model.name))
+            gap = refusal_gap_message(lab, prompts, model.name)
+            if gap:
+                raise InputError(gap)
         else:
             lab = resolve_labels(labels, prompts, model)
         try:

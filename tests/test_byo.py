@@ -159,6 +159,12 @@ def test_one_class_behaviour_labels_suggest_category_labels(foreign_dir, tmp_pat
     err = capsys.readouterr().err
     assert "--labels category" in err and "refuses none" in err
     assert main([*args, "--labels", "category"]) == 0
+    # refusals that do not follow the requests (only the "jailbreaks", really harmful, are refused)
+    args = ["rank", "--model", str(foreign_dir), "--harmful", h, "--harmless", h, "--jailbreak", str(p / "harmful.csv"),
+            *PHRASES, "--out", str(tmp_path / "r2"), "--k-folds", "3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "do not follow the requests" in err and "--labels category" in err
 
 
 def test_half_the_data_flags_is_an_error(foreign_dir, capsys):
