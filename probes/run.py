@@ -72,10 +72,10 @@ def refusal_gap_message(lab: Labels, prompts: PromptSet, model_name: str) -> str
 
 def one_class_message(lab: Labels, k_folds: int, model_name: str) -> str:
     counts = lab.counts()
-    did = "refuses none" if counts.get("refused", 0) < k_folds else "refuses all but a few"
+    refused, n = counts.get("refused", 0), len(lab)
     return (f"behaviour labels (what {model_name} did, judged on its greedy answers) gave {counts} on the probing "
-            f"prompts: the model {did} of them, fewer than k_folds={k_folds} in a class, so there is no refusal "
-            "decision to probe. Pass --labels category (labels='category') to probe harmful against harmless "
+            f"prompts: the model refuses {refused} of {n}, fewer than k_folds={k_folds} in a class, so there is no "
+            "refusal decision to probe. Pass --labels category (labels='category') to probe harmful against harmless "
             "prompts instead, or check that --refusal-phrases match how this model refuses.")
 
 

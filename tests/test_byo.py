@@ -157,7 +157,7 @@ def test_one_class_behaviour_labels_suggest_category_labels(foreign_dir, tmp_pat
             "--out", str(tmp_path / "r")]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "--labels category" in err and "refuses none" in err
+    assert "--labels category" in err and "refuses 0 of" in err
     assert main([*args, "--labels", "category"]) == 0
     # refusals that do not follow the requests (only the "jailbreaks", really harmful, are refused)
     args = ["rank", "--model", str(foreign_dir), "--harmful", h, "--harmless", h, "--jailbreak", str(p / "harmful.csv"),
