@@ -20,6 +20,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--chat-template", default=None, help="Jinja chat template (string or file) for a tokenizer that has none")
+    p.add_argument("--device-map", default=None,
+                   help="split the model: an accelerate strategy (auto, balanced, sequential) or a JSON file {module: device|cpu|disk}")
+    p.add_argument("--max-memory", default=None, help="per-device budget for --device-map, e.g. 0=20GiB,1=20GiB,cpu=60GiB")
+    p.add_argument("--offload-folder", default=None, help="folder for weights --device-map puts on disk")
 
 
 def add_study_args(p: argparse.ArgumentParser, out_default: str | None = None) -> None:

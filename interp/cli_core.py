@@ -46,8 +46,12 @@ def load_from_args(args):
     import torch
 
     from interp.model import load_model
+    from interp.placement import Placement
 
-    return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), chat_template=args.chat_template)
+    placement = Placement.from_args(getattr(args, "device_map", None), getattr(args, "max_memory", None),
+                                    getattr(args, "offload_folder", None))
+    return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), chat_template=args.chat_template,
+                      placement=placement)
 
 
 def _demo(args):

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from jaxtyping import Int
@@ -20,6 +20,9 @@ from torch import Tensor
 
 from interp.errors import InputError, ModelLoadError
 from interp.prompts import Prompt, PromptSet
+
+if TYPE_CHECKING:
+    from interp.placement import Placement
 
 ORGANISM_DIR = Path(__file__).parent / "organism" / "weights"
 ORGANISM_VARIANTS = ("gqa", "mha", "r2d")
@@ -91,7 +94,21 @@ class ChatModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.bridge.parameters()).device
+        """Where inputs go: the embedding's device (on a split model, later layers may live elsewhere)."""
+        dev = getattr(self.bridge.cfg, "device", None)
+        if dev is not None and str(dev) != "meta":
+            return torch.device(dev)
+        return next(p.device for p in self.bridge.parameters() if p.device.type != "meta")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights (what added vectors are cast to)."""
+        return next(self.bridge.parameters()).dtype
+
+    @property
+    def split(self) -> bool:
+        """True when the weights are spread over several devices, CPU memory or disk."""
+        return int(getattr(self.bridge.cfg, "n_devices", 1) or 1) > 1
 
     @property
     def kind(self) -> str:
@@ -175,7 +192,8 @@ class ChatModel:
                 "n_kv_heads": int(getattr(self.cfg, "n_key_value_heads", None) or self.n_heads), "d_head": self.d_head,
                 "d_model": self.d_model, "n_ctx": self.n_ctx,
                 "refusal_tokens": self.to_str_tokens(self.refusal_token_ids),
-                "compliance_tokens": self.to_str_tokens(self.compliance_token_ids)}
+                "compliance_tokens": self.to_str_tokens(self.compliance_token_ids),
+                **({"placement": self.meta["placement"]} if "placement" in self.meta else {})}
 
 
 def texts(prompts) -> list[str]:
@@ -230,11 +248,13 @@ def resolve_model_dir(name_or_dir: str) -> tuple[str, bool]:
 
 def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                chat_template: str | None = None, tokenizer=None, refusal_phrases: Sequence[str] | None = None,
-               compliance_phrases: Sequence[str] | None = None) -> ChatModel:
+               compliance_phrases: Sequence[str] | None = None, placement: "Placement | None" = None) -> ChatModel:
     """Load a chat model by hub name or local directory and wrap it for the toolkit.
 
     `chat_template` (a Jinja string or a path to a file holding one) supplies a template for a
-    tokenizer that has none; `tokenizer` replaces the directory's tokenizer entirely.
+    tokenizer that has none; `tokenizer` replaces the directory's tokenizer entirely. `placement`
+    (`interp.placement.Placement`) splits the model across devices, CPU memory and disk instead of
+    putting it on `device`.
     """
     from transformers import AutoTokenizer
 
@@ -263,7 +283,8 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     from transformer_lens import TransformerBridge
 
     try:
-        bridge = TransformerBridge.boot_transformers(path, device=str(device), dtype=dtype, tokenizer=tokenizer)
+        where = placement.boot_kwargs() if placement is not None and placement.split else {"device": str(device)}
+        bridge = TransformerBridge.boot_transformers(path, dtype=dtype, tokenizer=tokenizer, **where)
     except OSError as e:
         raise _offline_error(name_or_dir, e) from None
     bridge.eval()
@@ -277,7 +298,11 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
 
     name = f"organism:{meta.get('variant', 'gqa')}" if meta.get("kind") in ("organism", "r2d") and name_or_dir.startswith("organism") else name_or_dir
     name = hub.canonical(name) or name
-    return ChatModel(bridge, tokenizer, name, refusal, compliance, meta)
+    model = ChatModel(bridge, tokenizer, name, refusal, compliance, meta)
+    if placement is not None and placement.split:
+        model.meta = {**meta, "placement": placement.describe(),
+                      "device_map": {k: str(v) for k, v in (getattr(bridge.original_model, "hf_device_map", None) or {}).items()}}
+    return model
 
 
 def _offline_error(name: str, e: Exception) -> ModelLoadError:
