@@ -20,6 +20,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--chat-template", default=None, help="Jinja chat template (string or file) for a tokenizer that has none")
+    p.add_argument("--truncate", action="store_true", help="keep the last tokens of prompts longer than the context (default: error)")
 
 
 def add_study_args(p: argparse.ArgumentParser, out_default: str | None = None) -> None:
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from interp.cli_checks import check_args
+
+        check_args(args)  # every argument and file, before any model loads
         result = args.func(args)
     except SafetyHeadsError as e:
         print(f"safety-heads: error: {e}", file=sys.stderr)
