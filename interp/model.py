@@ -377,9 +377,12 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local or os.environ.get("HF_HUB_OFFLINE") == "1")
         except OSError as e:
             raise _offline_error(name_or_dir, e) from None
-        except (ValueError, TypeError, KeyError) as e:  # a tokenizer file transformers cannot read
-            raise ModelLoadError(f"could not load the tokenizer in {path} ({type(e).__name__}: "
-                                 f"{str(e).splitlines()[0][:200]}); restore its tokenizer files") from None
+        except Exception as e:  # a config or tokenizer file transformers cannot read
+            if not local:
+                raise
+            raise ModelLoadError(f"could not load the tokenizer in {path} ({type(e).__name__}: {_first_line(e)}); "
+                                 "its config.json or tokenizer files are broken: restore them from where the model "
+                                 "came from") from None
     if template_text is not None:
         tokenizer.chat_template = template_text
     if not getattr(tokenizer, "chat_template", None):
@@ -393,15 +396,16 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
 
     try:
         bridge = TransformerBridge.boot_transformers(path, device=str(device), dtype=dtype, tokenizer=tokenizer)
-    except OSError as e:
-        if local:
-            raise ModelLoadError(f"could not load the model in {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                                 "check its config.json and weight files") from None
-        raise _offline_error(name_or_dir, e) from None
-    except (ValueError, TypeError, KeyError) as e:  # a config transformers cannot build a model from
-        raise ModelLoadError(f"could not build a model from {Path(path) / 'config.json' if local else name_or_dir} "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); the config does not describe a "
-                             "model transformers can build: restore it from where the model came from") from None
+    except Exception as e:
+        if not local:
+            if isinstance(e, OSError):
+                raise _offline_error(name_or_dir, e) from None
+            raise
+        # a config that passed the JSON check but describes no model transformers can build, or weights
+        # that do not fit it: say which files, not only what transformers tripped over
+        raise ModelLoadError(f"could not build a model from {Path(path) / 'config.json'} and its weights "
+                             f"({type(e).__name__}: {_first_line(e)}); restore the directory's files from where the "
+                             "model came from (re-download it, or retrain the organism)") from None
     bridge.eval()
     refusal = first_token_ids(tokenizer, refusal_phrases or meta.get("refusal_first_tokens") or DEFAULT_REFUSAL_PHRASES)
     compliance = first_token_ids(tokenizer, compliance_phrases or meta.get("compliance_first_tokens") or DEFAULT_COMPLIANCE_PHRASES)
@@ -426,6 +430,11 @@ def _display_name(name_or_dir: str, path: str) -> str:
         except OSError:
             pass
     return hub.canonical(name_or_dir) or name_or_dir
+
+
+def _first_line(e: Exception) -> str:
+    lines = [l for l in str(e).splitlines() if l.strip()]
+    return " / ".join(l.strip() for l in lines[:2])[:300]
 
 
 def _offline_error(name: str, e: Exception) -> ModelLoadError:
