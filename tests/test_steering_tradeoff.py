@@ -97,6 +97,7 @@ def test_report_section_runs(tiny, plain_prompts, tmp_path):
     with ablate_direction(tiny, st["refusal_direction"]):
         abl = evaluate_refusal(tiny, gen_sets["harmful"], study.judge, study.gen, with_scores=False)
     assert out["direction"]["ablation_harmful_refusal_rate"] == round(abl.rate(), 4)
+    assert out["direction"]["examples"]["ablation"] == abl.answers[:2]  # the same prompts, the same answers
     plain = evaluate_refusal(tiny, gen_sets["harmless"], study.judge, study.gen, with_scores=False)
     unsteered = next(r for r in out["tradeoff"] if r["method"] == "unsteered")
     assert unsteered["harmless"] == round(plain.rate(), 4) and unsteered["effect"]["harmless"] == 0.0
