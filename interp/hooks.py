@@ -34,12 +34,14 @@ def validate_hook_names(model: ChatModel, names: Sequence[str]) -> None:
 @contextmanager
 def hooked(model: ChatModel, fwd_hooks: Sequence[FwdHook], label: str | None = None) -> Iterator[ChatModel]:
     """Install forward hooks for the duration of the block (validated names, always removed).
-    `label` names the intervention (and its strength) in errors raised while it is active."""
+    `label` names the intervention (and its strength) in errors raised while it is active; a
+    labelled intervention also gets `overflow_guards`."""
     validate_hook_names(model, [n for n, _ in fwd_hooks])
     names = sorted({n for n, _ in fwd_hooks})
     ACTIVE_INTERVENTIONS.append(label or f"hooks on {', '.join(names[:3])}" + (f" (+{len(names) - 3} more)" if len(names) > 3 else ""))
+    guards = overflow_guards(model) if label else []
     try:
-        with model.bridge.hooks(fwd_hooks=list(fwd_hooks) + overflow_guards(model)):
+        with model.bridge.hooks(fwd_hooks=list(fwd_hooks) + guards):
             yield model
     finally:
         ACTIVE_INTERVENTIONS.pop()
