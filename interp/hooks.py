@@ -32,14 +32,15 @@ def validate_hook_names(model: ChatModel, names: Sequence[str]) -> None:
 
 
 @contextmanager
-def hooked(model: ChatModel, fwd_hooks: Sequence[FwdHook], label: str | None = None) -> Iterator[ChatModel]:
+def hooked(model: ChatModel, fwd_hooks: Sequence[FwdHook], label: str | None = None,
+           guard: bool = False) -> Iterator[ChatModel]:
     """Install forward hooks for the duration of the block (validated names, always removed).
-    `label` names the intervention (and its strength) in errors raised while it is active; a
-    labelled intervention also gets `overflow_guards`."""
+    `label` names the intervention (and its strength) in errors raised while it is active;
+    `guard=True` adds `overflow_guards` (for interventions that add vectors of a chosen size)."""
     validate_hook_names(model, [n for n, _ in fwd_hooks])
     names = sorted({n for n, _ in fwd_hooks})
     ACTIVE_INTERVENTIONS.append(label or f"hooks on {', '.join(names[:3])}" + (f" (+{len(names) - 3} more)" if len(names) > 3 else ""))
-    guards = overflow_guards(model) if label else []
+    guards = overflow_guards(model) if guard else []
     try:
         with model.bridge.hooks(fwd_hooks=list(fwd_hooks) + guards):
             yield model
@@ -160,7 +161,7 @@ def activation_addition_hooks(model: ChatModel, direction: Tensor, layer: int, a
 
 @contextmanager
 def ablate_direction(model: ChatModel, direction: Tensor) -> Iterator[ChatModel]:
-    with hooked(model, direction_ablation_hooks(model, direction), "directional ablation"):
+    with hooked(model, direction_ablation_hooks(model, direction), "directional ablation", guard=True):
         yield model
 
 
@@ -168,5 +169,5 @@ def ablate_direction(model: ChatModel, direction: Tensor) -> Iterator[ChatModel]
 def add_direction(model: ChatModel, direction: Tensor, layer: int, alpha: float = 1.0,
                   site: str = "resid_pre") -> Iterator[ChatModel]:
     with hooked(model, activation_addition_hooks(model, direction, layer, alpha, site),
-                f"direction addition at {site} of layer {layer}, alpha={float(alpha):g}"):
+                f"direction addition at {site} of layer {layer}, alpha={float(alpha):g}", guard=True):
         yield model

@@ -289,8 +289,8 @@ def check_model_files(path: str | Path) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelLoadError(f"{cfg} is not valid JSON ({e}); the file is broken: restore it from where the model "
                              "came from (re-download it, or retrain the organism)") from None
-    if not isinstance(parsed, dict) or not parsed.get("model_type"):
-        raise ModelLoadError(f"{cfg} has no 'model_type'; it is not a Hugging Face model config: restore it from "
+    if not isinstance(parsed, dict) or not (parsed.get("model_type") or parsed.get("architectures")):
+        raise ModelLoadError(f"{cfg} names no model_type or architectures; it is not a Hugging Face model config: restore it from "
                              "where the model came from")
     for f in sorted(d.glob("*.safetensors")):
         problem = _safetensors_problem(f)
@@ -313,7 +313,10 @@ def _safetensors_problem(f: Path) -> str | None:
             header = json.loads(fh.read(n))
     except (OSError, ValueError) as e:
         return f"unreadable header: {e}"
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError):
+        return "malformed header"
     if 8 + n + end > size:
         return f"the header describes {8 + n + end} bytes but the file has {size}: truncated"
     return None

@@ -124,7 +124,8 @@ class Antidote:
         """Install the adjustment for the block (alpha: set first if given; negative -> compliance)."""
         if alpha is not None:
             self.set_alpha(alpha)
-        with hooked(model, self.hooks(model), f"Jailbreak Antidote ({self.sparsity:g} sparsity), alpha={self.alpha:g}"):
+        with hooked(model, self.hooks(model), f"Jailbreak Antidote ({self.sparsity:g} sparsity), alpha={self.alpha:g}",
+                    guard=True):
             yield model
 
     def describe(self) -> dict:

@@ -255,7 +255,7 @@ def steer_heads(model: ChatModel, head_dirs: HeadDirections, heads, alpha: float
     """Add `alpha * sigma * u` to each chosen head's output at every position, for forward passes and
     generation inside the block. `heads`: (layer, head) pairs."""
     with hooked(model, head_steering_hooks(model, head_dirs, heads, alpha),
-                f"head steering of {len(list(heads))} head(s) {list(heads)[:4]}, alpha={float(alpha):g}"):
+                f"head steering of {len(list(heads))} head(s) {list(heads)[:4]}, alpha={float(alpha):g}", guard=True):
         yield model
 
 
