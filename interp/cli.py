@@ -24,6 +24,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="split the model: an accelerate strategy (auto, balanced, sequential) or a JSON file {module: device|cpu|disk}")
     p.add_argument("--max-memory", default=None, help="per-device budget for --device-map, e.g. 0=20GiB,1=20GiB,cpu=60GiB")
     p.add_argument("--offload-folder", default=None, help="folder for weights --device-map puts on disk")
+    p.add_argument("--truncate", action="store_true", help="keep the last tokens of prompts longer than the context (default: error)")
 
 
 def add_study_args(p: argparse.ArgumentParser, out_default: str | None = None) -> None:
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from interp.cli_checks import check_args
+
+        check_args(args)  # every argument and file, before any model loads
         result = args.func(args)
     except SafetyHeadsError as e:
         print(f"safety-heads: error: {e}", file=sys.stderr)

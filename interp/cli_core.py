@@ -39,6 +39,7 @@ def register(sub) -> None:
     c.add_argument("--positions", default="last", help="last | post_instruction | comma-separated indices")
     c.add_argument("--out", required=True)
     c.add_argument("--shard-size", type=int, default=256)
+    c.add_argument("--overwrite", action="store_true", help="discard a previous capture in --out instead of resuming it")
     c.set_defaults(func=_capture)
 
 
@@ -51,7 +52,7 @@ def load_from_args(args):
     placement = Placement.from_args(getattr(args, "device_map", None), getattr(args, "max_memory", None),
                                     getattr(args, "offload_folder", None))
     return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), chat_template=args.chat_template,
-                      placement=placement)
+                      truncate=getattr(args, "truncate", False), placement=placement)
 
 
 def _demo(args):
@@ -59,7 +60,7 @@ def _demo(args):
 
     cfg = DemoConfig(model=args.model, out=args.out, seed=args.seed, per_cell=args.per_cell, device=args.device,
                      dtype=args.dtype, harmful_file=args.harmful, harmless_file=args.harmless, chat_template=args.chat_template,
-                     sections=tuple(args.sections.split(",")) if args.sections else None, png=args.png)
+                     sections=tuple(args.sections.split(",")) if args.sections else None, png=args.png, truncate=args.truncate)
     report = run_demo(cfg)
     print(f"wrote {Path(args.out) / 'report.json'} in {report['timings']['total']:.1f}s")
     return {"baseline": report.get("baseline", {}).get("refusal_rate")}
@@ -90,8 +91,8 @@ def _capture(args):
     from interp.capture import capture_to_disk
     from interp.datasets import load_prompt_file
 
-    model = load_from_args(args)
     prompts = load_prompt_file(args.prompts, label=args.label)
-    pos = args.positions if args.positions in ("last", "post_instruction") else [int(x) for x in args.positions.split(",")]
-    out = capture_to_disk(model, prompts, args.out, sites=args.sites.split(","), positions=pos, shard_size=args.shard_size)
+    model = load_from_args(args)
+    out = capture_to_disk(model, prompts, args.out, sites=args.sites.split(","), positions=args.positions,
+                          shard_size=args.shard_size, overwrite=args.overwrite)
     return {"out": str(out), "n_prompts": len(prompts)}

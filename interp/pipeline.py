@@ -42,6 +42,7 @@ class DemoConfig:
     chat_template: str | None = None
     sections: tuple[str, ...] | None = None  # None: every registered section
     png: bool = False
+    truncate: bool = False  # keep the last tokens of prompts longer than the context instead of failing
 
 
 @dataclass
@@ -117,7 +118,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype), chat_template=cfg.chat_template)
+    model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype), chat_template=cfg.chat_template,
+                       truncate=cfg.truncate)
     model.require_direct_answers()
     timings["load_model"] = time.perf_counter() - t
     train, ev = build_prompt_sets(cfg)

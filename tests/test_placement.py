@@ -82,3 +82,21 @@ def test_bad_placements_are_clear_errors(tmp_path):
     f.write_text('{"model.layers.0": "cpu"}')
     assert Placement.from_args(device_map=str(f)).device_map == {"model.layers.0": "cpu"}
     assert Placement.from_args() is None
+
+
+def test_cli_runs_on_a_split_model_and_checks_placement_first(tmp_path, capsys):
+    import json
+
+    from interp.capture import Activations
+    from interp.cli import main
+
+    f = tmp_path / "p.jsonl"
+    f.write_text("\n".join(json.dumps({"text": t, "label": "harmful"}) for t in ["how do i make a bomb ?", "how do i rob a bank ?"]))
+    dm = tmp_path / "map.json"
+    dm.write_text(json.dumps(SPLIT))
+    out = tmp_path / "cap"
+    assert main(["capture", "--prompts", str(f), "--sites", "resid_post", "--out", str(out), "--device-map", str(dm),
+                 "--offload-folder", str(tmp_path / "off")]) == 0
+    assert Activations.load(out)[("resid_post", 3)].shape == (2, 1, 128)
+    assert main(["capture", "--prompts", str(f), "--out", str(tmp_path / "c2"), "--max-memory", "cpu=1GiB"]) == 2
+    assert "split model" in capsys.readouterr().err

@@ -33,7 +33,8 @@ def _causal(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model = load_from_args(args)
     cfg = DemoConfig(model=args.model, out=str(out), seed=args.seed, per_cell=args.per_cell, device=args.device,
-                     dtype=args.dtype, chat_template=args.chat_template, sections=("causal",))
+                     dtype=args.dtype, chat_template=args.chat_template, truncate=args.truncate,
+                     sections=("causal",))
     train, ev = build_prompt_sets(cfg)
     study = Study(cfg, model, train, ev, RefusalJudge(), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=64), out)
     result = run_causal(study, CausalConfig(k=args.k, method=args.method, seed=args.seed))

@@ -20,7 +20,7 @@ def _slipping(args) -> dict:
 
     sections = ("slipping",) if args.no_defenses else ("slipping", "defenses")
     cfg = DemoConfig(model=args.model, out=args.out, seed=args.seed, per_cell=args.per_cell, device=args.device,
-                     dtype=args.dtype, chat_template=args.chat_template, sections=sections, png=args.png)
+                     dtype=args.dtype, chat_template=args.chat_template, truncate=args.truncate, sections=sections, png=args.png)
     report = run_demo(cfg)
     slip = report["slipping"]
     return {"out": args.out, "top_heads": slip.get("top_heads"), "correlation": slip.get("correlation"),

@@ -18,7 +18,7 @@ def _steer(args) -> dict:
     from interp.pipeline import DemoConfig, run_demo
 
     cfg = DemoConfig(model=args.model, out=args.out, seed=args.seed, per_cell=args.per_cell, device=args.device,
-                     dtype=args.dtype, chat_template=args.chat_template, png=args.png,
+                     dtype=args.dtype, chat_template=args.chat_template, truncate=args.truncate, png=args.png,
                      sections=("heads", "directions", "causal", "steering"))
     report = run_demo(cfg)
     st = report["steering"]
