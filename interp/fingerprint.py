@@ -45,7 +45,7 @@ def compute_fingerprint(model) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(_config_dict(model), sort_keys=True, default=str).encode())
     hf = getattr(model.bridge, "original_model", None) or model.bridge
-    for name, p in hf.named_parameters():
+    for name, p in _named_weights(hf):
         flat = p.detach().reshape(-1)
         step = max(1, flat.numel() // SAMPLES_PER_TENSOR)
         sample = flat[::step][:SAMPLES_PER_TENSOR].to("cpu", torch.bfloat16).contiguous()
@@ -53,6 +53,27 @@ def compute_fingerprint(model) -> str:
         h.update(str(tuple(p.shape)).encode())
         h.update(sample.view(torch.int16).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def _named_weights(module):
+    """`named_parameters()` with real values also for weights offloaded to CPU or disk by accelerate
+    (those parameters are meta placeholders outside their module's own forward call)."""
+    from contextlib import nullcontext
+
+    try:
+        from accelerate.utils import align_module_device
+    except ImportError:  # accelerate absent: nothing can be offloaded
+        align_module_device = None
+    seen: set[int] = set()
+    for mname, mod in module.named_modules():
+        own = [(n, p) for n, p in mod.named_parameters(recurse=False) if id(p) not in seen]
+        if not own:
+            continue
+        seen.update(id(p) for _, p in own)
+        offloaded = any(p.device.type == "meta" for _, p in own)
+        with align_module_device(mod) if offloaded and align_module_device else nullcontext():
+            for pname, _ in own:
+                yield (f"{mname}.{pname}" if mname else pname), getattr(mod, pname)
 
 
 def model_record(model) -> dict:

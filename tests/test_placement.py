@@ -30,6 +30,11 @@ def test_the_split_is_real(offloaded):
     assert offloaded.describe()["placement"]["device_map"]["model.layers.2"] == "disk"
 
 
+def test_a_split_model_has_the_fingerprint_of_the_model_in_memory(organism, offloaded):
+    # artifacts made on the model in memory apply to the split one (disk weights are read, not skipped)
+    assert offloaded.fingerprint == organism.fingerprint
+
+
 def test_logits_captures_and_generation_match_the_model_in_memory(organism, offloaded, plain_prompts):
     ps = plain_prompts[:6].concat(plain_prompts[-6:])
     assert torch.allclose(refusal_score(offloaded, ps), refusal_score(organism, ps), atol=1e-5)
