@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import torch
 from jaxtyping import Float
@@ -27,6 +27,9 @@ from tqdm.auto import tqdm
 from interp.errors import ArtifactError, InputError
 from interp.model import ChatModel, EncodedBatch, texts as _texts
 from interp.prompts import PromptSet
+
+if TYPE_CHECKING:
+    from interp.distributed import World
 
 SITE_HOOKS = {
     "z": "blocks.{l}.attn.hook_z",
@@ -358,7 +361,7 @@ def _clear_capture(out: Path) -> None:
 
 def capture_to_disk(model: ChatModel, prompts, out_dir: str | Path, sites="z", positions: Positions = "last",
                     shard_size: int = 256, batch_size: int = 32, truncate: bool | None = None, progress: bool = True,
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, world: "World | None" = None) -> Path:
     """Capture a set too large for memory into safetensors shards. Load the whole with
     `Activations.load(out_dir)`.
 
@@ -367,8 +370,14 @@ def capture_to_disk(model: ChatModel, prompts, out_dir: str | Path, sites="z", p
     checking every existing shard against the manifest; other inputs are refused (`overwrite=True`
     starts over). Each shard is written to a temporary file and renamed, so a killed run never
     leaves a partial shard; `meta.json` is written last and marks the capture complete.
+
+    Under torchrun (`world`, from `interp.distributed.world()`), rank 0 writes or checks the
+    manifest, rank r writes shards r, r + N, r + 2N, ..., and rank 0 writes `meta.json` once every
+    shard exists: the directory is the one a single process writes, shard for shard.
     """
-    from safetensors.torch import save_file
+    from interp.distributed import World
+
+    world = world or World()
 
     texts = _texts(prompts)
     if not texts:
@@ -381,10 +390,32 @@ def capture_to_disk(model: ChatModel, prompts, out_dir: str | Path, sites="z", p
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; capture_to_disk writes a directory: pass another path")
+    man = _manifest(model, prompts, site_list, positions, shard_size, truncate)
+    # rank 0 alone prepares the directory; every rank raises the same error if that fails
+    _all_or_none(world, lambda: _prepare_directory(out, man, overwrite) if world.is_main else None)
+    mine = [k for k in range(man["n_shards"]) if k % world.size == world.rank]
+    labels: dict[int, str] = {}
+    for part in _all_or_none(world, lambda: _write_shards(model, texts, out, man, mine, site_list, positions, batch_size,
+                                                         truncate, progress and world.is_main)):
+        labels.update(part)
+    if len(set(labels.values())) > 1:  # every rank holds every label: all raise together
+        raise InputError(f"the shards of {out} resolved the positions differently ({sorted(set(labels.values()))}): "
+                         "post-instruction token counts differ between prompts; use positions='last' or indices")
+    if not world.is_main:
+        world.barrier()  # rank 0 writes meta.json; return once the capture is complete
+        return out
+    meta = {k: v for k, v in man.items() if k not in ("format", "version")}
+    meta.update(positions=labels[0], positions_requested=positions)
+    _write_json_atomic(out / "meta.json", meta)  # last: marks the capture complete
+    world.barrier()
+    return out
+
+
+def _prepare_directory(out: Path, man: dict, overwrite: bool) -> None:
+    """Clear (overwrite), create, and check or write the manifest of a sharded capture."""
     if overwrite and out.exists():
         _clear_capture(out)
     out.mkdir(parents=True, exist_ok=True)
-    man = _manifest(model, prompts, site_list, positions, shard_size, truncate)
     man_path = out / MANIFEST
     if man_path.exists():
         _check_resume(out, json.loads(man_path.read_text()), man)
@@ -396,9 +427,16 @@ def capture_to_disk(model: ChatModel, prompts, out_dir: str | Path, sites="z", p
         _write_json_atomic(man_path, man)
     for stale in out.glob("shard_*.tmp"):  # left by a killed run: never a complete shard
         stale.unlink()
-    mid = _manifest_id(man)
+
+
+def _write_shards(model: ChatModel, texts: list[str], out: Path, man: dict, shards: list[int], site_list: list[Site],
+                  positions, batch_size: int, truncate: bool, progress: bool) -> dict[int, str]:
+    """Write (or, resuming, check) the given shards; return each shard's resolved positions label."""
+    from safetensors.torch import save_file
+
+    mid, shard_size = _manifest_id(man), man["shard_size"]
     labels: dict[int, str] = {}
-    for k in tqdm(range(man["n_shards"]), desc="capture shards", disable=not progress):
+    for k in tqdm(shards, desc="capture shards", disable=not progress):
         shard = _shard_path(out, k)
         if shard.exists():
             problem = _shard_problem(shard, k, man)
@@ -415,13 +453,26 @@ def capture_to_disk(model: ChatModel, prompts, out_dir: str | Path, sites="z", p
                   metadata={"manifest": mid, "shard": str(k), "positions": labels[k],
                             "prompts_sha256": _prompts_sha256(sub)})
         os.replace(tmp, shard)  # atomic: a killed run never leaves a half shard that resume would trust
-    if len(set(labels.values())) > 1:
-        raise InputError(f"the shards of {out} resolved the positions differently ({sorted(set(labels.values()))}): "
-                         "post-instruction token counts differ between prompts; use positions='last' or indices")
-    meta = {k: v for k, v in man.items() if k not in ("format", "version")}
-    meta.update(positions=labels[0], positions_requested=positions)
-    _write_json_atomic(out / "meta.json", meta)  # last: marks the capture complete
-    return out
+    return labels
+
+
+def _all_or_none(world: "World", step):
+    """Run `step` on every rank; if it raised on any rank, raise on all (no rank left waiting in a
+    collective). Returns every rank's result, in rank order."""
+    if not world.distributed:
+        return [step()]
+    try:
+        result, error = step(), None
+    except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+        result, error = None, e
+    outcomes = world.gather((result, None if error is None else (type(error).__name__, str(error))))
+    if error is not None:
+        raise error
+    failed = [(r, err) for r, (_, err) in enumerate(outcomes) if err is not None]
+    if failed:
+        r, (kind, msg) = failed[0]
+        raise InputError(f"rank {r} failed ({kind}): {msg}")
+    return [res for res, _ in outcomes]
 
 
 def _shard_metadata(path: Path) -> dict:

@@ -91,8 +91,14 @@ def _capture(args):
     from interp.capture import capture_to_disk
     from interp.datasets import load_prompt_file
 
+    from interp.distributed import process_group
+
     prompts = load_prompt_file(args.prompts, label=args.label)
-    model = load_from_args(args)
-    out = capture_to_disk(model, prompts, args.out, sites=args.sites.split(","), positions=args.positions,
-                          shard_size=args.shard_size, overwrite=args.overwrite)
-    return {"out": str(out), "n_prompts": len(prompts)}
+    with process_group() as world:  # a world of one unless started by torchrun
+        args.device = world.device(args.device)
+        model = load_from_args(args)
+        out = capture_to_disk(model, prompts, args.out, sites=args.sites.split(","), positions=args.positions,
+                              shard_size=args.shard_size, overwrite=args.overwrite, world=world)
+    if not world.is_main:
+        return None  # one process reports
+    return {"out": str(out), "n_prompts": len(prompts), "processes": world.size}
