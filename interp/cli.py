@@ -31,6 +31,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=d.device)
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--chat-template", default=d.chat_template, help="Jinja chat template (string or file) for a tokenizer that has none")
+    p.add_argument("--device-map", default=d.device_map,
+                   help="split the model: an accelerate strategy (auto, balanced, sequential) or a JSON file {module: device|cpu|disk}")
+    p.add_argument("--max-memory", default=d.max_memory, help="per-device budget for --device-map, e.g. 0=20GiB,1=20GiB,cpu=60GiB")
+    p.add_argument("--offload-folder", default=d.offload_folder, help="folder for weights --device-map puts on disk")
+    p.add_argument("--truncate", action="store_true", help="keep the last tokens of prompts longer than the context (default: error)")
 
 
 def _phrases(text: str) -> tuple[str, ...]:
@@ -85,6 +90,8 @@ def study_config(args, **override):
     from interp.study import StudyConfig
 
     kw = dict(model=args.model, device=args.device, dtype=args.dtype, chat_template=args.chat_template,
+              truncate=args.truncate, device_map=args.device_map, max_memory=args.max_memory,
+              offload_folder=args.offload_folder,
               harmful=args.harmful, harmless=args.harmless, jailbreak=args.jailbreak, over_refusal=args.over_refusal,
               text_column=args.text_column, system_prompt=args.system_prompt, refusal_phrases=args.refusal_phrases,
               compliance_phrases=args.compliance_phrases, labels=args.labels, seed=args.seed, per_cell=args.per_cell,
@@ -113,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from interp.cli_checks import check_args
+
+        check_args(args)  # every argument and file, before any model loads
         result = args.func(args)
     except SafetyHeadsError as e:
         print(f"safety-heads: error: {e}", file=sys.stderr)

@@ -42,6 +42,7 @@ def register(sub) -> None:
     c.add_argument("--positions", default="last", help="last | post_instruction | comma-separated indices")
     c.add_argument("--out", required=True)
     c.add_argument("--shard-size", type=int, default=256)
+    c.add_argument("--overwrite", action="store_true", help="discard a previous capture in --out instead of resuming it")
     c.set_defaults(func=_capture)
 
 
@@ -49,8 +50,12 @@ def load_from_args(args):
     import torch
 
     from interp.model import load_model
+    from interp.placement import Placement
 
-    return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), chat_template=args.chat_template)
+    placement = Placement.from_args(getattr(args, "device_map", None), getattr(args, "max_memory", None),
+                                    getattr(args, "offload_folder", None))
+    return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), chat_template=args.chat_template,
+                      truncate=getattr(args, "truncate", False), placement=placement)
 
 
 def _demo(args):
@@ -110,8 +115,14 @@ def _capture(args):
     from interp.capture import capture_to_disk
     from interp.datasets import load_prompt_file
 
-    model = load_from_args(args)
+    from interp.distributed import process_group
+
     prompts = load_prompt_file(args.prompts, label=args.label)
-    pos = args.positions if args.positions in ("last", "post_instruction") else [int(x) for x in args.positions.split(",")]
-    out = capture_to_disk(model, prompts, args.out, sites=args.sites.split(","), positions=pos, shard_size=args.shard_size)
-    return {"out": str(out), "n_prompts": len(prompts)}
+    with process_group() as world:  # a world of one unless started by torchrun
+        args.device = world.device(args.device)
+        model = load_from_args(args)
+        out = capture_to_disk(model, prompts, args.out, sites=args.sites.split(","), positions=args.positions,
+                              shard_size=args.shard_size, overwrite=args.overwrite, world=world)
+    if not world.is_main:
+        return None  # one process reports
+    return {"out": str(out), "n_prompts": len(prompts), "processes": world.size}

@@ -25,6 +25,7 @@ from interp.errors import InputError
 from interp.evaluate import RefusalEval, evaluate_refusal
 from interp.generation import GenerationConfig
 from interp.model import ChatModel, load_model
+from interp.placement import Placement
 from interp.plotting import refusal_vs_strength, save_figure
 from interp.study import Study, StageResult, StudyConfig, figure_ref, load_study_data, make_judge
 from interp.threads import model_threads
@@ -77,7 +78,8 @@ def open_study(cfg: StudyConfig) -> Study:
     """Load the model (with the judging phrases and system prompt of `cfg`) and the study's data."""
     model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype), chat_template=cfg.chat_template,
                        refusal_phrases=cfg.refusal_phrases, compliance_phrases=cfg.compliance_phrases,
-                       system_prompt=cfg.system_prompt)
+                       system_prompt=cfg.system_prompt, truncate=cfg.truncate,
+                       placement=Placement.from_args(cfg.device_map, cfg.max_memory, cfg.offload_folder))
     model.require_direct_answers()
     data = load_study_data(cfg, model)
     return Study(model, data, make_judge(cfg), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=64),

@@ -103,6 +103,7 @@ def test_artifacts_round_trip_and_refuse_the_wrong_model(tmp_path, organism, tin
     d = Direction.load(tmp_path / "direction", model=organism)
     assert torch.allclose(d.vector, organism_direction.vector)
     assert d.meta["prompt_set"]["sha256"] and d.meta["labels"] == "category" and d.meta["toolkit_version"]
+    assert d.meta["model_fingerprint"] == r.meta["model_fingerprint"] == organism.fingerprint
     with pytest.raises(ArtifactError, match=r"made on 'organism:gqa'.*shapes differ"):
         HeadRanking.load(tmp_path / "ranking", model=tiny)
     with pytest.raises(ArtifactError, match="d_model 128 vs 64"):

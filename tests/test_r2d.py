@@ -166,8 +166,23 @@ def _shipped():
 
     d = ORGANISM_DIR / "r2d"
     if not (d / "config.json").exists():
-        pytest.skip(f"R2D organism not built at {d}: safety-heads organism train --r2d --out {d}")
+        from conftest import missing
+
+        missing(f"R2D organism not built at {d}: safety-heads organism train --r2d --out {d}")
     return d
+
+
+def test_missing_shipped_r2d_fails_under_ci(monkeypatch, tmp_path):
+    import interp.model
+
+    monkeypatch.setattr(interp.model, "ORGANISM_DIR", tmp_path)  # an installation without the R2D weights
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(BaseException) as info:
+        _shipped()
+    assert info.type is pytest.fail.Exception, f"under CI=true a missing shipped R2D must fail the test, not {info.typename}"
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        _shipped()
 
 
 def test_shipped_r2d_organism_pivots_on_plain_requests():
