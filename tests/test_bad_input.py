@@ -19,13 +19,14 @@ SRC = ORGANISM_DIR / "gqa"
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Fail the test if anything tries to load a model: the argument checks must come first."""
-    import interp.model
+    from transformer_lens import TransformerBridge
 
     def forbidden(*a, **k):
         raise AssertionError("a model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(interp.model, "load_model", forbidden)
-    monkeypatch.setattr("interp.pipeline.load_model", forbidden)
+    # patch where every load ends, not `load_model`: a module first imported during the test would
+    # bind the patched name with `from interp.model import load_model` and keep it afterwards
+    monkeypatch.setattr(TransformerBridge, "boot_transformers", staticmethod(forbidden))
 
 
 @pytest.fixture
@@ -153,8 +154,8 @@ def test_study_options_checked_before_any_section_runs(tmp_path, capsys, no_mode
     assert main(["demo", "--out", str(tmp_path / "d"), "--sections", "baseline,nope"]) == 2
     _one_line_error(capsys, "unknown demo sections ['nope']")
     p = str(prompts_file)
-    assert main(["rank", "--harmful", p, "--harmless", p, "--out", "x", "--val-fraction", "1.5"]) == 2
-    _one_line_error(capsys, "--val-fraction must be strictly between 0 and 1")
+    assert main(["rank", "--harmful", p, "--harmless", p, "--out", "x", "--split", "0.5,0.6,0.1"]) == 2
+    _one_line_error(capsys, "split fractions must be three non-negative numbers")
     assert main(["causal", "--out", str(tmp_path / "c"), "--per-cell", "0"]) == 2
     _one_line_error(capsys, "--per-cell")
     assert time.perf_counter() - t < 20  # the old steer ran 20 s of sections before failing
