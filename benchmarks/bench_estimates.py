@@ -84,7 +84,8 @@ def heads_part(model, ps, n: int) -> dict:
 
 
 def patching_part(model, n: int) -> dict:
-    from interp.causal.patching import activation_patching, make_pairs
+    from interp.causal.patching import activation_patching
+    from interp.organism.provider import make_pairs
 
     pairs = make_pairs(model, n, seed=0)
     t = time.perf_counter()

@@ -47,6 +47,8 @@ class RefusalEval:
                "jailbreak": {}, "jailbreak_harmless": {}}
         for fam, strengths in self.prompts.families().items():
             for key, label in (("jailbreak", "harmful"), ("jailbreak_harmless", "harmless")):
+                if not any(p.family == fam and p.label == label for p in self.prompts):
+                    continue  # e.g. a user's jailbreak file: no harmless controls
                 row = {"0": self.rate(label, family=None)}
                 row.update({str(s): self.rate(label, family=fam, strength=s) for s in strengths})
                 out[key][fam] = row
@@ -59,10 +61,13 @@ class RefusalEval:
 
 
 def evaluate_refusal(model: ChatModel, prompts: PromptSet, judge: RefusalJudge = RefusalJudge(),
-                     gen: GenerationConfig = GenerationConfig(max_new_tokens=12), with_scores: bool = True) -> RefusalEval:
-    """Greedy-generate, judge and score every prompt (whatever hooks are installed act on both)."""
+                     gen: GenerationConfig = GenerationConfig(max_new_tokens=12), with_scores: bool = True,
+                     world=None) -> RefusalEval:
+    """Greedy-generate, judge and score every prompt (whatever hooks are installed act on both).
+    `world` (`interp.distributed.World`, under torchrun): the work is spread over the ranks and the
+    result, on every rank, is the single-process one."""
     prompts.require("evaluation set")
-    answers = generate(model, prompts, gen)
+    answers = generate(model, prompts, gen, world=world)
     refused = judge(answers)
-    scores = refusal_score(model, prompts) if with_scores else torch.full((len(prompts),), float("nan"))
+    scores = refusal_score(model, prompts, world=world) if with_scores else torch.full((len(prompts),), float("nan"))
     return RefusalEval(prompts, answers, refused, scores)

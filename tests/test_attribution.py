@@ -12,7 +12,8 @@ from interp.scoring import refusal_log_odds
 from interp.causal.ablation import SearchConfig, ablation_scores, head_reference, search_heads
 from interp.causal.attribution import attribute, head_gradients, progress_bar, refusal_score_metric
 from interp.causal.heads import Z_HOOK, all_heads
-from interp.causal.patching import activation_patching, make_pairs
+from interp.causal.patching import activation_patching
+from interp.organism.provider import make_pairs
 from interp.causal.resume import cache_block_inputs, last_position_logits, run_from_layer
 from interp.threads import model_threads
 
