@@ -74,20 +74,29 @@ def _rank_files(spec: str, out: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def _causal_prompts(model, per_cell: int, seed: int = 0):
-    """The prompts `safety-heads causal` reads: search prompts, patching pairs, held-out sets."""
+def _read_prompts(model, command: str, argv: list[str]):
+    """The prompts the command reads, from the study data its own options build."""
     from types import SimpleNamespace
 
-    from interp.causal.patching import make_pairs
-    from interp.causal.report import CausalConfig, _eval_sets
-    from interp.pipeline import DemoConfig, build_prompt_sets
+    from interp.cli import build_parser, study_config
+    from interp.study import load_study_data
 
-    cc = CausalConfig(seed=seed)
-    train, ev = build_prompt_sets(DemoConfig(per_cell=per_cell, seed=seed))
-    ps = train.filter(label="harmful")[:cc.n_search].concat(train.filter(label="harmless")[:cc.n_search])
-    for s in make_pairs(model, cc.n_pairs, seed=seed):
+    args = build_parser().parse_args(argv)
+    data = load_study_data(study_config(args), model)
+    if command == "rank":  # probes fit on train and choose the direction on val
+        from probes.report import probe_sets
+
+        train, val = probe_sets(SimpleNamespace(data=data, labels=args.labels))
+        return train.concat(val)
+    from interp.causal.patching import equal_length_pairs
+    from interp.causal.report import CausalConfig, _eval_sets
+
+    cc = CausalConfig(seed=args.seed)
+    h, l = data.plain("train", "harmful"), data.plain("train", "harmless")
+    ps = h[:cc.n_search].concat(l[:cc.n_search])
+    for s in equal_length_pairs(model, h, l, cc.n_pairs, seed=args.seed):
         ps = ps.concat(s)
-    for s in _eval_sets(SimpleNamespace(eval=ev), cc).values():
+    for s in _eval_sets(SimpleNamespace(data=data), cc).values():
         ps = ps.concat(s)
     return ps
 
@@ -95,7 +104,7 @@ def _causal_prompts(model, per_cell: int, seed: int = 0):
 def worker(spec: str, command: str, exhaustive: bool, per_cell: int, threads: int) -> dict:
     import torch
 
-    import interp.cli_core
+    import interp.pipeline
     from interp.cli import main
     from interp.scoring import refusal_score
 
@@ -113,18 +122,17 @@ def worker(spec: str, command: str, exhaustive: bool, per_cell: int, threads: in
     out = Path(tempfile.mkdtemp(prefix=f"bench_scale_{spec}_{command}_"))
     if command == "rank":
         harmful, harmless = _rank_files(spec, out)
-        from interp.datasets import load_prompt_sets
-
-        prompts = load_prompt_sets(harmful=harmful, harmless=harmless)
-        argv = ["rank", "--harmful", str(harmful), "--harmless", str(harmless), "--labels", "category", "--out", str(out / "rank")]
+        # 25% of the prompts choose the direction, as `rank --val-fraction 0.25` did when issue 17 was measured
+        argv = ["rank", "--harmful", str(harmful), "--harmless", str(harmless), "--labels", "category",
+                "--split", "0.7,0.25,0.05", "--out", str(out / "rank")]
     else:
-        prompts = _causal_prompts(model, per_cell)
         argv = ["causal", "--per-cell", str(per_cell), "--out", str(out / "causal")]
     if exhaustive:
         argv.append("--exhaustive")
+    prompts = _read_prompts(model, command, argv)
     refusal_score(model, prompts[:4])  # warm-up: first-call overheads are not a forward pass's cost
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    interp.cli_core.load_from_args = lambda args: model  # the command runs on the model loaded above
+    interp.pipeline.load_model = lambda *a, **k: model  # the command's study runs on the model loaded above
     _log_phases(command)
     load1 = os.getloadavg()[0]
     t, c = time.perf_counter(), time.process_time()
