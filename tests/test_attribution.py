@@ -264,3 +264,26 @@ def test_progress_bar_counts_candidates_left():
     shown = out.getvalue()
     assert "direction candidates" in shown and "2/5" in shown and "<" in shown  # done/total [elapsed<left]
     assert progress_bar(3, None).disable and progress_bar(3, "x", file=io.StringIO()).disable  # not a terminal
+
+
+def test_rank_exhaustive_flag_measures_every_candidate(tmp_path):
+    import json
+
+    from interp.cli import main
+
+    counts = {}
+    for flag in ([], ["--exhaustive"]):
+        out = tmp_path / ("ex" if flag else "fast")
+        assert main(["rank", "--labels", "category", "--out", str(out)] + flag) == 0
+        d = json.loads((out / "direction.json").read_text())
+        rows = d["candidates"]
+        counts[bool(flag)] = sum(r["measured"] for r in rows)
+        assert d["selection"]["exhaustive"] is bool(flag)
+        chosen = (d["site"], d["layer"], d["position"])
+        if flag:
+            assert all(r["measured"] for r in rows if r["norm"])
+            assert chosen == fast_choice
+        else:
+            fast_choice = chosen
+            assert not any(r["measured"] for r in rows if r["pruned"])
+    assert counts[False] < counts[True]
