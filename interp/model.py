@@ -95,7 +95,7 @@ class ChatModel:
 
     @property
     def kind(self) -> str:
-        """'organism', 'r2d' (reasoning organism) or 'hub' for any other model."""
+        """'organism', 'r2d' (reasoning organism), 'smollm2' (the safety-tuned SmolLM2) or 'hub' for any other model."""
         return self.meta.get("kind", "hub")
 
     # ------------------------------------------------------------ formatting
@@ -238,9 +238,18 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     """
     from transformers import AutoTokenizer
 
-    path, local = resolve_model_dir(name_or_dir)
-    meta = {}
-    if local and (Path(path) / "safety_heads.json").exists():
+    from interp.organism import smollm2
+
+    hf_model = None
+    adapter_dir = smollm2.adapter_dir_for(name_or_dir)
+    if adapter_dir is not None:  # organism:smollm2: the base model with its safety adapter merged in
+        hf_model, tok, meta = smollm2.merged_model(adapter_dir)
+        path, local = str(smollm2.base_dir(meta["base"])), True
+        tokenizer = tokenizer if tokenizer is not None else tok
+    else:
+        path, local = resolve_model_dir(name_or_dir)
+        meta = {}
+    if local and hf_model is None and (Path(path) / "safety_heads.json").exists():
         meta = json.loads((Path(path) / "safety_heads.json").read_text())
     if tokenizer is None:
         if local and not any((Path(path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
@@ -263,7 +272,9 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     from transformer_lens import TransformerBridge
 
     try:
-        bridge = TransformerBridge.boot_transformers(path, device=str(device), dtype=dtype, tokenizer=tokenizer)
+        if hf_model is not None:
+            hf_model = hf_model.to(device=device, dtype=dtype)
+        bridge = TransformerBridge.boot_transformers(path, device=str(device), dtype=dtype, tokenizer=tokenizer, hf_model=hf_model)
     except OSError as e:
         raise _offline_error(name_or_dir, e) from None
     bridge.eval()
@@ -275,7 +286,7 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
                              "pass refusal_phrases= and compliance_phrases=")
     from interp import hub
 
-    name = f"organism:{meta.get('variant', 'gqa')}" if meta.get("kind") in ("organism", "r2d") and name_or_dir.startswith("organism") else name_or_dir
+    name = f"organism:{meta.get('variant', 'gqa')}" if meta.get("kind") in ("organism", "r2d", "smollm2") and name_or_dir.startswith("organism") else name_or_dir
     name = hub.canonical(name) or name
     return ChatModel(bridge, tokenizer, name, refusal, compliance, meta)
 
