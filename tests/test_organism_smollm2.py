@@ -246,3 +246,13 @@ def test_behaviour_table_structure_on_a_tiny_model(tiny, tmp_path):
     md = markdown(t)
     assert "| suffix (" in md and "| independent |" in md
     json.dumps(t, allow_nan=False)  # strict JSON: no NaN anywhere
+
+
+def test_eval_set_has_the_organism_eval_shape():
+    from interp.organism.smollm2_eval import eval_set
+
+    ps = eval_set(seed=2, per_cell=3, families=("manyshot",))
+    assert ps.families() == {"manyshot": list(jb.FAMILIES["manyshot"].strengths)}
+    plain = ps.filter(family=None)
+    assert sorted(set(plain.labels)) == ["harmful", "harmless"] and len(plain) == 6
+    assert all("examples" in p.spans for p in ps if p.family == "manyshot")

@@ -88,7 +88,15 @@ def token_batches(model: ChatModel, texts: list[str], batch_size: int, token_bud
     return batches
 
 
-def generate_ids(model: ChatModel, texts: list[str], max_new_tokens: int, batch_size: int,
+def eval_set(seed: int = 1234, per_cell: int = 20, families=None) -> PromptSet:
+    """Plain held-out requests (family None) plus the jailbreak grid, in the shape of
+    `interp.organism.data.eval_prompts`, so a study (the demo pipeline, notebooks) can take
+    `organism:smollm2`'s English sets where it takes the word-level organism's."""
+    plain = sd.eval_prompts(seed, per_cell, "all")
+    return plain.concat(jailbreak_prompts(seed, per_cell, families), name=f"smollm2-eval-set-s{seed}")
+
+
+def token_batches(model: ChatModel, texts: list[str], max_new_tokens: int, batch_size: int,
                  token_budget: int = 4096, progress: bool = False) -> tuple[list[list[int]], list[float]]:
     """Greedy answer token ids and first-token refusal scores, in the caller's order."""
     from tqdm.auto import tqdm
