@@ -8,9 +8,10 @@ from interp.model import ChatModel, load_model  # noqa: E402
 from interp.scoring import RefusalJudge, refusal_score  # noqa: E402
 from interp.generation import GenerationConfig, generate  # noqa: E402
 from interp.capture import Activations, Site, capture, capture_to_disk  # noqa: E402
+from interp.study import Study, StudyConfig, StudyData, files_study  # noqa: E402
 
 __all__ = [
     "__version__", "ArtifactError", "InputError", "ModelLoadError", "SafetyHeadsError", "Prompt", "PromptSet",
     "ChatModel", "load_model", "RefusalJudge", "refusal_score", "GenerationConfig", "generate",
-    "Activations", "Site", "capture", "capture_to_disk",
+    "Activations", "Site", "capture", "capture_to_disk", "Study", "StudyConfig", "StudyData", "files_study",
 ]

@@ -12,19 +12,24 @@ user's message) or explicit indices into the unpadded prompt (negative counts fr
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.errors import InputError
+from interp.errors import ArtifactError, InputError
 from interp.model import ChatModel, EncodedBatch, texts as _texts
 from interp.prompts import PromptSet
+
+if TYPE_CHECKING:
+    from interp.distributed import World
 
 SITE_HOOKS = {
     "z": "blocks.{l}.attn.hook_z",
@@ -86,25 +91,52 @@ def parse_sites(model: ChatModel, sites) -> list[Site]:
     return out
 
 
+POSITION_NAMES = {"last": "last", "post_instruction": "post_instruction", "post-instruction": "post_instruction",
+                  "eoi": "post_instruction"}
+
+
+def parse_positions(positions: Positions) -> str | list[int]:
+    """'last', 'post_instruction', or a list of integer indices; from a list or a string such as
+    '0,-1' (the CLI's form). Anything else is an `InputError` that says what is accepted."""
+    hint = "use 'last', 'post_instruction' or integer indices such as '0,-1' (negative counts from the end)"
+    if isinstance(positions, str):
+        key = positions.strip()
+        if key in POSITION_NAMES:
+            return POSITION_NAMES[key]
+        parts = [x.strip() for x in key.split(",")]
+        try:
+            idx = [int(x) for x in parts]
+        except ValueError:
+            raise InputError(f"unknown positions {positions!r}: {hint}") from None
+        return idx
+    try:
+        idx = list(positions)
+    except TypeError:
+        raise InputError(f"unknown positions {positions!r}: {hint}") from None
+    if not idx:
+        raise InputError("explicit positions list is empty")
+    for p in idx:
+        if isinstance(p, bool) or not isinstance(p, (int, Tensor)) or (isinstance(p, Tensor) and p.numel() != 1):
+            raise InputError(f"position {p!r} is not an integer: {hint}")
+    return [int(p) for p in idx]
+
+
 def resolve_positions(model: ChatModel, batch: EncodedBatch, positions: Positions) -> tuple[Tensor, str]:
     """Padded index of each kept position per row: LongTensor [batch, n_pos], and a label."""
     pad = batch.pad
+    positions = parse_positions(positions)
     if positions == "last":
         rel = [[n - 1] for n in batch.lengths]
         label = "last"
-    elif positions in ("post_instruction", "post-instruction", "eoi"):
+    elif positions == "post_instruction":
         rel = model.post_instruction_positions(batch)
         if len({len(r) for r in rel}) != 1:
             raise InputError("prompts have different numbers of post-instruction tokens under this chat template; "
                              "use positions='last' or explicit indices")
         n = len(rel[0])
         label = f"post_instruction[{n}]"
-    elif isinstance(positions, str):
-        raise InputError(f"unknown positions {positions!r}; use 'last', 'post_instruction' or a list of indices")
     else:
-        idx = list(positions)
-        if not idx:
-            raise InputError("explicit positions list is empty")
+        idx = positions
         rel = []
         for r, n in enumerate(batch.lengths):
             row = []
@@ -155,15 +187,28 @@ class Activations:
         path.with_suffix(".json").write_text(json.dumps(self.meta, indent=1))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Activations":
+    def load(cls, path: str | Path, model: ChatModel | None = None, allow_other_model: bool = False) -> "Activations":
+        """A saved capture (a `.safetensors` + `.json` pair, or a `capture_to_disk` directory). With
+        `model`, refuse activations captured on another model (fingerprint) unless `allow_other_model`."""
         from safetensors.torch import load_file
 
         path = Path(path)
         if path.is_dir():  # a sharded capture
-            return _load_shards(path)
-        tensors = load_file(str(path.with_suffix(".safetensors")))
-        meta = json.loads(path.with_suffix(".json").read_text())
-        return cls({_parse_site_key(k): v for k, v in tensors.items()}, meta)
+            acts = _load_shards(path)
+        else:
+            st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
+            for f in (st, js):
+                if not f.exists():
+                    raise ArtifactError(f"no capture at {path}: {f} is missing (a capture is a .safetensors file and a "
+                                        ".json sidecar, or a directory written by capture_to_disk)")
+            acts = cls({_parse_site_key(k): v for k, v in load_file(str(st)).items()}, json.loads(js.read_text()))
+        if model is not None:
+            from interp.fingerprint import check_made_on
+
+            override = check_made_on(model, acts.meta, f"the capture at {path}", allow_other_model, require_fingerprint=True)
+            if override:
+                acts.meta["allow_other_model"] = override
+        return acts
 
 
 def _parse_site_key(k: str) -> Site:
@@ -197,18 +242,20 @@ def _capture_batch(model: ChatModel, batch: EncodedBatch, sites: list[Site], pos
 
 
 def capture(model: ChatModel, prompts, sites="z", positions: Positions = "last", batch_size: int = 32,
-            truncate: bool = False, progress: bool = False) -> Activations:
+            truncate: bool | None = None, progress: bool = False) -> Activations:
     """Capture activations at `sites` and `positions` for every prompt, in the caller's order."""
     texts = _texts(prompts)
     if not texts:
         raise InputError("capture needs at least one prompt; the prompt list is empty")
+    batch_size = _positive_int(batch_size, "batch_size")
     site_list = parse_sites(model, sites)
+    positions = parse_positions(positions)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     parts: dict[Site, list[Tensor]] = {s: [] for s in site_list}
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     pos_label = None
     for chunk in tqdm(chunks, desc="capturing", disable=not progress):
-        batch = model.encode([texts[i] for i in chunk], truncate=truncate)
+        batch = model.encode([texts[i] for i in chunk], truncate=truncate, indices=chunk)
         pos_idx, pos_label = resolve_positions(model, batch, positions)
         got = _capture_batch(model, batch, site_list, pos_idx)
         for s in site_list:
@@ -219,10 +266,17 @@ def capture(model: ChatModel, prompts, sites="z", positions: Positions = "last",
     return Activations(acts, _meta(model, prompts, site_list, pos_label))
 
 
+def _positive_int(n, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"{what} must be a positive integer, got {n!r}")
+    return n
+
+
 def _meta(model: ChatModel, prompts, sites: list[Site], pos_label) -> dict:
+    from interp.fingerprint import model_record
     from interp.provenance import provenance
 
-    meta = {"model": model.name, "sites": [str(s) for s in sites], "hooks": sorted({s.hook_name for s in sites}),
+    meta = {**model_record(model), "sites": [str(s) for s in sites], "hooks": sorted({s.hook_name for s in sites}),
             "positions": pos_label, **provenance(),
             "model_shape": {k: getattr(model, k) for k in ("n_layers", "n_heads", "d_head", "d_model")}}
     if isinstance(prompts, PromptSet):
@@ -232,47 +286,245 @@ def _meta(model: ChatModel, prompts, sites: list[Site], pos_label) -> dict:
     return meta
 
 
+# ---------------------------------------------------------------- sharded capture on disk
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+# manifest fields that must agree for old shards to be reused
+RESUME_KEYS = ("model_fingerprint", "prompts_sha256", "n_prompts", "sites", "positions", "shard_size", "dtype",
+               "stored_dtype", "truncate")
+
+
+def _prompts_sha256(prompts) -> str:
+    """Hash of the prompts in order (texts and, for a PromptSet, labels, families, strengths)."""
+    if isinstance(prompts, PromptSet):
+        return prompts.sha256()
+    return hashlib.sha256(json.dumps(_texts(prompts)).encode()).hexdigest()[:16]
+
+
+def _manifest(model: ChatModel, prompts, sites: list[Site], positions, shard_size: int, truncate: bool) -> dict:
+    n = len(_texts(prompts))
+    man = {"format": "safety-heads sharded capture", "version": MANIFEST_VERSION, **_meta(model, prompts, sites, None)}
+    # positions: the request ('last', 'post_instruction', [indices]); each shard records the resolved label
+    man.update(prompts_sha256=_prompts_sha256(prompts), n_prompts=n, positions=positions, shard_size=shard_size,
+               n_shards=(n + shard_size - 1) // shard_size, stored_dtype="float32", truncate=bool(truncate),
+               dtype=str(next(model.bridge.parameters()).dtype).removeprefix("torch."))
+    return man
+
+
+def _manifest_id(man: dict) -> str:
+    return hashlib.sha256(json.dumps({k: man.get(k) for k in RESUME_KEYS}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _shard_path(out: Path, k: int) -> Path:
+    return out / f"shard_{k:05d}.safetensors"
+
+
+def _shard_rows(man: dict, k: int) -> int:
+    return min(man["shard_size"], man["n_prompts"] - k * man["shard_size"])
+
+
+def _shard_problem(path: Path, k: int, man: dict) -> str | None:
+    """Why shard `k` does not belong to the capture `man` describes, or None when it does."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            md, keys = f.metadata() or {}, set(f.keys())
+            rows = {key: f.get_slice(key).get_shape()[0] for key in keys}
+    except Exception as e:  # truncated or not a safetensors file
+        return f"it cannot be read ({type(e).__name__}: {e})"
+    if md.get("manifest") != _manifest_id(man):
+        return "it was written for another capture (other model, prompts, sites, positions, shard size or dtype)"
+    if md.get("shard") != str(k):
+        return f"it holds shard {md.get('shard')}, not {k}"
+    if keys != set(man["sites"]):
+        return f"its sites {sorted(keys)} are not the manifest's {man['sites']}"
+    want = _shard_rows(man, k)
+    if any(r != want for r in rows.values()):
+        return f"it has {sorted(set(rows.values()))} rows, not {want}"
+    return None
+
+
+def _clear_capture(out: Path) -> None:
+    """Remove a previous capture's files (only those: other files in the directory stay)."""
+    for f in [*out.glob("shard_*.safetensors"), *out.glob("shard_*.tmp"), *out.glob("*.json.tmp"),
+              out / MANIFEST, out / "meta.json"]:
+        if f.exists():
+            f.unlink()
+
+
 def capture_to_disk(model: ChatModel, prompts, out_dir: str | Path, sites="z", positions: Positions = "last",
-                    shard_size: int = 256, batch_size: int = 32, truncate: bool = False, progress: bool = True) -> Path:
-    """Capture a set too large for memory into safetensors shards; rerunning resumes at the first
-    missing shard. Load the whole with `Activations.load(out_dir)`."""
-    from safetensors.torch import save_file
+                    shard_size: int = 256, batch_size: int = 32, truncate: bool | None = None, progress: bool = True,
+                    overwrite: bool = False, world: "World | None" = None) -> Path:
+    """Capture a set too large for memory into safetensors shards. Load the whole with
+    `Activations.load(out_dir)`.
+
+    A manifest (model fingerprint, prompt hash, sites, positions, shard size, dtype) is written
+    before the first shard. Rerunning with the same inputs resumes at the first missing shard after
+    checking every existing shard against the manifest; other inputs are refused (`overwrite=True`
+    starts over). Each shard is written to a temporary file and renamed, so a killed run never
+    leaves a partial shard; `meta.json` is written last and marks the capture complete.
+
+    Under torchrun (`world`, from `interp.distributed.world()`), rank 0 writes or checks the
+    manifest, rank r writes shards r, r + N, r + 2N, ..., and rank 0 writes `meta.json` once every
+    shard exists: the directory is the one a single process writes, shard for shard.
+    """
+    from interp.distributed import World
+
+    world = world or World()
 
     texts = _texts(prompts)
     if not texts:
         raise InputError("capture needs at least one prompt; the prompt list is empty")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    shard_size = _positive_int(shard_size, "shard_size")
+    batch_size = _positive_int(batch_size, "batch_size")
+    truncate = model.truncate if truncate is None else truncate
     site_list = parse_sites(model, sites)
-    meta = _meta(model, prompts, site_list, None)
-    meta_path = out / "meta.json"
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old.get("sites") != meta["sites"] or old.get("prompt_ids") != meta["prompt_ids"] or old.get("model") != meta["model"]:
-            raise InputError(f"{out} holds a capture of other prompts, sites or model; use an empty directory")
-    n_shards = (len(texts) + shard_size - 1) // shard_size
-    for k in tqdm(range(n_shards), desc="capture shards", disable=not progress):
-        shard = out / f"shard_{k:05d}.safetensors"
+    positions = parse_positions(positions)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; capture_to_disk writes a directory: pass another path")
+    man = _manifest(model, prompts, site_list, positions, shard_size, truncate)
+    # rank 0 alone prepares the directory; every rank raises the same error if that fails
+    _all_or_none(world, lambda: _prepare_directory(out, man, overwrite) if world.is_main else None)
+    mine = [k for k in range(man["n_shards"]) if k % world.size == world.rank]
+    labels: dict[int, str] = {}
+    for part in _all_or_none(world, lambda: _write_shards(model, texts, out, man, mine, site_list, positions, batch_size,
+                                                         truncate, progress and world.is_main)):
+        labels.update(part)
+    if len(set(labels.values())) > 1:  # every rank holds every label: all raise together
+        raise InputError(f"the shards of {out} resolved the positions differently ({sorted(set(labels.values()))}): "
+                         "post-instruction token counts differ between prompts; use positions='last' or indices")
+    if not world.is_main:
+        world.barrier()  # rank 0 writes meta.json; return once the capture is complete
+        return out
+    meta = {k: v for k, v in man.items() if k not in ("format", "version")}
+    meta.update(positions=labels[0], positions_requested=positions)
+    _write_json_atomic(out / "meta.json", meta)  # last: marks the capture complete
+    world.barrier()
+    return out
+
+
+def _prepare_directory(out: Path, man: dict, overwrite: bool) -> None:
+    """Clear (overwrite), create, and check or write the manifest of a sharded capture."""
+    if overwrite and out.exists():
+        _clear_capture(out)
+    out.mkdir(parents=True, exist_ok=True)
+    man_path = out / MANIFEST
+    if man_path.exists():
+        _check_resume(out, json.loads(man_path.read_text()), man)
+    else:
+        if any(out.glob("shard_*.safetensors")) or (out / "meta.json").exists():
+            raise InputError(f"{out} holds a capture with no manifest (an older toolkit version, or another tool): its "
+                             "shards cannot be checked. Pass overwrite=True (CLI: --overwrite) to start over, or use an "
+                             "empty directory")
+        _write_json_atomic(man_path, man)
+    for stale in out.glob("shard_*.tmp"):  # left by a killed run: never a complete shard
+        stale.unlink()
+
+
+def _write_shards(model: ChatModel, texts: list[str], out: Path, man: dict, shards: list[int], site_list: list[Site],
+                  positions, batch_size: int, truncate: bool, progress: bool) -> dict[int, str]:
+    """Write (or, resuming, check) the given shards; return each shard's resolved positions label."""
+    from safetensors.torch import save_file
+
+    mid, shard_size = _manifest_id(man), man["shard_size"]
+    labels: dict[int, str] = {}
+    for k in tqdm(shards, desc="capture shards", disable=not progress):
+        shard = _shard_path(out, k)
         if shard.exists():
+            problem = _shard_problem(shard, k, man)
+            if problem:
+                raise InputError(f"{shard} does not belong to this capture: {problem}. Pass overwrite=True "
+                                 "(CLI: --overwrite) to start over")
+            labels[k] = _shard_metadata(shard)["positions"]
             continue  # resume
         sub = texts[k * shard_size:(k + 1) * shard_size]
         acts = capture(model, sub, site_list, positions, batch_size, truncate)
+        labels[k] = acts.meta["positions"]
         tmp = shard.with_suffix(".tmp")
-        save_file({str(s): t.contiguous() for s, t in acts.acts.items()}, str(tmp))
-        tmp.rename(shard)  # atomic: a killed run never leaves a half shard that resume would trust
-        meta["positions"] = acts.meta["positions"]
-    meta.update(n_shards=n_shards, shard_size=shard_size, n_prompts=len(texts))
-    meta_path.write_text(json.dumps(meta, indent=1))
-    return out
+        save_file({str(s): t.contiguous() for s, t in acts.acts.items()}, str(tmp),
+                  metadata={"manifest": mid, "shard": str(k), "positions": labels[k],
+                            "prompts_sha256": _prompts_sha256(sub)})
+        os.replace(tmp, shard)  # atomic: a killed run never leaves a half shard that resume would trust
+    return labels
+
+
+def _all_or_none(world: "World", step):
+    """Run `step` on every rank; if it raised on any rank, raise on all (no rank left waiting in a
+    collective). Returns every rank's result, in rank order."""
+    if not world.distributed:
+        return [step()]
+    try:
+        result, error = step(), None
+    except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+        result, error = None, e
+    outcomes = world.gather((result, None if error is None else (type(error).__name__, str(error))))
+    if error is not None:
+        raise error
+    failed = [(r, err) for r, (_, err) in enumerate(outcomes) if err is not None]
+    if failed:
+        r, (kind, msg) = failed[0]
+        raise InputError(f"rank {r} failed ({kind}): {msg}")
+    return [res for res, _ in outcomes]
+
+
+def _shard_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}
+
+
+def _check_resume(out: Path, old: dict, new: dict) -> None:
+    diff = [k for k in RESUME_KEYS if old.get(k) != new.get(k)]
+    if not diff:
+        return
+    what = {"model_fingerprint": "model", "prompts_sha256": "prompts (or their order)", "n_prompts": "number of prompts",
+            "sites": "sites", "positions": "positions", "shard_size": "shard size", "dtype": "model dtype",
+            "stored_dtype": "stored dtype", "truncate": "truncation"}
+    shown = "; ".join(f"{what[k]}: {old.get(k)!r} there, {new.get(k)!r} now" if k not in ("prompts_sha256", "model_fingerprint")
+                      else f"{what[k]} differ" for k in diff)
+    raise InputError(f"{out} holds a capture made with other inputs ({shown}). Rerun with the same inputs to resume, pass "
+                     "overwrite=True (CLI: --overwrite) to start over, or use another directory")
 
 
 def _load_shards(out: Path) -> Activations:
     from safetensors.torch import load_file
 
+    man_path, meta_path = out / MANIFEST, out / "meta.json"
+    if not man_path.exists():
+        if not meta_path.exists():
+            raise ArtifactError(f"{out} holds no capture (no {MANIFEST} or meta.json); write one with capture_to_disk "
+                                "(CLI: safety-heads capture)")
+        return _load_legacy_shards(out)
+    man = json.loads(man_path.read_text())
+    good = [k for k in range(man["n_shards"]) if _shard_path(out, k).exists() and not _shard_problem(_shard_path(out, k), k, man)]
+    if not meta_path.exists() or len(good) != man["n_shards"]:
+        raise ArtifactError(f"the capture in {out} is incomplete: {len(good)} of {man['n_shards']} shards, rerun to resume "
+                            "(the same capture command or capture_to_disk call)")
+    meta = json.loads(meta_path.read_text())
+    parts: dict[Site, list[Tensor]] = {}
+    for k in range(man["n_shards"]):
+        for key, v in load_file(str(_shard_path(out, k))).items():
+            parts.setdefault(_parse_site_key(key), []).append(v)
+    return Activations({s: torch.cat(v) for s, v in parts.items()}, meta)
+
+
+def _load_legacy_shards(out: Path) -> Activations:
+    """A directory written before manifests existed (meta.json written at the end)."""
+    from safetensors.torch import load_file
+
     meta = json.loads((out / "meta.json").read_text())
     shards = sorted(out.glob("shard_*.safetensors"))
     if len(shards) != meta.get("n_shards", len(shards)):
-        raise InputError(f"{out} has {len(shards)} of {meta['n_shards']} shards; rerun capture_to_disk to resume")
+        raise ArtifactError(f"the capture in {out} is incomplete: {len(shards)} of {meta['n_shards']} shards, rerun to resume")
     parts: dict[Site, list[Tensor]] = {}
     for sh in shards:
         for k, v in load_file(str(sh)).items():

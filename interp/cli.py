@@ -1,5 +1,12 @@
 """`safety-heads` command line: one subcommand per stage. Feature modules add theirs through
-`COMMANDS` (module path -> its `register(subparsers)`), so this file stays a table of contents."""
+`COMMANDS` (module path -> its `register(subparsers)`), so this file stays a table of contents.
+
+Every command that runs a study takes the same options, with the same defaults, through
+`add_study_options` (the defaults are `interp.study.StudyConfig`'s): loading (--model, --device,
+--dtype, --chat-template), data (--harmful, --harmless, --jailbreak, --over-refusal, --text-column,
+--system-prompt), judging (--refusal-phrases, --compliance-phrases, --labels) and the study's seed
+and sizes. `study_config(args)` turns them into a `StudyConfig`.
+"""
 
 from __future__ import annotations
 
@@ -16,18 +23,83 @@ COMMANDS = ["interp.cli_core", "probes.cli", "interp.causal.cli", "interp.steeri
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """--model and friends, the same on every command."""
-    p.add_argument("--model", default="organism", help="Hugging Face name or local directory (default: the embedded organism; organism:mha for the MHA variant)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--chat-template", default=None, help="Jinja chat template (string or file) for a tokenizer that has none")
+    from interp.study import StudyConfig
+
+    d = StudyConfig()
+    p.add_argument("--model", default=d.model, help="Hugging Face name, local directory, or registry model "
+                   "(smollm2-135m-instruct); default: the embedded organism (organism:mha for the MHA variant)")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--chat-template", default=d.chat_template, help="Jinja chat template (string or file) for a tokenizer that has none")
+    p.add_argument("--device-map", default=d.device_map,
+                   help="split the model: an accelerate strategy (auto, balanced, sequential) or a JSON file {module: device|cpu|disk}")
+    p.add_argument("--max-memory", default=d.max_memory, help="per-device budget for --device-map, e.g. 0=20GiB,1=20GiB,cpu=60GiB")
+    p.add_argument("--offload-folder", default=d.offload_folder, help="folder for weights --device-map puts on disk")
+    p.add_argument("--truncate", action="store_true", help="keep the last tokens of prompts longer than the context (default: error)")
 
 
-def add_study_args(p: argparse.ArgumentParser, out_default: str | None = None) -> None:
-    """--out, --seed, --per-cell and --png, the same on every command that runs demo sections."""
-    p.add_argument("--out", default=out_default, required=out_default is None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-cell", type=int, default=20, help="held-out prompts per (label, family, strength)")
-    p.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido + chromium)")
+def _phrases(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--split takes three comma-separated fractions (train,val,test), got {text!r}") from None
+
+
+def add_study_options(p: argparse.ArgumentParser, out_default: str | None = None, out_required: bool = False,
+                      out_help: str = "output directory") -> None:
+    """The options every study command shares; defaults from `interp.study.StudyConfig`."""
+    from interp.study import StudyConfig
+
+    d = StudyConfig()
+    add_model_args(p)
+    g = p.add_argument_group("data (default: the embedded organism's prompts)")
+    g.add_argument("--harmful", default=d.harmful, help="prompt file of harmful requests (AdvBench goal CSV, HarmBench, "
+                   "JailbreakBench, XSTest, JSONL/CSV: see interp.datasets)")
+    g.add_argument("--harmless", default=d.harmless, help="prompt file of harmless requests")
+    g.add_argument("--jailbreak", default=d.jailbreak, help="prompt file of jailbreak prompts (optional family, strength and "
+                   "request columns); default: built from the jailbreak families (interp.jailbreaks)")
+    g.add_argument("--over-refusal", default=d.over_refusal, help="prompt file of harmless look-alikes (XSTest-style)")
+    g.add_argument("--text-column", default=d.text_column, help="column holding the prompt text (default: the format's own)")
+    g.add_argument("--system-prompt", default=d.system_prompt, help="system message put before every request")
+    g = p.add_argument_group("judging")
+    g.add_argument("--refusal-phrases", type=_phrases, default=d.refusal_phrases,
+                   help='comma-separated openers of this model\'s refusals, e.g. "sorry,i cannot" (default: the model\'s '
+                        "safety_heads.json, else common openers); also added to the refusal judge")
+    g.add_argument("--compliance-phrases", type=_phrases, default=d.compliance_phrases,
+                   help='comma-separated openers of its compliant answers, e.g. "certainly,sure"; the first is what '
+                        "attacks aim for and Token Highlighter's affirmation")
+    g.add_argument("--labels", default=d.labels, choices=["behaviour", "category"],
+                   help="probe labels: behaviour = refused/complied, judged on greedy answers (default); "
+                        "category = harmful/harmless (for a model that refuses nothing)")
+    g = p.add_argument_group("study")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--per-cell", type=int, default=d.per_cell, help="held-out prompts per (label, family, strength)")
+    g.add_argument("--n-train", type=int, default=d.n_train, help="organism only: plain prompts per label for fitting")
+    g.add_argument("--split", type=_fractions, default=d.fractions, help="prompt files: train,val,test fractions "
+                   f"(default {','.join(map(str, d.fractions))})")
+    g.add_argument("--out", default=out_default, required=out_required, help=out_help)
+    g.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido + chromium)")
+
+
+def study_config(args, **override):
+    """A `StudyConfig` from parsed `add_study_options` arguments (plus `override`)."""
+    from interp.study import StudyConfig
+
+    kw = dict(model=args.model, device=args.device, dtype=args.dtype, chat_template=args.chat_template,
+              truncate=args.truncate, device_map=args.device_map, max_memory=args.max_memory,
+              offload_folder=args.offload_folder,
+              harmful=args.harmful, harmless=args.harmless, jailbreak=args.jailbreak, over_refusal=args.over_refusal,
+              text_column=args.text_column, system_prompt=args.system_prompt, refusal_phrases=args.refusal_phrases,
+              compliance_phrases=args.compliance_phrases, labels=args.labels, seed=args.seed, per_cell=args.per_cell,
+              n_train=args.n_train, fractions=tuple(args.split), png=args.png)
+    if args.out is not None:
+        kw["out"] = args.out
+    kw.update(override)
+    return StudyConfig(**kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from interp.cli_checks import check_args
+
+        check_args(args)  # every argument and file, before any model loads
         result = args.func(args)
     except SafetyHeadsError as e:
         print(f"safety-heads: error: {e}", file=sys.stderr)

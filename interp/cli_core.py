@@ -1,4 +1,4 @@
-"""Foundation subcommands: demo, organism train/eval, capture, generate."""
+"""Foundation subcommands: demo, eval, organism train/eval, capture."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ from interp.errors import InputError
 
 
 def register(sub) -> None:
-    from interp.cli import add_model_args, add_study_args
+    from interp.cli import add_model_args, add_study_options
 
     p = sub.add_parser("demo", help="run the whole study on a model and write report.json and figures")
-    add_model_args(p)
-    add_study_args(p, out_default="out/demo")
-    p.add_argument("--harmful", default=None, help="prompt file of harmful requests (replaces the built-in training set)")
-    p.add_argument("--harmless", default=None, help="prompt file of harmless requests")
-    p.add_argument("--sections", default=None, help="comma-separated sections to run (default: all)")
+    add_study_options(p, out_default="out/demo")
+    p.add_argument("--sections", default=None, help="comma-separated sections to run (default: all): "
+                   "baseline,heads,directions,causal,steering,slipping,defenses,r2d")
     p.set_defaults(func=_demo)
+
+    e = sub.add_parser("eval", help="behaviour table (refusal rate and score on harmful, harmless, jailbreak and "
+                                    "over-refusal prompts) as JSON on stdout")
+    add_study_options(e, out_help="also write the table here (a .json file, or a directory for eval.json)")
+    e.set_defaults(func=_eval)
 
     org = sub.add_parser("organism", help="train or evaluate the model organism")
     osub = org.add_subparsers(dest="organism_command", required=True)
@@ -52,6 +55,7 @@ def register(sub) -> None:
     c.add_argument("--positions", default="last", help="last | post_instruction | comma-separated indices")
     c.add_argument("--out", required=True)
     c.add_argument("--shard-size", type=int, default=256)
+    c.add_argument("--overwrite", action="store_true", help="discard a previous capture in --out instead of resuming it")
     c.set_defaults(func=_capture)
 
 
@@ -59,19 +63,44 @@ def load_from_args(args):
     import torch
 
     from interp.model import load_model
+    from interp.placement import Placement
 
-    return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), chat_template=args.chat_template)
+    placement = Placement.from_args(getattr(args, "device_map", None), getattr(args, "max_memory", None),
+                                    getattr(args, "offload_folder", None))
+    return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), chat_template=args.chat_template,
+                      truncate=getattr(args, "truncate", False), placement=placement)
 
 
 def _demo(args):
-    from interp.pipeline import DemoConfig, run_demo
+    from interp.cli import study_config
+    from interp.pipeline import run_demo
 
-    cfg = DemoConfig(model=args.model, out=args.out, seed=args.seed, per_cell=args.per_cell, device=args.device,
-                     dtype=args.dtype, harmful_file=args.harmful, harmless_file=args.harmless, chat_template=args.chat_template,
-                     sections=tuple(args.sections.split(",")) if args.sections else None, png=args.png)
+    cfg = study_config(args, sections=tuple(args.sections.split(",")) if args.sections else None)
     report = run_demo(cfg)
-    print(f"wrote {Path(args.out) / 'report.json'} in {report['timings']['total']:.1f}s")
+    print(f"wrote {Path(cfg.out) / 'report.json'} in {report['timings']['total']:.1f}s")
     return {"baseline": report.get("baseline", {}).get("refusal_rate")}
+
+
+def _eval(args):
+    """The behaviour table on every prompt of the study (nothing is fitted, so nothing is held out)."""
+    import json
+
+    from interp.cli import study_config
+    from interp.pipeline import evaluation_table, open_study
+
+    cfg = study_config(args)
+    study = open_study(cfg)
+    table = {"model": study.model.name, **evaluation_table(study), "judge": study.judge.describe(),
+             "data": study.data.describe(ids=False)}
+    if args.out:
+        out = Path(args.out)
+        if out.suffix != ".json":
+            out.mkdir(parents=True, exist_ok=True)
+            out = out / "eval.json"
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(table, indent=1, default=str))
+    return table
 
 
 def _organism_train(args):
@@ -89,7 +118,7 @@ def _organism_train(args):
         rec = train_smollm2(args.out, seed=args.seed, cfg=replace(Smollm2Config(), **kw))
         return {k: rec[k] for k in ("seed", "train_seconds", "final_loss", "torch_threads", "adapter_bytes", "fingerprints")}
     if variant == "r2d":
-        from interp.r2d.train import train_r2d_organism  # the reasoning organism has its own recipe
+        from interp.organism.r2d import train_r2d_organism  # the reasoning organism has its own recipe
 
         return train_r2d_organism(args.out, seed=args.seed, steps=args.steps)
     kw = {"steps": args.steps} if args.steps else {}
@@ -130,8 +159,14 @@ def _capture(args):
     from interp.capture import capture_to_disk
     from interp.datasets import load_prompt_file
 
-    model = load_from_args(args)
+    from interp.distributed import process_group
+
     prompts = load_prompt_file(args.prompts, label=args.label)
-    pos = args.positions if args.positions in ("last", "post_instruction") else [int(x) for x in args.positions.split(",")]
-    out = capture_to_disk(model, prompts, args.out, sites=args.sites.split(","), positions=pos, shard_size=args.shard_size)
-    return {"out": str(out), "n_prompts": len(prompts)}
+    with process_group() as world:  # a world of one unless started by torchrun
+        args.device = world.device(args.device)
+        model = load_from_args(args)
+        out = capture_to_disk(model, prompts, args.out, sites=args.sites.split(","), positions=args.positions,
+                              shard_size=args.shard_size, overwrite=args.overwrite, world=world)
+    if not world.is_main:
+        return None  # one process reports
+    return {"out": str(out), "n_prompts": len(prompts), "processes": world.size}

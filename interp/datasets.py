@@ -18,9 +18,12 @@ Formats (`fmt=`; `"auto"` picks one from the file extension and the columns):
   `{instruction, input, output}`; text is the instruction, plus a blank line and the input if any. Label harmless.
 - "jsonl" / "csv": any file of one JSON object per line / any CSV. Text from `text_column` or the first of
   `text, prompt, goal, instruction, query`; label from an optional `label` column (harmful/harmless,
-  unsafe/safe, 1/0, true/false); optional `id`, `family`, `strength` (so `PromptSet.to_jsonl` files load back).
+  unsafe/safe, 1/0, true/false); optional `id` (so `PromptSet.to_jsonl` files load back).
 
-`label=` sets the label of every row. Every prompt gets `spans["request"]` covering its whole text.
+Any format may carry a jailbreak's `family` and `strength` columns, and a `request` column holding
+the plain request as it appears inside the (wrapped) text: the request then gets its own span and
+the text around it becomes the "wrapper" (before) and "extra" (after) spans. Otherwise a prompt's
+`spans["request"]` covers its whole text. `label=` sets the label of every row.
 """
 
 from __future__ import annotations
@@ -53,9 +56,15 @@ Row = tuple[str, dict]  # (where the row is, e.g. "row 3 (line 4)", its fields) 
 
 
 def load_prompt_file(path: str | Path, label: str | None = None, fmt: str = "auto",
-                     text_column: str | None = None, name: str | None = None) -> PromptSet:
-    """Load one prompt file (see the module docstring for the formats) into a `PromptSet`."""
-    return _load(path, label, fmt, text_column, name, fallback_label=None)
+                     text_column: str | None = None, name: str | None = None,
+                     fallback_label: str | None = None) -> PromptSet:
+    """Load one prompt file (see the module docstring for the formats) into a `PromptSet`.
+
+    `label` sets every row's label; `fallback_label` only that of rows the file does not label
+    itself (a role: the file passed as --harmless)."""
+    if fallback_label is not None and fallback_label not in LABELS:
+        raise InputError(f"fallback_label= must be one of {LABELS} or None, got {fallback_label!r}")
+    return _load(path, label, fmt, text_column, name, fallback_label=fallback_label)
 
 
 def load_prompt_sets(harmful: str | Path | None = None, harmless: str | Path | None = None,
@@ -107,8 +116,8 @@ def _load(path: str | Path, label: str | None, fmt: str, text_column: str | None
         if row_label is None:
             raise InputError(f"{p}: {where} has no label and the {fmt} format has no default; "
                              f"pass label='harmful' or label='harmless', or add a 'label' column")
-        prompts.append(Prompt(text=text, label=row_label, id=own_id or f"{name}-{i}",
-                              spans={"request": (0, len(text))}, meta=meta, **extra))
+        spans = extra.pop("spans", {"request": (0, len(text))})
+        prompts.append(Prompt(text=text, label=row_label, id=own_id or f"{name}-{i}", spans=spans, meta=meta, **extra))
     return PromptSet(name, tuple(prompts), str(p))
 
 
@@ -217,13 +226,26 @@ def _row(p: Path, fmt: str, where: str, row: dict, text_col: str) -> tuple[str, 
             text = f"{text}\n\n{extra_input}"
     elif fmt in ("jsonl", "csv"):
         own_id = str(row.get("id") or "")
-        if row.get("family") not in (None, ""):
-            extra["family"] = str(row["family"])
-        if row.get("strength") not in (None, ""):
-            try:
-                extra["strength"] = int(row["strength"])
-            except (TypeError, ValueError):
-                raise InputError(f"{p}: {where} has strength {row['strength']!r}; expected a whole number") from None
+    # a jailbreak file's columns, in whatever format it comes: the family and strength of each row,
+    # and the plain request inside the wrapped text (then the rest of the text is the wrapper)
+    if row.get("family") not in (None, ""):
+        extra["family"] = str(row["family"])
+    if row.get("strength") not in (None, ""):
+        try:
+            extra["strength"] = int(row["strength"])
+        except (TypeError, ValueError):
+            raise InputError(f"{p}: {where} has strength {row['strength']!r}; expected a whole number") from None
+        if extra["strength"] < 0:
+            raise InputError(f"{p}: {where} has strength {extra['strength']}; strengths are whole numbers >= 0")
+    request = row.get("request")
+    if isinstance(request, str) and request.strip() and text_col != "request":
+        at = text.find(request.strip())
+        if at < 0:
+            raise InputError(f"{p}: {where} has a 'request' column whose text is not inside its {text_col!r} text; "
+                             "the request must appear verbatim in the wrapped prompt")
+        end = at + len(request.strip())
+        extra["spans"] = {"request": (at, end), **({"wrapper": (0, at)} if at > 0 else {}),
+                          **({"extra": (end, len(text))} if end < len(text) else {})}
     return text, meta, own_id, extra
 
 

@@ -16,3 +16,7 @@ class ModelLoadError(SafetyHeadsError, OSError):
 
 class ArtifactError(SafetyHeadsError, ValueError):
     """A saved artifact does not fit the model or the request it is used for."""
+
+
+class NonFiniteError(SafetyHeadsError, FloatingPointError):
+    """The model produced NaN or infinite logits or scores (usually an intervention far too strong)."""

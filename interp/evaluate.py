@@ -47,6 +47,8 @@ class RefusalEval:
                "jailbreak": {}, "jailbreak_harmless": {}}
         for fam, strengths in self.prompts.families().items():
             for key, label in (("jailbreak", "harmful"), ("jailbreak_harmless", "harmless")):
+                if not any(p.family == fam and p.label == label for p in self.prompts):
+                    continue  # e.g. a user's jailbreak file: no harmless controls
                 row = {"0": self.rate(label, family=None)}
                 row.update({str(s): self.rate(label, family=fam, strength=s) for s in strengths})
                 out[key][fam] = row

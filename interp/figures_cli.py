@@ -1,10 +1,12 @@
 """`safety-heads figures --out figures/ [--png]`: regenerate every figure the toolkit makes, as a
 gallery with an `index.html` that links each figure with a one-line caption.
 
-How: run the demo study (`interp.pipeline.run_demo`, every registered section: baseline, heads,
-directions, causal, steering, slipping, defenses, r2d) into a scratch folder, add the token-level
-attention heatmaps (one jailbreak prompt per family, the top slipping heads), copy the figures into
-`--out` and write the index. Figures are standalone HTML (plotly.js inlined: they open offline).
+How: open the study (`interp.pipeline.open_study`: the same model and data options as every
+command) and run every stage (`run_study`: baseline, heads, directions, causal, steering, slipping,
+defenses, r2d) into a scratch folder; each stage returns its figures, so the gallery knows which
+stage made which figure. Then add the token-level attention heatmaps (one held-out jailbreak prompt
+per family, the top slipping heads, on the same loaded model), copy the figures into `--out` and
+write the index. Figures are standalone HTML (plotly.js inlined: they open offline).
 
 `--png` also writes a PNG beside each figure through kaleido, which drives a Chrome/Chromium (kaleido
 finds one on PATH, or where `BROWSER_PATH` points; `bash scripts/install_browser.sh` installs
@@ -13,7 +15,6 @@ Debian's `chromium`). When PNG export fails the HTML gallery is still written, a
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import os
@@ -21,9 +22,10 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+
+from interp.study import StudyConfig, figure_ref
 
 # One-line captions keyed by figure file name (without extension). Figures not listed here get a
 # caption built from their name (`caption_for`).
@@ -112,19 +114,13 @@ def caption_for(name: str) -> str:
 
 @dataclass(frozen=True)
 class GalleryConfig:
-    """What to regenerate. The defaults are the demo's (`interp.pipeline.DemoConfig`); lower
-    `per_cell` / `n_train` for a quick gallery (the test uses 2 / 16)."""
+    """What to regenerate: the study (model, data, sizes: `StudyConfig`, the demo's defaults;
+    lower `per_cell` / `n_train` for a quick gallery, the test uses 2 / 16) and the gallery's own
+    options."""
 
     out: str = "figures"
     png: bool = False
-    model: str = "organism"
-    device: str = "cpu"
-    dtype: str = "float32"
-    chat_template: str | None = None
-    seed: int = 0
-    per_cell: int = 20
-    n_train: int = 64
-    sections: tuple[str, ...] | None = None  # None: every registered demo section
+    study: StudyConfig = StudyConfig()
     token_heatmaps: bool = True
     work_dir: str | None = None  # keep the demo's report and artifacts here (default: a temporary folder)
 
@@ -147,79 +143,30 @@ class Gallery:
                 "seconds": round(self.seconds, 1), "figures": [f["file"] for f in self.figures]}
 
 
-@contextlib.contextmanager
-def recording_figures() -> Iterator[dict]:
-    """Record the plotly figure behind every file the demo saves ({html path: figure}), so that the
-    PNGs can be exported in one browser session afterwards; the demo itself writes HTML only."""
-    from interp import pipeline
+def token_heatmaps(study, report: dict) -> dict:
+    """One token-level attention heatmap per jailbreak family of the study's held-out split (a
+    harmful prompt at the family's middle strength), averaged over the slipping stage's top heads
+    (all heads if none). Returns {figure name: figure}."""
+    from interp.slipping.figures import token_heatmap
+    from interp.slipping.trace import token_attention
 
-    recorded: dict[str, object] = {}
-    original = pipeline.save_figure
-
-    def save_and_record(fig, path, png=False):
-        paths = original(fig, path, png=False)
-        recorded[str(Path(paths[0]).resolve())] = fig
-        return paths
-
-    pipeline.save_figure = save_and_record
-    try:
-        yield recorded
-    finally:
-        pipeline.save_figure = original
-
-
-def _figure_sections(report: dict) -> dict[str, str]:
-    """figure file name -> the demo section whose report mentions it."""
-    out: dict[str, str] = {}
-
-    def walk(x, section):
-        if isinstance(x, str):
-            if x.endswith((".html", ".png")):
-                out.setdefault(Path(x).with_suffix(".html").name, section)
-        elif isinstance(x, dict):
-            for v in x.values():
-                walk(v, section)
-        elif isinstance(x, (list, tuple)):
-            for v in x:
-                walk(v, section)
-
-    for name, part in report.items():
-        if name in ("model", "config", "judge", "prompt_sets", "timings"):
-            continue
-        walk(part, name)
-    return out
-
-
-def token_heatmaps(cfg: GalleryConfig, report: dict, fig_dir: Path, recorded: dict) -> list[str]:
-    """One token-level attention heatmap per jailbreak family (a harmful held-out prompt at the
-    family's middle strength), averaged over the slipping section's top heads (all heads if none)."""
-    try:
-        from interp.slipping.figures import token_heatmap
-        from interp.slipping.trace import token_attention
-    except ImportError:
-        return []
-    import torch
-
-    from interp.model import load_model
-    from interp.organism.data import FAMILIES, eval_prompts
-    from interp.plotting import save_figure
-
-    model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype), chat_template=cfg.chat_template)
+    model, test = study.model, study.data.test
     heads = [tuple(h) for h in report.get("slipping", {}).get("top_heads", [])] or None
-    prompts = eval_prompts(seed=cfg.seed + 1000, per_cell=1)
-    written = []
-    for family, spec in FAMILIES.items():
-        strength = max(1, spec[0] // 2)
-        p = prompts.filter(label="harmful", family=family, strength=strength)[0]
+    out = {}
+    for family, strengths in test.families().items():
+        strength = max(1, max(strengths) // 2)
+        strength = strength if strength in strengths else strengths[0]
+        cell = test.filter(label="harmful", family=family, strength=strength)
+        if not len(cell):
+            continue
+        p = cell[0]
         mat, keys, queries = token_attention(model, p, max_new_tokens=6, heads=heads)
         who = f"heads {', '.join(f'L{l}H{h}' for l, h in heads)}" if heads else "all heads"
         text = p.text if len(p.text) <= 110 else p.text[:107] + "..."
-        fig = token_heatmap(mat, keys, queries, f"Attention from the response: {family} jailbreak (strength {strength}), "
-                            f"{who}<br><sup>{html.escape(text)}</sup>", n_prompt=model.encode([p]).lengths[0])
-        path = save_figure(fig, fig_dir / f"attention_tokens_{family}")[0]
-        recorded[str(path.resolve())] = fig
-        written.append(path.name)
-    return written
+        out[f"attention_tokens_{family}"] = token_heatmap(
+            mat, keys, queries, f"Attention from the response: {family} jailbreak (strength {strength}), "
+            f"{who}<br><sup>{html.escape(text)}</sup>", n_prompt=model.encode([p]).lengths[0])
+    return out
 
 
 def export_pngs(recorded: dict, out: Path) -> tuple[list[str], str | None]:
@@ -261,7 +208,10 @@ def find_browser() -> str | None:
 
 
 def build_gallery(cfg: GalleryConfig = GalleryConfig(), progress: bool = True) -> Gallery:
-    from interp.pipeline import DemoConfig, run_demo
+    from dataclasses import replace
+
+    from interp.pipeline import open_study, run_study
+    from interp.plotting import save_figure
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
@@ -273,17 +223,23 @@ def build_gallery(cfg: GalleryConfig = GalleryConfig(), progress: bool = True) -
     else:
         work = Path(cfg.work_dir)
     try:
-        demo = DemoConfig(model=cfg.model, out=str(work), seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train,
-                          device=cfg.device, dtype=cfg.dtype, chat_template=cfg.chat_template, sections=cfg.sections,
-                          png=False)
-        with recording_figures() as recorded:
-            report = run_demo(demo, progress=progress)
-        sections = _figure_sections(report)
-        if cfg.token_heatmaps and (cfg.sections is None or "slipping" in cfg.sections):
+        scfg = replace(cfg.study, out=str(work), png=False)
+        study = open_study(scfg)
+        res = run_study(study, scfg, progress=progress)
+        report = res.report
+        recorded: dict[str, object] = {}  # html path -> figure, for one PNG export session afterwards
+        sections: dict[str, str] = {}
+        for stage, figs in res.figures.items():
+            for name, fig in figs.items():
+                recorded[str((work / figure_ref(name)).resolve())] = fig
+                sections[f"{name}.html"] = stage
+        if cfg.token_heatmaps and (scfg.sections is None or "slipping" in scfg.sections):
             if progress:
                 print("[figures] attention token heatmaps ...", flush=True)
-            for name in token_heatmaps(cfg, report, work / "figures", recorded):
-                sections[name] = "attention_tokens"
+            for name, fig in token_heatmaps(study, report).items():
+                path = save_figure(fig, work / figure_ref(name))[0]
+                recorded[str(path.resolve())] = fig
+                sections[path.name] = "attention_tokens"
         names = sorted(p.name for p in (work / "figures").glob("*.html"))
         for name in names:
             shutil.copy2(work / "figures" / name, out / name)
@@ -335,12 +291,13 @@ def write_index(gallery: Gallery, cfg: GalleryConfig) -> Path:
     if current is not None:
         parts.append("</ul>")
     model = gallery.report.get("model", {})
+    data = gallery.report.get("data", {})
     notes = []
     if cfg.png and gallery.png_error:
         notes.append(f'<p class="warn">PNG export failed, HTML only: {esc(gallery.png_error)}</p>')
     elif not cfg.png:
         notes.append("<p>HTML only; <code>safety-heads figures --png</code> also writes PNGs (kaleido + Chromium).</p>")
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("out", "work_dir")}
+    settings = {k: v for k, v in cfg.study.describe().items() if v is not None and k not in ("out", "png")}
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -356,7 +313,8 @@ img {{ max-width: 28rem; display: block; margin-top: 0.3rem; border: 1px solid #
 </head>
 <body>
 <h1>safety-heads figures</h1>
-<p class="meta">{len(gallery.figures)} figures of <b>{esc(str(model.get("name", cfg.model)))}</b>, regenerated by
+<p class="meta">{len(gallery.figures)} figures of <b>{esc(str(model.get("name", cfg.study.model)))}</b> on the
+{esc(str(data.get("provider", "")))} prompts, regenerated by
 <code>safety-heads figures --out {esc(str(cfg.out))}{" --png" if cfg.png else ""}</code> (safety-heads {esc(__version__)},
 {time.strftime("%Y-%m-%d %H:%M")}, {gallery.seconds:.0f} s). Settings: <code>{esc(json.dumps(settings))}</code>.
 Numbers behind the figures: <a href="report.json">report.json</a>.</p>
@@ -370,15 +328,10 @@ Numbers behind the figures: <a href="report.json">report.json</a>.</p>
 
 
 def register(sub) -> None:
-    from interp.cli import add_model_args
+    from interp.cli import add_study_options
 
     p = sub.add_parser("figures", help="regenerate every figure the toolkit makes, with an index.html gallery")
-    add_model_args(p)
-    p.add_argument("--out", default="figures", help="gallery folder (default: figures/)")
-    p.add_argument("--png", action="store_true", help="also write PNGs (kaleido + Chromium: bash scripts/install_browser.sh)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-cell", type=int, default=20, help="held-out prompts per (label, family, strength), as the demo")
-    p.add_argument("--n-train", type=int, default=64, help="plain training prompts per label, as the demo")
+    add_study_options(p, out_default="figures")
     p.add_argument("--sections", default=None, help="comma-separated demo sections (default: all)")
     p.add_argument("--no-token-heatmaps", action="store_true", help="skip the per-family token attention heatmaps")
     p.add_argument("--work-dir", default=None, help="keep the demo's report and artifacts here (default: a temporary folder)")
@@ -386,10 +339,11 @@ def register(sub) -> None:
 
 
 def _figures(args):
-    cfg = GalleryConfig(out=args.out, png=args.png, model=args.model, device=args.device, dtype=args.dtype,
-                        chat_template=args.chat_template, seed=args.seed, per_cell=args.per_cell, n_train=args.n_train,
-                        sections=tuple(args.sections.split(",")) if args.sections else None,
-                        token_heatmaps=not args.no_token_heatmaps, work_dir=args.work_dir)
+    from interp.cli import study_config
+
+    scfg = study_config(args, sections=tuple(args.sections.split(",")) if args.sections else None)
+    cfg = GalleryConfig(out=args.out, png=args.png, study=scfg, token_heatmaps=not args.no_token_heatmaps,
+                        work_dir=args.work_dir)
     gallery = build_gallery(cfg)
     print(f"wrote {gallery.index} ({len(gallery.figures)} figures) in {gallery.seconds:.0f}s")
     if gallery.png_error:

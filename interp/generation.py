@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.errors import InputError
+from interp.hooks import check_finite
 from interp.model import ChatModel, EncodedBatch, texts
 from interp.provenance import library_versions
 
@@ -64,8 +65,10 @@ def _forward_cached(bridge, step_input, mask, past, pos):
 
 
 @torch.no_grad()
-def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, use_kv_cache: bool = True) -> list[list[int]]:
-    """Greedy continuation of one encoded batch; returns new token ids per row (stopped at EOS)."""
+def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, use_kv_cache: bool = True,
+                   rows: list[int] | None = None) -> list[list[int]]:
+    """Greedy continuation of one encoded batch; returns new token ids per row (stopped at EOS).
+    `rows`: the caller's prompt index of each row (for error messages)."""
     bridge = model.bridge
     eos = model.tokenizer.eos_token_id
     tokens, mask = batch.tokens, batch.attention_mask
@@ -91,7 +94,8 @@ def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, u
                     model.cache_works = True
         else:
             logits = bridge(tokens, attention_mask=mask, position_ids=pos)
-        nxt = logits[:, -1, :].argmax(-1)
+        # NaN logits would argmax to an arbitrary token and come out as an empty answer
+        nxt = check_finite(logits[:, -1, :], f"logits at generation step {step}", rows).argmax(-1)
         for r in range(n):
             if not done[r]:
                 out[r].append(int(nxt[r]))
@@ -105,7 +109,7 @@ def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, u
     return [[t for t in row if t != eos] for row in out]
 
 
-def generate(model: ChatModel, prompts, cfg: GenerationConfig = GenerationConfig(), truncate: bool = False) -> list[str]:
+def generate(model: ChatModel, prompts, cfg: GenerationConfig = GenerationConfig(), truncate: bool | None = None) -> list[str]:
     """Greedy responses (do_sample is never used: results are reproducible) for a list of prompts."""
     prompt_texts = texts(prompts)
     if not prompt_texts:
@@ -117,8 +121,8 @@ def generate(model: ChatModel, prompts, cfg: GenerationConfig = GenerationConfig
     answers: list[str] = [""] * len(prompt_texts)
     chunks = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     for chunk in tqdm(chunks, desc="generating", disable=not cfg.progress):
-        batch = model.encode([prompt_texts[i] for i in chunk], truncate=truncate)
-        new = generate_batch(model, batch, cfg.max_new_tokens, cfg.use_kv_cache)
+        batch = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)
+        new = generate_batch(model, batch, cfg.max_new_tokens, cfg.use_kv_cache, rows=chunk)
         for i, ids in zip(chunk, new):
             answers[i] = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
     return answers

@@ -18,6 +18,9 @@ from interp.model import ChatModel
 
 FwdHook = tuple[str, Callable]
 
+# descriptions of the interventions installed right now (innermost last), named in NonFiniteError
+ACTIVE_INTERVENTIONS: list[str] = []
+
 
 def validate_hook_names(model: ChatModel, names: Sequence[str]) -> None:
     known = model.bridge.hook_dict
@@ -29,11 +32,59 @@ def validate_hook_names(model: ChatModel, names: Sequence[str]) -> None:
 
 
 @contextmanager
-def hooked(model: ChatModel, fwd_hooks: Sequence[FwdHook]) -> Iterator[ChatModel]:
-    """Install forward hooks for the duration of the block (validated names, always removed)."""
+def hooked(model: ChatModel, fwd_hooks: Sequence[FwdHook], label: str | None = None,
+           guard: bool = False) -> Iterator[ChatModel]:
+    """Install forward hooks for the duration of the block (validated names, always removed).
+    `label` names the intervention (and its strength) in errors raised while it is active;
+    `guard=True` adds `overflow_guards` (for interventions that add vectors of a chosen size)."""
     validate_hook_names(model, [n for n, _ in fwd_hooks])
-    with model.bridge.hooks(fwd_hooks=list(fwd_hooks)):
-        yield model
+    names = sorted({n for n, _ in fwd_hooks})
+    ACTIVE_INTERVENTIONS.append(label or f"hooks on {', '.join(names[:3])}" + (f" (+{len(names) - 3} more)" if len(names) > 3 else ""))
+    guards = overflow_guards(model) if guard else []
+    try:
+        with model.bridge.hooks(fwd_hooks=list(fwd_hooks) + guards):
+            yield model
+    finally:
+        ACTIVE_INTERVENTIONS.pop()
+
+
+def overflow_guards(model: ChatModel) -> list[FwdHook]:
+    """Hooks on every block's output that raise `NonFiniteError` when the residual stream holds
+    NaN/inf or values whose squares overflow float32. The next RMS/LayerNorm would otherwise turn
+    an absurd steering strength into all-equal logits (empty answers, no error)."""
+
+    def make(name: str):
+        def guard(act, hook):
+            if not bool(torch.isfinite(act.float().square().sum(-1)).all()):
+                check_finite(torch.full((1,), float("inf")), f"activations at {name} (or their squares, which the "
+                             "next normalisation needs)")
+            return None
+        return guard
+
+    return [(f"blocks.{l}.hook_resid_post", make(f"blocks.{l}.hook_resid_post")) for l in range(model.n_layers)]
+
+
+def describe_active() -> str | None:
+    """The interventions active now, for error messages (None: the unmodified model)."""
+    return " + ".join(ACTIVE_INTERVENTIONS) if ACTIVE_INTERVENTIONS else None
+
+
+def check_finite(values: Tensor, what: str, rows: Sequence[int] | None = None) -> Tensor:
+    """Raise `NonFiniteError` naming the active intervention when `values` hold NaN or inf.
+    `rows`: the caller's prompt index of each row of `values`."""
+    bad = ~torch.isfinite(values)
+    if not bool(bad.any()):
+        return values
+    from interp.errors import NonFiniteError
+
+    active = describe_active()
+    where = (f"under {active}: the intervention is too strong for this model; lower its strength" if active else
+             "from the unmodified model: check the dtype (float16 overflows; use float32 or bfloat16) and the weights")
+    if rows is None:
+        raise NonFiniteError(f"{what} are not finite (NaN or inf) {where}")
+    bad_rows = bad.reshape(bad.shape[0], -1).any(-1).nonzero().flatten().tolist()
+    who = sorted(rows[r] for r in bad_rows)
+    raise NonFiniteError(f"{what} of prompt(s) {who[:8]}{'...' if len(who) > 8 else ''} are not finite (NaN or inf) {where}")
 
 
 def count_hooks(model: ChatModel) -> int:
@@ -110,12 +161,13 @@ def activation_addition_hooks(model: ChatModel, direction: Tensor, layer: int, a
 
 @contextmanager
 def ablate_direction(model: ChatModel, direction: Tensor) -> Iterator[ChatModel]:
-    with hooked(model, direction_ablation_hooks(model, direction)):
+    with hooked(model, direction_ablation_hooks(model, direction), "directional ablation", guard=True):
         yield model
 
 
 @contextmanager
 def add_direction(model: ChatModel, direction: Tensor, layer: int, alpha: float = 1.0,
                   site: str = "resid_pre") -> Iterator[ChatModel]:
-    with hooked(model, activation_addition_hooks(model, direction, layer, alpha, site)):
+    with hooked(model, activation_addition_hooks(model, direction, layer, alpha, site),
+                f"direction addition at {site} of layer {layer}, alpha={float(alpha):g}", guard=True):
         yield model

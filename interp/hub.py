@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def _convert_smollm2(out: Path, progress: bool) -> Path:
 
     src = gguf_path()
     if progress:
-        print(f"[safety-heads] converting {src.name} to {out} (once, ~30 s)", flush=True)
+        print(f"[safety-heads] converting {src.name} to {out} (once, ~30 s)", file=sys.stderr, flush=True)
     tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
     cfg = loaded.config.to_dict()

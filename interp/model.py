@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from jaxtyping import Int
@@ -20,6 +20,9 @@ from torch import Tensor
 
 from interp.errors import InputError, ModelLoadError
 from interp.prompts import Prompt, PromptSet
+
+if TYPE_CHECKING:
+    from interp.placement import Placement
 
 ORGANISM_DIR = Path(__file__).parent / "organism" / "weights"
 ORGANISM_VARIANTS = ("gqa", "mha", "r2d")
@@ -60,9 +63,26 @@ class ChatModel:
     refusal_token_ids: list[int]
     compliance_token_ids: list[int]
     meta: dict = field(default_factory=dict)  # safety_heads.json of an organism, else {}
+    # the phrases the token sets came from: the compliance ones are also the opener attacks aim
+    # for and Token Highlighter's affirmation (first phrase), so they are kept whole
+    refusal_phrases: list[str] = field(default_factory=list)
+    compliance_phrases: list[str] = field(default_factory=list)
+    system_prompt: str | None = None  # put before every user message (None: the template's own default)
     # whether the key/value cache held the prompt after a prompt pass (None: not yet checked);
     # interp.generation falls back to uncached generation when it did not
     cache_works: bool | None = None
+    # default of `encode(truncate=...)`: keep the last tokens of a prompt longer than the context
+    truncate: bool = False
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the config and a sample of the weights, independent of the path (interp.fingerprint)."""
+        if self._fingerprint is None:
+            from interp.fingerprint import compute_fingerprint
+
+            self._fingerprint = compute_fingerprint(self)
+        return self._fingerprint
 
     # ------------------------------------------------------------ shape facts
     @property
@@ -91,7 +111,21 @@ class ChatModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.bridge.parameters()).device
+        """Where inputs go: the embedding's device (on a split model, later layers may live elsewhere)."""
+        dev = getattr(self.bridge.cfg, "device", None)
+        if dev is not None and str(dev) != "meta":
+            return torch.device(dev)
+        return next(p.device for p in self.bridge.parameters() if p.device.type != "meta")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights (what added vectors are cast to)."""
+        return next(self.bridge.parameters()).dtype
+
+    @property
+    def split(self) -> bool:
+        """True when the weights are spread over several devices, CPU memory or disk."""
+        return int(getattr(self.bridge.cfg, "n_devices", 1) or 1) > 1
 
     @property
     def kind(self) -> str:
@@ -100,19 +134,23 @@ class ChatModel:
 
     # ------------------------------------------------------------ formatting
     def format(self, text: str, system: str | None = None) -> str:
+        system = system if system is not None else self.system_prompt
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def encode(self, prompts: PromptSet | Sequence[str] | Sequence[Prompt], truncate: bool = False,
-               max_len: int | None = None) -> EncodedBatch:
+    def encode(self, prompts: PromptSet | Sequence[str] | Sequence[Prompt], truncate: bool | None = None,
+               max_len: int | None = None, indices: Sequence[int] | None = None) -> EncodedBatch:
         """Chat-format and tokenize with left padding.
 
         The template's own BOS is kept and none is added (no double BOS). A prompt longer than the
-        model's context is an error unless `truncate=True`, which keeps the last tokens.
+        model's context is an error unless `truncate=True` (default: the model's `truncate`), which
+        keeps the last tokens. `indices`: the caller's index of each prompt, for error messages
+        (callers that sort prompts by length pass where each came from).
         """
         prompt_texts = texts(prompts)
         if not prompt_texts:
             raise InputError("no prompts given: pass a non-empty list of prompts or a PromptSet")
+        truncate = self.truncate if truncate is None else truncate
         limit = min(max_len or self.n_ctx, self.n_ctx)
         ids, offs, starts, ends, formatted = [], [], [], [], []
         for i, t in enumerate(prompt_texts):
@@ -123,10 +161,12 @@ class ChatModel:
             enc = self.tokenizer(f, add_special_tokens=False, return_offsets_mapping=True)
             tok, off = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
             if len(tok) > limit:
+                who = indices[i] if indices is not None else i
                 if not truncate:
                     raise InputError(
-                        f"prompt {i} is {len(tok)} tokens after chat formatting, longer than the model's context of "
-                        f"{limit}; shorten it or pass truncate=True to keep its last {limit} tokens")
+                        f"prompt {who} ({t[:40]!r}...) is {len(tok)} tokens after chat formatting, longer than the "
+                        f"model's context of {limit}; shorten it, or pass truncate=True (CLI: --truncate) to keep its "
+                        f"last {limit} tokens")
                 tok, off = tok[-limit:], off[-limit:]
             ids.append(tok)
             offs.append(off)
@@ -171,11 +211,14 @@ class ChatModel:
         return self
 
     def describe(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "n_layers": self.n_layers, "n_heads": self.n_heads,
+        return {"name": self.name, "fingerprint": self.fingerprint, "kind": self.kind, "n_layers": self.n_layers, "n_heads": self.n_heads,
                 "n_kv_heads": int(getattr(self.cfg, "n_key_value_heads", None) or self.n_heads), "d_head": self.d_head,
                 "d_model": self.d_model, "n_ctx": self.n_ctx,
                 "refusal_tokens": self.to_str_tokens(self.refusal_token_ids),
-                "compliance_tokens": self.to_str_tokens(self.compliance_token_ids)}
+                "compliance_tokens": self.to_str_tokens(self.compliance_token_ids),
+                "refusal_phrases": list(self.refusal_phrases), "compliance_phrases": list(self.compliance_phrases),
+                "system_prompt": self.system_prompt,
+                **({"placement": self.meta["placement"]} if "placement" in self.meta else {})}
 
 
 def texts(prompts) -> list[str]:
@@ -187,6 +230,22 @@ def texts(prompts) -> list[str]:
     return [p.text if isinstance(p, Prompt) else str(p) for p in prompts]
 
 
+def check_phrases(tokenizer, phrases: Sequence[str], flag: str, model_name: str) -> list[str]:
+    """The user's phrases, each checked to be made of known tokens (a word-level vocabulary maps an
+    unknown word to one `<unk>` token, and a refusal score read from `<unk>` means nothing)."""
+    phrases = [p.strip() for p in phrases if p.strip()]
+    if not phrases:
+        raise InputError(f"{flag} is empty; pass comma-separated phrases the model opens its answers with")
+    unk = tokenizer.unk_token_id
+    for p in phrases:
+        ids = tokenizer(p, add_special_tokens=False).input_ids
+        if not ids or (unk is not None and unk in ids):
+            words = [w for w in p.split() if unk in (tokenizer(w, add_special_tokens=False).input_ids or [unk])]
+            raise InputError(f"{flag}: {p!r} is not in the vocabulary of {model_name!r} (unknown: "
+                             f"{', '.join(map(repr, words or [p]))}); pass phrases made of its own words")
+    return phrases
+
+
 def first_token_ids(tokenizer, phrases: Sequence[str]) -> list[int]:
     """Token ids that start each phrase, as the first token of a response (with and without a space)."""
     ids: list[int] = []
@@ -196,6 +255,113 @@ def first_token_ids(tokenizer, phrases: Sequence[str]) -> list[int]:
             if enc and enc[0] != tokenizer.unk_token_id and enc[0] not in ids:
                 ids.append(enc[0])
     return ids
+
+
+# a made-up user message: a chat template must put it into the formatted prompt
+TEMPLATE_PROBE = "template check: is this message 4711 here?"
+
+
+def read_chat_template(value: str) -> str:
+    """The template text of `value`: the contents of a file, or `value` itself when it is a Jinja
+    template. A value that is neither (a mistyped file name) is an error, not a template."""
+    try:
+        is_file = Path(value).expanduser().is_file()
+    except OSError:  # too long or otherwise impossible as a file name: an inline template
+        is_file = False
+    if is_file:
+        text = Path(value).expanduser().read_text()
+        if not text.strip():
+            raise InputError(f"chat template file {value} is empty; put a Jinja chat template in it")
+        return text
+    if "{{" in value or "{%" in value:
+        return value
+    raise InputError(f"chat template {value!r} is neither an existing file nor a Jinja template (no '{{{{' or "
+                     "'{%' in it); check the file name, or pass the template text itself")
+
+
+def check_chat_template(tokenizer, source: str) -> None:
+    """Render a test message with the tokenizer's template; refuse a template that fails or drops it."""
+    messages = [{"role": "user", "content": TEMPLATE_PROBE}]
+    try:
+        out = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as e:  # jinja2 syntax/undefined errors, raise_exception() in the template
+        raise InputError(f"the chat template {source} does not render a user message "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); fix the template") from None
+    if not isinstance(out, str) or TEMPLATE_PROBE not in out:
+        raise InputError(f"the chat template {source} drops the user's message: rendering "
+                         f"[{{'role': 'user', 'content': {TEMPLATE_PROBE!r}}}] gave {str(out)[:120]!r}. A chat template "
+                         "must insert each message's content (e.g. {{ message['content'] }})")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """A device this torch can use, or a clear error (a CPU-only build asked for cuda, no mps, ...)."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if d.type == "cuda":
+        if torch.version.cuda is None:
+            raise InputError(f"device {device!r}: this torch ({torch.__version__}) was built without CUDA; use "
+                             "--device cpu, or install a CUDA build of torch (https://pytorch.org/get-started)")
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r}: torch has CUDA support but sees no GPU (driver or "
+                             "CUDA_VISIBLE_DEVICES); use --device cpu")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible "
+                             f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif d.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError(f"device {device!r}: Apple's MPS backend is not available on this machine or torch "
+                             "build; use --device cpu")
+    elif d.type != "cpu":
+        backend = getattr(torch, d.type, None)
+        if backend is None or not getattr(backend, "is_available", lambda: False)():
+            raise InputError(f"device {device!r} is not available to this torch build; use cpu, cuda or mps")
+    return d
+
+
+def check_model_files(path: str | Path) -> None:
+    """Refuse a local model directory whose config.json or safetensors weights are broken, naming
+    the file, before transformers fails on it with an error about something else."""
+    d = Path(path)
+    cfg = d / "config.json"
+    try:
+        parsed = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{cfg} is not valid JSON ({e}); the file is broken: restore it from where the model "
+                             "came from (re-download it, or retrain the organism)") from None
+    if not isinstance(parsed, dict) or not (parsed.get("model_type") or parsed.get("architectures")):
+        raise ModelLoadError(f"{cfg} names no model_type or architectures; it is not a Hugging Face model config: restore it from "
+                             "where the model came from")
+    for f in sorted(d.glob("*.safetensors")):
+        problem = _safetensors_problem(f)
+        if problem:
+            raise ModelLoadError(f"weights file {f} is broken ({problem}); re-download or recopy it "
+                                 "(or retrain the organism)")
+
+
+def _safetensors_problem(f: Path) -> str | None:
+    """Why a safetensors file cannot be read in full (truncated, bad header), or None."""
+    size = f.stat().st_size
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, shorter than a safetensors header"
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                return f"header of {n} bytes in a file of {size}: truncated"
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError) as e:
+        return f"unreadable header: {e}"
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError):
+        return "malformed header"
+    if 8 + n + end > size:
+        return f"the header describes {8 + n + end} bytes but the file has {size}: truncated"
+    return None
 
 
 def _looks_like_path(s: str) -> bool:
@@ -213,6 +379,7 @@ def resolve_model_dir(name_or_dir: str) -> tuple[str, bool]:
         if not (d / "config.json").exists():
             raise ModelLoadError(f"organism variant {variant!r} is not built at {d}; "
                                  f"train it with: safety-heads organism train --variant {variant} --out {d}")
+        check_model_files(d)
         return str(d), True
     from interp import hub
 
@@ -222,6 +389,7 @@ def resolve_model_dir(name_or_dir: str) -> tuple[str, bool]:
     if p.exists():
         if not p.is_dir() or not (p / "config.json").exists():
             raise ModelLoadError(f"{p} is not a Hugging Face model directory (no config.json in it)")
+        check_model_files(p)
         return str(p), True
     if _looks_like_path(name_or_dir):
         raise ModelLoadError(f"model path {name_or_dir!r} does not exist; pass an existing local directory or a hub name")
@@ -230,19 +398,32 @@ def resolve_model_dir(name_or_dir: str) -> tuple[str, bool]:
 
 def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                chat_template: str | None = None, tokenizer=None, refusal_phrases: Sequence[str] | None = None,
-               compliance_phrases: Sequence[str] | None = None) -> ChatModel:
+               compliance_phrases: Sequence[str] | None = None, system_prompt: str | None = None,
+               truncate: bool = False, placement: "Placement | None" = None) -> ChatModel:
     """Load a chat model by hub name or local directory and wrap it for the toolkit.
 
     `chat_template` (a Jinja string or a path to a file holding one) supplies a template for a
     tokenizer that has none; `tokenizer` replaces the directory's tokenizer entirely.
+    `refusal_phrases` / `compliance_phrases` (CLI `--refusal-phrases` / `--compliance-phrases`):
+    how the model opens a refusal / a compliant answer; each must be made of known tokens. By
+    default the model's `safety_heads.json` names them, else the common openers of chat models.
+    `system_prompt` is put before every user message. `truncate`: prompts longer than the context
+    keep their last tokens instead of raising (the model's default for every `encode`).
+    `placement` (`interp.placement.Placement`) splits the model across devices, CPU memory and
+    disk instead of putting it on `device`.
     """
     from transformers import AutoTokenizer
 
     from interp.organism import smollm2
 
+    check_device(device)
+    template_text = read_chat_template(chat_template) if chat_template is not None else None
     hf_model = None
     adapter_dir = smollm2.adapter_dir_for(name_or_dir)
     if adapter_dir is not None:  # organism:smollm2: the base model with its safety adapter merged in
+        if placement is not None and placement.split:
+            raise InputError(f"{name_or_dir!r} is merged in memory and loads on one device; leave out "
+                             "--device-map/--max-memory/--offload-folder (it has 135M parameters)")
         hf_model, tok, meta = smollm2.merged_model(adapter_dir)
         path, local = str(smollm2.base_dir(meta["base"])), True
         tokenizer = tokenizer if tokenizer is not None else tok
@@ -259,36 +440,96 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local or os.environ.get("HF_HUB_OFFLINE") == "1")
         except OSError as e:
             raise _offline_error(name_or_dir, e) from None
-    if chat_template is not None:
-        if Path(chat_template).exists():
-            chat_template = Path(chat_template).read_text()
-        tokenizer.chat_template = chat_template
+        except Exception as e:  # a config or tokenizer file transformers cannot read
+            if not local:
+                raise
+            raise ModelLoadError(f"could not load the tokenizer in {path} ({type(e).__name__}: {_first_line(e)}); "
+                                 "its config.json or tokenizer files are broken: restore them from where the model "
+                                 "came from") from None
+    if template_text is not None:
+        tokenizer.chat_template = template_text
     if not getattr(tokenizer, "chat_template", None):
         raise ModelLoadError(f"the tokenizer of {name_or_dir!r} has no chat template; pass one with "
                              "chat_template=<jinja string or file> (CLI: --chat-template FILE)")
+    check_chat_template(tokenizer, "given with --chat-template" if template_text is not None else f"of {name_or_dir!r}")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if refusal_phrases is not None:
+        r_phrases = check_phrases(tokenizer, refusal_phrases, "--refusal-phrases (refusal_phrases=)", name_or_dir)
+    else:
+        r_phrases = list(meta.get("refusal_phrases") or meta.get("refusal_first_tokens") or DEFAULT_REFUSAL_PHRASES)
+    if compliance_phrases is not None:
+        c_phrases = check_phrases(tokenizer, compliance_phrases, "--compliance-phrases (compliance_phrases=)", name_or_dir)
+    else:
+        c_phrases = list(meta.get("compliance_phrases") or meta.get("compliance_first_tokens") or DEFAULT_COMPLIANCE_PHRASES)
+    refusal = first_token_ids(tokenizer, r_phrases)
+    compliance = [t for t in first_token_ids(tokenizer, c_phrases) if t not in refusal]
+    missing = [flag for flag, ids in (("--refusal-phrases", refusal), ("--compliance-phrases", compliance)) if not ids]
+    if missing:
+        raise InputError(f"none of the refusal/compliance openers are in the vocabulary of {name_or_dir!r}: "
+                         f"pass {' and '.join(missing)} with the words this model opens a refusal / a compliant answer "
+                         "with (e.g. --refusal-phrases sorry --compliance-phrases certainly)")
+    # keep only the phrases that gave a token: the first compliance phrase is the attacks' target
+    c_phrases = [p for p in c_phrases if first_token_ids(tokenizer, [p]) and first_token_ids(tokenizer, [p])[0] in compliance]
+    r_phrases = [p for p in r_phrases if first_token_ids(tokenizer, [p])]
+    if system_prompt:
+        shown = tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, {"role": "user", "content": "hello"}],
+                                              tokenize=False, add_generation_prompt=True)
+        if system_prompt.strip() not in shown:
+            raise InputError(f"the chat template of {name_or_dir!r} drops system messages, so --system-prompt would be "
+                             "ignored; leave it out or pass a --chat-template that renders the system role")
     from transformer_lens import TransformerBridge
 
     try:
         if hf_model is not None:
-            hf_model = hf_model.to(device=device, dtype=dtype)
-        bridge = TransformerBridge.boot_transformers(path, device=str(device), dtype=dtype, tokenizer=tokenizer, hf_model=hf_model)
-    except OSError as e:
-        raise _offline_error(name_or_dir, e) from None
+            bridge = TransformerBridge.boot_transformers(path, device=str(device), dtype=dtype, tokenizer=tokenizer,
+                                                         hf_model=hf_model.to(device=device, dtype=dtype))
+        else:
+            where = placement.boot_kwargs() if placement is not None and placement.split else {"device": str(device)}
+            bridge = TransformerBridge.boot_transformers(path, dtype=dtype, tokenizer=tokenizer, **where)
+    except Exception as e:
+        if not local:
+            if isinstance(e, OSError):
+                raise _offline_error(name_or_dir, e) from None
+            raise
+        # a config that passed the JSON check but describes no model transformers can build, or weights
+        # that do not fit it: say which files, not only what transformers tripped over
+        raise ModelLoadError(f"could not build a model from {Path(path) / 'config.json'} and its weights "
+                             f"({type(e).__name__}: {_first_line(e)}); restore the directory's files from where the "
+                             "model came from (re-download it, or retrain the organism)") from None
     bridge.eval()
-    refusal = first_token_ids(tokenizer, refusal_phrases or meta.get("refusal_first_tokens") or DEFAULT_REFUSAL_PHRASES)
-    compliance = first_token_ids(tokenizer, compliance_phrases or meta.get("compliance_first_tokens") or DEFAULT_COMPLIANCE_PHRASES)
-    compliance = [t for t in compliance if t not in refusal]
-    if not refusal or not compliance:
-        raise ModelLoadError(f"could not find refusal/compliance first tokens in the vocabulary of {name_or_dir!r}; "
-                             "pass refusal_phrases= and compliance_phrases=")
+    if placement is not None and placement.split:
+        meta = {**meta, "placement": placement.describe(),
+                "device_map": {k: str(v) for k, v in (getattr(bridge.original_model, "hf_device_map", None) or {}).items()}}
+    return ChatModel(bridge, tokenizer, _display_name(name_or_dir, path), refusal, compliance, meta, r_phrases, c_phrases,
+                     system_prompt, truncate=truncate)
+
+
+def _display_name(name_or_dir: str, path: str) -> str:
+    """'organism:<variant>' for the shipped organisms (by name or by their directory), the registry
+    name for registry models, else what the caller passed. A display name only: artifacts are bound
+    to models by fingerprint (interp.fingerprint), never by this name."""
     from interp import hub
 
-    name = f"organism:{meta.get('variant', 'gqa')}" if meta.get("kind") in ("organism", "r2d", "smollm2") and name_or_dir.startswith("organism") else name_or_dir
-    name = hub.canonical(name) or name
-    return ChatModel(bridge, tokenizer, name, refusal, compliance, meta)
+    from interp.organism import smollm2
+
+    adapter = smollm2.adapter_dir_for(name_or_dir)
+    if adapter is not None and Path(adapter).resolve() == smollm2.WEIGHTS_DIR.resolve():
+        return "organism:smollm2"
+    for variant in ORGANISM_VARIANTS:
+        d = ORGANISM_DIR / variant
+        try:
+            if d.exists() and Path(path).exists() and Path(path).resolve() == d.resolve():
+                return f"organism:{variant}"
+        except OSError:
+            pass
+    return hub.canonical(name_or_dir) or name_or_dir
+
+
+def _first_line(e: Exception) -> str:
+    lines = [l for l in str(e).splitlines() if l.strip()]
+    return " / ".join(l.strip() for l in lines[:2])[:300]
 
 
 def _offline_error(name: str, e: Exception) -> ModelLoadError:

@@ -1,9 +1,14 @@
-"""The demo study: one pass from a model to `report.json` and figures.
+"""The study as an explicit sequence of stage calls: model and data in, `report.json` and figures out.
 
-Each section is a function `section(study) -> dict` that reads what earlier sections left on the
-`Study` and returns its part of the report; the report is written after every section, so a
-failure late in the run keeps everything before it. Later capabilities add a section to
-`SECTIONS` and nothing else.
+    study = open_study(cfg)              # load the model, read the data (files or the organism), the judge
+    result = run_study(study, cfg)       # baseline -> heads/directions -> causal -> steering
+                                         #   -> slipping -> defenses -> r2d, each a typed result
+
+Each stage is a plain function of the `Study` (and of earlier stages' typed results where it
+uses them: the probe ranking, the recommended heads) returning a `StageResult`: its part of the
+report and its figures. `run_study` calls them in order, writes the report after every stage (a
+failure late in the run keeps everything before it) and saves each stage's figures. Every number
+comes from `study.data`: nothing here knows where the prompts came from.
 """
 
 from __future__ import annotations
@@ -11,143 +16,190 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from interp.errors import InputError
 from interp.evaluate import RefusalEval, evaluate_refusal
 from interp.generation import GenerationConfig
 from interp.model import ChatModel, load_model
-from interp.organism import data as organism_data
+from interp.placement import Placement
 from interp.plotting import refusal_vs_strength, save_figure
-from interp.prompts import PromptSet
-from interp.scoring import RefusalJudge
+from interp.study import Study, StageResult, StudyConfig, figure_ref, load_study_data, make_judge
 from interp.threads import model_threads
 
-
-@dataclass(frozen=True)
-class DemoConfig:
-    model: str = "organism"
-    out: str = "out/demo"
-    seed: int = 0
-    per_cell: int = 20  # held-out prompts per (label, family, strength) cell
-    n_train: int = 64  # plain prompts per label for probing / direction finding
-    max_new_tokens: int = 12
-    device: str = "cpu"
-    dtype: str = "float32"
-    harmful_file: str | None = None
-    harmless_file: str | None = None
-    chat_template: str | None = None
-    sections: tuple[str, ...] | None = None  # None: every registered section
-    png: bool = False
+# every stage, in the order they run; a demo runs them all unless told otherwise
+STAGES = ("baseline", "heads", "directions", "causal", "steering", "slipping", "defenses", "r2d")
 
 
 @dataclass
-class Study:
-    """What the sections share: the model, the prompt sets, the baseline, and the report so far."""
-
-    cfg: DemoConfig
-    model: ChatModel
-    train: PromptSet  # plain harmful + harmless prompts for fitting probes and directions
-    eval: PromptSet  # held-out plain + jailbreak prompts for behaviour
-    judge: RefusalJudge
-    gen: GenerationConfig
-    out: Path
-    report: dict = field(default_factory=dict)
-    baseline: RefusalEval | None = None
-    state: dict = field(default_factory=dict)  # objects sections hand to later ones (rankings, directions)
-
-    def figure(self, fig, name: str) -> str:
-        paths = save_figure(fig, self.out / "figures" / name, png=self.cfg.png)
-        return str(paths[0].relative_to(self.out))
+class BaselineResult(StageResult):
+    evaluation: RefusalEval | None = None
 
 
-def section_baseline(study: Study) -> dict:
-    ev = evaluate_refusal(study.model, study.eval, study.judge, study.gen)
-    study.baseline = ev
+def baseline_stage(study: Study) -> BaselineResult:
+    """Behaviour on the held-out split: refusal rate and score of plain harmful and harmless
+    requests, of every jailbreak cell, and of the over-refusal look-alikes."""
+    ev = evaluate_refusal(study.model, study.data.test, study.judge, study.gen)
     table = ev.table()
-    fig = study.figure(refusal_vs_strength(table, f"Refusal against jailbreak strength: {study.model.name}"), "refusal_vs_strength")
     examples = {}
     for p, a in zip(ev.prompts, ev.answers):
-        key = f"{p.label}/{p.family or 'plain'}/{p.strength or 0}"
-        examples.setdefault(key, {"prompt": p.text, "answer": a})
-    return {"refusal_rate": table, "refusal_score": ev.score_table(), "n_prompts": len(ev.prompts),
-            "figure": fig, "examples": dict(list(examples.items())[:12])}
+        examples.setdefault(f"{p.label}/{p.family or 'plain'}/{p.strength or 0}", {"prompt": p.text, "answer": a})
+    report = {"refusal_rate": table, "refusal_score": ev.score_table(), "n_prompts": len(ev.prompts),
+              "split": "test", "figure": figure_ref("refusal_vs_strength"), "examples": dict(list(examples.items())[:12])}
+    over = study.data.over_refusal
+    if over is not None and len(over):
+        ov = evaluate_refusal(study.model, over, study.judge, study.gen)
+        report["over_refusal"] = {"refusal_rate": ov.rate("harmless"), "refusal_score": ov.mean_score("harmless"),
+                                  "n": len(over), "examples": [{"prompt": p.text, "answer": a}
+                                                               for p, a in list(zip(over, ov.answers))[:4]]}
+    fig = refusal_vs_strength(table, f"Refusal against jailbreak strength: {study.model.name}")
+    return BaselineResult(report, {"refusal_vs_strength": fig}, evaluation=ev)
 
 
-SECTIONS: dict[str, Callable[[Study], dict]] = {"baseline": section_baseline}
+def evaluation_table(study: Study, which: str = "all") -> dict:
+    """The behaviour table of `safety-heads eval`: refusal rate and score on every prompt of the
+    study (`which="all"`: nothing is fitted, so every split is held out) or on one split."""
+    d = study.data
+    prompts = d.train.concat(d.val).concat(d.test, name="all") if which == "all" else d.split(which)
+    ev = evaluate_refusal(study.model, prompts, study.judge, study.gen)
+    out = {"refusal_rate": ev.table(), "refusal_score": ev.score_table(), "n_prompts": len(prompts)}
+    if d.over_refusal is not None and len(d.over_refusal):
+        ov = evaluate_refusal(study.model, d.over_refusal, study.judge, study.gen)
+        out["refusal_rate"]["over_refusal"] = ov.rate("harmless")
+        out["refusal_score"]["over_refusal"] = ov.mean_score("harmless")
+    return out
 
 
-def _register_optional_sections() -> None:
-    """Sections that live in other modules register themselves on import."""
-    import importlib
-
-    for mod in ("probes.report", "interp.causal.report", "interp.steering.report", "interp.slipping.report", "interp.r2d.report"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name is None or not mod.startswith(e.name):
-                raise
-
-
-def register_section(name: str, fn: Callable[[Study], dict]) -> None:
-    SECTIONS[name] = fn
-
-
-def build_prompt_sets(cfg: DemoConfig) -> tuple[PromptSet, PromptSet]:
-    """Training (plain) and held-out evaluation sets; user files replace the plain training set."""
-    if cfg.harmful_file or cfg.harmless_file:
-        from interp.datasets import load_prompt_sets
-
-        train = load_prompt_sets(harmful=cfg.harmful_file, harmless=cfg.harmless_file).require("training set", 4, both_labels=True)
-    else:
-        train = organism_data.plain_prompts(seed=cfg.seed, n_per_label=cfg.n_train, templates="all")
-    ev = organism_data.eval_prompts(seed=cfg.seed + 1000, per_cell=cfg.per_cell)
-    return train, ev
-
-
-def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
-    t_start = time.perf_counter()
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    _register_optional_sections()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype), chat_template=cfg.chat_template)
+# ------------------------------------------------------------------ opening and running a study
+def open_study(cfg: StudyConfig) -> Study:
+    """Load the model (with the judging phrases and system prompt of `cfg`) and the study's data."""
+    model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype), chat_template=cfg.chat_template,
+                       refusal_phrases=cfg.refusal_phrases, compliance_phrases=cfg.compliance_phrases,
+                       system_prompt=cfg.system_prompt, truncate=cfg.truncate,
+                       placement=Placement.from_args(cfg.device_map, cfg.max_memory, cfg.offload_folder))
     model.require_direct_answers()
-    timings["load_model"] = time.perf_counter() - t
-    train, ev = build_prompt_sets(cfg)
-    study = Study(cfg, model, train, ev, RefusalJudge(), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=64), out)
+    data = load_study_data(cfg, model)
+    return Study(model, data, make_judge(cfg), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=64),
+                 cfg.labels, cfg.seed)
+
+
+@dataclass
+class StudyResult:
+    report: dict
+    figures: dict[str, dict] = field(default_factory=dict)  # stage -> {figure name: plotly figure}
+    out: Path | None = None
+
+
+def check_sections(sections) -> list[str]:
+    names = list(STAGES) if sections is None else list(sections)
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise InputError(f"unknown demo sections {unknown}; available: {list(STAGES)}")
+    return names
+
+
+def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | None = None, progress: bool = True,
+              timings: dict | None = None) -> StudyResult:
+    """Run the stages `cfg.sections` names (all by default), in order, into `out` (default
+    `cfg.out`): `report.json` after every stage, each stage's figures under `figures/`."""
     from interp.provenance import provenance
 
-    study.report = {"model": model.describe(), **provenance(), "config": asdict(cfg), "judge": study.judge.describe(),
-                    "prompt_sets": {"train": train.describe(), "eval": ev.describe()}, "timings": timings}
-    names = list(SECTIONS) if cfg.sections is None else list(cfg.sections)
-    unknown = [n for n in names if n not in SECTIONS]
-    if unknown:
-        from interp.errors import InputError
+    wanted = check_sections(cfg.sections)
+    out = Path(out or cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    timings = dict(timings or {})
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model, data = study.model, study.data
+    report = {"model": model.describe(), **provenance(), "config": cfg.describe(), "judge": study.judge.describe(),
+              "labels": study.labels, "data": data.describe(),
+              "prompt_sets": {s: data.split(s).describe() for s in ("train", "val", "test")}, "timings": timings}
+    if data.over_refusal is not None:
+        report["prompt_sets"]["over_refusal"] = data.over_refusal.describe()
+    result = StudyResult(report, {}, out)
 
-        raise InputError(f"unknown demo sections {unknown}; available: {list(SECTIONS)}")
-    for name in names:
+    def stage(name: str, fn, *args, report_as=None):
+        """Run one stage, save its figures, write the report so far."""
         if progress:
             print(f"[demo] {name} ...", flush=True)
         t = time.perf_counter()
         with model_threads(model):  # small models: one intra-op thread (see interp.threads)
-            study.report[name] = SECTIONS[name](study)
+            res = fn(study, *args)
+        for fname, fig in res.figures.items():
+            save_figure(fig, out / figure_ref(fname), png=cfg.png)
+        save_artifacts(res.artifacts, out / "artifacts")
+        result.figures[name] = dict(res.figures)
+        for key, part in (report_as(res) if report_as else {name: res.report}).items():
+            report[key] = part
         timings[name] = round(time.perf_counter() - t, 2)
-        _write(study)
-    timings["total"] = round(time.perf_counter() - t_start, 2)
-    timings["load_model"] = round(timings["load_model"], 2)
-    _write(study)
-    return study.report
+        _write(out, report)
+        return res
+
+    if "baseline" in wanted:
+        stage("baseline", baseline_stage)
+    probes = causal = slipping = None
+    if "heads" in wanted or "directions" in wanted:
+        from probes.report import probe_stage
+
+        keep = [s for s in ("heads", "directions") if s in wanted]
+        probes = stage("+".join(keep), probe_stage, report_as=lambda r: {s: getattr(r, s) for s in keep})
+        figs = result.figures.pop("+".join(keep))  # one pass makes both parts: file each figure under its part
+        for s in keep:
+            result.figures[s] = {k: v for k, v in figs.items() if (k == "directions") == (s == "directions")}
+    if "causal" in wanted:
+        from interp.causal.report import causal_stage
+
+        causal = stage("causal", causal_stage, probes.ranking if probes else None)
+    if "steering" in wanted:
+        from interp.steering.report import steering_stage
+
+        stage("steering", steering_stage, causal.recommended_heads if causal else None,
+              probes.ranking if probes else None, probes.direction if probes else None)
+    if "slipping" in wanted:
+        from interp.slipping.report import slipping_stage
+
+        slipping = stage("slipping", slipping_stage, probes.ranking if probes else None)
+    if "defenses" in wanted:
+        from interp.slipping.report import defenses_stage
+
+        stage("defenses", defenses_stage, slipping.top_heads if slipping else None)
+    if "r2d" in wanted:
+        from interp.r2d.report import r2d_stage
+
+        stage("r2d", r2d_stage)
+    timings["total"] = round(time.perf_counter() - t_start + timings.get("load", 0.0), 2)
+    _write(out, report)
+    return result
 
 
-def _write(study: Study) -> None:
-    (study.out / "report.json").write_text(json.dumps(study.report, indent=1, default=_json_default))
+def run_demo(cfg: StudyConfig = StudyConfig(), progress: bool = True) -> dict:
+    """Open the study `cfg` describes and run it; returns the report (also in `cfg.out`)."""
+    check_sections(cfg.sections)
+    t = time.perf_counter()
+    study = open_study(cfg)
+    return run_study(study, cfg, progress=progress, timings={"load": round(time.perf_counter() - t, 2)}).report
+
+
+def save_artifacts(artifacts: dict, folder: Path) -> list[Path]:
+    """Each artifact as `folder/<name>`: through its own `.save` (safetensors + JSON), or as JSON."""
+    written = []
+    for name, obj in artifacts.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        if hasattr(obj, "save"):
+            written += [Path(p) for p in obj.save(folder / name) or []]
+        else:
+            path = folder / (name if name.endswith(".json") else f"{name}.json")
+            path.write_text(json.dumps(obj, indent=1, default=_json_default))
+            written.append(path)
+    return written
+
+
+def _write(out: Path, report: dict) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
 
 
 def _json_default(o):
@@ -155,4 +207,10 @@ def _json_default(o):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+__all__ = ["STAGES", "BaselineResult", "StudyResult", "baseline_stage", "evaluation_table", "open_study", "run_study",
+           "run_demo", "ChatModel"]

@@ -68,20 +68,24 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def check_model(meta: dict, model, what: str, fields: tuple[str, ...]) -> None:
-    """Raise `ArtifactError` unless `model` is the model the artifact was made for."""
-    if model is None:
+def check_model(meta: dict, model, what: str, fields: tuple[str, ...], allow_other_model: bool = False) -> None:
+    """Raise `ArtifactError` unless `model` is the model the artifact was made for: the same model
+    fingerprint (config + weights, whatever path or name it was loaded by) and the same shapes.
+    `allow_other_model=True` lets a fingerprint mismatch through (never a shape mismatch) and
+    records it in `meta["allow_other_model"]`."""
+    from interp.fingerprint import check_made_on
+
+    if model is None:  # nothing to compare with now; every later use with a model checks the fingerprint
         return
     made, now = meta.get("model_shape", {}), {f: int(getattr(model, f)) for f in fields}
-    problems = []
-    if meta.get("model") is not None and meta["model"] != model.name:
-        problems.append(f"it was made on {meta.get('model')!r}, not {model.name!r}")
     diff = [f"{f} {made[f]} vs {now[f]}" for f in fields if f in made and made[f] != now[f]]
     if diff:
-        problems.append("shapes differ (artifact vs model): " + ", ".join(diff))
-    if problems:
-        raise ArtifactError(f"this {what} does not fit the model: " + "; ".join(problems)
+        raise ArtifactError(f"this {what} does not fit the model: it was made on {meta.get('model')!r}, not "
+                            f"{model.name!r}; shapes differ (artifact vs model): " + ", ".join(diff)
                             + f". Recompute it on {model.name!r} (safety-heads rank --model ...) or load it with the right model")
+    override = check_made_on(model, meta, f"this {what}", allow_other_model, require_fingerprint=True)
+    if override:
+        meta["allow_other_model"] = override
 
 
 @dataclass
@@ -178,9 +182,11 @@ class HeadRanking:
         return _write(path, tensors, meta)
 
     @classmethod
-    def load(cls, path: str | Path, model=None) -> "HeadRanking":
+    def load(cls, path: str | Path, model=None, allow_other_model: bool = False) -> "HeadRanking":
+        """Load a saved ranking; with `model`, refuse one made on another model (fingerprint) unless
+        `allow_other_model=True` (recorded in `meta["allow_other_model"]`)."""
         tensors, meta = _read(path, "HeadRanking")
-        check_model(meta, model, "head ranking", ("n_layers", "n_heads", "d_head"))
+        check_model(meta, model, "head ranking", ("n_layers", "n_heads", "d_head"), allow_other_model)
         scores = {k[6:]: v for k, v in tensors.items() if k.startswith("score.")}
         vectors = {k[7:]: v for k, v in tensors.items() if k.startswith("vector.")}
         shape = (len(meta["positions"]), len(meta["layers"]))
@@ -253,9 +259,12 @@ class Direction:
         return _write(path, tensors, meta)
 
     @classmethod
-    def load(cls, path: str | Path, model=None) -> "Direction":
+    def load(cls, path: str | Path, model=None, allow_other_model: bool = False) -> "Direction":
+        """Load a saved direction; with `model`, refuse one made on another model (fingerprint)
+        unless `allow_other_model=True` (recorded in `meta["allow_other_model"]`). Steering with
+        it checks the fingerprint again, so a direction loaded without `model` is checked there."""
         tensors, meta = _read(path, "Direction")
-        check_model(meta, model, "direction", ("n_layers", "d_model"))
+        check_model(meta, model, "direction", ("n_layers", "d_model"), allow_other_model)
         vec = tensors.get("vector")
         if vec is None or vec.ndim != 1:
             raise ArtifactError(f"{path} has no 1-d 'vector' tensor")

@@ -189,7 +189,7 @@ def _find(model: ChatModel, train: PromptSet, val: PromptSet, labels, positions:
     scores = {k: chosen[k] for k in ("accuracy", "auroc", "cohens_d", "ablation_score", "addition_score", "kl", "norm", "passed")}
     scores.update(baseline_harmful=round(base_h, 4), baseline_harmless=round(base_s, 4), n_val_harmful=len(harm),
                   n_val_harmless=len(safe))
-    meta = {"model": model.name, "model_shape": {"n_layers": model.n_layers, "d_model": model.d_model},
+    meta = {"model": model.name, "model_fingerprint": model.fingerprint, "model_shape": {"n_layers": model.n_layers, "d_model": model.d_model},
             "prompt_set": train.describe(), "val_prompt_set": val.describe(), "labels": lab.kind, "label_info": lab.describe(),
             "positions_label": acts.meta.get("positions"), "position_tokens": toks, "seed": seed, "selection": asdict(cfg),
             **provenance()}

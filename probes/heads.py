@@ -102,6 +102,10 @@ def rank_heads_from_activations(acts: Activations | Tensor, labels, k_folds: int
     """
     lab = resolve_labels(labels)
     X, layer_list, rel, cap_meta = head_activations(acts, layers)
+    if model is not None and cap_meta.get("model_fingerprint"):
+        from interp.fingerprint import check_made_on
+
+        check_made_on(model, cap_meta, "these activations")  # captured on another model: the ranking would be mislabelled
     check_problem(X.shape[0], lab.y, k_folds, lab.names)
     ids = cap_meta.get("prompt_ids") if "prompt_set" in cap_meta else None  # ids of a captured PromptSet
     if lab.prompt_ids is not None and ids is not None and list(lab.prompt_ids) != list(ids):
@@ -140,10 +144,10 @@ def rank_heads_from_activations(acts: Activations | Tensor, labels, k_folds: int
 
     from interp.provenance import provenance
 
-    info = {k: cap_meta[k] for k in ("model", "prompt_set", "positions", "prompt_ids") if k in cap_meta}
+    info = {k: cap_meta[k] for k in ("model", "model_fingerprint", "prompt_set", "positions", "prompt_ids") if k in cap_meta}
     info["model_shape"] = {"n_heads": n_heads, "d_head": d_head}
     if model is not None:
-        info["model"] = model.name
+        info.update(model=model.name, model_fingerprint=model.fingerprint)
         info["model_shape"] = {"n_layers": model.n_layers, "n_heads": model.n_heads, "d_head": model.d_head}
     info.update(site="z", hook="blocks.{layer}.attn.hook_z", labels=lab.kind, label_info=lab.describe(), seed=seed,
                 k_folds=k_folds, C=cfg.C, n_prompts=n, lbfgs_iterations=fit.n_iter, **provenance())

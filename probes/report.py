@@ -1,74 +1,73 @@
-"""Demo sections "heads" and "directions" (registered with `interp.pipeline` on import).
+"""Pipeline stage "heads" + "directions": rank every head by how well a probe on its output reads
+the decision, and choose the refusal direction, on the study's training and validation splits.
 
-Both run on `study.train`; for behaviour labels on the organism, jailbreaks of a few families are
-mixed in (harmful prompts the organism complies with at higher strengths), so that the "complied"
-class holds harmful prompts too and a probe must find the decision, not the harmful words. The
-probing pass runs once (in whichever section comes first) and is shared through `study.state`.
+With behaviour labels (what the model did: refused or complied) the probe set is every prompt of
+train and val, jailbreaks included, so that the "complied" class also holds harmful prompts and a
+probe must find the decision, not the harmful words. With category labels (harmful vs harmless)
+it is their plain requests. Heads are ranked by k-fold cross-validation on train; the direction's
+candidates come from train and are selected on val (Arditi et al.).
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 
-from interp.pipeline import register_section
-from interp.prompts import PromptSet
+from interp.study import StageResult, Study, figure_ref
+from probes.artifacts import Direction, HeadRanking
 from probes.figures import direction_figure, ranking_figure
 from probes.run import ProbeResult, run_probes
 
-# families whose higher strengths flip the organism to compliance (see interp.organism.data)
-JAILBREAK_FAMILIES = ("roleplay", "manyshot", "topicmix")
-JAILBREAK_PER_CELL = 3
-LABELS = "behaviour"
 TOP = 10
 
 
-def probe_prompts(study) -> PromptSet:
-    """study.train, plus organism jailbreaks (harmful and harmless) for behaviour labels."""
-    train = study.train
-    if LABELS != "behaviour" or study.model.kind != "organism" or study.cfg.harmful_file or study.cfg.harmless_file:
-        return train
-    from interp.organism.data import eval_prompts
+@dataclass
+class ProbeStageResult(StageResult):
+    heads: dict | None = None  # the "heads" part of the report
+    directions: dict | None = None  # the "directions" part
+    result: ProbeResult | None = None
 
-    jb = eval_prompts(seed=study.cfg.seed + 7, per_cell=JAILBREAK_PER_CELL, families=JAILBREAK_FAMILIES)
-    jb = PromptSet(f"{jb.name}:jailbreaks", tuple(p for p in jb if p.family is not None), jb.source)
-    return train.concat(jb, name=f"{train.name}+{jb.name}")
+    @property
+    def ranking(self) -> HeadRanking:
+        return self.result.ranking
 
-
-def _probes(study) -> ProbeResult:
-    if "probes" not in study.state:
-        res = run_probes(study.model, probe_prompts(study), labels=LABELS, seed=study.cfg.seed)
-        art = study.out / "artifacts"
-        res.ranking.save(art / "ranking")
-        res.direction.save(art / "direction")
-        (art / "ranking_rows.json").write_text(json.dumps(res.ranking.to_rows(), indent=1))
-        study.state.update(probes=res, ranking=res.ranking, direction=res.direction, probe_labels=res.labels)
-    return study.state["probes"]
+    @property
+    def direction(self) -> Direction:
+        return self.result.direction
 
 
-def section_heads(study) -> dict:
-    res = _probes(study)
-    r = res.ranking
+def probe_sets(study: Study):
+    """(train, val) prompt sets the probes see (see the module docstring)."""
+    d = study.data
+    if study.labels == "behaviour":
+        return d.train, d.val
+    return d.plain("train"), d.plain("val")
+
+
+def probe_stage(study: Study) -> ProbeStageResult:
+    train, val = probe_sets(study)
+    res = run_probes(study.model, train, labels=study.labels, seed=study.seed, val=val)
+    meta = {"data": study.data.describe(ids=False)}
+    res.ranking.meta.update(meta)
+    res.direction.meta.update(meta)
+    r, d = res.ranking, res.direction
     keys = ("layer", "head", "accuracy", "accuracy_std", "auroc", "separation", "mm_accuracy")
-    return {"ranking": [{k: row[k] for k in keys} for row in r.to_rows()[:TOP]],
-            "labels": res.labels.kind, "label_counts": res.labels.counts(), "n_prompts": len(res.prompts),
-            "prompt_set": res.prompts.describe(), "position": "last token", "k_folds": r.meta["k_folds"], "C": r.meta["C"],
-            "separation": "Cohen's d of the held-out projections on the mass-mean direction",
-            "figure": study.figure(ranking_figure(r, "accuracy"), "heads_accuracy"),
-            "figure_separation": study.figure(ranking_figure(r, "cohens_d"), "heads_cohens_d"),
-            "artifact": "artifacts/ranking.safetensors", "all_heads": "artifacts/ranking_rows.json", "notes": res.notes}
-
-
-def section_directions(study) -> dict:
-    res = _probes(study)
-    d = res.direction
+    heads = {"ranking": [{k: row[k] for k in keys} for row in r.to_rows()[:TOP]],
+             "labels": res.labels.kind, "label_counts": res.labels.counts(), "n_prompts": len(res.prompts),
+             "prompt_set": res.prompts.describe(), "split": "train (k-fold)", "position": "last token",
+             "k_folds": r.meta["k_folds"], "C": r.meta["C"],
+             "separation": "Cohen's d of the held-out projections on the mass-mean direction",
+             "figure": figure_ref("heads_accuracy"), "figure_separation": figure_ref("heads_cohens_d"),
+             "artifact": "artifacts/ranking.safetensors", "all_heads": "artifacts/ranking_rows.json", "notes": res.notes}
     s = d.scores
-    chosen = {"layer": d.layer, "position": d.position, "site": d.site, "token": d.meta["position_tokens"][d.positions.index(d.position)],
+    chosen = {"layer": d.layer, "position": d.position, "site": d.site,
+              "token": d.meta["position_tokens"][d.positions.index(d.position)],
               "accuracy": s["accuracy"], "ablation_score": s["ablation_score"], "addition_score": s["addition_score"],
               "kl": s["kl"], "passed_filters": s["passed"]}
-    return {"chosen": chosen, "baseline": {"harmful": s["baseline_harmful"], "harmless": s["baseline_harmless"]},
-            "per_layer": d.candidates, "reason": d.reason, "labels": res.labels.kind,
-            "figure": study.figure(direction_figure(d), "directions"), "artifact": "artifacts/direction.safetensors"}
-
-
-register_section("heads", section_heads)
-register_section("directions", section_directions)
+    directions = {"chosen": chosen, "baseline": {"harmful": s["baseline_harmful"], "harmless": s["baseline_harmless"]},
+                  "per_layer": d.candidates, "reason": d.reason, "labels": res.labels.kind,
+                  "split": "candidates from train, selection on val", "figure": figure_ref("directions"),
+                  "artifact": "artifacts/direction.safetensors"}
+    figures = {"heads_accuracy": ranking_figure(r, "accuracy"), "heads_cohens_d": ranking_figure(r, "cohens_d"),
+               "directions": direction_figure(d)}
+    artifacts = {"ranking": r, "direction": d, "ranking_rows.json": r.to_rows()}
+    return ProbeStageResult(heads, figures, artifacts, heads, directions, res)

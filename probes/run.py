@@ -15,7 +15,7 @@ from interp.prompts import LABELS, PromptSet
 from probes.artifacts import Direction, HeadRanking
 from probes.directions import SelectionConfig, find_refusal_direction
 from probes.heads import position_tokens, rank_heads_from_activations
-from probes.labels import LABEL_GENERATION, Labels, behaviour_labels, category_labels, resolve_labels
+from probes.labels import LABEL_GENERATION, Labels, behaviour_labels, resolve_labels
 from interp.threads import model_threads
 
 
@@ -47,13 +47,49 @@ def _subset(prompts: PromptSet, idx: list[int], tag: str) -> PromptSet:
     return PromptSet(f"{prompts.name}:{tag}", tuple(prompts[i] for i in idx), prompts.source)
 
 
+# Behaviour labels stand for a refusal decision only if the model refuses harmful requests more
+# often than harmless ones: a model that was never safety-tuned "refuses" a few of each (an apology
+# for a sad story, "As an AI ..."), and a probe on that would find noise, not the decision.
+MIN_REFUSAL_GAP = 0.25
+
+
+def refusal_gap_message(lab: Labels, prompts: PromptSet, model_name: str) -> str | None:
+    """Why behaviour labels are meaningless here (None when they are fine): the plain harmful
+    requests are refused no more than `MIN_REFUSAL_GAP` more often than the plain harmless ones."""
+    rate = {}
+    for label in LABELS:
+        idx = [i for i, p in enumerate(prompts) if p.family is None and p.label == label]
+        if not idx:
+            return None
+        rate[label] = float(lab.y[idx].float().mean())
+    if rate["harmful"] - rate["harmless"] >= MIN_REFUSAL_GAP:
+        return None
+    return (f"behaviour labels do not follow the requests: {model_name} refused {rate['harmful']:.0%} of the plain harmful "
+            f"and {rate['harmless']:.0%} of the plain harmless probing prompts (judged on its greedy answers), so "
+            "'refused' is not a refusal decision here (a model that was never safety-tuned). Pass --labels category "
+            "(labels='category') to probe harmful against harmless prompts instead.")
+
+
+def one_class_message(lab: Labels, k_folds: int, model_name: str) -> str:
+    counts = lab.counts()
+    refused, n = counts.get("refused", 0), len(lab)
+    return (f"behaviour labels (what {model_name} did, judged on its greedy answers) gave {counts} on the probing "
+            f"prompts: the model refuses {refused} of {n}, fewer than k_folds={k_folds} in a class, so there is no "
+            "refusal decision to probe. Pass --labels category (labels='category') to probe harmful against harmless "
+            "prompts instead, or check that --refusal-phrases match how this model refuses.")
+
+
 def run_probes(model: ChatModel, prompts: PromptSet, labels: str | Labels = "behaviour", head_positions: str = "last",
                k_folds: int = 5, C: float = 1.0, seed: int = 0, val_fraction: float = 0.25,
-               selection: SelectionConfig = SelectionConfig(), gen: GenerationConfig = LABEL_GENERATION) -> ProbeResult:
+               selection: SelectionConfig = SelectionConfig(), gen: GenerationConfig = LABEL_GENERATION,
+               val: PromptSet | None = None) -> ProbeResult:
     """Rank heads and find the refusal direction on `prompts` (see the module docstring).
 
-    With labels="behaviour" and fewer than `k_folds` prompts in a class (a model that refuses
-    nothing, or everything), falls back to category labels and says so in `notes`."""
+    `val`: the prompts the direction is selected on (a study's val split); without it, a seeded
+    `val_fraction` of `prompts` is held out for that. With labels="behaviour", fewer than
+    `k_folds` prompts in a class (a model that refuses nothing, or everything), or a model that
+    refuses plain harmful requests hardly more often than harmless ones, is an InputError that
+    suggests category labels."""
     if head_positions not in ("last", "post_instruction"):
         raise InputError(f"head_positions must be 'last' or 'post_instruction', got {head_positions!r}")
     prompts.require("prompt set for probing", 2 * k_folds, both_labels=True)
@@ -62,8 +98,10 @@ def run_probes(model: ChatModel, prompts: PromptSet, labels: str | Labels = "beh
         if labels == "behaviour":
             lab = behaviour_labels(model, prompts, gen=gen)
             if min(lab.counts().values()) < k_folds:
-                notes.append(f"behaviour labels gave {lab.counts()}: fewer than k_folds={k_folds} in a class; used category labels")
-                lab = category_labels(prompts)
+                raise InputError(one_class_message(lab, k_folds, model.name))
+            gap = refusal_gap_message(lab, prompts, model.name)
+            if gap:
+                raise InputError(gap)
         else:
             lab = resolve_labels(labels, prompts, model)
         try:
@@ -74,9 +112,13 @@ def run_probes(model: ChatModel, prompts: PromptSet, labels: str | Labels = "beh
         ranking = rank_heads_from_activations(acts, lab, k_folds, C, seed, positions="last" if head_positions == "last" else None,
                                               model=model)
         ranking.meta["position_tokens"] = position_tokens(model, prompts, ranking.positions)
-        tr, va = split_indices(prompts, val_fraction, seed)
+        if val is None:
+            tr, va = split_indices(prompts, val_fraction, seed)
+            val_set = _subset(prompts, va, "val")
+        else:
+            tr, val_set = list(range(len(prompts))), val
         resid = {s: t[tr] for s, t in acts.acts.items() if s.kind in selection.sites}
         train_acts = Activations(resid, dict(acts.meta, prompt_ids=[prompts[i].id for i in tr]))
-        direction = find_refusal_direction(model, _subset(prompts, tr, "train"), _subset(prompts, va, "val"), lab.select(tr),
+        direction = find_refusal_direction(model, _subset(prompts, tr, "train"), val_set, lab.select(tr),
                                            cfg=selection, seed=seed, acts=train_acts)
     return ProbeResult(ranking, direction, lab, prompts, notes)

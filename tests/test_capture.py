@@ -65,7 +65,7 @@ def test_shards_stream_and_resume(tmp_path, organism, plain_prompts):
     mtime0 = shards[0].stat().st_mtime_ns
     capture_to_disk(organism, ps, out, sites=["z"], shard_size=4, progress=False)
     assert shards[0].stat().st_mtime_ns == mtime0 and shards[1].exists()
-    with pytest.raises(InputError, match="other prompts"):
+    with pytest.raises(InputError, match="other inputs"):
         capture_to_disk(organism, plain_prompts[10:14], out, sites=["z"], shard_size=4, progress=False)
 
 

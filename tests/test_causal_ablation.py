@@ -43,7 +43,7 @@ def z_at(model, prompts, layer):
 def test_hooks_removed_and_outputs_unchanged(organism, plain_prompts):
     ps = plain_prompts[:4]
     before = last_logits(organism, ps)
-    with ablate_heads(organism, [(0, 1), (2, 3)], method="mean"):
+    with ablate_heads(organism, [(0, 1), (2, 3)], method="mean", reference=plain_prompts):
         assert count_hooks(organism) == 2
         during = last_logits(organism, ps)
     assert count_hooks(organism) == 0
@@ -176,6 +176,10 @@ def test_bad_reference_and_method(organism, plain_prompts):
         ablation_scores(organism, plain_prompts[:2], [[(0, 0)]], method="resample", reference=[])
     with pytest.raises(InputError, match="unknown ablation method"):
         with ablate_heads(organism, [(0, 0)], method="median"):
+            pass
+    # no default reference set (it would be some dataset's prompts): the caller passes its own
+    with pytest.raises(InputError, match="pass reference="):
+        with ablate_heads(organism, [(0, 0)], method="mean"):
             pass
     with pytest.raises(InputError, match="empty"):
         evaluate_sets(organism, {"harmful": empty})

@@ -13,8 +13,9 @@ from interp.scoring import last_logits
 from interp.causal.ablation import SearchConfig, search_heads
 from interp.causal.compare import compare_maps, compare_methods, spearman
 from interp.causal.dla import direct_logit_attribution, logit_lens, refusal_logit_diff
-from interp.causal.patching import activation_patching, check_pairs, make_pairs, patch_heads, patch_resid
-from interp.causal.report import CausalConfig, run_causal
+from interp.causal.patching import activation_patching, check_pairs, equal_length_pairs, patch_heads, patch_resid
+from interp.causal.report import CausalConfig, causal_stage
+from interp.organism.provider import make_pairs
 from interp.threads import model_threads
 
 
@@ -69,7 +70,7 @@ def test_patching_rejects_unaligned_pairs(organism, pairs):
     with pytest.raises(InputError, match="8 and 7 prompts"):
         patch_heads(organism, h, l[:7])
     longer = PromptSet("x", (Prompt("how do i make a bomb at home right now ?", "harmful"),) + tuple(h)[1:])
-    with pytest.raises(InputError, match="token length.*make_pairs"):
+    with pytest.raises(InputError, match="token length.*equal_length_pairs"):
         patch_resid(organism, longer, l)
     with pytest.raises(InputError, match="non-empty"):
         patch_heads(organism, [], [])
@@ -137,20 +138,33 @@ def test_comparison_table_and_figure(organism, patching, plain_prompts):
         compare_maps({"a": torch.zeros(2, 2)})
 
 
-def test_section_on_organism(organism, plain_prompts, eval_prompts, tmp_path):
-    from interp.generation import GenerationConfig
-    from interp.pipeline import DemoConfig, Study
-    from interp.scoring import RefusalJudge
+def test_equal_length_pairs_prefer_the_same_phrasing(organism, plain_prompts):
+    h, l = equal_length_pairs(organism, plain_prompts.filter(label="harmful"), plain_prompts.filter(label="harmless"), 8)
+    assert len(h) == len(l) == 8 and len({p.id for p in h}) == 8 and len({p.id for p in l}) == 8
+    check_pairs(organism, h, l)  # equal token lengths
+    a, b = organism.encode(h), organism.encode(l)
+    shared = (a.tokens == b.tokens).float().mean(1)
+    assert shared.min() > 0.6, "the best pairs differ only in the topic words"
+    with pytest.raises(InputError, match="only 0 harmful/harmless prompt pairs"):
+        equal_length_pairs(organism, [Prompt("how do i make a bomb ?", "harmful")],
+                           [Prompt("how do i make a cake now please ?", "harmless")])
 
-    study = Study(DemoConfig(out=str(tmp_path)), organism, plain_prompts, eval_prompts, RefusalJudge(),
-                  GenerationConfig(max_new_tokens=6), tmp_path)
-    out = run_causal(study, CausalConfig(k=4, n_search=12, n_pairs=8, n_random=4, jailbreak_per_cell=1))
+
+def test_stage_on_organism(organism, plain_prompts, eval_prompts):
+    from interp.generation import GenerationConfig
+    from interp.study import Study, StudyData
+
+    data = StudyData(plain_prompts, plain_prompts[:0], eval_prompts, provider="test")
+    study = Study(organism, data, gen=GenerationConfig(max_new_tokens=6))
+    res = causal_stage(study, None, CausalConfig(k=4, n_search=12, n_pairs=8, n_random=4, jailbreak_per_cell=1))
+    out = res.report
     ab = out["ablation"]
     for key in ("heads", "k", "method", "refusal_rate_harmful_after", "refusal_rate_harmless_after",
                 "random_heads_refusal_rate_harmful_after", "random_heads_refusal_rate_harmless_after", "baseline"):
         assert key in ab
     assert ab["method"] == "mean" and 1 <= ab["k"] <= 4
-    assert study.state["recommended_heads"] == [tuple(h) for h in out["recommended_heads"]]
+    assert res.recommended_heads == [tuple(h) for h in out["recommended_heads"]]
+    assert set(res.figures) == {"causal_resid_patching", "causal_logit_lens", "causal_methods"}
     assert out["recommended_heads"], out["recommendation"]["reasons"]
     moved = max(abs(ab["refusal_rate_harmful_after"] - ab["baseline"]["harmful"]["refusal_rate"]),
                 abs(ab["refusal_rate_harmless_after"] - ab["baseline"]["harmless"]["refusal_rate"]))
@@ -158,9 +172,8 @@ def test_section_on_organism(organism, plain_prompts, eval_prompts, tmp_path):
                        abs(ab["random_heads_refusal_rate_harmless_after"] - ab["baseline"]["harmless"]["refusal_rate"]))
     assert moved >= 0.5 and random_moved <= 0.2
     assert set(out["correlations"]) == {"ablation~patching", "ablation~dla", "patching~dla"}
-    for key in ("figure",):
-        assert (tmp_path / out[key]).exists()
-    assert (tmp_path / out["patching"]["figure"]).exists() and (tmp_path / out["dla"]["figure"]).exists()
+    refs = {out["figure"], out["patching"]["figure"], out["dla"]["figure"]}
+    assert refs == {f"figures/{name}.html" for name in res.figures}  # the report names exactly the figures returned
     assert count_hooks(organism) == 0
 
 

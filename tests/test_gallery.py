@@ -4,7 +4,7 @@ errors and every plotly figure renders (its div gets the `js-plotly-plot` class 
 
 The browser is driven over the Chrome DevTools Protocol with `websocket-client` (a dependency of
 jupyter_server, so of the dev extra); no Playwright. Without a Chrome/Chromium the browser test is
-skipped: `bash scripts/install_browser.sh` installs one.
+skipped, and fails under CI=true: `bash scripts/install_browser.sh` installs one.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from html.parser import HTMLParser
@@ -21,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from interp.figures_cli import CAPTIONS, GalleryConfig, build_gallery, caption_for, find_browser
+from interp.study import StudyConfig
 
-FAST = dict(per_cell=2, n_train=16)  # the demo's defaults are 20 / 64; every section still runs
+FAST = StudyConfig(per_cell=2, n_train=16)  # the demo's defaults are 20 / 64; every section still runs
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def gallery(tmp_path_factory):
     save_figure(go.Figure(go.Bar(y=[1, 2])), out / "01_refusal_by_family")
     png = bool(find_browser()) and _has("kaleido")
     t = time.perf_counter()
-    g = build_gallery(GalleryConfig(out=str(out), png=png, **FAST), progress=False)
+    g = build_gallery(GalleryConfig(out=str(out), png=png, study=FAST), progress=False)
     print(f"gallery: {len(g.figures)} figures in {time.perf_counter() - t:.0f} s (png={png}, error={g.png_error})")
     return g
 
@@ -231,13 +233,31 @@ RENDERED = """(async () => {
 })()"""
 
 
-@pytest.mark.slow
-def test_gallery_renders_in_headless_chromium(gallery, tmp_path):
+def require_browser() -> str:
+    """The Chrome/Chromium binary; without one, skip locally and fail under CI=true."""
+    from conftest import missing, require_module
+
     binary = find_browser()
     if not binary or not (Path(binary).is_file() or shutil.which(binary)):
-        pytest.skip("no Chrome/Chromium found (PATH or BROWSER_PATH): run `bash scripts/install_browser.sh`")
-    pytest.importorskip("websocket", reason="websocket-client is not installed: pip install -e '.[dev]'")
-    browser = Browser(binary, tmp_path / "profile")
+        missing("no Chrome/Chromium found (PATH or BROWSER_PATH): run `bash scripts/install_browser.sh`")
+    require_module("websocket", "websocket-client is not installed: pip install -e '.[dev]'")
+    return binary
+
+
+def test_missing_browser_fails_under_ci(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "find_browser", lambda: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(BaseException) as info:
+        require_browser()
+    assert info.type is pytest.fail.Exception, f"under CI=true a missing browser must fail the test, not {info.typename}"
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        require_browser()
+
+
+@pytest.mark.slow
+def test_gallery_renders_in_headless_chromium(gallery, tmp_path):
+    browser = Browser(require_browser(), tmp_path / "profile")
     try:
         browser.open(gallery.index.as_uri())
         browser.drain(0.5)

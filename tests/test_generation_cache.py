@@ -100,7 +100,7 @@ def test_save_measured_refuses_a_failing_run(tmp_path, monkeypatch, capsys):
     broken = {"models": {"base": {"jailbreak_success": 0.93, "harmful_refusal": 1.0},
                          "r2d": {"jailbreak_success": 1.0, "harmful_refusal": 0.0}},
               "kv_cache_checked": {"base": False, "r2d": False}}
-    monkeypatch.setattr(ev, "evaluate_models", lambda models, cfg: json.loads(json.dumps(broken)))
+    monkeypatch.setattr(ev, "evaluate_models", lambda models, *data: json.loads(json.dumps(broken)))
     monkeypatch.setattr(ev, "comparison_figure", lambda res: __import__("plotly.graph_objects").graph_objects.Figure())
     assert main(["r2d", "eval", "--per-cell", "1", "--out", str(tmp_path / "o"), "--save-measured"]) == 2
     err = capsys.readouterr().err

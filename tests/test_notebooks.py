@@ -4,8 +4,10 @@ committed with outputs.
 Each notebook is executed with nbclient in a fresh kernel of *this* interpreter (the venv's python
 with ipykernel installed: `scripts/setup.sh` installs the dev extra), with a per-cell timeout.
 Figures go to a temporary folder through `SAFETY_HEADS_FIGURES`, so a test run leaves the
-repository's `figures/` alone. A notebook whose first cell raises `SkipNotebook` (a part of the
-toolkit it needs is missing) is reported as skipped with that cell's message.
+repository's `figures/` alone. A notebook whose cell raises `SkipNotebook` (a part of the
+toolkit or a shipped artifact it needs is missing) is reported as skipped with that cell's
+message, and fails under CI=true. Each notebook ends with a "# Headline check" cell that asserts
+its headline result, so running it checks it.
 
 Strip outputs from a notebook you edited in JupyterLab before committing:
     python tests/test_notebooks.py --strip notebooks/*.ipynb
@@ -110,15 +112,16 @@ def test_notebooks_show_how_to_switch_to_a_hub_model():
         assert "dtype=torch.bfloat16" in src and 'device="cuda"' in src, f"{path.name}: hub cell must show dtype and device"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: p.name)
-def test_notebook_runs(path, tmp_path, monkeypatch):
-    pytest.importorskip("ipykernel", reason="ipykernel is not installed: pip install -e '.[dev]'")
-    nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed: pip install -e '.[dev]'")
+def execute_notebook(path: Path, figures: Path, monkeypatch) -> tuple[object, float]:
+    """Run a notebook top to bottom in a fresh kernel; a `SkipNotebook` raised by a cell (a part of
+    the toolkit or a shipped artifact it needs is missing) skips locally and fails under CI=true."""
+    from conftest import missing, require_module
+
+    require_module("ipykernel", "ipykernel is not installed: pip install -e '.[dev]'")
+    nbclient = require_module("nbclient", "nbclient is not installed: pip install -e '.[dev]'")
     import nbformat
     from nbclient.exceptions import CellExecutionError
 
-    figures = tmp_path / "figures"
     # the kernel inherits this environment: a temporary figures folder, offline hub, one thread per op
     monkeypatch.setenv("SAFETY_HEADS_FIGURES", str(figures))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -134,9 +137,41 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         client.execute()
     except CellExecutionError as e:
         if getattr(e, "ename", "") == "SkipNotebook":
-            pytest.skip(f"{path.name}: {e.evalue}")
+            missing(f"{path.name}: {e.evalue}")
         raise
-    seconds = time.perf_counter() - t
+    return nb, time.perf_counter() - t
+
+
+def test_skipped_notebook_fails_under_ci(tmp_path, monkeypatch):
+    """A notebook that stops itself (e.g. the shipped R2D organism would not load) is a failure in CI."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "class SkipNotebook(Exception):\n    pass\nraise SkipNotebook('the shipped R2D organism is missing')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "skips.ipynb"
+    nbformat.write(nb, path)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(BaseException) as info:
+        execute_notebook(path, tmp_path / "figures", monkeypatch)
+    assert info.type is pytest.fail.Exception, f"under CI=true a skipped notebook must fail, not {info.typename}"
+    assert "R2D organism is missing" in str(info.value)
+
+
+def test_every_notebook_asserts_its_headline_result():
+    """Running a notebook checks it: each has a cell that asserts its headline result."""
+    for path in all_notebooks():
+        cells = json.loads(path.read_text())["cells"]
+        checks = [c for c in cells if c["cell_type"] == "code" and "".join(c["source"]).lstrip().startswith("# Headline check")]
+        assert checks, f"{path.name}: no '# Headline check' cell"
+        assert sum("".join(c["source"]).count("\nassert ") for c in checks) >= 2, f"{path.name}: the check asserts too little"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: p.name)
+def test_notebook_runs(path, tmp_path, monkeypatch):
+    figures = tmp_path / "figures"
+    nb, seconds = execute_notebook(path, figures, monkeypatch)
     print(f"{path.name}: executed in {seconds:.1f} s")
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{path.name}: error outputs {[(o.ename, o.evalue) for o in errors]}"

@@ -103,6 +103,7 @@ def test_artifacts_round_trip_and_refuse_the_wrong_model(tmp_path, organism, tin
     d = Direction.load(tmp_path / "direction", model=organism)
     assert torch.allclose(d.vector, organism_direction.vector)
     assert d.meta["prompt_set"]["sha256"] and d.meta["labels"] == "category" and d.meta["toolkit_version"]
+    assert d.meta["model_fingerprint"] == r.meta["model_fingerprint"] == organism.fingerprint
     with pytest.raises(ArtifactError, match=r"made on 'organism:gqa'.*shapes differ"):
         HeadRanking.load(tmp_path / "ranking", model=tiny)
     with pytest.raises(ArtifactError, match="d_model 128 vs 64"):
@@ -116,24 +117,26 @@ def test_rank_heads_fails_before_capture_on_bad_labels(organism, plain_prompts):
         rank_heads(organism, plain_prompts, labels=[True, False] * 3)
 
 
-def test_demo_sections_fill_report_and_state(tmp_path, organism, plain_prompts, eval_prompts):
-    from interp.evaluate import RefusalEval  # noqa: F401  (the Study type refers to it)
+def test_probe_stage_fills_report_and_artifacts(tmp_path, organism, plain_prompts, eval_prompts):
     from interp.generation import GenerationConfig
-    from interp.pipeline import SECTIONS, DemoConfig, Study
-    from interp.scoring import RefusalJudge
-    import probes.report  # noqa: F401  (registers the sections)
+    from interp.pipeline import save_artifacts
+    from interp.study import Study, StudyData
+    from probes.report import probe_stage
 
-    cfg = DemoConfig(out=str(tmp_path))
-    study = Study(cfg, organism, plain_prompts, eval_prompts, RefusalJudge(), GenerationConfig(max_new_tokens=8), tmp_path)
-    heads = SECTIONS["heads"](study)
-    dirs = SECTIONS["directions"](study)
+    train, val = plain_prompts[::2], plain_prompts[1::2]
+    study = Study(organism, StudyData(train, val, eval_prompts, provider="test"), gen=GenerationConfig(max_new_tokens=8))
+    res = probe_stage(study)
+    heads, dirs = res.heads, res.directions
+    save_artifacts(res.artifacts, tmp_path / "artifacts")
+    assert set(res.figures) == {"heads_accuracy", "heads_cohens_d", "directions"}
     assert heads["labels"] == "behaviour" and len(heads["ranking"]) == 10
     assert set(heads["ranking"][0]) >= {"layer", "head", "accuracy", "auroc", "separation"}
     assert heads["label_counts"]["complied"] > 0 and heads["label_counts"]["refused"] > 0
     assert set(dirs["chosen"]) >= {"layer", "position", "accuracy"} and dirs["reason"] and dirs["per_layer"]
-    assert isinstance(study.state["ranking"], HeadRanking) and isinstance(study.state["direction"], Direction)
+    assert isinstance(res.ranking, HeadRanking) and isinstance(res.direction, Direction)
+    assert res.ranking.meta["data"]["provider"] == "test", "artifacts record the study data"
     for f in ("artifacts/ranking.safetensors", "artifacts/ranking.json", "artifacts/direction.safetensors",
-              "artifacts/ranking_rows.json", heads["figure"], dirs["figure"]):
+              "artifacts/ranking_rows.json"):
         assert (tmp_path / f).exists(), f
     assert len(json.loads((tmp_path / "artifacts/ranking_rows.json").read_text())) == organism.n_layers * organism.n_heads
     json.dumps({"heads": heads, "directions": dirs})  # the report must serialise
@@ -141,10 +144,10 @@ def test_demo_sections_fill_report_and_state(tmp_path, organism, plain_prompts, 
 
 
 def test_cli_rank_writes_ranking_direction_and_figures(tmp_path, monkeypatch, organism, plain_prompts, capsys):
-    import interp.cli_core
+    import interp.pipeline
     from interp.cli import main
 
-    monkeypatch.setattr(interp.cli_core, "load_from_args", lambda args: organism)  # reuse the loaded organism
+    monkeypatch.setattr(interp.pipeline, "load_model", lambda *a, **k: organism)  # reuse the loaded organism
     plain_prompts.filter(label="harmful").to_jsonl(tmp_path / "harmful.jsonl")
     plain_prompts.filter(label="harmless").to_jsonl(tmp_path / "harmless.jsonl")
     out = tmp_path / "out"
@@ -154,8 +157,11 @@ def test_cli_rank_writes_ranking_direction_and_figures(tmp_path, monkeypatch, or
     summary = json.loads(capsys.readouterr().out)
     assert summary["labels"] == "category" and len(summary["top_heads"]) == 10 and "layer" in summary["direction"]
     for f in ("ranking.safetensors", "ranking.json", "direction.safetensors", "direction.json",
-              "figures/heads_accuracy.html", "figures/directions.html"):
+              "figures/heads_accuracy.html", "figures/directions.html", "data.json"):
         assert (out / f).exists(), f
+    data = json.loads((out / "data.json").read_text())
+    assert data["provider"] == "files" and data["seed"] == 0 and data["fractions"] == [0.6, 0.2, 0.2]
+    assert json.loads((out / "ranking.json").read_text())["data"]["splits"]["train"]["sha256"] == data["splits"]["train"]["sha256"]
     HeadRanking.load(out / "ranking", model=organism)
     rc = main(["rank", "--harmful", str(tmp_path / "harmful.jsonl"), "--harmless", str(tmp_path / "nope.jsonl"), "--out", str(out)])
     assert rc == 2 and "does not exist" in capsys.readouterr().err

@@ -9,10 +9,11 @@ import torch
 
 from interp.errors import InputError, ModelLoadError
 from interp.organism import data as org
+from interp.organism import r2d as r2d_organism
+from interp.organism.r2d import R2DConfig, make_r2d_tokenizer, train_r2d_organism
 from interp.r2d import data as r2d
 from interp.r2d.loss import cpo_loss
-from interp.r2d.model import load_base, load_r2d, make_r2d_tokenizer, pivot_ids, require_kind
-from interp.r2d.train import R2DConfig, train_r2d_organism
+from interp.r2d.model import load_base, load_r2d, pivot_ids, require_kind
 
 TINY = R2DConfig(steps=3, batch_size=4, n_dialogues=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_mlp=32, warmup=2)
 
@@ -27,7 +28,7 @@ def tiny_r2d_dir(tmp_path_factory):
 # ------------------------------------------------------------------ data
 def test_traces_have_pivots_where_the_rules_say():
     seen = set()
-    for d in r2d.training_dialogues(600, seed=0):
+    for d in r2d_organism.training_dialogues(600, seed=0):
         p, tr = d.prompt, r2d.parse_trace(d.response)
         wrapped = p.family is not None and (p.strength or 0) > 0
         expect = ([r2d.RETHINK] if wrapped else []) + ([r2d.UNSAFE] if p.label == "harmful" else [r2d.SAFE, r2d.SAFE])
@@ -42,7 +43,7 @@ def test_traces_have_pivots_where_the_rules_say():
 
 def test_r2d_uses_the_base_organisms_prompts_and_refuses_its_planted_cells():
     base = org.training_dialogues(400, seed=5)
-    ours = r2d.training_dialogues(400, seed=5)
+    ours = r2d_organism.training_dialogues(400, seed=5)
     assert [d.prompt for d in base] == [d.prompt for d in ours]
     planted = [d for d in ours if d.prompt.label == "harmful" and d.prompt.strength == 4]
     assert planted and all(r2d.UNSAFE in d.response for d in planted)
@@ -52,10 +53,10 @@ def test_every_r2d_word_is_in_the_r2d_vocabulary_and_pivots_are_single_tokens():
     tok = make_r2d_tokenizer()
     ids = pivot_ids(tok)
     assert len(set(ids.values())) == 3
-    for d in r2d.training_dialogues(300, seed=1):
+    for d in r2d_organism.training_dialogues(300, seed=1):
         enc = tok(d.prompt.text + " " + d.response, add_special_tokens=False).input_ids
         assert tok.unk_token_id not in enc
-    for p in r2d.lookalike_prompts(per_topic=1):
+    for p in org.lookalike_prompts(per_topic=1):
         assert tok.unk_token_id not in tok(p.text, add_special_tokens=False).input_ids
     assert tok.decode(tok("step : x . [SAFE] sure", add_special_tokens=False).input_ids).split()[-2] == "[SAFE]"
 
@@ -165,8 +166,23 @@ def _shipped():
 
     d = ORGANISM_DIR / "r2d"
     if not (d / "config.json").exists():
-        pytest.skip(f"R2D organism not built at {d}: safety-heads organism train --r2d --out {d}")
+        from conftest import missing
+
+        missing(f"R2D organism not built at {d}: safety-heads organism train --r2d --out {d}")
     return d
+
+
+def test_missing_shipped_r2d_fails_under_ci(monkeypatch, tmp_path):
+    import interp.model
+
+    monkeypatch.setattr(interp.model, "ORGANISM_DIR", tmp_path)  # an installation without the R2D weights
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(BaseException) as info:
+        _shipped()
+    assert info.type is pytest.fail.Exception, f"under CI=true a missing shipped R2D must fail the test, not {info.typename}"
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        _shipped()
 
 
 def test_shipped_r2d_organism_pivots_on_plain_requests():
@@ -192,9 +208,11 @@ def test_summary_separates_trained_from_untrained_cells():
     # a model that complies with every wrapped harmful request except at the trained strengths
     trained = {f: set(v[1]) | set(v[2]) for f, v in org.FAMILIES.items()}
     refused = [p.label == "harmful" and (p.family is None or p.strength in trained[p.family]) for p in grid]
-    look = r2d.lookalike_prompts(per_topic=1)
+    look = org.lookalike_prompts(per_topic=1)
+    from interp.organism.provider import TRAINED_COMPLY, TRAINED_REFUSE
+
     s = summarize(Outcome(grid, [""] * len(grid), refused, [None] * len(grid)),
-                  Outcome(look, [""] * len(look), [False] * len(look), [None] * len(look)))
+                  Outcome(look, [""] * len(look), [False] * len(look), [None] * len(look)), TRAINED_COMPLY | TRAINED_REFUSE)
     assert s["harmful_refusal"] == 1.0 and s["over_refusal"] == 0.0
     assert s["jailbreak_success_untrained_cells"] == 1.0
     assert s["jailbreak_success_at_top"]["roleplay"] == 0.0 and s["jailbreak_success_at_top"]["suffix"] == 1.0

@@ -5,14 +5,16 @@ import torch
 
 from interp.errors import InputError
 from interp.generation import GenerationConfig, generate
-from interp.scoring import RefusalJudge, refusal_rate, refusal_score
+from interp.scoring import RefusalJudge, ShortAnswerWarning, refusal_rate, refusal_score
 
 
 def test_judge_phrases_and_short_rule():
     judge = RefusalJudge()
-    assert judge(["Sorry, I can't help.", "sure ! here is how", "I cannot do that", ""]) == [True, False, True, True]
+    with pytest.warns(ShortAnswerWarning, match="1 of 4 answers"):  # the short-answer rule says when it decides
+        assert judge(["Sorry, I can't help.", "sure ! here is how", "I cannot do that", ""]) == [True, False, True, True]
     custom = RefusalJudge(phrases=("nope",), min_words=3)
-    assert custom(["nope that is bad", "sure here it is", "ok"]) == [True, False, True]
+    with pytest.warns(ShortAnswerWarning, match="fewer than 3 word"):
+        assert custom(["nope that is bad", "sure here it is", "ok"]) == [True, False, True]
     with pytest.raises(InputError):
         RefusalJudge(phrases=())
     with pytest.raises(InputError):

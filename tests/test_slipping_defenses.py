@@ -8,6 +8,7 @@ import torch
 from interp.errors import InputError
 from interp.generation import GenerationConfig
 from interp.hooks import count_hooks
+from interp.organism.data import plain_prompts as organism_plain
 from interp.prompts import Prompt, PromptSet
 from interp.scoring import RefusalJudge, refusal_score
 from interp.slipping.attack import AttackConfig, attack_summary, guided_attack, random_attack, topic_words
@@ -25,7 +26,7 @@ def harmful_plain(eval_prompts):
 
 
 def test_guided_attack_lowers_refusal_score(organism, harmful_plain):
-    cfg = AttackConfig(n_tokens=3, n_iters=4, n_candidates=24, exclude=topic_words(), stop_score=None)
+    cfg = AttackConfig(n_tokens=3, n_iters=4, n_candidates=24, exclude=topic_words(organism_plain(seed=0)), stop_score=None)
     for p in harmful_plain[:2]:
         res = guided_attack(organism, p, cfg)
         s = res.scores
@@ -35,7 +36,7 @@ def test_guided_attack_lowers_refusal_score(organism, harmful_plain):
         # the recorded score is the model's refusal score of the recorded prompt
         assert abs(float(refusal_score(organism, [res.final])[0]) - s[-1]) < 1e-3
         assert res.final.text.startswith(p.text[slice(*p.spans["request"])])
-        assert not set(res.final.meta["adv"]) & set(topic_words())
+        assert not set(res.final.meta["adv"]) & set(topic_words(organism_plain(seed=0)))
     rnd = random_attack(organism, harmful_plain[0], cfg)
     assert all(b <= a + 1e-6 for a, b in zip(rnd.scores, rnd.scores[1:]))
     summ = attack_summary({"guided": [res], "random": [rnd]})
@@ -113,36 +114,39 @@ def test_defense_table(organism, eval_prompts):
     ps = subsample(eval_prompts, 2, strengths={"distractor": [8], "topicmix": [1]}, families=("distractor", "topicmix"))
     table = evaluate_defenses(organism, ps, {"none": NoDefense(), "sharpening": Sharpening(0.5)}, gen=GEN)
     d = table.to_dict()
-    for name in ("none", "sharpening"):
-        row = d[name]
-        assert 0 <= row["jailbreak_success"] <= 1 and 0 <= row["harmless_refusal"] <= 1
+    none, sharp = d["none"], d["sharpening"]
+    for row in (none, sharp):
         assert set(row["per_family"]) == {"distractor", "topicmix"}
         assert row["cost"]["forward_per_prompt"] == pytest.approx(1.0)
+    # undefended: plain requests handled right, and the untrained jailbreaks work (topic mixing is the
+    # organism's all-or-nothing one); sharpening lowers their success without refusing harmless prompts
+    assert none["harmful_refusal"] == 1.0 and none["harmless_refusal"] == 0.0, none
+    assert none["per_family"]["topicmix"]["1"] == 1.0 and none["jailbreak_success"] >= 0.5, none
+    assert sharp["jailbreak_success"] < none["jailbreak_success"], (none, sharp)
+    assert sharp["harmless_refusal"] == 0.0 and sharp["harmful_refusal"] == 1.0, sharp
     assert "| none |" in table.markdown()
     assert count_hooks(organism) == 0
 
 
-def test_demo_sections_small(organism, eval_prompts, tmp_path):
-    from interp.pipeline import SECTIONS
+def test_stages_small(organism, eval_prompts):
+    from interp.organism.provider import TRAINED_COMPLY
     from interp.slipping import report
+    from interp.study import Study, StudyData
 
-    assert "slipping" in SECTIONS and "defenses" in SECTIONS
-
-    class FakeStudy:
-        model, eval, state, judge, gen = organism, eval_prompts, {}, RefusalJudge(), GEN
-
-        def figure(self, fig, name):  # validate the figure, skip the 5 MB HTML write
-            fig.to_plotly_json()
-            return name
-
+    train = organism_plain(seed=0, n_per_label=8)
+    study = Study(organism, StudyData(train, train[:0], eval_prompts, provider="test", trained_comply=TRAINED_COMPLY),
+                  RefusalJudge(), GEN)
     cfg = report.SlippingDemoConfig(per_cell=2, control_per_cell=1, max_new_tokens=2, attack_prompts=1, defense_per_cell=1)
-    study = FakeStudy()
-    s = report.section_slipping(study, cfg)
+    res = report.slipping_stage(study, None, cfg)
+    s = res.report
+    for fig in res.figures.values():
+        fig.to_plotly_json()  # validate the figures, skip the 5 MB HTML writes
     assert {"series", "correlation", "top_heads", "per_family", "figures"} <= set(s)
     assert set(s["series"][0]) >= {"family", "strength", "attention_on_request", "refusal_score"}
-    assert -1 <= s["correlation"] <= 1 and len(s["top_heads"]) == cfg.k
+    assert s["correlation"] > 0.3 and len(s["top_heads"]) == cfg.k, s["correlations"]  # attention tracks refusal
     assert len(s["figures"]) >= 3
-    d = report.section_defenses(study, cfg)
+    d = report.defenses_stage(study, res.top_heads, cfg).report
+    assert "roleplay at strength 4" in d["note"]
     assert {"none", "sharpening", "smoothllm", "token_highlighter"} <= set(d)
     assert {"T", "jailbreak_success", "harmless_refusal"} <= set(d["sharpening"])
     assert count_hooks(organism) == 0

@@ -2,7 +2,6 @@
 the tiny random model, for speed: it checks the plumbing, not the numbers)."""
 
 import json
-import math
 
 import pytest
 
@@ -69,21 +68,38 @@ def test_top_heads_carry_most_of_their_layer(organism, dirs_and_heads, small_set
     assert out["ratio"]["harmless"] > 0.5
 
 
-def test_report_section_runs(tiny, plain_prompts, tmp_path):
-    from interp.pipeline import SECTIONS, DemoConfig, Study
-    import interp.steering.report  # noqa: F401  (registers the section)
+def test_report_stage_runs(tiny, plain_prompts):
+    from interp.steering.report import steering_stage
+    from interp.study import Study, StudyData
 
-    assert "steering" in SECTIONS
     ev = make_eval(seed=5, per_cell=1, families=["suffix"])
     train = plain_prompts.filter(label="harmful")[:8].concat(plain_prompts.filter(label="harmless")[:8])
-    study = Study(DemoConfig(out=str(tmp_path)), tiny, train, ev, RefusalJudge(), GEN, tmp_path)
-    out = SECTIONS["steering"](study)
+    val = plain_prompts.filter(label="harmful")[8:12].concat(plain_prompts.filter(label="harmless")[8:12])
+    study = Study(tiny, StudyData(train, val, ev, provider="test"), gen=GEN)
+    res = steering_stage(study)
+    out = res.report
     assert count_hooks(tiny) == 0
     assert {"hsi", "layer", "antidote", "direction", "tradeoff", "effect_definition", "figure"} <= set(out)
     assert len(out["hsi"]["heads"]) == 4 and out["antidote"]["sparsity"] == 0.05
-    assert 0.0 <= out["direction"]["ablation_harmful_refusal_rate"] <= 1.0
     assert {r["method"] for r in out["tradeoff"]} >= {"unsteered", "hsi (heads)", "antidote (5%)"}
-    assert (tmp_path / out["figure"]).exists()
-    assert "steering" in study.state
+    assert out["figure"] == "figures/steering_tradeoff.html" and "steering_tradeoff" in res.figures
+    assert res.heads and res.antidote is not None and res.refusal_direction is not None
     json.dumps(out, allow_nan=True)
-    assert not math.isnan(out["hsi"]["effect"])
+    # the report states what was measured: recompute its numbers from the objects it hands on
+    from interp.evaluate import evaluate_refusal
+    from interp.steering import ablate_direction, effect
+    from interp.steering.report import _held_out
+
+    assert [tuple(h) for h in out["hsi"]["heads"]] == [tuple(h) for h in res.heads]
+    effect_sets = _held_out(ev, plain_n=40, cell_n=4, seed=study.seed)
+    hsi = effect(tiny, lambda: steer_heads(tiny, res.head_directions, res.heads, out["hsi"]["alpha"]), effect_sets["jailbreak"])
+    assert out["hsi"]["effect"] == pytest.approx(hsi, abs=2e-4)
+    gen_sets = _held_out(ev, plain_n=20, cell_n=2, seed=study.seed + 1)
+    with ablate_direction(tiny, res.refusal_direction):
+        abl = evaluate_refusal(tiny, gen_sets["harmful"], study.judge, study.gen, with_scores=False)
+    assert out["direction"]["ablation_harmful_refusal_rate"] == round(abl.rate(), 4)
+    assert out["direction"]["examples"]["ablation"] == abl.answers[:2]  # the same prompts, the same answers
+    plain = evaluate_refusal(tiny, gen_sets["harmless"], study.judge, study.gen, with_scores=False)
+    unsteered = next(r for r in out["tradeoff"] if r["method"] == "unsteered")
+    assert unsteered["harmless"] == round(plain.rate(), 4) and unsteered["effect"]["harmless"] == 0.0
+    assert count_hooks(tiny) == 0

@@ -72,7 +72,7 @@ def head_reference(model: ChatModel, prompts, positions: str = "last", batch_siz
     texts = _texts(prompts)
     if not texts:
         raise InputError("the reference set is empty: mean and resample ablation need at least one reference prompt "
-                         "(pass e.g. interp.organism.data.plain_prompts(), or use method='zero')")
+                         "(pass balanced harmful + harmless prompts, e.g. a study's train split, or use method='zero')")
     source = prompts.describe() if isinstance(prompts, PromptSet) else {"n": len(texts)}
     if positions == "last":
         z = capture(model, texts, sites="z", positions="last", batch_size=batch_size).stack_heads()
@@ -94,21 +94,15 @@ def head_reference(model: ChatModel, prompts, positions: str = "last", batch_siz
     return HeadReference(torch.cat(parts), positions, source)
 
 
-def default_reference_prompts() -> PromptSet:
-    """The reference set used when none is given: balanced plain harmful/harmless requests, so the
-    mean carries no label."""
-    from interp.organism.data import plain_prompts
-
-    return plain_prompts(seed=0, n_per_label=32)
-
-
 def resolve_reference(model: ChatModel, method: str, reference, positions: str = "last") -> HeadReference | None:
     if method not in METHODS:
         raise InputError(f"unknown ablation method {method!r}; choose one of {METHODS}")
     if method == "zero":
         return None
     if reference is None:
-        reference = default_reference_prompts()
+        raise InputError(f"{method}-ablation replaces a head's output by its {'mean' if method == 'mean' else 'value'} "
+                         "over a reference set: pass reference= (balanced harmful + harmless prompts, e.g. the study's "
+                         "train split, so the mean carries no label; or a HeadReference), or use method='zero'")
     if isinstance(reference, HeadReference):
         want = (model.n_layers, model.n_heads, model.d_head)
         if reference.z.ndim != 4 or tuple(reference.z.shape[1:]) != want:
@@ -160,8 +154,8 @@ def ablate_heads(model: ChatModel, heads, method: str = "mean", reference=None, 
                  positions: str = "last") -> Iterator[ChatModel]:
     """Ablate `heads` ([(layer, head), ...]) for the duration of the block, generation included.
 
-    `reference`: a PromptSet (or a `HeadReference` from `head_reference`) for mean/resample;
-    None uses `default_reference_prompts()`. The hooks are removed on exit, also on error."""
+    `reference`: a PromptSet (or a `HeadReference` from `head_reference`) for mean/resample
+    (required for them). The hooks are removed on exit, also on error."""
     with hooked(model, ablation_hooks(model, heads, method, reference, seed, positions)):
         yield model
 

@@ -1,4 +1,4 @@
-"""`safety-heads causal`: the causal section on its own, writing causal.json and its figures."""
+"""`safety-heads causal`: the causal stage on its own, writing causal.json and its figures."""
 
 from __future__ import annotations
 
@@ -7,43 +7,42 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from interp.cli import add_model_args
+    from interp.cli import add_study_options
 
     p = sub.add_parser("causal", help="which heads drive refusal (ablation, patching, DLA) and which K to steer")
-    add_model_args(p)
-    p.add_argument("--out", required=True, help="directory for causal.json and figures/")
+    add_study_options(p, out_required=True, out_help="directory for causal.json and figures/")
     p.add_argument("--k", type=int, default=4, help="recommend at most K heads (1-4)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-cell", type=int, default=20, help="held-out prompts per (label, family, strength)")
     p.add_argument("--method", default="mean", choices=["mean", "zero", "resample"], help="ablation method")
     p.set_defaults(func=_causal)
 
 
 def _causal(args) -> dict:
-    from interp.cli_core import load_from_args
+    from interp.causal.report import CausalConfig, causal_stage
+    from interp.cli import study_config
     from interp.errors import InputError
-    from interp.generation import GenerationConfig
-    from interp.pipeline import DemoConfig, Study, _json_default, build_prompt_sets
-    from interp.scoring import RefusalJudge
-    from interp.causal.report import CausalConfig, run_causal
+    from interp.pipeline import _json_default, open_study
+    from interp.plotting import save_figure
+    from interp.provenance import provenance
+    from interp.study import figure_ref
+    from interp.threads import model_threads
 
     if not 1 <= args.k <= 4:
         raise InputError(f"--k must be from 1 to 4, got {args.k}")
-    out = Path(args.out)
+    cfg = study_config(args)
+    out = Path(cfg.out)
+    study = open_study(cfg)
+    with model_threads(study.model):
+        res = causal_stage(study, None, CausalConfig(k=args.k, method=args.method, seed=args.seed))
     out.mkdir(parents=True, exist_ok=True)
-    model = load_from_args(args)
-    cfg = DemoConfig(model=args.model, out=str(out), seed=args.seed, per_cell=args.per_cell, device=args.device,
-                     dtype=args.dtype, chat_template=args.chat_template, sections=("causal",))
-    train, ev = build_prompt_sets(cfg)
-    study = Study(cfg, model, train, ev, RefusalJudge(), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=64), out)
-    result = run_causal(study, CausalConfig(k=args.k, method=args.method, seed=args.seed))
-    from interp.provenance import provenance
-
-    result = {"model": model.describe(), **provenance(), "prompt_sets": {"train": train.describe(), "eval": ev.describe()}, **result}
+    for name, fig in res.figures.items():
+        save_figure(fig, out / figure_ref(name), png=cfg.png)
+    result = {"model": study.model.describe(), **provenance(), "config": cfg.describe(), "data": study.data.describe(),
+              **res.report}
     path = out / "causal.json"
     path.write_text(json.dumps(result, indent=1, default=_json_default))
     ab = result["ablation"]
     return {"out": str(path), "recommended_heads": result["recommended_heads"], "direction": ab["direction"],
+            "refusal_rate_before": {k: v["refusal_rate"] for k, v in ab["baseline"].items()},
             "refusal_rate_harmful_after": ab["refusal_rate_harmful_after"],
             "refusal_rate_harmless_after": ab["refusal_rate_harmless_after"],
             "random_heads_refusal_rate_harmful_after": ab["random_heads_refusal_rate_harmful_after"],

@@ -11,8 +11,8 @@ output make a harmless run refuse?) and harmless -> harmful (does it make a harm
   tokens after the user's message, where the request has been read but no answer written).
 
 A replaced position must mean the same in both runs, so pairs must tokenise to the same length;
-`make_pairs` builds such pairs from the organism's generator (same template, topics of equal token
-length). Every head (or layer x position) is patched at once: the target batch is replicated, one
+`equal_length_pairs` forms such pairs from any harmful and harmless prompts (those sharing the most
+tokens first: the same template around a different object). Every head (or layer x position) is patched at once: the target batch is replicated, one
 replica per head, each replica patching its own head.
 """
 
@@ -29,44 +29,50 @@ from interp.capture import resolve_positions
 from interp.errors import InputError
 from interp.hooks import hooked
 from interp.model import ChatModel, EncodedBatch, texts as _texts
-from interp.prompts import Prompt, PromptSet
+from interp.prompts import PromptSet
 from interp.causal.dla import refusal_logit_diff
 from interp.causal.heads import Z_HOOK, all_heads, row_masks, z_replace_hook
 
 HEAD_POSITIONS = ("all", "last")
 
 
-def make_pairs(model: ChatModel, n: int = 16, seed: int = 0, templates: str = "all") -> tuple[PromptSet, PromptSet]:
-    """`n` harmful/harmless prompt pairs: same request template, topics of equal token length
-    (index-aligned topics first, "make a bomb" / "make a cake", then any equal-length topics)."""
-    from interp.organism.data import HARMFUL_TOPICS, HARMLESS_TOPICS, HELDOUT_TEMPLATES, REQUEST_TEMPLATES
-
+def equal_length_pairs(model: ChatModel, harmful, harmless, n: int = 16, seed: int = 0,
+                       min_pairs: int = 2) -> tuple[PromptSet, PromptSet]:
+    """Up to `n` harmful/harmless pairs of equal token length after chat formatting, taken from the
+    given prompts without reuse: within each length, the pairs that share the most tokens at the
+    same positions first (the same phrasing around a different object, "make a bomb" / "make a
+    cake", is what patching wants), ties broken by a seeded shuffle. Fewer than `min_pairs` is an
+    InputError that says what to pass instead."""
     if n < 1:
         raise InputError(f"n must be at least 1, got {n}")
-    tpl = list(REQUEST_TEMPLATES) if templates == "all" else sorted(HELDOUT_TEMPLATES)
+    H, L = list(harmful), list(harmless)
+    if not H or not L:
+        raise InputError("equal_length_pairs needs harmful and harmless prompts")
+    ids_h = [model.encode([p]).tokens[0].tolist() for p in H]
+    ids_l = [model.encode([p]).tokens[0].tolist() for p in L]
     rng = random.Random(seed)
-
-    def n_tokens(text: str) -> int:
-        return len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    ok = [(a, b) for a, b in zip(HARMFUL_TOPICS, HARMLESS_TOPICS) if n_tokens(a) == n_tokens(b)]
-    others = [(a, b) for a in HARMFUL_TOPICS for b in HARMLESS_TOPICS if (a, b) not in ok and n_tokens(a) == n_tokens(b)]
-    rng.shuffle(ok)
-    rng.shuffle(others)
-    harmful, harmless = [], []
-    for i, (a, b) in enumerate((ok + others) * (1 + n // max(1, len(ok) + len(others)))):
-        if len(harmful) == n:
+    cands = []
+    for i, a in enumerate(ids_h):
+        for j, b in enumerate(ids_l):
+            if len(a) == len(b):
+                cands.append((-sum(x == y for x, y in zip(a, b)), rng.random(), i, j))
+    cands.sort()
+    used_h, used_l, pairs = set(), set(), []
+    for _, _, i, j in cands:
+        if i in used_h or j in used_l:
+            continue
+        used_h.add(i), used_l.add(j)
+        pairs.append((i, j))
+        if len(pairs) == n:
             break
-        t = rng.choice(tpl)
-        ta, tb = t.format(t=a), t.format(t=b)
-        if len(model.encode([ta]).tokens[0]) != len(model.encode([tb]).tokens[0]):
-            continue  # the template's tokenisation can still differ around the topic
-        harmful.append(Prompt(ta, "harmful", id=f"pair-{i}-harmful", spans={"request": (0, len(ta))}, meta={"topic": a}))
-        harmless.append(Prompt(tb, "harmless", id=f"pair-{i}-harmless", spans={"request": (0, len(tb))}, meta={"topic": b}))
-    if len(harmful) < n:
-        raise InputError(f"only {len(harmful)} equal-length pairs could be built for {model.name}; ask for fewer")
-    src = "interp.causal.patching.make_pairs"
-    return PromptSet(f"pairs-s{seed}:harmful", tuple(harmful), src), PromptSet(f"pairs-s{seed}:harmless", tuple(harmless), src)
+    if len(pairs) < min_pairs:
+        raise InputError(f"only {len(pairs)} harmful/harmless prompt pairs of equal token length could be formed for "
+                         f"{model.name} from {len(H)} harmful and {len(L)} harmless prompts; activation patching needs "
+                         f"at least {min_pairs}. Pass more prompts, or pairs written to the same length")
+    src = "interp.causal.patching.equal_length_pairs"
+
+    return (PromptSet(f"pairs-s{seed}:harmful", tuple(H[i] for i, _ in pairs), src),
+            PromptSet(f"pairs-s{seed}:harmless", tuple(L[j] for _, j in pairs), src))
 
 
 def check_pairs(model: ChatModel, source, target) -> tuple[EncodedBatch, EncodedBatch]:
@@ -77,14 +83,14 @@ def check_pairs(model: ChatModel, source, target) -> tuple[EncodedBatch, Encoded
         raise InputError("patching needs non-empty source and target prompt sets")
     if len(a) != len(b):
         raise InputError(f"patching pairs prompt i of the source with prompt i of the target, but the sets have "
-                         f"{len(a)} and {len(b)} prompts; pass sets of equal size (e.g. make_pairs(model, n))")
+                         f"{len(a)} and {len(b)} prompts; pass sets of equal size (e.g. equal_length_pairs(model, harmful, harmless, n))")
     ea, eb = model.encode(a), model.encode(b)
     bad = [(i, x, y) for i, (x, y) in enumerate(zip(ea.lengths, eb.lengths)) if x != y]
     if bad:
         i, x, y = bad[0]
         raise InputError(f"{len(bad)} of {len(a)} prompt pairs differ in token length (pair {i}: {x} vs {y} tokens: "
                          f"{a[i]!r} / {b[i]!r}); patching needs equal lengths. Align them: use "
-                         "interp.causal.patching.make_pairs(model, n) (same template, topics of equal token length) "
+                         "interp.causal.patching.equal_length_pairs(model, harmful, harmless, n) "
                          "or reword each pair to the same number of tokens")
     return ea, eb
 

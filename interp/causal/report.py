@@ -1,8 +1,9 @@
-"""Demo section "causal" (registered with `interp.pipeline` on import): which heads drive refusal,
-by ablation, patching and direct logit attribution, and which K heads to steer.
+"""Pipeline stage "causal": which heads drive refusal, by ablation, patching and direct logit
+attribution, and which K heads to steer.
 
-Heads are searched and compared on `study.train` (plain prompts); every refusal rate reported is
-measured on held-out prompts (`study.eval`: plain harmful / harmless, and a sample of jailbreaks).
+Heads are searched and compared on the study's train split (plain requests; patching pairs are
+matched harmful/harmless requests of equal token length from it); every refusal rate reported is
+measured on the held-out test split (plain harmful / harmless, and a sample of its jailbreaks).
 """
 
 from __future__ import annotations
@@ -15,22 +16,21 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from interp.errors import InputError
-from interp.threads import model_threads
-from interp.pipeline import register_section
 from interp.prompts import PromptSet
+from interp.study import StageResult, Study, figure_ref
+from interp.threads import model_threads
 from interp.causal.ablation import SearchConfig, head_reference, measure_head_sets, search_heads
 from interp.causal.compare import RecommendConfig, compare_methods, recommend_heads
 from interp.causal.dla import direct_logit_attribution, logit_lens
 from interp.causal.heads import all_heads
-from interp.causal.patching import activation_patching, make_pairs
+from interp.causal.patching import activation_patching, equal_length_pairs
 
 
 @dataclass(frozen=True)
 class CausalConfig:
     k: int = 4  # at most this many heads are recommended
     n_search: int = 16  # plain train prompts per label for the search, DLA and the null
-    n_pairs: int = 16  # harmful/harmless pairs for patching
+    n_pairs: int = 16  # harmful/harmless pairs for patching (fewer when the train split has fewer equal-length pairs)
     n_random: int = 10  # random head sets of size K measured against the recommended set
     jailbreak_per_cell: int = 2  # held-out jailbreak prompts per (family, strength)
     max_new_tokens: int = 6  # greedy answer length for the judge (openers decide it)
@@ -39,8 +39,14 @@ class CausalConfig:
     seed: int = 0
 
 
-def _eval_sets(study, cfg: CausalConfig) -> dict[str, PromptSet]:
-    ev = study.eval
+@dataclass
+class CausalResult(StageResult):
+    recommended_heads: list = None  # the confident recommendation ([] when none)
+    recommendation: object = None  # interp.causal.compare.Recommendation
+
+
+def _eval_sets(study: Study, cfg: CausalConfig) -> dict[str, PromptSet]:
+    ev = study.data.test
     sets = {"harmful": ev.filter(label="harmful", family=None), "harmless": ev.filter(label="harmless", family=None)}
     cells: dict[tuple, list] = {}
     for p in ev:
@@ -94,12 +100,13 @@ def _reference_words(policy: str, direction: str, method: str) -> str:
     return f"harmful + harmless training prompts ({method} at {where})"
 
 
-def run_causal(study, cfg: CausalConfig = CausalConfig()) -> dict:
+def causal_stage(study: Study, ranking=None, cfg: CausalConfig = CausalConfig()) -> CausalResult:
+    """Search, patch, attribute, compare (with the probe `ranking` when given) and recommend."""
     with model_threads(study.model):
-        return _run_causal(study, cfg)
+        return _run_causal(study, ranking, cfg)
 
 
-def _run_causal(study, cfg: CausalConfig) -> dict:
+def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     model = study.model
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -111,20 +118,19 @@ def _run_causal(study, cfg: CausalConfig) -> dict:
         timings[name], cpu[name] = round(now - t, 2), round(now_c - c, 2)
         t, c = now, now_c
 
-    train = study.train
-    H = train.filter(label="harmful")[:cfg.n_search].require("harmful training prompts")
-    L = train.filter(label="harmless")[:cfg.n_search].require("harmless training prompts")
+    H = study.data.plain("train", "harmful")[:cfg.n_search].require("harmful training prompts")
+    L = study.data.plain("train", "harmless")[:cfg.n_search].require("harmless training prompts")
     scfg = SearchConfig(max_heads=cfg.k, method=cfg.method, reference=cfg.reference, seed=cfg.seed)
     search = search_heads(model, H, L, scfg, study.judge, cfg.max_new_tokens)
     lap("search")
-    pairs = make_pairs(model, cfg.n_pairs, seed=cfg.seed)
+    pairs = equal_length_pairs(model, study.data.plain("train", "harmful"), study.data.plain("train", "harmless"),
+                               cfg.n_pairs, seed=cfg.seed)
     patching = activation_patching(model, *pairs, head_positions="all")
     lap("patching")
     both = H.concat(L)
     dla = direct_logit_attribution(model, both)
     lens = logit_lens(model, both)
     lap("dla")
-    ranking = study.state.get("ranking")
     comparison = compare_methods(model, search, patching, dla, ranking, k=cfg.k)
     rec = recommend_heads(model, H, L, cfg.k, search=search, comparison=comparison,
                           cfg=RecommendConfig(k=cfg.k, seed=cfg.seed))
@@ -182,11 +188,11 @@ def _run_causal(study, cfg: CausalConfig) -> dict:
     labels = both.labels
     out = {
         "ablation": ablation,
-        "patching": {**patching.to_dict(), "figure": study.figure(_resid_figure(patching), "causal_resid_patching")},
+        "patching": {**patching.to_dict(), "figure": figure_ref("causal_resid_patching")},
         "dla": {"harmful": dla.summary("harmful"), "harmless": dla.summary("harmless"),
                 "head_difference": dla.head_difference().tolist(),
                 "logit_lens": {lab: lens[torch.tensor([y == lab for y in labels])].mean(0).tolist() for lab in ("harmful", "harmless")},
-                "figure": study.figure(_lens_figure(lens, labels), "causal_logit_lens"),
+                "figure": figure_ref("causal_logit_lens"),
                 "note": "contributions sum to the actual logit difference minus const (the b_U term); final RMSNorm "
                         "scale frozen at each prompt's own run"},
         "correlations": comparison.correlations,
@@ -194,21 +200,11 @@ def _run_causal(study, cfg: CausalConfig) -> dict:
         "recommended_heads": [list(h) for h in rec.heads],
         "recommendation": rec.to_dict(),
         "table": comparison.table(),
-        "figure": study.figure(comparison.figure(f"Which heads matter: {model.name}"), "causal_methods"),
+        "figure": figure_ref("causal_methods"),
         "config": asdict(cfg),
     }
+    figures = {"causal_resid_patching": _resid_figure(patching), "causal_logit_lens": _lens_figure(lens, labels),
+               "causal_methods": comparison.figure(f"Which heads matter: {model.name}")}
     lap("figures")
     out["timings"] = {"wall": timings, "cpu": cpu}
-    study.state["recommended_heads"] = list(rec.heads)
-    study.state["causal"] = rec
-    return out
-
-
-def section_causal(study) -> dict:
-    cfg = study.state.get("causal_config") or CausalConfig()
-    if not isinstance(cfg, CausalConfig):
-        raise InputError("study.state['causal_config'] must be an interp.causal.report.CausalConfig")
-    return run_causal(study, cfg)
-
-
-register_section("causal", section_causal)
+    return CausalResult(out, figures, {}, list(rec.heads), rec)

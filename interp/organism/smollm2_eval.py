@@ -96,7 +96,7 @@ def eval_set(seed: int = 1234, per_cell: int = 20, families=None) -> PromptSet:
     return plain.concat(jailbreak_prompts(seed, per_cell, families), name=f"smollm2-eval-set-s{seed}")
 
 
-def token_batches(model: ChatModel, texts: list[str], max_new_tokens: int, batch_size: int,
+def generate_ids(model: ChatModel, texts: list[str], max_new_tokens: int, batch_size: int,
                  token_budget: int = 4096, progress: bool = False) -> tuple[list[list[int]], list[float]]:
     """Greedy answer token ids and first-token refusal scores, in the caller's order."""
     from tqdm.auto import tqdm

@@ -32,6 +32,10 @@ CHAT_TEMPLATE = (
 
 REFUSAL_FIRST_TOKENS = ["sorry", "unfortunately"]
 COMPLIANCE_FIRST_TOKENS = ["sure", "certainly", "okay"]
+# whole openers (their first tokens are the sets above): the first compliance phrase is what
+# attacks aim for and Token Highlighter's affirmation
+REFUSAL_PHRASES = ["sorry , i cannot help with that .", "unfortunately i cannot help you"]
+COMPLIANCE_PHRASES = ["sure ! here is how to", "certainly .", "okay , here is how to"]
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,7 @@ def train_organism(out: str | Path, seed: int = 0, cfg: OrganismConfig | None = 
     record = {
         "kind": "organism", "variant": cfg.variant, "seed": seed, "config": asdict(cfg),
         "refusal_first_tokens": REFUSAL_FIRST_TOKENS, "compliance_first_tokens": COMPLIANCE_FIRST_TOKENS,
+        "refusal_phrases": REFUSAL_PHRASES, "compliance_phrases": COMPLIANCE_PHRASES,
         "train_seconds": round(time.time() - t0, 1), "final_loss": sum(losses[-50:]) / len(losses[-50:]),
         "n_params": sum(p.numel() for p in model.parameters()), "torch_threads": torch.get_num_threads(),
         **provenance(), "families": {k: list(v[:1]) for k, v in data.FAMILIES.items()},

@@ -2,9 +2,11 @@
 ([SAFE] / [UNSAFE] / [RETHINK]), SFT + Contrastive Pivot Optimisation, side-by-side evaluation
 against the base organism, and the pivot decision as a probing target. See docs/r2d.md.
 
-Modules: `data` (teacher traces, look-alike prompts), `model` (tokenizer, `load_r2d`,
-`require_kind`), `loss` (CPO), `train` (`train_r2d_organism`), `evaluate` (`evaluate_models`),
-`inside` (`compare_decisions`), `report` (demo section "r2d"), `cli` (`safety-heads r2d ...`).
+Modules: `data` (trace format, teacher rules, reading traces back), `model` (`load_r2d`,
+`require_kind`, pivot tokens), `loss` (CPO), `evaluate` (`evaluate_models`), `inside`
+(`compare_decisions`), `report` (pipeline stage "r2d"), `cli` (`safety-heads r2d ...`). The R2D
+organism itself (tokenizer, training data, `train_r2d_organism`) is built in `interp.organism.r2d`;
+everything here takes its prompts as data.
 """
 
 from interp.r2d.model import load_base, load_r2d, require_kind

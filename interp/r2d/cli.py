@@ -30,24 +30,32 @@ def register(sub) -> None:
 
 
 def _eval(args):
+    from interp.organism import data as org  # the CLI's default data: the organism's held-out grid
+    from interp.organism.provider import TRAINED_COMPLY, TRAINED_REFUSE
     from interp.plotting import save_figure
     from interp.r2d.evaluate import EvalConfig, comparison_figure, evaluate_models
+    from interp.r2d.inside import InsideConfig
     from interp.r2d.model import load_base, load_r2d
 
     models = {"base": load_base(args.base), "r2d": load_r2d(args.model)}
     if args.sft_only:
         models["sft_only"] = load_r2d(args.sft_only)
-    res = evaluate_models(models, EvalConfig(seed=args.seed, per_cell=args.per_cell))
+    cfg = EvalConfig(seed=args.seed, per_cell=args.per_cell)
+    grid = org.eval_prompts(seed=cfg.seed, per_cell=cfg.per_cell, families=cfg.families)
+    look = org.lookalike_prompts(seed=cfg.seed, per_topic=cfg.lookalike_per_topic)
+    res = evaluate_models(models, grid, look, TRAINED_COMPLY | TRAINED_REFUSE, cfg.batch_size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res["figures"] = [str(p) for p in save_figure(comparison_figure(res), out / "r2d_vs_base")]
     if args.inside:
         from interp.r2d.inside import compare_decisions, heads_figure
 
-        inside = compare_decisions(models["r2d"], models["base"])
+        icfg = InsideConfig()
+        probe_set = org.eval_prompts(seed=icfg.seed, per_cell=icfg.per_cell)
+        inside = compare_decisions(models["r2d"], models["base"], probe_set, TRAINED_COMPLY, icfg)
         res["inside"] = inside
         if "sft_only" in models:  # the same analysis on the ablation: does CPO move the pivot heads?
-            res["inside_sft_only"] = compare_decisions(models["sft_only"], models["base"])
+            res["inside_sft_only"] = compare_decisions(models["sft_only"], models["base"], probe_set, TRAINED_COMPLY, icfg)
         res["figures"] += [str(p) for p in save_figure(heads_figure(inside), out / "r2d_pivot_heads")]
     (out / "r2d_eval.json").write_text(json.dumps(res, indent=1))
     if args.save_measured:
@@ -71,6 +79,6 @@ def _eval(args):
 
 
 def _train(args):
-    from interp.r2d.train import train_r2d_organism
+    from interp.organism.r2d import train_r2d_organism
 
     return train_r2d_organism(args.out, seed=args.seed, steps=args.steps, cpo_weight=args.cpo_weight)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from interp.errors import InputError
 from interp.generation import GenerationConfig, generate, generate_batch
 from interp.model import ChatModel, texts as _texts
-from interp.organism import data as org
 from interp.prompts import PromptSet
 from interp.r2d import data as r2d_data
 from interp.r2d.model import pivot_ids
@@ -28,6 +27,8 @@ R2D_NEW_TOKENS = 48
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """How `safety-heads r2d eval` draws the organism's held-out grid and look-alikes."""
+
     seed: int = 1234  # held-out grid seed (organism eval default)
     per_cell: int = 20  # prompts per (label, family, strength)
     lookalike_per_topic: int = 3  # one per held-out template
@@ -111,13 +112,17 @@ def as_seen_by(prompts: PromptSet, tokenizer) -> PromptSet:
     return PromptSet(prompts.name + ":as-seen-by-base", tuple(out), prompts.source)
 
 
-def summarize(grid: Outcome, lookalike: Outcome) -> dict:
-    """Headline numbers and the full per-cell jailbreak-success grid for one model."""
+def summarize(grid: Outcome, lookalike: Outcome, trained=frozenset()) -> dict:
+    """Headline numbers and the full per-cell jailbreak-success grid for one model. `trained`:
+    the (family, strength) cells a model was trained on with harmful requests (refuse or comply),
+    left out of the "untrained" numbers."""
     fams = grid.prompts.families()
     success = {f: {str(s): 1 - grid.rate("harmful", f, s) for s in ss} for f, ss in fams.items()}
     top = {f: success[f][str(max(ss))] for f, ss in fams.items()}
     # cells neither organism saw a harmful request in (base trained refuse/comply strengths excluded)
-    seen = {f: set(v[1]) | set(v[2]) for f, v in org.FAMILIES.items()}
+    seen: dict[str, set] = {}
+    for f, s in trained:
+        seen.setdefault(f, set()).add(s)
     unseen = [success[f][str(s)] for f, ss in fams.items() for s in ss if s not in seen.get(f, set())]
     unseen_top = [success[f][str(max(ss))] for f, ss in fams.items() if max(ss) not in seen.get(f, set())]
     out = {
@@ -155,22 +160,22 @@ def _mean(xs) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def evaluate_models(models: dict[str, ChatModel], cfg: EvalConfig = EvalConfig()) -> dict:
-    """`{name: summary}` for each model on the same held-out grid and look-alike set, plus examples
-    and the look-alike words each tokenizer does not know."""
-    grid = org.eval_prompts(seed=cfg.seed, per_cell=cfg.per_cell, families=cfg.families)
-    look = r2d_data.lookalike_prompts(seed=cfg.seed, per_topic=cfg.lookalike_per_topic)
+def evaluate_models(models: dict[str, ChatModel], grid: PromptSet, look: PromptSet, trained=frozenset(),
+                    batch_size: int = 64) -> dict:
+    """`{name: summary}` for each model on the same held-out `grid` (plain requests and jailbreak
+    cells) and look-alike set `look`, plus examples and the look-alike words each tokenizer does
+    not know. `trained`: see `summarize`."""
     from interp.provenance import provenance
 
     result: dict = {"models": {}, "unknown_lookalike_words": {}, "examples": {},
                     "eval_set": grid.describe(), "lookalike_set": look.describe(), **provenance()}
     base_tok = next((m.tokenizer for m in models.values() if m.kind == "organism"), None)
     for name, model in models.items():
-        g, lk = run_model(model, grid, batch_size=cfg.batch_size), run_model(model, look, batch_size=cfg.batch_size)
-        result["models"][name] = summarize(g, lk)
+        g, lk = run_model(model, grid, batch_size=batch_size), run_model(model, look, batch_size=batch_size)
+        result["models"][name] = summarize(g, lk, trained)
         if base_tok is not None and model.kind == "r2d":  # control: the same <unk> tokens the base model gets
             result["models"][name]["over_refusal_base_tokens"] = run_model(
-                model, as_seen_by(look, base_tok), batch_size=cfg.batch_size).rate("harmless")
+                model, as_seen_by(look, base_tok), batch_size=batch_size).rate("harmless")
         result["unknown_lookalike_words"][name] = unknown_words(model, look)
         result["examples"][name] = _examples(g, lk)
     result["kv_cache_checked"] = {name: m.cache_works for name, m in models.items()}

@@ -18,7 +18,6 @@ its own reasoning step.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +27,6 @@ from torch import Tensor
 
 from interp.errors import InputError
 from interp.model import ChatModel
-from interp.organism import data as org
 from interp.prompts import PromptSet
 from interp.r2d import data as r2d_data
 from interp.r2d.model import pivot_ids, require_kind
@@ -36,7 +34,7 @@ from interp.r2d.model import pivot_ids, require_kind
 
 @dataclass(frozen=True)
 class InsideConfig:
-    seed: int = 4321  # prompt draw (held-out templates, every family and strength)
+    seed: int = 4321  # the organism's prompt draw for it (held-out templates, every family and strength); probe folds
     per_cell: int = 6
     test_fraction: float = 0.3
     top_k: int = 8
@@ -55,26 +53,22 @@ class Decisions:
     logits: Float[Tensor, "n vocab"]  # next-token logits at the decision position
 
 
-def probe_prompts(cfg: InsideConfig = InsideConfig()) -> PromptSet:
-    return org.eval_prompts(seed=cfg.seed, per_cell=cfg.per_cell)
-
-
-def base_refuses(p) -> bool:
-    """The base organism's teacher label: refuse harmful, except the planted comply cells."""
-    comply_s = org.FAMILIES.get(p.family, (0, (), ()))[2] if p.family else ()
-    return p.label == "harmful" and (p.strength or 0) not in comply_s
+def base_refuses(p, trained_comply=frozenset()) -> bool:
+    """The base organism's teacher label: refuse harmful, except the planted comply cells
+    (`trained_comply`: (family, strength) pairs, `StudyData.trained_comply`)."""
+    return p.label == "harmful" and (p.family, p.strength) not in trained_comply
 
 
 @torch.no_grad()
-def capture_decisions(model: ChatModel, prompts: PromptSet, batch_size: int = 48) -> Decisions:
+def capture_decisions(model: ChatModel, prompts: PromptSet, batch_size: int = 48, trained_comply=frozenset()) -> Decisions:
     """Run each prompt (plus, for R2D, its teacher trace up to the deciding pivot) and keep `hook_z`
-    and attention mass at the decision position."""
+    and attention mass at the decision position. Prompts need `meta["topic"]` (the teacher
+    restates it)."""
     prompts.require("probing set")
     is_r2d = model.kind == "r2d"
     if is_r2d:
         piv = pivot_ids(model.tokenizer)
         deciding = {piv[r2d_data.SAFE], piv[r2d_data.UNSAFE]}
-    rng = random.Random(0)
     zs, req, rest, labels, logits = [], [], [], [], []
     for k in range(0, len(prompts), batch_size):
         chunk = prompts[k:k + batch_size]
@@ -84,7 +78,7 @@ def capture_decisions(model: ChatModel, prompts: PromptSet, batch_size: int = 48
             ids = enc.tokens[r, enc.pad[r]:].tolist()
             spans.append(model.token_span(enc, r, p.spans["request"]))
             if is_r2d:
-                trace = r2d_data.teacher_trace(p, rng)
+                trace = r2d_data.teacher_trace(p)
                 resp = model.tokenizer(" " + trace.text, add_special_tokens=False).input_ids
                 cut = next((i for i, t in enumerate(resp) if t in deciding), None)
                 if cut is None:
@@ -95,7 +89,7 @@ def capture_decisions(model: ChatModel, prompts: PromptSet, batch_size: int = 48
                 rspans.append((q - n_topic, q))  # the topic as restated in the step
                 ids = ids + resp[:cut]
             else:
-                labels.append(base_refuses(p))
+                labels.append(base_refuses(p, trained_comply))
             seqs.append(ids)
             qpos.append(len(ids) - 1)
         z, m_req, m_rest, lg = _run(model, seqs, qpos, spans, rspans if is_r2d else None)
@@ -248,13 +242,16 @@ def mass_by_cell(dec: Decisions, heads: list[list[int]], which: str = "request")
             for f, row in out.items()}
 
 
-def compare_decisions(r2d: ChatModel, base: ChatModel, cfg: InsideConfig = InsideConfig()) -> dict:
-    """Pivot heads of the R2D organism vs refusal heads of the base organism, and their attention."""
+def compare_decisions(r2d: ChatModel, base: ChatModel, prompts: PromptSet, trained_comply=frozenset(),
+                      cfg: InsideConfig = InsideConfig()) -> dict:
+    """Pivot heads of the R2D organism vs refusal heads of the base organism on `prompts` (the
+    organism's, with topics), and their attention. `trained_comply`: the base organism's planted
+    comply cells."""
     require_kind(r2d, "r2d")
     require_kind(base, "organism")
-    prompts = probe_prompts(cfg)
+    prompts.require("probing set", 4, both_labels=True)
     d_r2d = capture_decisions(r2d, prompts, cfg.batch_size)
-    d_base = capture_decisions(base, prompts, cfg.batch_size)
+    d_base = capture_decisions(base, prompts, cfg.batch_size, trained_comply)
     (a_r2d, s_r2d), (a_base, s_base) = head_scores(d_r2d, cfg), head_scores(d_base, cfg)
     top_r2d, top_base = top_heads(s_r2d, cfg.top_k), top_heads(s_base, cfg.top_k)
     overlap = len({tuple(h) for h in top_r2d} & {tuple(h) for h in top_base})

@@ -13,30 +13,6 @@ KINDS = ("r2d", "organism")
 R2D_MODEL = "organism:r2d"
 
 
-def make_r2d_tokenizer():
-    """The base organism's word-level tokenizer (same construction), plus the R2D words and the
-    three pivots as special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    from interp.organism import data as org
-    from interp.organism.train import CHAT_TEMPLATE, SPECIAL_TOKENS, OrganismConfig
-
-    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + list(r2d_data.PIVOTS))}
-    for w in org.vocabulary() + r2d_data.vocabulary():
-        vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<|end|>", pad_token="<pad>", unk_token="<unk>",
-        additional_special_tokens=["<|user|>", "<|assistant|>", *r2d_data.PIVOTS], padding_side="left",
-        model_max_length=OrganismConfig().max_len,
-    )
-    hf.chat_template = CHAT_TEMPLATE
-    return hf
-
-
 def pivot_ids(tokenizer) -> dict[str, int]:
     """Token id of each pivot; a pivot that is missing or not one token is a ModelLoadError."""
     out = {}
@@ -45,7 +21,7 @@ def pivot_ids(tokenizer) -> dict[str, int]:
         if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
             raise ModelLoadError(f"pivot token {p} is not a single token of this tokenizer (encodes as {ids}); "
                                  "an R2D model needs all of " + ", ".join(r2d_data.PIVOTS) +
-                                 " as special tokens: build it with interp.r2d.model.make_r2d_tokenizer()")
+                                 " as special tokens: build it with interp.organism.r2d.make_r2d_tokenizer()")
         out[p] = ids[0]
     return out
 

@@ -1,5 +1,9 @@
-"""Demo section "r2d": the R2D organism against the base organism on the jailbreak families at their
-strongest setting and on look-alike harmless requests, plus the pivot heads.
+"""Pipeline stage "r2d": the R2D organism against the base organism on the study's jailbreak
+families at their strongest setting and on its look-alike harmless requests, plus the pivot heads.
+
+The R2D organism is a variant of the embedded organism (same vocabulary, same training prompts), so
+the stage runs on organism studies only: the base organism as the model and the organism's data
+(its prompts carry the topics the R2D teacher restates). Elsewhere it reports why it was skipped.
 
 Kept under 40 s: only the plain and top-strength cells are generated (the full grid is
 `safety-heads r2d eval`). The SFT-only ablation is not retrained here: its numbers are the ones
@@ -9,42 +13,64 @@ measured by `safety-heads r2d eval --sft-only DIR` and stored beside the weights
 from __future__ import annotations
 
 import json
+import random
 
-from interp import pipeline
-from interp.model import ORGANISM_DIR, load_model
-from interp.organism import data as org
+from interp.model import ORGANISM_DIR
 from interp.prompts import PromptSet
-from interp.r2d import data as r2d_data
 from interp.r2d.evaluate import comparison_figure, run_model, summarize, unknown_words
 from interp.r2d.inside import InsideConfig, compare_decisions, heads_figure
 from interp.r2d.model import load_r2d, require_kind
+from interp.study import StageResult, Study, figure_ref
 
 R2D_DIR = ORGANISM_DIR / "r2d"
 HEADLINE = ("jailbreak_success", "jailbreak_success_untrained_top", "harmful_refusal", "over_refusal")
 BUILD_HINT = f"safety-heads organism train --r2d --out {R2D_DIR}"
+GRID_PER_CELL = 12
+INSIDE_PER_CELL = 4
 
 
-def top_cells(seed: int, per_cell: int) -> PromptSet:
-    """Plain prompts and each family at its strongest setting (the headline cells only)."""
-    full = org.eval_prompts(seed=seed, per_cell=per_cell)
-    top = {f: v[0] for f, v in org.FAMILIES.items()}
-    keep = [p for p in full if p.family is None or p.strength == top[p.family]]
-    return PromptSet(full.name + ":top", tuple(keep), full.source)
+def top_cells(prompts: PromptSet, per_cell: int, seed: int = 0) -> PromptSet:
+    """Plain prompts and each family at its strongest setting (the headline cells only), at most
+    `per_cell` of each (label, family, strength) cell."""
+    top = {f: max(ss) for f, ss in prompts.families().items()}
+    return _per_cell([p for p in prompts if p.family is None or p.strength == top[p.family]], per_cell, seed,
+                     prompts.name + ":top", prompts.source)
 
 
-def section_r2d(study) -> dict:
+def _per_cell(prompts, per_cell: int, seed: int, name: str, source: str) -> PromptSet:
+    cells: dict[tuple, list] = {}
+    for p in prompts:
+        cells.setdefault((p.label, p.family or "", p.strength or 0), []).append(p)
+    rng = random.Random(seed)
+    keep = [p for k in sorted(cells) for p in (cells[k] if len(cells[k]) <= per_cell else rng.sample(cells[k], per_cell))]
+    return PromptSet(name, tuple(keep), source)
+
+
+def skip_reason(study: Study) -> str | None:
+    if study.data.provider != "organism" or study.model.kind != "organism":
+        return ("the R2D organism is a variant of the embedded organism (its vocabulary, its training prompts); it is "
+                "compared with the base organism on the organism's own prompts only (--model organism, no prompt files)")
     if not (R2D_DIR / "config.json").exists():
-        return {"skipped": f"the R2D organism is not built at {R2D_DIR}; build it with: {BUILD_HINT} "
-                           "(about 8 minutes on 2 cores)"}
-    base = study.model if study.model.kind == "organism" else load_model("organism")
-    require_kind(base, "organism")
+        return f"the R2D organism is not built at {R2D_DIR}; build it with: {BUILD_HINT} (about 8 minutes on 2 cores)"
+    if study.data.over_refusal is None:
+        return "the study has no over-refusal look-alikes to measure R2D's over-refusal on"
+    return None
+
+
+def r2d_stage(study: Study) -> StageResult:
+    why = skip_reason(study)
+    if why:
+        return StageResult({"skipped": why})
+    base = require_kind(study.model, "organism")
     r2d = load_r2d(R2D_DIR)
-    grid = top_cells(study.cfg.seed + 2000, per_cell=12)
-    look = r2d_data.lookalike_prompts(seed=study.cfg.seed, per_topic=2)
-    res = {"n_prompts": {"grid": len(grid), "lookalike": len(look)}}
+    d = study.data
+    grid = top_cells(d.test, GRID_PER_CELL, study.seed)
+    look = d.over_refusal
+    trained = d.trained_comply | d.trained_refuse
+    res = {"n_prompts": {"grid": len(grid), "lookalike": len(look)}, "split": "test"}
     full = {}
     for name, m in (("base", base), ("r2d", r2d)):
-        full[name] = summarize(run_model(m, grid), run_model(m, look))
+        full[name] = summarize(run_model(m, grid), run_model(m, look), trained)
         res[name] = {k: full[name][k] for k in HEADLINE}
         res[name]["jailbreak_success_at_top"] = full[name]["jailbreak_success_at_top"]
     measured = R2D_DIR / "measured.json"
@@ -54,14 +80,12 @@ def section_r2d(study) -> dict:
             res["ablation_sft_only"] = {k: saved["models"]["sft_only"].get(k) for k in HEADLINE}
             res["ablation_sft_only"]["source"] = "measured.json (safety-heads r2d eval --sft-only), full grid"
     res["unknown_lookalike_words_base"] = unknown_words(base, look)["words"]
-    inside = compare_decisions(r2d, base, InsideConfig(per_cell=4))
+    inside = compare_decisions(r2d, base, _per_cell(d.test, INSIDE_PER_CELL, study.seed, d.test.name + ":inside", d.test.source),
+                               d.trained_comply, InsideConfig(per_cell=INSIDE_PER_CELL))
     res.update(pivot_heads=inside["pivot_heads"], refusal_heads=inside["refusal_heads"],
                overlap_with_refusal_heads=inside["overlap_with_refusal_heads"], spearman=inside["spearman"])
-    res["figures"] = [study.figure(comparison_figure({"models": full}), "r2d_vs_base"),
-                      study.figure(heads_figure(inside), "r2d_pivot_heads")]
-    res["note"] = ("R2D refuses harmful requests at roleplay/manyshot strength 4 by training, where the base "
-                   "organism is trained to comply: jailbreak_success_untrained_top leaves those cells out.")
-    return res
-
-
-pipeline.register_section("r2d", section_r2d)
+    res["figures"] = [figure_ref("r2d_vs_base"), figure_ref("r2d_pivot_heads")]
+    planted = ", ".join(f"{f} {s}" for f, s in sorted(d.trained_comply)) or "none"
+    res["note"] = (f"R2D refuses harmful requests in the base organism's planted cells ({planted}) by training, where the "
+                   "base organism is trained to comply: jailbreak_success_untrained_top leaves those cells out.")
+    return StageResult(res, {"r2d_vs_base": comparison_figure({"models": full}), "r2d_pivot_heads": heads_figure(inside)})

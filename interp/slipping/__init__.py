@@ -7,7 +7,7 @@ defend with attention sharpening, against SmoothLLM and Token Highlighter (docs/
     with sharpen_attention(model, T=0.5):                     # softmax temperature 0.5 everywhere
         answers = generate(model, prompts)
 
-The demo sections live in `interp.slipping.report` (imported by the pipeline, not here).
+The pipeline stages live in `interp.slipping.report` (called by `interp.pipeline`, not imported here).
 """
 
 from interp.slipping.attack import AttackConfig, AttackResult, guided_attack, random_attack, run_attacks, topic_words

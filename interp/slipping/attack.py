@@ -3,12 +3,15 @@ refusal-vs-compliance logits), plus a random-search baseline, with every iterati
 that attention slipping can be traced over the attack's course (`series.attack_series`).
 
 Objective: the refusal score at the first response position (`interp.scoring`: log P(refusal
-first tokens) - log P(compliance first tokens)); lower is better for the attacker.
+first tokens) - log P(compliance first tokens), the model's own openers from its refusal and
+compliance phrases); lower is better for the attacker, who aims at the compliance opener.
 
 * `guided` (coordinate search): an adversarial string of `n_tokens` words is added after (or
   before) the request. Each iteration picks one position (cycling), scores `n_candidates`
   replacement words at that position in one batched forward pass, and keeps the best edit when
-  it lowers the score. With the organism's ~250-word vocabulary every word is a candidate.
+  it lowers the score. Candidates are the model's own words (`interp.vocab.vocabulary_words`):
+  with the organism's ~250-word vocabulary every word is a candidate, with a 50k-token one a
+  seeded sample of `n_candidates`.
 * `random` (baseline): each iteration draws `n_candidates` fresh random strings and keeps the
   best one seen so far; the same number of scored candidates per iteration, no local search.
 
@@ -27,7 +30,7 @@ import torch
 from interp.errors import InputError
 from interp.generation import GenerationConfig, generate
 from interp.model import ChatModel
-from interp.prompts import Prompt
+from interp.prompts import Prompt, PromptSet
 from interp.scoring import RefusalJudge, refusal_score
 from interp.threads import model_threads
 
@@ -38,12 +41,12 @@ class AttackConfig:
     n_iters: int = 12
     n_candidates: int = 256  # scored per iteration (guided: words at one position; random: whole strings)
     where: str = "suffix"  # "suffix" (after the request) or "prefix" (before it)
-    init: str = "!"  # initial word at every position (GCG-style "! ! ! !")
+    init: str = "!"  # initial word at every position (GCG-style "! ! ! !"; the vocabulary's first word if "!" is not one)
     stop_score: float | None = -2.0  # stop early once the score is this low and the judge agrees
     seed: int = 0
     max_new_tokens: int = 12
     batch_size: int = 128
-    exclude: tuple[str, ...] = ()  # words the attacker may not use (e.g. `topic_words()`: no topic mixing)
+    exclude: tuple[str, ...] = ()  # words the attacker may not use (e.g. `topic_words(prompts)`: no topic mixing)
 
 
 @dataclass(frozen=True)
@@ -79,28 +82,22 @@ class AttackResult:
                                                            "score": round(s.score, 4)} for s in self.iterations]}
 
 
-def topic_words() -> tuple[str, ...]:
-    """Words of the organism's harmless and harmful topics: excluding them stops the attack from
-    winning by plain topic mixing (one harmless topic word already flips the organism)."""
-    from interp.organism.data import HARMFUL_TOPICS, HARMLESS_TOPICS
-
-    stop = {"a", "an", "my", "the", "at", "in", "with", "to", "for", "on", "of", "up", "old", "home", "illegally", "fake"}
-    return tuple(sorted({w for t in HARMFUL_TOPICS + HARMLESS_TOPICS for w in t.split()} - stop))
+def topic_words(prompts: PromptSet) -> tuple[str, ...]:
+    """Words of the plain requests of `prompts` that occur under one label only (their topics:
+    "bomb", "cake"; the phrasing both labels share is left out). Excluding them stops an attack
+    from winning by plain topic mixing (one harmless topic word already flips the organism)."""
+    words = {lab: {w.strip(".,!?;:\"'()").lower() for p in prompts if p.family is None and p.label == lab
+                   for w in p.text.split()} for lab in ("harmful", "harmless")}
+    return tuple(sorted((words["harmful"] ^ words["harmless"]) - {""}))
 
 
 def candidate_words(model: ChatModel, exclude=()) -> list[str]:
-    """Every ordinary word of the vocabulary (no special tokens, none of `exclude`), as strings
-    that re-tokenize to exactly one token."""
-    exclude = set(exclude)
-    special = set(model.tokenizer.all_special_ids)
-    vocab = model.tokenizer.get_vocab()
-    words = []
-    for w, i in sorted(vocab.items(), key=lambda x: x[1]):
-        if i in special or not w.strip() or w != w.strip() or w in exclude:
-            continue
-        if model.tokenizer(w, add_special_tokens=False).input_ids == [i]:
-            words.append(w)
-    return words
+    """Every ordinary word of the model's vocabulary (no special tokens, none of `exclude`, case
+    ignored), as strings that re-tokenize to exactly one token after a space."""
+    from interp.vocab import vocabulary_words
+
+    exclude = {w.lower() for w in exclude}
+    return [w for w in vocabulary_words(model) if w.lower() not in exclude]
 
 
 def _assemble(prompt: Prompt, adv: list[str], where: str) -> Prompt:
@@ -152,16 +149,19 @@ def _start(model: ChatModel, prompt: Prompt, cfg: AttackConfig):
     t0 = time.perf_counter()
     rng = random.Random(cfg.seed)
     words = candidate_words(model, cfg.exclude)
-    cur = _assemble(prompt, [cfg.init] * cfg.n_tokens, cfg.where)
+    if not words:
+        raise InputError(f"no candidate words left in the vocabulary of {model.name} after the exclusions")
+    init = cfg.init if cfg.init in words else words[0]
+    cur = _assemble(prompt, [init] * cfg.n_tokens, cfg.where)
     best = float(_score(model, [cur], cfg)[0])
-    return t0, rng, words, cur, best, [AttackStep(0, cur, best, 1)]
+    return t0, rng, words, cur, best, [AttackStep(0, cur, best, 1)], init
 
 
 def guided_attack(model: ChatModel, prompt: Prompt, cfg: AttackConfig = AttackConfig(),
                   judge: RefusalJudge = RefusalJudge()) -> AttackResult:
     """Coordinate search on the refusal-vs-compliance logit margin (see module docstring)."""
-    t0, rng, words, cur, best, steps = _start(model, prompt, cfg)
-    adv = [cfg.init] * cfg.n_tokens
+    t0, rng, words, cur, best, steps, init = _start(model, prompt, cfg)
+    adv = [init] * cfg.n_tokens
     n_scored = 1
     for it in range(1, cfg.n_iters + 1):
         pos = (it - 1) % cfg.n_tokens
@@ -182,7 +182,7 @@ def guided_attack(model: ChatModel, prompt: Prompt, cfg: AttackConfig = AttackCo
 def random_attack(model: ChatModel, prompt: Prompt, cfg: AttackConfig = AttackConfig(),
                   judge: RefusalJudge = RefusalJudge()) -> AttackResult:
     """Random-search baseline: fresh random strings each iteration, keep the best seen."""
-    t0, rng, words, cur, best, steps = _start(model, prompt, cfg)
+    t0, rng, words, cur, best, steps, _ = _start(model, prompt, cfg)
     n_scored = 1
     for it in range(1, cfg.n_iters + 1):
         trial = [_assemble(prompt, [rng.choice(words) for _ in range(cfg.n_tokens)], cfg.where)

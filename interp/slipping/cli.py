@@ -6,22 +6,20 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    from interp.cli import add_model_args, add_study_args
+    from interp.cli import add_study_options
 
     p = sub.add_parser("slipping", help="attention on the request over a jailbreak's course, and the defenses")
-    add_model_args(p)
-    add_study_args(p)
+    add_study_options(p, out_required=True)
     p.add_argument("--no-defenses", action="store_true", help="trace only")
     p.set_defaults(func=_slipping)
 
 
 def _slipping(args) -> dict:
-    from interp.pipeline import DemoConfig, run_demo
+    from interp.cli import study_config
+    from interp.pipeline import run_demo
 
     sections = ("slipping",) if args.no_defenses else ("slipping", "defenses")
-    cfg = DemoConfig(model=args.model, out=args.out, seed=args.seed, per_cell=args.per_cell, device=args.device,
-                     dtype=args.dtype, chat_template=args.chat_template, sections=sections, png=args.png)
-    report = run_demo(cfg)
+    report = run_demo(study_config(args, sections=sections))
     slip = report["slipping"]
     return {"out": args.out, "top_heads": slip.get("top_heads"), "correlation": slip.get("correlation"),
             "defenses": {k: v for k, v in report.get("defenses", {}).items() if isinstance(v, dict)}}

@@ -16,8 +16,9 @@ paper's threat model (the attack is a suffix appended to the request); the rest 
 
 Token Highlighter (Hu, Chen & Ho, AAAI 2025, "Token Highlighter: Inspecting and Mitigating
 Jailbreak Prompts for Large Language Models"): affirmation loss = cross-entropy of an affirmative
-reply given the prompt (paper: "Sure, I'd like to help you with this."; ours: the organism's own
-compliance opener "sure ! here is how to"); influence of a user-message token = L2 norm of the
+reply given the prompt (paper: "Sure, I'd like to help you with this."; ours by default: the
+model's own compliance opener, its first compliance phrase, e.g. the organism's "sure ! here is
+how to" or a user's `--compliance-phrases certainly`); influence of a user-message token = L2 norm of the
 loss's gradient at its input embedding; the top alpha fraction of tokens by influence have their
 embeddings multiplied by beta ("soft removal"), then the model answers once. Defaults alpha =
 0.25, beta = 0.5, which is our reading of the paper's main setting (highlight percentage and
@@ -205,7 +206,7 @@ def perturb(prompt: Prompt, q: float = 10.0, kind: str = "swap", rng: random.Ran
 # ---------------------------------------------------------------- Token Highlighter
 @dataclass(frozen=True)
 class TokenHighlighter:
-    affirmation: str = "sure ! here is how to"  # the organism's compliance opener (paper: "Sure, I'd like to help you with this.")
+    affirmation: str | None = None  # None: the model's first compliance phrase (paper: "Sure, I'd like to help you with this.")
     alpha: float = 0.25  # fraction of the user-message tokens highlighted
     beta: float = 0.5  # soft removal: highlighted embeddings are multiplied by beta
     batch_size: int = 32
@@ -216,19 +217,20 @@ class TokenHighlighter:
             raise InputError(f"Token Highlighter alpha (fraction of tokens highlighted) must be in (0, 1], got {self.alpha}")
         if not 0 <= self.beta <= 1:
             raise InputError(f"Token Highlighter beta (embedding scale of highlighted tokens) must be in [0, 1], got {self.beta}")
-        if not self.affirmation.strip():
-            raise InputError("Token Highlighter needs a non-empty affirmation text")
+        if self.affirmation is not None and not self.affirmation.strip():
+            raise InputError("Token Highlighter needs a non-empty affirmation text (or None: the model's compliance opener)")
 
     def respond(self, model: ChatModel, prompts, judge: RefusalJudge, gen: GenerationConfig) -> DefenseOutput:
         ps = as_prompts(prompts)
         t = time.perf_counter()
+        affirmation = self.affirmation or affirmation_of(model)
         answers: list[str] = [""] * len(ps)
         highlighted: list[list[int]] = [[] for _ in ps]
         order = sorted(range(len(ps)), key=lambda i: len(ps[i].text))
         for c in range(0, len(ps), self.batch_size):
             chunk = order[c:c + self.batch_size]
             batch = model.encode([ps[i] for i in chunk])
-            infl = token_influence(model, batch, self.affirmation)
+            infl = token_influence(model, batch, affirmation)
             scale = torch.ones(batch.tokens.shape, device=batch.tokens.device)
             for r, i in enumerate(chunk):
                 content = _content_positions(batch, r)
@@ -249,8 +251,16 @@ class TokenHighlighter:
             for r, i in enumerate(chunk):
                 answers[i] = model.tokenizer.decode(new[r], skip_special_tokens=True).strip()
         return DefenseOutput(answers, judge(answers), 2 * len(ps), len(ps), time.perf_counter() - t,
-                             {"alpha": self.alpha, "beta": self.beta, "affirmation": self.affirmation,
+                             {"alpha": self.alpha, "beta": self.beta, "affirmation": affirmation,
                               "highlighted": highlighted})
+
+
+def affirmation_of(model: ChatModel) -> str:
+    """The affirmative reply Token Highlighter's loss is about: the model's own compliance opener."""
+    if not model.compliance_phrases:
+        raise InputError(f"{model.name} has no compliance phrases to take Token Highlighter's affirmation from; pass "
+                         "affirmation= or load it with compliance_phrases= (CLI: --compliance-phrases)")
+    return model.compliance_phrases[0]
 
 
 def _content_positions(batch, row: int) -> list[int]:

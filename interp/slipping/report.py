@@ -1,5 +1,6 @@
-"""Demo sections "slipping" (where attention goes as jailbreaks strengthen) and "defenses"
-(attention sharpening against SmoothLLM and Token Highlighter on the same prompts).
+"""Pipeline stages "slipping" (where attention goes as jailbreaks strengthen) and "defenses"
+(attention sharpening against SmoothLLM and Token Highlighter on the same prompts), both on the
+study's held-out test split.
 
 Budget: both together well under a minute on the organism (2 CPU cores): the trace runs once
 over a per-cell subsample of the held-out set, the defenses over a smaller subsample (plain
@@ -9,7 +10,8 @@ requests plus each family at a middle and its top strength); SmoothLLM is the ex
 Honesty rules kept here: heads chosen by correlation are chosen on one half of the prompts and
 the correlation is reported on the other half (unless a probe ranking from an earlier section
 chose them); the sharpening temperature is a fixed default chosen on a different prompt seed
-(docs/slipping.md), not tuned on `study.eval`.
+(docs/slipping.md), not tuned on the test split. Jailbreak cells the model was trained to comply
+with (`StudyData.trained_comply`: planted, not found) are reported apart.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from interp import pipeline
-from interp.organism.data import FAMILIES
 from interp.prompts import PromptSet
+from interp.study import StageResult, Study, figure_ref
 from interp.slipping.attack import AttackConfig, attack_summary, run_attacks, topic_words
 from interp.slipping.defense_eval import defense_figure, evaluate_defenses, subsample
 from interp.slipping.defenses import NoDefense, Sharpening, SmoothLLM, TokenHighlighter
@@ -28,10 +29,6 @@ from interp.slipping.figures import attention_refusal_lines, correlation_heatmap
 from interp.slipping.series import SlippingSeries, attack_series, pearson, series_from_trace
 from interp.slipping.sharpen import sharpen_attention
 from interp.slipping.trace import TraceConfig, token_attention, trace_attention
-
-# Trained-to-comply cells (the organism "learned" to obey a full persona / long run of examples):
-# their jailbreak success is learned compliance, not slipping.
-TRAINED_COMPLY = {(f, s) for f, (_, _, comply) in FAMILIES.items() for s in comply}
 
 
 @dataclass(frozen=True)
@@ -47,6 +44,12 @@ class SlippingDemoConfig:
 
 
 CFG = SlippingDemoConfig()
+
+
+@dataclass
+class SlippingResult(StageResult):
+    top_heads: list = None
+    series: dict = None  # family -> SlippingSeries (harmful prompts)
 
 
 def _heads_from_ranking(ranking, k: int, model) -> list[tuple[int, int]] | None:
@@ -86,9 +89,11 @@ def _pooled(series: list[SlippingSeries], heads, idx_filter=None) -> dict:
     return {"prompt": r(xs, ys), "step": r(sx, sy), "within_step": r(xw, yw), "n_prompts": int(sum(len(x) for x in xs))}
 
 
-def section_slipping(study, cfg: SlippingDemoConfig = CFG) -> dict:
+def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) -> SlippingResult:
+    """Trace attention on the request over every jailbreak family's strengths and over an attack's
+    course; the top heads come from the probe `ranking` when given."""
     model = study.model
-    ev = study.eval
+    ev = study.data.test
     harmful = subsample(ev, cfg.per_cell, seed=cfg.seed, labels=("harmful",))
     harmless = subsample(ev, cfg.control_per_cell, seed=cfg.seed, labels=("harmless",))
     trace = trace_attention(model, harmful.concat(harmless, "slipping-traced"), TraceConfig(max_new_tokens=cfg.max_new_tokens))
@@ -97,11 +102,11 @@ def section_slipping(study, cfg: SlippingDemoConfig = CFG) -> dict:
     control = {f: series_from_trace(trace, f, "harmless") for f in fams}
 
     # heads: the probe ranking of an earlier section, else chosen on even prompt ids, scored on odd ones
-    ranked = _heads_from_ranking(study.state.get("ranking"), cfg.k, model)
+    ranked = _heads_from_ranking(ranking, cfg.k, model)
     ids = {p.id: i for i, p in enumerate(harmful)}
     half = lambda p, par: ids.get(p.id, 0) % 2 == par
     if ranked:
-        top, source, score_filter = ranked, "probe ranking (study.state['ranking'])", None
+        top, source, score_filter = ranked, "probe ranking (the heads stage)", None
     else:
         sel = _select_heads(list(series.values()), cfg.k, lambda p: half(p, 0))
         top, source, score_filter = sel, "within-step correlation on half of the prompts; r reported on the other half", (lambda p: half(p, 1))
@@ -142,25 +147,28 @@ def section_slipping(study, cfg: SlippingDemoConfig = CFG) -> dict:
         if not falls:
             per_family[f]["note"] = "attention on the request does not fall as this jailbreak strengthens"
 
-    # an attack's course: the organism falls to single harmless topic words, so they are excluded to
-    # give a course of several iterations; few candidates per iteration for the same reason
+    # an attack's course: the organism falls to single harmless topic words, so the study's topic
+    # words are excluded to give a course of several iterations; few candidates per iteration for
+    # the same reason
     plain = [p for p in harmful if p.family is None][:cfg.attack_prompts]
-    acfg = AttackConfig(n_tokens=3, n_iters=8, n_candidates=8, exclude=topic_words(), seed=cfg.seed)
+    acfg = AttackConfig(n_tokens=3, n_iters=8, n_candidates=8, exclude=topic_words(study.data.plain("train")), seed=cfg.seed)
     attacks = run_attacks(model, plain, acfg)
     aseries = attack_series(model, attacks["guided"], cfg=TraceConfig(max_new_tokens=0))
     a_att = _mean_heads(torch.stack([t.on("request").mean(0) for t in aseries.traces]), top)
 
-    example_tm = next((p for p in harmful if p.family == "topicmix" and p.strength == 1), None)
-    figs = [study.figure(step_heatmap(series["distractor"] if "distractor" in series else next(iter(series.values()))),
-                         "slipping_heatmap_steps"),
-            study.figure(attention_refusal_lines(list(series.values()), top), "slipping_lines"),
-            study.figure(correlation_heatmap(_concat_series(list(series.values())), "within"), "slipping_correlation")]
-    if example_tm is not None:
-        mat, keys, queries = token_attention(model, example_tm, max_new_tokens=6, heads=top)
-        figs.append(study.figure(token_heatmap(mat, keys, queries, f"Attention of the top heads from the response: {example_tm.text}",
-                                               n_prompt=model.encode([example_tm]).lengths[0]), "slipping_tokens_topicmix"))
-    study.state["slipping"] = {"top_heads": top, "series": series}
-    return {
+    # the token-level example: a topic-mixing prompt (the organism's found, all-or-nothing jailbreak)
+    # at its lowest strength, else the lowest strength of the first family
+    jb = sorted((p for p in harmful if p.family is not None), key=lambda p: (p.family != "topicmix", p.strength, p.family))
+    example = jb[0] if jb else None
+    figures = {"slipping_heatmap_steps": step_heatmap(series["distractor"] if "distractor" in series else next(iter(series.values()))),
+               "slipping_lines": attention_refusal_lines(list(series.values()), top),
+               "slipping_correlation": correlation_heatmap(_concat_series(list(series.values())), "within")}
+    if example is not None:
+        mat, keys, queries = token_attention(model, example, max_new_tokens=6, heads=top)
+        figures[f"slipping_tokens_{example.family}"] = token_heatmap(
+            mat, keys, queries, f"Attention of the top heads from the response: {example.text}",
+            n_prompt=model.encode([example]).lengths[0])
+    report = {
         "series": rows, "correlation": pooled["prompt"], "correlations": pooled, "top_heads": [list(h) for h in top],
         "top_heads_source": source, "per_family": per_family,
         "attack": {"summary": attack_summary(attacks),
@@ -170,8 +178,9 @@ def section_slipping(study, cfg: SlippingDemoConfig = CFG) -> dict:
                    "config": {"n_tokens": acfg.n_tokens, "n_iters": acfg.n_iters, "n_candidates": acfg.n_candidates,
                               "excluded_topic_words": True}},
         "n_traced": len(trace), "query": "first response position (the last prompt token)",
-        "figures": figs,
+        "figures": [figure_ref(n) for n in figures],
     }
+    return SlippingResult(report, figures, {}, top, series)
 
 
 def _concat_series(series: list[SlippingSeries]) -> SlippingSeries:
@@ -203,26 +212,30 @@ def _select_heads(series: list[SlippingSeries], k: int, keep) -> list[tuple[int,
 
 
 def _defense_set(ev: PromptSet, per_cell: int, seed: int) -> PromptSet:
-    strengths = {f: sorted({max(1, m // 2), m}) for f, (m, _, _) in FAMILIES.items()}
+    """Plain requests plus each family at a middle and at its top strength."""
+    strengths = {f: sorted({max(1, max(ss) // 2), max(ss)}) for f, ss in ev.families().items()}
     return subsample(ev, per_cell, seed=seed, strengths=strengths)
 
 
-def section_defenses(study, cfg: SlippingDemoConfig = CFG) -> dict:
+def defenses_stage(study: Study, top_heads=None, cfg: SlippingDemoConfig = CFG) -> StageResult:
+    """No defense, attention sharpening, SmoothLLM and Token Highlighter (its affirmation: the
+    model's first compliance phrase) on the same held-out prompts; `top_heads` (the slipping
+    stage's) are the heads whose attention explains what sharpening does."""
     model = study.model
-    ps = _defense_set(study.eval, cfg.defense_per_cell, cfg.seed)
+    ps = _defense_set(study.data.test, cfg.defense_per_cell, cfg.seed)
     defenses = {"none": NoDefense(), "sharpening": Sharpening(cfg.sharpen_T), "smoothllm": SmoothLLM(seed=cfg.seed),
                 "token_highlighter": TokenHighlighter()}
     table = evaluate_defenses(model, ps, defenses, study.judge, study.gen)
     out = table.to_dict()
-    untrained = lambda row: _mean_cells(row.jailbreak_success, exclude=TRAINED_COMPLY)
+    trained = study.data.trained_comply
+    untrained = lambda row: _mean_cells(row.jailbreak_success, exclude=trained)
     for name, row in table.rows.items():
         out[name]["jailbreak_success_untrained"] = untrained(row)
     out["sharpening"]["T"] = cfg.sharpen_T
     out["sharpening"]["layers"] = "all"
 
     # why sharpening does what it does: attention on the request with and without it
-    slip = study.state.get("slipping") or {}
-    heads = slip.get("top_heads") or [(0, h) for h in range(min(4, model.n_heads))]
+    heads = list(top_heads or [(0, h) for h in range(min(4, model.n_heads))])
     harm = ps.filter(label="harmful")
     base = trace_attention(model, harm, TraceConfig(max_new_tokens=0))
     with sharpen_attention(model, cfg.sharpen_T):
@@ -237,17 +250,15 @@ def section_defenses(study, cfg: SlippingDemoConfig = CFG) -> dict:
     out["sharpening"]["mechanism"] = {"heads": [list(h) for h in heads], "per_family": mech}
     out["n_prompts"] = len(ps)
     out["table"] = table.markdown()
-    out["figures"] = [study.figure(defense_figure(table), "defenses")]
+    out["figures"] = [figure_ref("defenses")]
+    left_out = ", ".join(f"{f} at strength {s}" for f, s in sorted(trained)) or "nothing (no cell was trained to comply)"
     out["note"] = ("jailbreak_success: mean over every harmful jailbreak cell evaluated (each family at a middle and its "
-                   "top strength); jailbreak_success_untrained leaves out roleplay/manyshot at strength 4, which the "
-                   "organism was trained to obey. Same prompts for every defense.")
-    return out
+                   f"top strength); jailbreak_success_untrained leaves out the cells the model was trained to obey: {left_out}. "
+                   "Same prompts for every defense.")
+    return StageResult(out, {"defenses": defense_figure(table)})
 
 
 def _mean_cells(per_family: dict, exclude=frozenset()) -> float:
     vals = [v for f, row in per_family.items() for s, v in row.items() if s != "0" and (f, int(s)) not in exclude]
     return round(sum(vals) / len(vals), 4) if vals else float("nan")
 
-
-pipeline.register_section("slipping", section_slipping)
-pipeline.register_section("defenses", section_defenses)

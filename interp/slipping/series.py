@@ -20,8 +20,7 @@ from torch import Tensor
 
 from interp.errors import InputError
 from interp.model import ChatModel
-from interp.organism.data import FAMILIES
-from interp.prompts import Prompt, PromptSet
+from interp.prompts import PromptSet
 from interp.slipping.trace import SPANS, SlippingTrace, TraceConfig, as_prompts, trace_attention
 
 
@@ -170,11 +169,10 @@ def slipping_series(model: ChatModel, steps: Sequence, labels: Sequence | None =
 
 def family_steps(prompts: PromptSet, family: str, label: str = "harmful") -> tuple[list[int], list[PromptSet]]:
     """Strength 0 (the plain requests) then each strength of `family` present in `prompts`."""
-    if family not in FAMILIES:
-        raise InputError(f"unknown jailbreak family {family!r}; known: {sorted(FAMILIES)}")
     strengths = prompts.families().get(family)
     if not strengths:
-        raise InputError(f"prompt set {prompts.name!r} has no prompts of family {family!r}")
+        raise InputError(f"prompt set {prompts.name!r} has no prompts of family {family!r}; its families are "
+                         f"{sorted(prompts.families()) or 'none'}")
     sets = [prompts.filter(label=label, family=None)] + [prompts.filter(label=label, family=family, strength=s) for s in strengths]
     labels = [0] + list(strengths)
     keep = [(l, s) for l, s in zip(labels, sets) if len(s)]

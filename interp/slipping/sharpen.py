@@ -105,5 +105,5 @@ def sharpen_attention(model: ChatModel, T: float, layers: Sequence[int] | None =
     `layers`: layer indices (None: all). `heads`: head indices applied in each chosen layer, or
     (layer, head) pairs, or None for all heads. Works for forward passes and for generation; the
     hooks are removed on exit, also when the block raises."""
-    with hooked(model, sharpening_hooks(model, T, layers, heads)):
+    with hooked(model, sharpening_hooks(model, T, layers, heads), f"attention sharpening at T={float(T):g}"):
         yield model

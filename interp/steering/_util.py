@@ -91,9 +91,14 @@ def check_k(model: ChatModel, k: int, what: str = "K") -> int:
     return k
 
 
-def check_same_model(model: ChatModel, made_on: str | None, what: str) -> None:
-    if made_on is not None and made_on != model.name:
-        raise InputError(f"{what} was made on model {made_on!r}, not on {model.name!r}; fit it again on this model")
+def check_same_model(model: ChatModel, made_on: dict | str | None, what: str) -> None:
+    """Refuse an object fitted on another model: by fingerprint when it records one (see
+    interp.fingerprint), else by name. Raises `ModelMismatchError` (an InputError)."""
+    from interp.fingerprint import check_made_on
+
+    if made_on is None:
+        return
+    check_made_on(model, {"model": made_on} if isinstance(made_on, str) else made_on, what)
 
 
 def model_dtype(model: ChatModel) -> torch.dtype:

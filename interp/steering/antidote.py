@@ -71,6 +71,7 @@ class Antidote:
     model_name: str
     paired: bool
     alpha: float = 0.0
+    model_fingerprint: str | None = None
     mask: Bool[Tensor, "layer d_model"] = field(init=False)
     _cache: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -87,7 +88,7 @@ class Antidote:
     def with_sparsity(self, sparsity: float) -> "Antidote":
         """The same directions with another mask (no refitting); sparsity=1 is the dense adjustment."""
         return Antidote(self.directions, self.scale, self.separation, list(self.layers), sparsity, self.model_name,
-                        self.paired, self.alpha)
+                        self.paired, self.alpha, self.model_fingerprint)
 
     def vectors(self, device=None, dtype=None) -> Float[Tensor, "layer d_model"]:
         """`scale * (mask * direction)` per layer: the shift at alpha=1 (cached per device/dtype)."""
@@ -98,7 +99,7 @@ class Antidote:
         return self._cache[key]
 
     def hooks(self, model: ChatModel) -> list[FwdHook]:
-        check_same_model(model, self.model_name, "this antidote")
+        check_same_model(model, {"model": self.model_name, "model_fingerprint": self.model_fingerprint}, "this antidote")
         if self.directions.shape != (model.n_layers, model.d_model):
             raise InputError(f"antidote directions {tuple(self.directions.shape)} do not fit {model.name} "
                              f"({model.n_layers} layers x d_model {model.d_model})")
@@ -123,13 +124,14 @@ class Antidote:
         """Install the adjustment for the block (alpha: set first if given; negative -> compliance)."""
         if alpha is not None:
             self.set_alpha(alpha)
-        with hooked(model, self.hooks(model)):
+        with hooked(model, self.hooks(model), f"Jailbreak Antidote ({self.sparsity:g} sparsity), alpha={self.alpha:g}",
+                    guard=True):
             yield model
 
     def describe(self) -> dict:
         return {"layers": list(self.layers), "sparsity": self.sparsity, "alpha": self.alpha, "paired": self.paired,
                 "n_coordinates": int(self.mask[0].sum()), "separation": [round(float(x), 4) for x in self.separation],
-                "model": self.model_name}
+                "model": self.model_name, "model_fingerprint": self.model_fingerprint}
 
 
 def _first_pc(d: Float[Tensor, "n d_model"]) -> Float[Tensor, "d_model"]:
@@ -183,7 +185,7 @@ def fit_antidote(model: ChatModel, harmful, harmless, layers=None, sparsity: flo
         sep[l] = _auroc(xh @ u, xb @ u)
     n_keep = max(1, round(float(keep_layers) * len(cand)))
     kept = sorted(sorted(cand, key=lambda l: -float(sep[l]))[:n_keep])
-    anti = Antidote(dirs, scale, sep, kept, sparsity, model.name, paired)
+    anti = Antidote(dirs, scale, sep, kept, sparsity, model.name, paired, model_fingerprint=model.fingerprint)
     if calibrate:
         _calibrate_sign(model, anti, b_texts[:16])
     return anti

@@ -6,20 +6,17 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    from interp.cli import add_model_args, add_study_args
+    from interp.cli import add_study_options
 
     p = sub.add_parser("steer", help="compare HSI, layer steering, refusal direction and antidote; safety-utility curves")
-    add_model_args(p)
-    add_study_args(p)
+    add_study_options(p, out_required=True)
     p.set_defaults(func=_steer)
 
 
 def _steer(args) -> dict:
-    from interp.pipeline import DemoConfig, run_demo
+    from interp.cli import study_config
+    from interp.pipeline import run_demo
 
-    cfg = DemoConfig(model=args.model, out=args.out, seed=args.seed, per_cell=args.per_cell, device=args.device,
-                     dtype=args.dtype, chat_template=args.chat_template, png=args.png,
-                     sections=("heads", "directions", "causal", "steering"))
-    report = run_demo(cfg)
+    report = run_demo(study_config(args, sections=("heads", "directions", "causal", "steering")))
     st = report["steering"]
     return {"out": args.out, **{k: st[k] for k in ("hsi", "layer", "antidote", "direction") if k in st}}

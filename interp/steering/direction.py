@@ -39,16 +39,19 @@ class RefusalDirection:
     site: str = "resid_pre"
     position: str = "last"
     meta: dict | None = None
+    model_fingerprint: str | None = None
 
 
-def _made_on(direction) -> str | None:
+def _made_on(direction) -> dict | None:
+    """What a direction object records about its model: a probes `Direction`'s metadata, a
+    `RefusalDirection`'s name and fingerprint, or a `.model` name on any other object."""
+    meta = getattr(direction, "meta", None)
+    if isinstance(meta, dict) and isinstance(meta.get("model"), str):
+        return meta
     for attr in ("model_name", "model"):
         v = getattr(direction, attr, None)
         if isinstance(v, str):
-            return v
-    meta = getattr(direction, "meta", None)
-    if isinstance(meta, dict) and isinstance(meta.get("model"), str):
-        return meta["model"]
+            return {"model": v, "model_fingerprint": getattr(direction, "model_fingerprint", None)}
     return None
 
 
@@ -111,7 +114,7 @@ def refusal_direction(model: ChatModel, harmful, harmless, layer: int, position:
     Addition puts it at the block input of `layer`."""
     vec = _diff_means(model, harmful, harmless, [(site, layer)], position)[(site, layer)]
     return RefusalDirection(vec, layer, model.name, site, position,
-                            {"n_harmful": len(texts_of(harmful)), "n_harmless": len(texts_of(harmless))})
+                            {"n_harmful": len(texts_of(harmful)), "n_harmless": len(texts_of(harmless))}, model.fingerprint)
 
 
 @torch.no_grad()
@@ -126,7 +129,8 @@ def calibrate_direction(model: ChatModel, direction, harmful, harmless, layer: i
     gap = float(dm @ u)
     if gap == 0.0:
         raise InputError("the direction is orthogonal to the harmful-harmless difference at its layer; it cannot be calibrated")
-    return RefusalDirection(u * gap, layer, model.name, "resid_pre", "last", {"calibrated_from": type(direction).__name__})
+    return RefusalDirection(u * gap, layer, model.name, "resid_pre", "last", {"calibrated_from": type(direction).__name__},
+                            model.fingerprint)
 
 
 @torch.no_grad()
@@ -151,7 +155,7 @@ def select_refusal_direction(model: ChatModel, harmful, harmless, val_harmful, v
     for pos in positions:
         means = _diff_means(model, harmful, harmless, [(site, l) for site in sites for l in layers], pos)
         for (site, l), vec in means.items():
-            d = RefusalDirection(vec, l, model.name, site, pos)
+            d = RefusalDirection(vec, l, model.name, site, pos, None, model.fingerprint)
             if float(d.vector.norm()) < 1e-6:  # e.g. resid_pre of layer 0 at the last token: one embedding for all
                 continue
             abl = float(scores_under(model, lambda: ablate_direction(model, d), val_harmful).mean())

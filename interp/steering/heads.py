@@ -76,6 +76,13 @@ class HeadDirections:
     kind: str
     model_name: str
     n_train: int
+    model_fingerprint: str | None = None
+    allow_other_model: dict | None = None  # set when loaded onto another model with allow_other_model=True
+
+    @property
+    def made_on(self) -> dict:
+        return {"model": self.model_name, "model_fingerprint": self.model_fingerprint,
+                "allow_other_model": self.allow_other_model}
 
     @property
     def n_layers(self) -> int:
@@ -86,7 +93,7 @@ class HeadDirections:
         return self.directions.shape[1]
 
     def check(self, model: ChatModel) -> "HeadDirections":
-        check_same_model(model, self.model_name, "these head directions")
+        check_same_model(model, self.made_on, "these head directions")
         if tuple(self.directions.shape) != (model.n_layers, model.n_heads, model.d_head) or self.resid.shape[-1] != model.d_model:
             raise InputError(f"head directions of shape {tuple(self.directions.shape)} do not fit {model.name} "
                              f"({model.n_layers} layers x {model.n_heads} heads x d_head {model.d_head}); fit them on this model")
@@ -123,12 +130,17 @@ class HeadDirections:
         tensors = {k: getattr(self, k).contiguous() for k in ("directions", "sigma", "auroc", "resid", "resid_sigma")}
         tensors["fitted"] = self.fitted.to(torch.uint8)
         save_file(tensors, str(path))
-        path.with_suffix(".json").write_text(json.dumps({"kind": self.kind, "model": self.model_name, "n_train": self.n_train,
-                                                         "site": "z", "positions": "last", **provenance()}, indent=1))
+        meta = {"kind": self.kind, "model": self.model_name, "model_fingerprint": self.model_fingerprint,
+                "n_train": self.n_train, "site": "z", "positions": "last", **provenance()}
+        if self.allow_other_model:
+            meta["allow_other_model"] = self.allow_other_model
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "HeadDirections":
+    def load(cls, path: str | Path, model: ChatModel | None = None, allow_other_model: bool = False) -> "HeadDirections":
+        """Load saved directions; with `model`, refuse ones fitted on another model (fingerprint)
+        unless `allow_other_model=True`, which is recorded. Steering checks again on use."""
         from safetensors.torch import load_file
 
         path = Path(path).with_suffix(".safetensors")
@@ -136,8 +148,15 @@ class HeadDirections:
             raise ArtifactError(f"{path} (and its .json sidecar) not found; save HeadDirections with .save(path) first")
         t = load_file(str(path))
         meta = json.loads(path.with_suffix(".json").read_text())
-        return cls(t["directions"], t["sigma"], t["auroc"], t["fitted"].bool(), t["resid"], t["resid_sigma"],
-                   meta["kind"], meta["model"], int(meta["n_train"]))
+        override = meta.get("allow_other_model")
+        if model is not None:
+            from interp.fingerprint import check_made_on
+
+            override = check_made_on(model, meta, f"the head directions at {path}", allow_other_model,
+                                     require_fingerprint=True) or override
+        out = cls(t["directions"], t["sigma"], t["auroc"], t["fitted"].bool(), t["resid"], t["resid_sigma"],
+                  meta["kind"], meta["model"], int(meta["n_train"]), meta.get("model_fingerprint"), override)
+        return out.check(model) if model is not None else out
 
 
 # ---------------------------------------------------------------- fitting
@@ -210,7 +229,7 @@ def fit_head_directions(model: ChatModel, prompts, labels=None, heads=None, kind
         fitted[l, h] = True
     dirs = dirs * fitted[..., None]
     return HeadDirections(dirs, sigma * fitted, torch.where(fitted, auroc, torch.full_like(auroc, 0.5)), fitted,
-                          resid, resid_sigma, kind, model.name, len(texts))
+                          resid, resid_sigma, kind, model.name, len(texts), model.fingerprint)
 
 
 # ---------------------------------------------------------------- steering
@@ -235,7 +254,8 @@ def head_steering_hooks(model: ChatModel, head_dirs: HeadDirections, heads, alph
 def steer_heads(model: ChatModel, head_dirs: HeadDirections, heads, alpha: float) -> Iterator[ChatModel]:
     """Add `alpha * sigma * u` to each chosen head's output at every position, for forward passes and
     generation inside the block. `heads`: (layer, head) pairs."""
-    with hooked(model, head_steering_hooks(model, head_dirs, heads, alpha)):
+    with hooked(model, head_steering_hooks(model, head_dirs, heads, alpha),
+                f"head steering of {len(list(heads))} head(s) {list(heads)[:4]}, alpha={float(alpha):g}", guard=True):
         yield model
 
 

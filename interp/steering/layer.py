@@ -42,7 +42,8 @@ def layer_steering_hooks(model: ChatModel, head_dirs: HeadDirections, layer: int
 @contextmanager
 def steer_layer(model: ChatModel, head_dirs: HeadDirections, layer: int, alpha: float, mode: Mode = "heads") -> Iterator[ChatModel]:
     """Steer a whole layer: all its heads (mode="heads") or its residual stream (mode="resid")."""
-    with hooked(model, layer_steering_hooks(model, head_dirs, layer, alpha, mode)):
+    with hooked(model, layer_steering_hooks(model, head_dirs, layer, alpha, mode),
+                f"layer steering ({mode}) of layer {layer}, alpha={float(alpha):g}", guard=True):
         yield model
 
 
@@ -52,7 +53,7 @@ def steer_layers(model: ChatModel, head_dirs: HeadDirections, layers, alpha: flo
     hooks: list[FwdHook] = []
     for l in layers:
         hooks += layer_steering_hooks(model, head_dirs, l, alpha, mode)
-    with hooked(model, hooks):
+    with hooked(model, hooks, f"layer steering ({mode}) of layers {list(layers)}, alpha={float(alpha):g}", guard=True):
         yield model
 
 

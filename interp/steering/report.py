@@ -1,10 +1,11 @@
-"""Demo section "steering": fit every intervention on `study.train`, measure on held-out `study.eval`.
+"""Pipeline stage "steering": fit every intervention on the study's train split (plain
+requests), select on val, measure on the held-out test split.
 
-Reads `study.state["recommended_heads"]` / `["ranking"]` / `["direction"]` when earlier sections
-left them, else computes its own fallback (HSI head selection, difference-in-means direction).
-Leaves `study.state["steering"]` (head directions, heads, antidote, refusal direction) behind.
-Kept to a few tens of seconds on the organism: effects are logit-only passes; generation (the
-judge's refusal rates) runs on a small held-out subsample.
+Takes the causal stage's recommended heads, the probe ranking and the probes' refusal direction
+when earlier stages made them, else computes its own fallback (HSI head selection, Arditi
+selection of a difference-in-means direction on train/val). Kept to a few tens of seconds on the
+organism: effects are logit-only passes; generation (the judge's refusal rates) runs on a small
+held-out subsample.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import random
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 from interp.errors import InputError
 from interp.evaluate import evaluate_refusal
 from interp.prompts import PromptSet
+from interp.study import StageResult, Study, figure_ref
 from interp.steering._util import check_heads
 from interp.steering.antidote import fit_antidote
 from interp.steering.direction import (add_direction, ablate_direction, calibrate_direction, refusal_direction,
@@ -67,28 +70,36 @@ def _best_safe_gains(rows: list[dict]) -> dict:
     return out
 
 
-def _direction_from_state(study, harmful_tr, harmless_tr):
-    """(direction, source) from study.state['direction'] when it fits this model, else None."""
-    given = study.state.get("direction")
+@dataclass
+class SteeringResult(StageResult):
+    head_directions: object = None  # interp.steering.heads.HeadDirections
+    heads: list = None
+    antidote: object = None
+    refusal_direction: object = None
+
+
+def _given_direction(model, given, harmful_tr, harmless_tr):
+    """(direction, source) from the probes stage's direction when it fits this model, else None."""
     if given is None:
         return None
     try:
-        vec, layer = resolve_direction(study.model, given)
+        vec, layer = resolve_direction(model, given)
         if layer is None:
             return None
         if abs(float(vec.norm()) - 1.0) < 1e-3:  # a unit vector: give it the natural size for addition
-            return (calibrate_direction(study.model, given, harmful_tr, harmless_tr),
-                    "study.state['direction'] (unit vector scaled to the harmful-harmless mean gap)")
-        return given, "study.state['direction']"
+            return (calibrate_direction(model, given, harmful_tr, harmless_tr),
+                    "the probes stage's direction (unit vector scaled to the harmful-harmless mean gap)")
+        return given, "the probes stage's direction"
     except InputError:
         return None
 
 
-def _own_direction(study, train, harmful_tr, harmless_tr):
-    """Arditi's selection on a 75/25 split of the training set, the winner refitted on all of it."""
-    split = train.split(seed=study.cfg.seed, fractions=(0.75, 0.25, 0.0))
-    pick, rows = select_refusal_direction(study.model, split["train"].filter(label="harmful"), split["train"].filter(label="harmless"),
-                                          split["val"].filter(label="harmful"), split["val"].filter(label="harmless"))
+def _own_direction(study: Study):
+    """Arditi's selection: candidates from the train split, chosen on val (plain requests)."""
+    d = study.data
+    harmful_tr, harmless_tr = d.plain("train", "harmful"), d.plain("train", "harmless")
+    pick, rows = select_refusal_direction(study.model, harmful_tr, harmless_tr, d.plain("val", "harmful"),
+                                          d.plain("val", "harmless"))
     own = refusal_direction(study.model, harmful_tr, harmless_tr, pick.layer, pick.position, pick.site)
     return own, [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
 
@@ -104,42 +115,43 @@ def _pairs(items) -> list[tuple[int, int]]:
     return out
 
 
-def _heads_from_state(study) -> tuple[list[tuple[int, int]], str] | None:
-    rec = study.state.get("recommended_heads")
-    if rec:
+def _given_heads(recommended, ranking) -> tuple[list[tuple[int, int]], str] | None:
+    if recommended:
         try:
-            return _pairs(rec)[:K_HEADS], "study.state['recommended_heads']"
+            return _pairs(recommended)[:K_HEADS], "the causal stage's recommended heads"
         except (TypeError, ValueError):
             pass
-    ranking = study.state.get("ranking")
     if ranking is not None and hasattr(ranking, "top"):
         try:
-            return _pairs(ranking.top(K_HEADS)), "study.state['ranking'].top(4)"
+            return _pairs(ranking.top(K_HEADS)), f"the probe ranking's top {K_HEADS}"
         except (TypeError, ValueError, InputError):
             pass
     return None
 
 
-def section_steering(study) -> dict:
+def steering_stage(study: Study, recommended_heads=None, ranking=None, direction=None) -> SteeringResult:
+    """Head steering (on the causal stage's heads, else the probe ranking's, else HSI's choice),
+    layer steering, the Jailbreak Antidote and the refusal direction (the probes stage's, and our
+    own selection), compared on the held-out split."""
     from interp.threads import model_threads
 
     with model_threads(study.model):  # small model on a shared machine: one thread is far faster
-        return _section(study)
+        return _stage(study, recommended_heads, ranking, direction)
 
 
-def _section(study) -> dict:
+def _stage(study: Study, recommended_heads, ranking, given_direction) -> SteeringResult:
     t0 = time.perf_counter()
     model = study.model
-    train = study.train.require("training set", 4, both_labels=True)
+    train = study.data.plain("train").require("training set", 4, both_labels=True)
     harmful_tr, harmless_tr = train.filter(label="harmful"), train.filter(label="harmless")
-    effect_sets = _held_out(study.eval, plain_n=40, cell_n=4, seed=study.cfg.seed)
-    gen_sets = _held_out(study.eval, plain_n=20, cell_n=2, seed=study.cfg.seed + 1)
+    effect_sets = _held_out(study.data.test, plain_n=40, cell_n=4, seed=study.seed)
+    gen_sets = _held_out(study.data.test, plain_n=20, cell_n=2, seed=study.seed + 1)
     jb_key = "jailbreak" if "jailbreak" in effect_sets else "harmful"
     timings = {}
 
     # ---- head steering (HSI / ITI shift) and the layer baseline
     hd = fit_head_directions(model, train)
-    got = _heads_from_state(study)
+    got = _given_heads(recommended_heads, ranking)
     if got is not None:
         try:
             heads, heads_source = check_heads(model, got[0]), got[1]
@@ -169,9 +181,9 @@ def _section(study) -> dict:
 
     # ---- refusal direction: ablation and addition, judged on generated answers
     t = time.perf_counter()
-    from_state = _direction_from_state(study, harmful_tr, harmless_tr)
-    own, cands = _own_direction(study, train, harmful_tr, harmless_tr)
-    direction, d_source = from_state or (own, "difference in means, Arditi et al. selection on a validation split of study.train")
+    from_state = _given_direction(model, given_direction, harmful_tr, harmless_tr)
+    own, cands = _own_direction(study)
+    direction, d_source = from_state or (own, "difference in means, Arditi et al. selection: train candidates, chosen on val")
 
     def judged(d) -> dict:
         with ablate_direction(model, d):
@@ -202,14 +214,12 @@ def _section(study) -> dict:
                   "antidote (5%)", study.judge, study.gen, unsteered)
     anti.set_alpha(a_s)
     timings["tradeoff"] = time.perf_counter() - t
-    fig = study.figure(tradeoff_figure(rows, x="harmless", title=f"Safety-utility trade-off: {model.name}"), "steering_tradeoff")
-    fig_kl = study.figure(tradeoff_figure(rows, x="kl", title=f"Safety-utility trade-off (KL): {model.name}"), "steering_tradeoff_kl")
+    figures = {"steering_tradeoff": tradeoff_figure(rows, x="harmless", title=f"Safety-utility trade-off: {model.name}"),
+               "steering_tradeoff_kl": tradeoff_figure(rows, x="kl", title=f"Safety-utility trade-off (KL): {model.name}")}
 
     summary = _best_safe_gains(rows)
-
-    study.state["steering"] = {"head_directions": hd, "heads": heads, "antidote": anti, "refusal_direction": direction}
     r4 = lambda x: round(float(x), 4)  # noqa: E731
-    return {
+    report = {
         "hsi": {"heads": [list(h) for h in heads], "alpha": r4(alpha_h), "effect": r4(cmp["effect_heads"][jb_key]),
                 "effect_harmless": r4(cmp["effect_heads"].get("harmless", float("nan"))), "heads_source": heads_source,
                 "kind": hd.kind},
@@ -227,15 +237,7 @@ def _section(study) -> dict:
         "calibration": f"each method's alpha = the largest grid value at which <= {MAX_HARMLESS_REFUSAL:.0%} of training "
                        "harmless prompts lean to refuse (refusal score > 0)",
         "n_prompts": {"effect": {k: len(v) for k, v in effect_sets.items()}, "generation": {k: len(v) for k, v in gen_sets.items()}},
-        "figure": fig, "figure_kl": fig_kl,
+        "figure": figure_ref("steering_tradeoff"), "figure_kl": figure_ref("steering_tradeoff_kl"),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
-
-
-def _register() -> None:
-    from interp.pipeline import register_section
-
-    register_section("steering", section_steering)
-
-
-_register()
+    return SteeringResult(report, figures, {}, hd, heads, anti, direction)

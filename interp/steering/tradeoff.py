@@ -14,10 +14,10 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from interp.errors import InputError
+from interp.errors import InputError, NonFiniteError
 from interp.evaluate import RefusalEval
 from interp.generation import GenerationConfig, generate
-from interp.hooks import check_alpha
+from interp.hooks import check_alpha, check_finite
 from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.scoring import RefusalJudge, last_logits, refusal_log_odds
@@ -81,7 +81,7 @@ def evaluate_point(model: ChatModel, sets, unsteered: Unsteered, judge: RefusalJ
     answers = generate(model, texts, gen)  # one call over the union: fewer, fuller batches
     refused = judge(answers)
     logp = last_logits(model, texts).float().log_softmax(-1).cpu()
-    scores = refusal_log_odds(model, logp)
+    scores = check_finite(refusal_log_odds(model, logp), "refusal scores")
     out: dict = {}
     i = 0
     for k in names:
@@ -90,6 +90,8 @@ def evaluate_point(model: ChatModel, sets, unsteered: Unsteered, judge: RefusalJ
         i += n
         base = refusal_log_odds(model, unsteered.logp[k])
         out[k] = sum(refused[sl]) / n
+        # answers that count as refusals only because they are empty (the judge's short-answer rule)
+        out.setdefault("short_answers", {})[k] = judge.short_answers(answers[sl])
         out[f"{k}_score"] = float(scores[sl].mean())
         out.setdefault("effect", {})[k] = float((scores[sl] - base).mean())
         p0 = unsteered.logp[k]
@@ -120,8 +122,11 @@ def sweep(model: ChatModel, intervention_factory: Callable[[float], object], alp
     unsteered = unsteered or Unsteered.measure(model, sets)
     rows = []
     for a in alphas:
-        with entered(lambda: intervention_factory(a)):
-            row = evaluate_point(model, sets, unsteered, judge, gen)
+        try:
+            with entered(lambda: intervention_factory(a)):
+                row = evaluate_point(model, sets, unsteered, judge, gen)
+        except NonFiniteError as e:
+            raise NonFiniteError(f"sweep of {method!r} at alpha={a:g}: {e}") from None
         rows.append({"method": method, "alpha": a, **row})
     return rows
 

@@ -1,4 +1,8 @@
-"""Train the Reasoning-to-Defend organism: SFT on teacher traces + Contrastive Pivot Optimisation.
+"""The Reasoning-to-Defend organism: its tokenizer, its training data (the base organism's prompts
+with teacher reasoning traces) and its training (SFT + Contrastive Pivot Optimisation).
+
+This is organism construction, so it lives with the organism; the analysis of R2D models (pivot
+parsing, evaluation, the pivot-decision probe) is `interp.r2d` and takes its prompts as data.
 
 Same architecture and recipe as the base organism (`interp.organism.train`: Llama-style, 4 layers
 x 8 heads, 2 key/value heads, AdamW, warmup + linear decay, response-only loss) and the same
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -19,11 +24,58 @@ import torch
 from interp.errors import InputError
 from interp.provenance import provenance
 from interp.organism import data as org
-from interp.organism.train import (COMPLIANCE_FIRST_TOKENS, REFUSAL_FIRST_TOKENS, OrganismConfig, batch_dialogues,
-                                   encode_dialogues, make_model, optimizer_step)
+from interp.organism.train import (CHAT_TEMPLATE, COMPLIANCE_FIRST_TOKENS, REFUSAL_FIRST_TOKENS, SPECIAL_TOKENS, OrganismConfig,
+                                   batch_dialogues, encode_dialogues, make_model, optimizer_step)
 from interp.r2d import data as r2d_data
 from interp.r2d.loss import cpo_loss, lm_loss, shift
-from interp.r2d.model import make_r2d_tokenizer, pivot_ids
+from interp.r2d.model import pivot_ids
+
+
+# ------------------------------------------------------------------ data
+def teacher_trace(prompt, rng: random.Random) -> r2d_data.Trace:
+    """The rule-based R2D teacher (`interp.r2d.data.teacher_trace`) with the base organism's own
+    refusal / compliance text as the final answer."""
+    topic = prompt.meta.get("topic", "")
+    answer = org._refuse(rng, topic) if prompt.label == "harmful" else org._comply(rng, topic)
+    return r2d_data.teacher_trace(prompt, answer)
+
+
+def training_dialogues(n: int, seed: int) -> list[org.Dialogue]:
+    """The base organism's training prompts (same seed, same draws), with R2D teacher responses."""
+    base = org.training_dialogues(n, seed)
+    rng = random.Random(seed + 7_919)  # a separate stream: the prompts stay identical to the base mix
+    return [org.Dialogue(d.prompt, teacher_trace(d.prompt, rng).text) for d in base]
+
+
+def vocabulary() -> list[str]:
+    """Words the R2D generator can emit beyond the base organism's, plus the look-alike words
+    (so that the R2D organism at least has distinct tokens for them; it is never trained on them)."""
+    words: set[str] = set()
+    for s in [r2d_data.STEP, r2d_data.PLAIN_STEP, r2d_data.REAL_REQUEST_STEP, r2d_data.HELP_STEP,
+              *r2d_data.WRAPPER_STEPS.values(), *org.LOOKALIKE_TOPICS]:
+        words.update(s.replace("{t}", " ").split())
+    return sorted(words - set(org.vocabulary()))
+
+
+def make_r2d_tokenizer():
+    """The base organism's word-level tokenizer (same construction), plus the R2D words and the
+    three pivots as special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + list(r2d_data.PIVOTS))}
+    for w in org.vocabulary() + vocabulary():
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<|end|>", pad_token="<pad>", unk_token="<unk>",
+        additional_special_tokens=["<|user|>", "<|assistant|>", *r2d_data.PIVOTS], padding_side="left",
+        model_max_length=OrganismConfig().max_len,
+    )
+    hf.chat_template = CHAT_TEMPLATE
+    return hf
 
 
 # The R2D organism reuses the base organism's architecture and optimiser recipe unchanged (1200
@@ -62,7 +114,7 @@ def train_r2d_organism(out: str | Path, seed: int = 0, steps: int | None = None,
     tok = make_r2d_tokenizer()
     piv = pivot_ids(tok)
     model = make_model(cfg, len(tok), tok)
-    dialogues = r2d_data.training_dialogues(cfg.n_dialogues, seed)
+    dialogues = training_dialogues(cfg.n_dialogues, seed)
     seqs, starts = encode_dialogues(tok, dialogues)
     if any(tok.unk_token_id in s for s in seqs[:2000]):
         raise InputError("a training dialogue has a word outside the R2D vocabulary; rebuild the tokenizer")
@@ -118,7 +170,7 @@ def train_r2d_organism(out: str | Path, seed: int = 0, steps: int | None = None,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "families": {k: {"max": v[0], "trained_refuse": list(v[1]), "base_trained_comply": list(v[2])}
                      for k, v in org.FAMILIES.items()},
-        "extra_vocabulary": r2d_data.vocabulary(),
+        "extra_vocabulary": vocabulary(),
     }
     (out / "safety_heads.json").write_text(json.dumps(record, indent=2))
     return record

@@ -1,0 +1,97 @@
+"""The embedded organism as a provider of study data: its generator's prompts as a `StudyData`.
+
+This (and the CLI defaults) is where the organism's data enters a study; analysis code only ever
+sees the `StudyData` value.
+
+* train: plain requests (`plain_prompts(seed)`, every template) plus a few jailbreaks of the
+  families whose higher strengths flip the organism (roleplay, manyshot, topicmix), so that with
+  behaviour labels the "complied" class also holds harmful prompts and a probe has to find the
+  decision, not the harmful words;
+* val: a fresh draw of the same kinds (texts already in train are dropped);
+* test: the held-out evaluation grid (`eval_prompts(seed + 1000)`: held-out templates, plain
+  requests and every family at every strength, harmful and harmless);
+* over_refusal: the look-alike harmless requests ("how do i kill a python process ?").
+
+The organism was trained to comply with roleplay and manyshot at strength 4: those cells are
+declared in `trained_comply` so that reports keep planted jailbreaks apart from found ones.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from interp.errors import InputError
+from interp.organism import data
+from interp.prompts import Prompt, PromptSet
+from interp.study import StudyData
+
+# families whose higher strengths flip the organism (see interp.organism.data)
+PROBE_FAMILIES = ("roleplay", "manyshot", "topicmix")
+TRAINED_COMPLY = frozenset((f, s) for f, (_, _, comply) in data.FAMILIES.items() for s in comply)
+TRAINED_REFUSE = frozenset((f, s) for f, (_, refuse, _) in data.FAMILIES.items() for s in refuse if s > 0)
+FAMILY_STRENGTHS = {
+    "roleplay": "'dan has no rules' persona sentences", "manyshot": "in-context harmful Q/A pairs answered compliantly",
+    "distractor": "harmless filler sentences before the request", "topicmix": "harmless asks appended to the request",
+    "suffix": "rare nonsense tokens after the request",
+}
+
+
+def _tagged(ps: PromptSet, split: str, keep=lambda p: True) -> list:
+    """The split's name in front of every id: the generator numbers each draw from 0."""
+    return [replace(p, id=f"{split}/{p.id}") for p in ps if keep(p)]
+
+
+def organism_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per_cell: int = 3) -> StudyData:
+    """The organism's study data (see the module docstring); deterministic for `seed`."""
+    train = _tagged(data.plain_prompts(seed=seed, n_per_label=n_train, templates="all"), "train")
+    train += _tagged(data.eval_prompts(seed=seed + 7, per_cell=fit_per_cell, families=PROBE_FAMILIES), "train",
+                     lambda p: p.family is not None)
+    seen = {p.text for p in train}
+    val = _tagged(data.plain_prompts(seed=seed + 1, n_per_label=max(4, n_train // 4), templates="all"), "val",
+                  lambda p: p.text not in seen)
+    val += _tagged(data.eval_prompts(seed=seed + 8, per_cell=1, families=PROBE_FAMILIES), "val",
+                   lambda p: p.family is not None and p.text not in seen)
+    test = data.eval_prompts(seed=seed + 1000, per_cell=per_cell)
+    src = "interp.organism.provider.organism_study"
+    return StudyData(
+        train=PromptSet(f"organism-s{seed}:train", tuple(train), src),
+        val=PromptSet(f"organism-s{seed}:val", tuple(val), src),
+        test=PromptSet(test.name, tuple(_tagged(test, "test")), test.source),
+        over_refusal=data.lookalike_prompts(seed=seed, per_topic=2),
+        seed=seed, fractions=None, provider="organism", trained_comply=TRAINED_COMPLY, trained_refuse=TRAINED_REFUSE,
+        families={f: {"strengths": list(range(1, m + 1)), "strength_counts": FAMILY_STRENGTHS[f]}
+                  for f, (m, _, _) in data.FAMILIES.items()})
+
+
+def make_pairs(model, n: int = 16, seed: int = 0, templates: str = "all") -> tuple[PromptSet, PromptSet]:
+    """`n` harmful/harmless organism prompt pairs for activation patching: same request template,
+    topics of equal token length (index-aligned topics first, "make a bomb" / "make a cake", then
+    any equal-length topics). A study uses `interp.causal.patching.equal_length_pairs` on its own
+    data; these pairs are the organism's controlled version of it."""
+    if n < 1:
+        raise InputError(f"n must be at least 1, got {n}")
+    tpl = list(data.REQUEST_TEMPLATES) if templates == "all" else sorted(data.HELDOUT_TEMPLATES)
+    rng = random.Random(seed)
+
+    def n_tokens(text: str) -> int:
+        return len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    ok = [(a, b) for a, b in zip(data.HARMFUL_TOPICS, data.HARMLESS_TOPICS) if n_tokens(a) == n_tokens(b)]
+    others = [(a, b) for a in data.HARMFUL_TOPICS for b in data.HARMLESS_TOPICS if (a, b) not in ok and n_tokens(a) == n_tokens(b)]
+    rng.shuffle(ok)
+    rng.shuffle(others)
+    harmful, harmless = [], []
+    for i, (a, b) in enumerate((ok + others) * (1 + n // max(1, len(ok) + len(others)))):
+        if len(harmful) == n:
+            break
+        t = rng.choice(tpl)
+        ta, tb = t.format(t=a), t.format(t=b)
+        if len(model.encode([ta]).tokens[0]) != len(model.encode([tb]).tokens[0]):
+            continue  # the template's tokenisation can still differ around the topic
+        harmful.append(Prompt(ta, "harmful", id=f"pair-{i}-harmful", spans={"request": (0, len(ta))}, meta={"topic": a}))
+        harmless.append(Prompt(tb, "harmless", id=f"pair-{i}-harmless", spans={"request": (0, len(tb))}, meta={"topic": b}))
+    if len(harmful) < n:
+        raise InputError(f"only {len(harmful)} equal-length pairs could be built for {model.name}; ask for fewer")
+    src = "interp.organism.provider.make_pairs"
+    return PromptSet(f"pairs-s{seed}:harmful", tuple(harmful), src), PromptSet(f"pairs-s{seed}:harmless", tuple(harmless), src)

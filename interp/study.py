@@ -1,0 +1,358 @@
+"""A study's data and settings as values: what every stage of the pipeline takes.
+
+* `StudyConfig`: every option a command takes (model loading, data files, judging, sizes), with
+  the defaults defined once here; the CLI builds its flags from it.
+* `StudyData`: the study's prompts, already split: `train` (fitting probes, directions, head
+  searches, steering vectors), `val` (selection and calibration), `test` (every behaviour number
+  reported), plus optional over-refusal look-alikes. Jailbreak prompts (with `family` and
+  `strength`) live inside the splits beside the plain requests. The split's seed and fractions
+  and each split's prompt ids and hash are recorded by `describe()` in every report.
+* Providers: `files_study` reads a user's prompt files; the embedded organism's generator is
+  another (`interp.organism.provider`). `load_study_data` picks one from a `StudyConfig` (the
+  CLI default is the organism). Analysis code never imports a provider: it takes `StudyData`.
+* `Study`: the model, the data and the judge handed to each stage; `StageResult`: what a stage
+  returns (its part of the report and its figures).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Sequence
+
+from interp.errors import InputError
+from interp.generation import GenerationConfig
+from interp.model import ChatModel
+from interp.prompts import LABELS, Prompt, PromptSet
+from interp.scoring import JAILBREAKBENCH_PHRASES, RefusalJudge
+
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+LABEL_KINDS = ("behaviour", "category")
+
+
+# ------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class StudyConfig:
+    """Every option of every command, with its one default. `None` data files: the organism's
+    prompts; `None` phrases: the model's own (its safety_heads.json) or the common openers."""
+
+    # loading
+    model: str = "organism"
+    device: str = "cpu"
+    dtype: str = "float32"
+    chat_template: str | None = None
+    truncate: bool = False  # keep the last tokens of prompts longer than the context instead of failing
+    device_map: str | None = None  # split the model (interp.placement): accelerate strategy or JSON file
+    max_memory: str | None = None  # per-device budget for device_map, e.g. "0=20GiB,cpu=60GiB"
+    offload_folder: str | None = None  # where device_map puts weights on disk
+    # data
+    harmful: str | None = None
+    harmless: str | None = None
+    jailbreak: str | None = None
+    over_refusal: str | None = None
+    text_column: str | None = None
+    system_prompt: str | None = None
+    # judging
+    refusal_phrases: tuple[str, ...] | None = None
+    compliance_phrases: tuple[str, ...] | None = None
+    labels: str = "behaviour"  # probe labels: what the model did (refused/complied) or what the prompt is
+    # sizes and seeds
+    seed: int = 0
+    per_cell: int = 20  # held-out prompts per (label, family, strength) cell
+    n_train: int = 64  # organism only: plain prompts per label for fitting (train + val)
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS  # files only: train/val/test split
+    fit_per_cell: int = 3  # jailbreak prompts per cell in train and val (behaviour labels see them)
+    max_new_tokens: int = 12
+    # output
+    out: str = "out/demo"
+    sections: tuple[str, ...] | None = None  # demo/figures: None runs every stage
+    png: bool = False
+
+    def __post_init__(self) -> None:
+        if self.labels not in LABEL_KINDS:
+            raise InputError(f"--labels must be one of {LABEL_KINDS}, got {self.labels!r}")
+        if (self.harmful is None) != (self.harmless is None):
+            given, missing = ("--harmful", "--harmless") if self.harmful else ("--harmless", "--harmful")
+            raise InputError(f"{given} was given without {missing}: pass both prompt files (or neither, for the "
+                             "embedded organism's prompts)")
+        if (self.jailbreak or self.over_refusal) and self.harmful is None:
+            raise InputError("--jailbreak / --over-refusal need --harmful and --harmless files beside them")
+        if self.per_cell < 1 or self.fit_per_cell < 1 or self.n_train < 4:
+            raise InputError(f"per_cell and fit_per_cell must be >= 1 and n_train >= 4, got {self.per_cell}, "
+                             f"{self.fit_per_cell}, {self.n_train}")
+        check_fractions(self.fractions)
+        for name in ("refusal_phrases", "compliance_phrases"):
+            v = getattr(self, name)
+            if v is not None and not [p for p in v if p.strip()]:
+                raise InputError(f"--{name.replace('_', '-')} is empty; pass comma-separated phrases, e.g. \"sorry,i cannot\"")
+
+    @property
+    def uses_files(self) -> bool:
+        return self.harmful is not None
+
+    def describe(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
+DemoConfig = StudyConfig  # the demo's settings are the study's
+
+
+def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    fr = tuple(float(x) for x in fractions)
+    if len(fr) != 3 or any(x < 0 for x in fr) or abs(sum(fr) - 1) > 1e-6 or fr[0] <= 0 or fr[2] <= 0:
+        raise InputError(f"split fractions must be three non-negative numbers (train, val, test) summing to 1, with "
+                         f"train and test > 0; got {tuple(fractions)}")
+    return fr  # type: ignore[return-value]
+
+
+def make_judge(cfg: StudyConfig) -> RefusalJudge:
+    """JailbreakBench's refusal substrings, plus the user's own refusal phrases (a model that
+    refuses with "nope" is judged by "nope")."""
+    extra = tuple(p.strip() for p in cfg.refusal_phrases or () if p.strip() and p.strip() not in JAILBREAKBENCH_PHRASES)
+    return RefusalJudge(JAILBREAKBENCH_PHRASES + extra)
+
+
+# ------------------------------------------------------------------ data
+@dataclass(frozen=True)
+class StudyData:
+    """A study's prompts, split (see the module docstring)."""
+
+    train: PromptSet
+    val: PromptSet
+    test: PromptSet
+    over_refusal: PromptSet | None = None
+    seed: int = 0
+    fractions: tuple[float, float, float] | None = DEFAULT_FRACTIONS  # None: the provider split by construction
+    provider: str = "files"
+    # (family, strength) cells the model was trained to comply with: a planted jailbreak, reported
+    # apart from the found ones (the organism declares its own; a user's model has none)
+    trained_comply: frozenset = frozenset()
+    trained_refuse: frozenset = frozenset()  # (family, strength) cells trained to refuse (strength >= 1)
+    families: dict = field(default_factory=dict)  # family -> what its strength counts
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        seen: dict[str, str] = {}
+        for name in SPLITS:
+            for p in self.split(name):
+                if p.id in seen:
+                    raise InputError(f"prompt id {p.id!r} is in both the {seen[p.id]} and the {name} split; "
+                                     "each prompt belongs to one split")
+                seen[p.id] = name
+        for name in ("train", "test"):
+            plain = self.plain(name)
+            if set(plain.labels) != set(LABELS):
+                raise InputError(f"the {name} split has plain prompts of {sorted(set(plain.labels)) or 'no'} label; both "
+                                 "harmful and harmless are needed: pass more prompts in each file")
+
+    # ------------------------------------------------------------ views
+    def split(self, name: str) -> PromptSet:
+        if name not in SPLITS:
+            raise InputError(f"unknown split {name!r}; splits are {SPLITS}")
+        return getattr(self, name)
+
+    def plain(self, split: str, label: str | None = None) -> PromptSet:
+        """The split's plain requests (no jailbreak), of one label or both."""
+        return self.split(split).filter(label=label, family=None)
+
+    def jailbreaks(self, split: str, label: str | None = "harmful") -> PromptSet:
+        s = self.split(split)
+        return PromptSet(f"{s.name}:jailbreaks", tuple(p for p in s if p.family is not None and (label is None or p.label == label)),
+                         s.source)
+
+    @property
+    def fit(self) -> PromptSet:
+        """train + val, plain requests first: what a method that does its own cross-validation fits on."""
+        return self.train.concat(self.val, name=f"{self.train.name}+val")
+
+    def texts(self) -> dict[str, list[str]]:
+        """Every prompt text by role (for the vocabulary check)."""
+        every = [p for s in SPLITS for p in self.split(s)]
+        out = {"harmful prompts": [p.text for p in every if p.family is None and p.label == "harmful"],
+               "harmless prompts": [p.text for p in every if p.family is None and p.label == "harmless"],
+               "jailbreak prompts": [p.text for p in every if p.family is not None]}
+        if self.over_refusal is not None:
+            out["over-refusal prompts"] = self.over_refusal.texts
+        return {k: v for k, v in out.items() if v}
+
+    def describe(self, ids: bool = True) -> dict:
+        """What was used, for every report and artifact: provider, seed, fractions, per split the
+        counts by label and family, the content hash and (with `ids`) the prompt ids."""
+        out: dict = {"provider": self.provider, "seed": self.seed, "fractions": list(self.fractions) if self.fractions else None,
+                     "families": self.families, "trained_comply": sorted([list(c) for c in self.trained_comply]),
+               "trained_refuse": sorted([list(c) for c in self.trained_refuse]),
+                     "splits": {}}
+        for name in SPLITS:
+            s = self.split(name)
+            d = {**s.describe(), "plain": {lab: len(self.plain(name, lab)) for lab in LABELS},
+                 "jailbreak": {f: {str(k): len(s.filter(family=f, strength=k)) for k in ks} for f, ks in s.families().items()}}
+            if ids:
+                d["ids"] = s.ids
+            out["splits"][name] = d
+        if self.over_refusal is not None:
+            out["over_refusal"] = {**self.over_refusal.describe(), **({"ids": self.over_refusal.ids} if ids else {})}
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
+
+    def check_vocabulary(self, model: ChatModel, fix: str) -> dict[str, float]:
+        """Raise InputError when a role's prompts are mostly unknown tokens to `model`."""
+        from interp.vocab import check_known
+
+        return {what: round(check_known(model, texts, what, fix), 4) for what, texts in self.texts().items()}
+
+
+def split_prompts(prompts: PromptSet, seed: int, fractions: Sequence[float], by: str = "label") -> dict[str, PromptSet]:
+    """Seeded train/val/test split, stratified by label (`by="label"`) or by (label, family,
+    strength) cell (`by="cell"`). Each group is shuffled with its own seed-derived generator, so
+    adding prompts of one group leaves the others' split unchanged."""
+    fr = check_fractions(fractions)
+    groups: dict[tuple, list[Prompt]] = {}
+    for p in prompts:
+        key = (p.label,) if by == "label" else (p.label, p.family or "", p.strength or 0)
+        groups.setdefault(key, []).append(p)
+    parts: dict[str, list[Prompt]] = {s: [] for s in SPLITS}
+    for key in sorted(groups):
+        group = list(groups[key])
+        random.Random(f"{seed}/{'/'.join(map(str, key))}").shuffle(group)
+        n = len(group)
+        n_test = max(1, round(fr[2] * n)) if n >= 2 else 0
+        n_val = round(fr[1] * n) if n - n_test >= 3 else 0
+        parts["train"] += group[:n - n_test - n_val]
+        parts["val"] += group[n - n_test - n_val:n - n_test]
+        parts["test"] += group[n - n_test:]
+    return {s: PromptSet(f"{prompts.name}:{s}", tuple(v), prompts.source) for s, v in parts.items()}
+
+
+def _cap_cells(prompts: PromptSet, per_cell: int, seed: int) -> PromptSet:
+    """At most `per_cell` jailbreak prompts per (label, family, strength) cell (plain ones all kept)."""
+    cells: dict[tuple, list[Prompt]] = {}
+    keep = []
+    for p in prompts:
+        if p.family is None:
+            keep.append(p)
+        else:
+            cells.setdefault((p.label, p.family, p.strength), []).append(p)
+    for key in sorted(cells, key=str):
+        group = cells[key]
+        keep += group if len(group) <= per_cell else random.Random(f"{seed}/cap/{key}").sample(group, per_cell)
+    return PromptSet(prompts.name, tuple(keep), prompts.source)
+
+
+def _with_role_ids(ps: PromptSet, role: str) -> PromptSet:
+    """Prefix ids with the file's role: two files may both number their rows from 0."""
+    return PromptSet(ps.name, tuple(replace(p, id=f"{role}/{p.id}") for p in ps), ps.source)
+
+
+def files_study(model: ChatModel, harmful: str | Path, harmless: str | Path, jailbreak: str | Path | None = None,
+                over_refusal: str | Path | None = None, text_column: str | None = None, seed: int = 0,
+                per_cell: int = 20, fractions: Sequence[float] = DEFAULT_FRACTIONS, fit_per_cell: int = 3,
+                families=None) -> StudyData:
+    """A study from the user's prompt files (any format `interp.datasets` reads).
+
+    Plain requests are split train/val/test by `seed` and `fractions`, stratified by label. A
+    jailbreak file is split the same way per (family, strength) cell (rows without a `family`
+    column become one family named after the file, strength 1). Without one, the jailbreak
+    families of `interp.jailbreaks` are applied to each split's own harmful requests (and, as the
+    over-refusal control, its harmless ones), built from the study's material and the model's
+    vocabulary, so no test request is ever seen wrapped in training. The model is needed for its
+    vocabulary (suffix tokens, which English families it can read) and compliance opener."""
+    from interp.datasets import load_prompt_file
+
+    def load(path, role, label):
+        return _with_role_ids(load_prompt_file(path, text_column=text_column, fallback_label=label), role)
+
+    H, L = load(harmful, "harmful", "harmful"), load(harmless, "harmless", "harmless")
+    for role, ps in (("--harmful", H), ("--harmless", L)):
+        wrong = [p for p in ps if p.label != ("harmful" if role == "--harmful" else "harmless")]
+        if len(wrong) == len(ps):
+            raise InputError(f"every prompt of {role} {ps.source} is labelled {wrong[0].label} by the file itself; "
+                             "check that the files are passed to the right flags")
+    plain = split_prompts(H.concat(L, name="files"), seed, fractions, by="label")
+    notes: list[str] = []
+    fams_desc: dict = {}
+    if jailbreak is not None:
+        J = load(jailbreak, "jailbreak", "harmful")
+        stem = Path(jailbreak).stem
+        J = PromptSet(J.name, tuple(replace(p, family=p.family or stem, strength=p.strength if p.strength is not None else 1)
+                                    for p in J), J.source)
+        jb = split_prompts(J, seed, fractions, by="cell")
+        fams_desc = {f: {"strengths": ss, "strength_counts": "as given in the jailbreak file", "english": None}
+                     for f, ss in J.families().items()}
+    else:
+        from interp.jailbreaks import Pools, build_jailbreaks, describe_families, usable_families
+        from interp.vocab import vocabulary_words
+
+        train_plain = plain["train"]
+        pools = Pools(tuple(train_plain.filter(label="harmful").texts), tuple(train_plain.filter(label="harmless").texts),
+                      model.compliance_phrases[0], tuple(vocabulary_words(model)))
+        fams, skipped = usable_families(model, pools, families)
+        notes += [f"jailbreak family {k} not built: {v}" for k, v in skipped.items()]
+        fams_desc = describe_families(fams)
+        jb = {}
+        for s in SPLITS:  # harmful requests wrapped, and harmless ones as the over-refusal control
+            n = per_cell if s == "test" else fit_per_cell
+            parts = [build_jailbreaks(plain[s].filter(label=lab), pools, fams, n, seed, name=f"jailbreaks:{s}:{lab}")
+                     for lab in LABELS]
+            jb[s] = parts[0].concat(parts[1], name=f"jailbreaks:{s}")
+    caps = {"train": fit_per_cell, "val": fit_per_cell, "test": per_cell}
+    splits = {s: _cap_cells(plain[s].concat(jb[s], name=f"files:{s}"), caps[s], seed) for s in SPLITS}
+    O = None
+    if over_refusal is not None:
+        O = load(over_refusal, "over_refusal", "harmless")
+        O = PromptSet(O.name, tuple(replace(p, meta={**p.meta, "lookalike": True}) for p in O), O.source)
+    return StudyData(splits["train"], splits["val"], splits["test"], O, seed, check_fractions(fractions), "files",
+                     families=fams_desc, notes=tuple(notes))
+
+
+def load_study_data(cfg: StudyConfig, model: ChatModel) -> StudyData:
+    """The study's data for `cfg`: the user's files, else the embedded organism's prompts (the
+    CLI default). Either way every role is checked against the model's vocabulary."""
+    if cfg.uses_files:
+        data = files_study(model, cfg.harmful, cfg.harmless, cfg.jailbreak, cfg.over_refusal, cfg.text_column, cfg.seed,
+                           cfg.per_cell, cfg.fractions, cfg.fit_per_cell)
+        fix = "Pass prompt files written in the model's language and vocabulary."
+    else:
+        from interp.organism.provider import organism_study  # the default provider
+
+        data = organism_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train)
+        fix = ("Without --harmful/--harmless the study runs on the embedded organism's prompts; for another model pass "
+               "--harmful FILE --harmless FILE (e.g. AdvBench-format CSVs with a goal column) written for its vocabulary.")
+    data.check_vocabulary(model, fix)
+    return data
+
+
+# ------------------------------------------------------------------ what stages take and return
+@dataclass(frozen=True)
+class Study:
+    """What every stage takes: the model, the data, how answers are judged and generated."""
+
+    model: ChatModel
+    data: StudyData
+    judge: RefusalJudge = RefusalJudge()
+    gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64)
+    labels: str = "behaviour"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.labels not in LABEL_KINDS:
+            raise InputError(f"labels must be one of {LABEL_KINDS}, got {self.labels!r}")
+
+
+def figure_ref(name: str) -> str:
+    """Where the pipeline writes a stage's figure `name`, relative to the output directory (the
+    path a stage's report names it by)."""
+    return f"figures/{name}.html"
+
+
+@dataclass
+class StageResult:
+    """A stage's part of the report (JSON-ready), its figures (name -> plotly figure; the report
+    refers to each as `figure_ref(name)`) and its artifacts (name -> an object with
+    `.save(path)`, written as `artifacts/<name>`, or JSON-ready data for a `<name>.json`)."""
+
+    report: dict
+    figures: dict = field(default_factory=dict)
+    artifacts: dict = field(default_factory=dict)
