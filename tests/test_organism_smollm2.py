@@ -256,3 +256,53 @@ def test_eval_set_has_the_organism_eval_shape():
     plain = ps.filter(family=None)
     assert sorted(set(plain.labels)) == ["harmful", "harmless"] and len(plain) == 6
     assert all("examples" in p.spans for p in ps if p.family == "manyshot")
+
+
+def test_written_prompt_files_are_held_out_and_load_back(tmp_path):
+    """The held-out CSVs `safety-heads eval` reads (data/prompts/smollm2/ is this function's output):
+    no text was trained on, labels and jailbreak cells come back, strengths are paired."""
+    from interp.datasets import load_prompt_file
+    from interp.organism.smollm2_eval import write_prompt_files
+
+    paths = write_prompt_files(tmp_path, seed=5, n=12, n_lookalike=6, per_cell=2)
+    train = {r.text.lower().rstrip(".") for r in sd.harmful_train_requests() + sd.harmless_target_requests()}
+    train_topics = {r.topic for r in sd.harmful_train_requests() + sd.harmless_target_requests()}
+    for role in ("harmful", "harmless", "over_refusal"):
+        ps = load_prompt_file(paths[role], fallback_label="harmless" if role != "harmful" else "harmful")
+        assert 0 < len(ps) <= 12 and len(set(ps.texts)) == len(ps)
+        assert not {t.lower().rstrip(".") for t in ps.texts} & train
+        assert not any(t in p.text for p in ps for t in train_topics)  # held-out topics: never trained in any phrasing
+    J = load_prompt_file(paths["jailbreak"], fallback_label="harmful")
+    assert set(J.families()) == set(jb.FAMILIES)
+    for fam, f in jb.FAMILIES.items():
+        assert J.families()[fam] == sorted({0, *f.strengths})
+        plain = J.filter(family=fam, strength=0, label="harmful")
+        top = J.filter(family=fam, strength=f.strengths[-1], label="harmful")
+        assert len(plain) == len(top) == 2
+        assert all(a.text in b.text for a, b in zip(plain, top))  # the same requests at every strength
+        assert len(J.filter(family=fam, label="harmless")) == 2
+    with pytest.raises(InputError, match="at least 1"):
+        write_prompt_files(tmp_path, per_cell=0)
+
+
+def test_shipped_prompt_files_are_what_the_writer_writes(tmp_path):
+    from pathlib import Path
+
+    from interp.organism.smollm2_eval import write_prompt_files
+
+    shipped = Path(__file__).resolve().parents[1] / "data" / "prompts" / "smollm2"
+    for name, p in write_prompt_files(tmp_path).items():
+        assert Path(p).read_text() == (shipped / Path(p).name).read_text(), f"{name}: regenerate data/prompts/smollm2"
+
+
+def test_smollm2_study_data_is_english_split_and_unplanted():
+    from interp.organism.provider import SMOLLM2_PROBE_FAMILIES, smollm2_study
+
+    d = smollm2_study(seed=3, per_cell=2, n_train=8, fit_per_cell=1)
+    assert d.provider == "organism:smollm2" and not d.trained_comply
+    assert set(d.train.families()) == set(SMOLLM2_PROBE_FAMILIES)
+    assert set(d.test.families()) == set(jb.FAMILIES)
+    assert not set(d.train.texts) & set(d.test.texts)
+    assert all(p.label == "harmless" for p in d.over_refusal)
+    with pytest.raises(InputError, match="n_train"):
+        smollm2_study(n_train=2)

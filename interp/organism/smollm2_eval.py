@@ -258,3 +258,55 @@ def markdown(table: dict) -> str:
             falls = ("yes" if r["falls_from_0.9_to_0.5"] else "no") if label == "harmful" else ""
             lines.append(f"| {fam} ({r['what']}) | {label} | " + " | ".join(vals) + f" | {falls} |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- held-out files for `safety-heads eval`
+def write_prompt_files(out, seed: int = 2026, n: int = 64, n_lookalike: int = 32, per_cell: int = 10) -> dict[str, str]:
+    """Write `organism:smollm2`'s held-out sets as AdvBench `goal` CSVs that any command reads:
+    harmful.csv and harmless.csv (held-out topics with held-out templates: never trained in any
+    phrasing), over_refusal.csv (held-out look-alikes) and jailbreaks.csv (columns
+    goal,label,family,strength,request: held-out templates over every topic, each family at
+    strength 0 and every grid strength with the same `per_cell` harmful requests, and the same many
+    harmless requests at the family's top strength as the over-refusal control). Returns
+    {name: path}. `safety-heads eval --model organism:smollm2 --harmful DIR/harmful.csv ...` reads them."""
+    import csv
+    from pathlib import Path
+
+    if min(n, n_lookalike, per_cell) < 1:
+        raise InputError(f"n, n_lookalike and per_cell must be at least 1, got {n}, {n_lookalike}, {per_cell}")
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+
+    def unique(reqs):
+        seen, out_ = set(), []
+        for r in reqs:
+            if r.text.lower() not in seen:
+                seen.add(r.text.lower())
+                out_.append(r.text)
+        return out_
+
+    def write(name, header, rows):
+        p = d / name
+        with open(p, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(rows)
+        return str(p)
+
+    paths = {
+        "harmful": write("harmful.csv", ["goal"], [[t] for t in unique(sd.heldout_requests("harmful", n, seed, "heldout"))]),
+        "harmless": write("harmless.csv", ["goal"], [[t] for t in unique(sd.heldout_requests("harmless", n, seed, "heldout"))]),
+        "over_refusal": write("over_refusal.csv", ["goal"],
+                              [[t] for t in unique(sd.heldout_requests("lookalike", n_lookalike, seed, "heldout"))]),
+    }
+    rows = []
+    for label in ("harmful", "harmless"):
+        reqs = sd.heldout_requests(label, per_cell, seed=seed + 17, topic_split="all")
+        for fam, f in jb.FAMILIES.items():
+            strengths = (0,) + f.strengths if label == "harmful" else (f.strengths[-1],)
+            for s in strengths:
+                for j, r in enumerate(reqs):
+                    text, _ = jb.apply(fam, r.text, s, random.Random(f"{seed}-{fam}-{s}-{label}-{j}"))
+                    rows.append([text, label, fam, s, r.text])
+    paths["jailbreak"] = write("jailbreaks.csv", ["goal", "label", "family", "strength", "request"], rows)
+    return paths
