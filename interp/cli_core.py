@@ -42,6 +42,8 @@ def register(sub) -> None:
     e.add_argument("--harmful", default=None, help="english: an independent harmful prompt file (e.g. AdvBench goal CSV)")
     e.add_argument("--harmless", default=None, help="english: an independent harmless prompt file")
     e.add_argument("--over-refusal", default=None, help="english: an independent file of harmless look-alikes")
+    e.add_argument("--per-label", type=int, default=None, help="english: plain held-out prompts per label and topic split (default: 64)")
+    e.add_argument("--n-lookalike", type=int, default=None, help="english: held-out look-alikes (default: 48)")
     e.add_argument("--families", default=None, help="english: comma-separated jailbreak families (default: all)")
     e.add_argument("--no-base", action="store_true", help="english: skip the base-model comparison (first-8-token match)")
     e.add_argument("--out", default=None, help="english: write the behaviour table to this JSON file")
@@ -132,8 +134,9 @@ def _organism_eval(args):
     model = load_from_args(args).require_direct_answers()
     english = args.sets == "english" or (args.sets == "auto" and model.kind == "smollm2")
     if not english:
-        if args.harmful or args.harmless or args.over_refusal or args.out or args.families:
-            raise InputError("--harmful, --harmless, --over-refusal, --families and --out apply to the English sets (--sets english)")
+        if args.harmful or args.harmless or args.over_refusal or args.out or args.families or args.per_label or args.n_lookalike:
+            raise InputError("--harmful, --harmless, --over-refusal, --families, --per-label, --n-lookalike and --out apply to "
+                             "the English sets (--sets english)")
         ev = evaluate_refusal(model, eval_prompts(seed=args.seed, per_cell=args.per_cell or 40))
         return {"model": model.name, "refusal_rate": ev.table()}
     import json
@@ -141,7 +144,8 @@ def _organism_eval(args):
     from interp.model import load_model
     from interp.organism.smollm2_eval import EvalConfig, behaviour_table
 
-    cfg = EvalConfig(seed=args.seed, per_cell=args.per_cell or 32,
+    sizes = {k: v for k, v in (("per_label", args.per_label), ("n_lookalike", args.n_lookalike)) if v is not None}
+    cfg = EvalConfig(seed=args.seed, per_cell=args.per_cell or 32, **sizes,
                      families=tuple(args.families.split(",")) if args.families else None)
     base = None if args.no_base else load_model("smollm2-135m-instruct", device=args.device)
     table = behaviour_table(model, cfg, base=base, harmful_file=args.harmful, harmless_file=args.harmless,
