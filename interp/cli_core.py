@@ -88,12 +88,16 @@ def _eval(args):
     import json
 
     from interp.cli import study_config
+    from interp.distributed import process_group
     from interp.pipeline import evaluation_table, open_study
 
     cfg = study_config(args)
-    study = open_study(cfg)
-    table = {"model": study.model.name, **evaluation_table(study), "judge": study.judge.describe(),
-             "data": study.data.describe(ids=False)}
+    with process_group() as w:  # under torchrun every rank takes its share of the batches
+        study = open_study(cfg)
+        table = {"model": study.model.name, **evaluation_table(study, world=w), "judge": study.judge.describe(),
+                 "data": study.data.describe(ids=False)}
+    if not w.is_main:
+        return None  # rank 0 prints and writes the table
     if args.out:
         out = Path(args.out)
         if out.suffix != ".json":

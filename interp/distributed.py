@@ -45,6 +45,20 @@ class World:
         start = self.rank * base + min(self.rank, extra)
         return range(start, start + base + (1 if self.rank < extra else 0))
 
+    def share(self, batches: Sequence[Any]) -> list[Any]:
+        """This rank's batches of a list every rank builds the same way: batch k goes to rank
+        k % size, so each batch holds exactly the prompts it holds in a single process."""
+        return [b for k, b in enumerate(batches) if k % self.size == self.rank]
+
+    def merge(self, rows: dict[int, Any], n: int) -> list[Any]:
+        """Every rank's {index: row}, gathered into one list of `n` rows on every rank."""
+        merged: dict[int, Any] = {}
+        for part in self.gather(rows):
+            merged.update(part)
+        if sorted(merged) != list(range(n)):
+            raise RuntimeError(f"the ranks returned {len(merged)} of {n} rows; every rank must run the same prompts")
+        return [merged[i] for i in range(n)]
+
     def barrier(self) -> None:
         if self.distributed:
             torch.distributed.barrier()

@@ -61,10 +61,13 @@ class RefusalEval:
 
 
 def evaluate_refusal(model: ChatModel, prompts: PromptSet, judge: RefusalJudge = RefusalJudge(),
-                     gen: GenerationConfig = GenerationConfig(max_new_tokens=12), with_scores: bool = True) -> RefusalEval:
-    """Greedy-generate, judge and score every prompt (whatever hooks are installed act on both)."""
+                     gen: GenerationConfig = GenerationConfig(max_new_tokens=12), with_scores: bool = True,
+                     world=None) -> RefusalEval:
+    """Greedy-generate, judge and score every prompt (whatever hooks are installed act on both).
+    `world` (`interp.distributed.World`, under torchrun): the work is spread over the ranks and the
+    result, on every rank, is the single-process one."""
     prompts.require("evaluation set")
-    answers = generate(model, prompts, gen)
+    answers = generate(model, prompts, gen, world=world)
     refused = judge(answers)
-    scores = refusal_score(model, prompts) if with_scores else torch.full((len(prompts),), float("nan"))
+    scores = refusal_score(model, prompts, world=world) if with_scores else torch.full((len(prompts),), float("nan"))
     return RefusalEval(prompts, answers, refused, scores)

@@ -109,8 +109,12 @@ def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, u
     return [[t for t in row if t != eos] for row in out]
 
 
-def generate(model: ChatModel, prompts, cfg: GenerationConfig = GenerationConfig(), truncate: bool | None = None) -> list[str]:
-    """Greedy responses (do_sample is never used: results are reproducible) for a list of prompts."""
+def generate(model: ChatModel, prompts, cfg: GenerationConfig = GenerationConfig(), truncate: bool | None = None,
+             world: "World | None" = None) -> list[str]:
+    """Greedy responses (do_sample is never used: results are reproducible) for a list of prompts.
+
+    `world` (`interp.distributed.World`, under torchrun): each rank generates its share of the
+    batches a single process would form, and every rank gets all answers, identical to one process."""
     prompt_texts = texts(prompts)
     if not prompt_texts:
         raise InputError("no prompts to generate from: pass a non-empty prompt list")
@@ -120,9 +124,12 @@ def generate(model: ChatModel, prompts, cfg: GenerationConfig = GenerationConfig
     order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
     answers: list[str] = [""] * len(prompt_texts)
     chunks = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-    for chunk in tqdm(chunks, desc="generating", disable=not cfg.progress):
+    mine = chunks if world is None else world.share(chunks)
+    for chunk in tqdm(mine, desc="generating", disable=not cfg.progress):
         batch = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)
         new = generate_batch(model, batch, cfg.max_new_tokens, cfg.use_kv_cache, rows=chunk)
         for i, ids in zip(chunk, new):
             answers[i] = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    if world is not None and world.distributed:
+        answers = world.merge({i: answers[i] for chunk in mine for i in chunk}, len(answers))
     return answers

@@ -132,7 +132,8 @@ def direction_ablation_hooks(model: ChatModel, direction: Tensor) -> list[FwdHoo
     r = r / r.norm()
 
     def ablate(act, hook):
-        return act - (act @ r)[..., None] * r
+        u = r.to(act.device)  # a no-op on one device; a split model computes blocks elsewhere
+        return act - (act @ u)[..., None] * u
 
     names = []
     for l in range(model.n_layers):
@@ -152,7 +153,7 @@ def activation_addition_hooks(model: ChatModel, direction: Tensor, layer: int, a
     alpha = check_alpha(alpha)
 
     def add(act, hook):
-        return act + alpha * r
+        return act + alpha * r.to(act.device)
 
     if site not in ADDITION_SITES:
         raise InputError(f"cannot add a direction at site {site!r}; choose one of {ADDITION_SITES}")

@@ -59,15 +59,15 @@ def baseline_stage(study: Study) -> BaselineResult:
     return BaselineResult(report, {"refusal_vs_strength": fig}, evaluation=ev)
 
 
-def evaluation_table(study: Study, which: str = "all") -> dict:
+def evaluation_table(study: Study, which: str = "all", world=None) -> dict:
     """The behaviour table of `safety-heads eval`: refusal rate and score on every prompt of the
     study (`which="all"`: nothing is fitted, so every split is held out) or on one split."""
     d = study.data
     prompts = d.train.concat(d.val).concat(d.test, name="all") if which == "all" else d.split(which)
-    ev = evaluate_refusal(study.model, prompts, study.judge, study.gen)
+    ev = evaluate_refusal(study.model, prompts, study.judge, study.gen, world=world)
     out = {"refusal_rate": ev.table(), "refusal_score": ev.score_table(), "n_prompts": len(prompts)}
     if d.over_refusal is not None and len(d.over_refusal):
-        ov = evaluate_refusal(study.model, d.over_refusal, study.judge, study.gen)
+        ov = evaluate_refusal(study.model, d.over_refusal, study.judge, study.gen, world=world)
         out["refusal_rate"]["over_refusal"] = ov.rate("harmless")
         out["refusal_score"]["over_refusal"] = ov.mean_score("harmless")
     return out

@@ -86,23 +86,29 @@ def refusal_log_odds(model: ChatModel, logits: Float[Tensor, "batch d_vocab"]) -
 
 
 @torch.no_grad()
-def last_logits(model: ChatModel, prompts, batch_size: int = 64, truncate: bool | None = None, progress: bool = False) -> Float[Tensor, "batch d_vocab"]:
-    """Next-token logits at the first response position for each prompt (in the caller's order)."""
+def last_logits(model: ChatModel, prompts, batch_size: int = 64, truncate: bool | None = None, progress: bool = False,
+                world: "World | None" = None) -> Float[Tensor, "batch d_vocab"]:
+    """Next-token logits at the first response position for each prompt (in the caller's order).
+    `world` (under torchrun): each rank scores its share of the batches; every rank gets all rows."""
     texts = _texts(prompts)
     if not texts:
         raise InputError("no prompts to score: pass a non-empty prompt list")
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out: list[Tensor | None] = [None] * len(texts)
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for chunk in tqdm(chunks, desc="scoring", disable=not progress):
+    mine = chunks if world is None else world.share(chunks)
+    for chunk in tqdm(mine, desc="scoring", disable=not progress):
         b = model.encode([texts[i] for i in chunk], truncate=truncate, indices=chunk)
         logits = check_finite(model.bridge(b.tokens, attention_mask=b.attention_mask)[:, -1, :], "next-token logits", chunk)
         for i, row in zip(chunk, logits):
             out[i] = row
+    if world is not None and world.distributed:
+        out = [r.to(model.device) for r in world.merge({i: out[i].cpu() for chunk in mine for i in chunk}, len(out))]
     return torch.stack(out)  # type: ignore[arg-type]
 
 
-def refusal_score(model: ChatModel, prompts, batch_size: int = 64, truncate: bool | None = None) -> Float[Tensor, "batch"]:
+def refusal_score(model: ChatModel, prompts, batch_size: int = 64, truncate: bool | None = None,
+                  world: "World | None" = None) -> Float[Tensor, "batch"]:
     """Refusal score per prompt: log-odds of the refusal first-token set against the compliance set
     at the first response position (> 0: the model leans to refuse)."""
-    return check_finite(refusal_log_odds(model, last_logits(model, prompts, batch_size, truncate)), "refusal scores")
+    return check_finite(refusal_log_odds(model, last_logits(model, prompts, batch_size, truncate, world=world)), "refusal scores")

@@ -72,3 +72,25 @@ def test_a_failure_on_one_rank_stops_every_rank_with_one_message(prompt_file, tm
     # resuming with another shard size is refused by rank 0; rank 1 must not hang waiting for it
     bad = _run([*common[:-4], "--shard-size", "5", "--out", str(out)], 2, tmp_path)
     assert bad.returncode != 0 and "shard size" in bad.stderr
+
+
+def test_two_processes_evaluate_what_one_process_evaluates(tmp_path):
+    """`torchrun -m interp eval`: each rank generates and scores its share of the batches one process
+    forms; rank 0 prints the same behaviour table, to the last digit."""
+    common = ["eval", "--per-cell", "3", "--n-train", "40"]
+    one = _run([*common, "--out", str(tmp_path / "one.json")], 1, tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _run([*common, "--out", str(tmp_path / "two.json")], 2, tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+    assert a["n_prompts"] > 2 * 64  # more than two generation batches, so both ranks worked
+    assert a == b
+    assert two.stdout.count('"refusal_rate"') == 1  # rank 0 alone printed the table
+
+
+def test_world_merge_refuses_missing_rows():
+    w = World(0, 1)
+    assert w.share([1, 2, 3]) == [1, 2, 3] and w.merge({0: "a", 1: "b"}, 2) == ["a", "b"]
+    with pytest.raises(RuntimeError, match="1 of 2 rows"):
+        w.merge({0: "a"}, 2)
+    assert [World(r, 2).share(list("abcde")) for r in (0, 1)] == [list("ace"), list("bd")]

@@ -113,7 +113,7 @@ class Antidote:
                 if a == 0.0:
                     return None
                 new = act.clone()
-                new[:, -1] += a * v
+                new[:, -1] += a * v.to(act.device)
                 return new
 
             out.append((f"blocks.{l}.hook_resid_post", add_last))

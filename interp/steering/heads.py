@@ -244,7 +244,7 @@ def head_steering_hooks(model: ChatModel, head_dirs: HeadDirections, heads, alph
         s = shift[l]  # [head, d_head]; broadcasts over batch and position
 
         def add(act, hook, s=s):
-            return act + s
+            return act + s.to(act.device)
 
         hooks.append((f"blocks.{l}.attn.hook_z", add))
     return hooks

@@ -34,7 +34,7 @@ def layer_steering_hooks(model: ChatModel, head_dirs: HeadDirections, layer: int
     shift = (alpha * head_dirs.resid_sigma[layer] * head_dirs.resid[layer]).to(model.device, model_dtype(model))
 
     def add(act, hook):
-        return act + shift
+        return act + shift.to(act.device)
 
     return [(f"blocks.{layer}.hook_resid_mid", add)]
 
