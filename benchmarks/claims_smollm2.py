@@ -1,7 +1,7 @@
 """The seed claims measured again on `organism:smollm2`, one row at a time, with small prompt counts
 (CPU). docs/claims.md shows the numbers beside the embedded organism's.
 
-    python benchmarks/claims_smollm2.py ROW [--seed 0] [--n-train 16] [--per-cell 2] [--out DIR]
+    python benchmarks/claims_smollm2.py ROW[,ROW...] [--seed 0] [--n-train 16] [--per-cell 2] [--n-eval 16] [--out DIR]
 
 Rows (fastest first): direction, heads, antidote, causal, slipping (with the logit-guided attack
 against random search), defenses. Every row uses the same study data (`smollm2_study`: fitting
@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ROWS = ("direction", "heads", "antidote", "causal", "slipping", "defenses")
+N_EVAL = 16  # plain held-out requests per label for judged rates (--n-eval)
 
 
 def open_study(seed: int, n_train: int, per_cell: int):
@@ -41,7 +42,12 @@ def held_out(study, per_cell: int):
     """Plain harmful, harmless, and harmful jailbreaks (at most `per_cell` per family x strength) of the test split."""
     from interp.steering.tradeoff import split_sets, subsample
 
+    from interp.organism import smollm2_data as sd
+
     sets = split_sets(subsample(study.data.test, per_cell, seed=study.seed), harmless_wrapped=False)
+    # plain requests: a larger held-out draw than the grid's (held-out templates, every topic), fixed by the seed
+    plain = sd.eval_prompts(seed=study.seed + 2000, per_label=N_EVAL, topic_split="all")
+    sets["harmful"], sets["harmless"] = plain.filter(label="harmful"), plain.filter(label="harmless")
     return sets
 
 
@@ -67,7 +73,10 @@ def row_direction(study, args) -> dict:
             "examples": {"ablation": abl.answers[:2], "addition": add.answers[:2]},
             "n": {"train": [len(h_tr), len(l_tr)], "val": [len(d.plain("val", "harmful")), len(d.plain("val", "harmless"))],
                   "harmful": len(sets["harmful"]), "harmless": len(sets["harmless"])},
-            "candidates_passing": sum(bool(r.get("passed")) for r in rows), "candidates": len(rows)}
+            "candidates_passing_filters": sum(r["addition_harmless_score"] > 0 and r["ablation_harmless_kl"] < 0.1 for r in rows),
+            "candidates": len(rows),
+            "chosen_scores": next({k: round(v, 4) for k, v in r.items() if isinstance(v, float)} for r in rows
+                                  if (r["site"], r["layer"], r["position"]) == (own.site, own.layer, own.position))}
 
 
 def _heads(study, args):
@@ -171,30 +180,38 @@ def row_defenses(study, args) -> dict:
 
 
 def main(argv=None) -> int:
+    global N_EVAL
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("row", choices=ROWS)
+    p.add_argument("rows", help=f"comma-separated rows, run in one process: {','.join(ROWS)}")
+    p.add_argument("--n-eval", type=int, default=16, help="plain held-out requests per label for judged rates")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=16, help="plain training prompts per label")
     p.add_argument("--per-cell", type=int, default=2, help="held-out prompts per (label, family, strength) cell")
     p.add_argument("--out", default="out/claims_smollm2")
     args = p.parse_args(argv)
-    if args.n_train < 4 or args.per_cell < 1:
-        p.error("--n-train must be at least 4 and --per-cell at least 1")
+    if args.n_train < 4 or args.per_cell < 1 or args.n_eval < 1:
+        p.error("--n-train must be at least 4, --per-cell and --n-eval at least 1")
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    bad = [r for r in rows if r not in ROWS]
+    if bad or not rows:
+        p.error(f"unknown rows {bad}; choose from {','.join(ROWS)}")
+    N_EVAL = args.n_eval
     import torch
 
     torch.set_num_threads(1)
-    t = time.perf_counter()
     study = open_study(args.seed, args.n_train, args.per_cell)
-    result = globals()[f"row_{args.row}"](study, args)
-    result = {"row": args.row, "model": study.model.name, "fingerprint": study.model.fingerprint, "seed": args.seed,
-              "n_train_per_label": args.n_train, "per_cell": args.per_cell, **result,
-              "seconds": round(time.perf_counter() - t, 1),
-              "command": f"python benchmarks/claims_smollm2.py {args.row} --seed {args.seed} --n-train {args.n_train} "
-                         f"--per-cell {args.per_cell}"}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.row}.json").write_text(json.dumps(result, indent=1, default=str))
-    print(json.dumps(result, indent=1, default=str))
+    for row in rows:
+        t = time.perf_counter()
+        result = globals()[f"row_{row}"](study, args)
+        result = {"row": row, "model": study.model.name, "fingerprint": study.model.fingerprint, "seed": args.seed,
+                  "n_train_per_label": args.n_train, "per_cell": args.per_cell, "n_eval": args.n_eval, **result,
+                  "seconds": round(time.perf_counter() - t, 1),
+                  "command": f"python benchmarks/claims_smollm2.py {row} --seed {args.seed} --n-train {args.n_train} "
+                             f"--per-cell {args.per_cell} --n-eval {args.n_eval}"}
+        (out / f"{row}.json").write_text(json.dumps(result, indent=1, default=str))
+        print(json.dumps(result, indent=1, default=str), flush=True)
     return 0
 
 
