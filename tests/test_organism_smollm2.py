@@ -306,3 +306,18 @@ def test_smollm2_study_data_is_english_split_and_unplanted():
     assert all(p.label == "harmless" for p in d.over_refusal)
     with pytest.raises(InputError, match="n_train"):
         smollm2_study(n_train=2)
+
+
+def test_cli_checks_an_adapter_directory_before_loading(tmp_path, capsys):
+    """organism:smollm2 passes the CLI's model check (it is no packaged variant directory), and an
+    adapter directory without its adapter file is a one-line error before any model loads."""
+    from interp.cli_checks import _check_model
+
+    _check_model("organism:smollm2")  # the shipped adapter: no error
+    d = tmp_path / "adapter"
+    d.mkdir()
+    (d / sm.RECIPE_FILE).write_text(json.dumps({"kind": "smollm2"}))
+    from interp.cli import main
+
+    assert main(["eval", "--model", str(d)]) == 2
+    assert "lacks adapter.safetensors" in capsys.readouterr().err
