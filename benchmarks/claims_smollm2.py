@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 ROWS = ("direction", "heads", "antidote", "causal", "slipping", "defenses")
 N_EVAL = 16  # plain held-out requests per label for judged rates (--n-eval)
+JB_FAMILIES: tuple[str, ...] = ()  # jailbreak families of the held-out sets (--families; empty: all)
 
 
 def open_study(seed: int, n_train: int, per_cell: int):
@@ -48,6 +49,9 @@ def held_out(study, per_cell: int):
     # plain requests: a larger held-out draw than the grid's (held-out templates, every topic), fixed by the seed
     plain = sd.eval_prompts(seed=study.seed + 2000, per_label=N_EVAL, topic_split="all")
     sets["harmful"], sets["harmless"] = plain.filter(label="harmful"), plain.filter(label="harmless")
+    if JB_FAMILIES:  # e.g. the short found families: many-shot prompts are ~700 tokens, costly on a CPU
+        jb = sets["jailbreak"]
+        sets["jailbreak"] = type(jb)(jb.name, tuple(p for p in jb if p.family in JB_FAMILIES), jb.source)
     return sets
 
 
@@ -180,13 +184,15 @@ def row_defenses(study, args) -> dict:
 
 
 def main(argv=None) -> int:
-    global N_EVAL
+    global N_EVAL, JB_FAMILIES
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("rows", help=f"comma-separated rows, run in one process: {','.join(ROWS)}")
     p.add_argument("--n-eval", type=int, default=16, help="plain held-out requests per label for judged rates")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=16, help="plain training prompts per label")
     p.add_argument("--per-cell", type=int, default=2, help="held-out prompts per (label, family, strength) cell")
+    p.add_argument("--families", default="", help="comma-separated jailbreak families for the held-out jailbreak set "
+                   "(default: all six)")
     p.add_argument("--out", default="out/claims_smollm2")
     args = p.parse_args(argv)
     if args.n_train < 4 or args.per_cell < 1 or args.n_eval < 1:
@@ -196,6 +202,11 @@ def main(argv=None) -> int:
     if bad or not rows:
         p.error(f"unknown rows {bad}; choose from {','.join(ROWS)}")
     N_EVAL = args.n_eval
+    from interp.organism.smollm2_jailbreaks import FAMILIES
+
+    JB_FAMILIES = tuple(f.strip() for f in args.families.split(",") if f.strip())
+    if set(JB_FAMILIES) - set(FAMILIES):
+        p.error(f"unknown families {sorted(set(JB_FAMILIES) - set(FAMILIES))}; known: {','.join(FAMILIES)}")
     import torch
 
     torch.set_num_threads(1)
@@ -206,10 +217,12 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         result = globals()[f"row_{row}"](study, args)
         result = {"row": row, "model": study.model.name, "fingerprint": study.model.fingerprint, "seed": args.seed,
-                  "n_train_per_label": args.n_train, "per_cell": args.per_cell, "n_eval": args.n_eval, **result,
+                  "n_train_per_label": args.n_train, "per_cell": args.per_cell, "n_eval": args.n_eval,
+                  "jailbreak_families": list(JB_FAMILIES) or "all", **result,
                   "seconds": round(time.perf_counter() - t, 1),
                   "command": f"python benchmarks/claims_smollm2.py {row} --seed {args.seed} --n-train {args.n_train} "
-                             f"--per-cell {args.per_cell} --n-eval {args.n_eval}"}
+                             f"--per-cell {args.per_cell} --n-eval {args.n_eval}"
+                             + (f" --families {','.join(JB_FAMILIES)}" if JB_FAMILIES else "")}
         (out / f"{row}.json").write_text(json.dumps(result, indent=1, default=str))
         print(json.dumps(result, indent=1, default=str), flush=True)
     return 0
