@@ -155,17 +155,30 @@ def row_causal(study, args) -> dict:
     from interp.causal.report import CausalConfig, causal_stage
 
     cfg = CausalConfig(n_search=min(8, args.n_train), n_pairs=8, n_random=5, jailbreak_per_cell=1, seed=study.seed)
-    res = causal_stage(study, None, cfg)
+    res = causal_stage(_short(study), None, cfg)
     rep = res.report
     keep = {k: rep[k] for k in ("ablation", "recommendation", "timings") if k in rep}
     return {"config": cfg.__dict__, **json.loads(json.dumps(keep, default=str))}
+
+
+def _short(study):
+    """The study with its test split limited to --families (plain prompts kept): many-shot prompts
+    are ~700 tokens, and full-vocabulary logits over them (and Token Highlighter's backward pass)
+    took a defenses run past 22 GB here."""
+    from dataclasses import replace
+
+    if not JB_FAMILIES:
+        return study
+    t = study.data.test
+    test = type(t)(t.name, tuple(p for p in t if p.family is None or p.family in JB_FAMILIES), t.source)
+    return replace(study, data=replace(study.data, test=test))
 
 
 def row_slipping(study, args) -> dict:
     from interp.slipping.report import SlippingDemoConfig, slipping_stage
 
     cfg = SlippingDemoConfig(per_cell=args.per_cell, control_per_cell=1, attack_prompts=3, seed=study.seed)
-    res = slipping_stage(study, None, cfg)
+    res = slipping_stage(_short(study), None, cfg)
     rep = res.report
     return {"config": cfg.__dict__, "top_heads": rep["top_heads"], "top_heads_source": rep["top_heads_source"],
             "correlations": rep["correlations"],
@@ -179,7 +192,7 @@ def row_defenses(study, args) -> dict:
     from interp.slipping.report import SlippingDemoConfig, defenses_stage
 
     cfg = SlippingDemoConfig(defense_per_cell=args.per_cell, seed=study.seed)
-    res = defenses_stage(study, None, cfg)
+    res = defenses_stage(_short(study), None, cfg)
     return json.loads(json.dumps(res.report, default=str))
 
 
