@@ -17,7 +17,8 @@ from interp.errors import InputError
 
 # name -> smallest allowed value
 MIN_INT = {"per_cell": 1, "shard_size": 1, "k": 1, "top": 0, "k_folds": 2, "steps": 1, "n_train": 2, "batch_size": 1,
-           "max_new_tokens": 1, "n_null": 1, "control_per_cell": 1, "attack_prompts": 1}
+           "max_new_tokens": 1, "n_null": 1, "control_per_cell": 1, "attack_prompts": 1,
+           "per_label": 1, "n_lookalike": 1}
 OPEN_UNIT_INTERVAL = {"val_fraction"}  # strictly between 0 and 1
 POSITIVE_FLOAT = {"C", "temperature"}
 NON_NEGATIVE_FLOAT = {"cpo_weight"}
@@ -94,7 +95,15 @@ def _check_model(value: str) -> None:
     registry names are left to the loader."""
     from interp import hub
     from interp.model import resolve_model_dir
+    from interp.organism import smollm2
 
+    adapter = smollm2.adapter_dir_for(value)
+    if adapter is not None:  # organism:smollm2 (or an adapter directory): the adapter's files, not the base's
+        missing = [f for f in (smollm2.RECIPE_FILE, smollm2.ADAPTER_FILE) if not (Path(adapter) / f).exists()]
+        if missing:
+            raise InputError(f"--model {value}: the adapter directory {adapter} lacks {', '.join(missing)}; retrain it "
+                             f"with: safety-heads organism train --variant smollm2 --out {adapter}")
+        return
     if hub.canonical(value) is None:  # a registry model converts on first use: not here
         resolve_model_dir(value)
 

@@ -83,6 +83,10 @@ CAPTIONS: dict[str, str] = {
     "05_r2d_vs_base": "Notebook 05: R2D organism vs base organism, jailbreak success per family and strength.",
     "05_over_refusal_by_topic": "Notebook 05: over-refusal of harmless look-alike requests by topic, base vs R2D.",
     "05_pivot_heads": "Notebook 05: R2D pivot heads vs base refusal heads (probe accuracy per head).",
+    "06_behaviour": "Notebook 06: organism:smollm2 against base SmolLM2, refusal of held-out harmful, harmless and look-alike requests.",
+    "06_jailbreak_dose": "Notebook 06: found jailbreaks of organism:smollm2 (topic mixing, suffix), refusal against strength.",
+    "06_dla_heads": "Notebook 06: direct logit attribution per head of organism:smollm2, harmful minus harmless.",
+    "06_steering": "Notebook 06: steering organism:smollm2's 4 DLA heads vs their whole layers on jailbroken and harmless prompts.",
 }
 NOTEBOOK_FIGURE = re.compile(r"\d\d_\w+\.html")
 # captions for families of names: (regular expression on the stem, template using its groups)

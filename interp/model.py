@@ -129,7 +129,7 @@ class ChatModel:
 
     @property
     def kind(self) -> str:
-        """'organism', 'r2d' (reasoning organism) or 'hub' for any other model."""
+        """'organism', 'r2d' (reasoning organism), 'smollm2' (the safety-tuned SmolLM2) or 'hub' for any other model."""
         return self.meta.get("kind", "hub")
 
     # ------------------------------------------------------------ formatting
@@ -414,11 +414,23 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     """
     from transformers import AutoTokenizer
 
+    from interp.organism import smollm2
+
     check_device(device)
     template_text = read_chat_template(chat_template) if chat_template is not None else None
-    path, local = resolve_model_dir(name_or_dir)
-    meta = {}
-    if local and (Path(path) / "safety_heads.json").exists():
+    hf_model = None
+    adapter_dir = smollm2.adapter_dir_for(name_or_dir)
+    if adapter_dir is not None:  # organism:smollm2: the base model with its safety adapter merged in
+        if placement is not None and placement.split:
+            raise InputError(f"{name_or_dir!r} is merged in memory and loads on one device; leave out "
+                             "--device-map/--max-memory/--offload-folder (it has 135M parameters)")
+        hf_model, tok, meta = smollm2.merged_model(adapter_dir)
+        path, local = str(smollm2.base_dir(meta["base"])), True
+        tokenizer = tokenizer if tokenizer is not None else tok
+    else:
+        path, local = resolve_model_dir(name_or_dir)
+        meta = {}
+    if local and hf_model is None and (Path(path) / "safety_heads.json").exists():
         meta = json.loads((Path(path) / "safety_heads.json").read_text())
     if tokenizer is None:
         if local and not any((Path(path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
@@ -470,8 +482,12 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     from transformer_lens import TransformerBridge
 
     try:
-        where = placement.boot_kwargs() if placement is not None and placement.split else {"device": str(device)}
-        bridge = TransformerBridge.boot_transformers(path, dtype=dtype, tokenizer=tokenizer, **where)
+        if hf_model is not None:
+            bridge = TransformerBridge.boot_transformers(path, device=str(device), dtype=dtype, tokenizer=tokenizer,
+                                                         hf_model=hf_model.to(device=device, dtype=dtype))
+        else:
+            where = placement.boot_kwargs() if placement is not None and placement.split else {"device": str(device)}
+            bridge = TransformerBridge.boot_transformers(path, dtype=dtype, tokenizer=tokenizer, **where)
     except Exception as e:
         if not local:
             if isinstance(e, OSError):
@@ -496,6 +512,11 @@ def _display_name(name_or_dir: str, path: str) -> str:
     to models by fingerprint (interp.fingerprint), never by this name."""
     from interp import hub
 
+    from interp.organism import smollm2
+
+    adapter = smollm2.adapter_dir_for(name_or_dir)
+    if adapter is not None and Path(adapter).resolve() == smollm2.WEIGHTS_DIR.resolve():
+        return "organism:smollm2"
     for variant in ORGANISM_VARIANTS:
         d = ORGANISM_DIR / variant
         try:

@@ -314,6 +314,11 @@ def load_study_data(cfg: StudyConfig, model: ChatModel) -> StudyData:
         data = files_study(model, cfg.harmful, cfg.harmless, cfg.jailbreak, cfg.over_refusal, cfg.text_column, cfg.seed,
                            cfg.per_cell, cfg.fractions, cfg.fit_per_cell)
         fix = "Pass prompt files written in the model's language and vocabulary."
+    elif model.kind == "smollm2":  # organism:smollm2 brings its own English sets
+        from interp.organism.provider import smollm2_study
+
+        data = smollm2_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train, fit_per_cell=cfg.fit_per_cell)
+        fix = "organism:smollm2's own prompts should always fit its vocabulary; report this as a bug."
     else:
         from interp.organism.provider import organism_study  # the default provider
 

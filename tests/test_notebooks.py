@@ -38,6 +38,7 @@ EXPECTED_FIGURES = {
                                     "04_tokens_topicmix.html", "04_tokens_topicmix_sharpened.html",
                                     "04_attack_course.html", "04_sharpening_temperature.html", "04_defenses.html"],
     "05_reasoning_to_defend.ipynb": ["05_r2d_vs_base.html", "05_over_refusal_by_topic.html", "05_pivot_heads.html"],
+    "06_real_model.ipynb": ["06_behaviour.html", "06_jailbreak_dose.html", "06_dla_heads.html", "06_steering.html"],
 }
 
 

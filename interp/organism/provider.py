@@ -95,3 +95,38 @@ def make_pairs(model, n: int = 16, seed: int = 0, templates: str = "all") -> tup
         raise InputError(f"only {len(harmful)} equal-length pairs could be built for {model.name}; ask for fewer")
     src = "interp.organism.provider.make_pairs"
     return PromptSet(f"pairs-s{seed}:harmful", tuple(harmful), src), PromptSet(f"pairs-s{seed}:harmless", tuple(harmless), src)
+
+
+# ---------------------------------------------------------------- organism:smollm2
+SMOLLM2_PROBE_FAMILIES = ("topicmix", "suffix", "manyshot")  # the families that flip organism:smollm2 (found, not trained)
+
+
+def smollm2_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per_cell: int = 3) -> StudyData:
+    """`organism:smollm2`'s study data, in the shape of `organism_study`: train/val are plain
+    English requests over every topic and template (`smollm2_data.plain_prompts`) plus a few
+    jailbreaks of the families that flip it, so behaviour labels see harmful prompts it answers;
+    test is the held-out grid (`smollm2_eval.eval_set`: held-out templates, plain requests and every
+    family at every strength, both labels); over_refusal is the held-out look-alikes. The model was
+    never trained on any jailbreak family: nothing is planted (trained_comply is empty)."""
+    from interp.organism import smollm2_data as sd
+    from interp.organism import smollm2_eval as se
+    from interp.organism import smollm2_jailbreaks as sj
+
+    if min(per_cell, fit_per_cell) < 1 or n_train < 4:
+        raise InputError(f"per_cell and fit_per_cell must be >= 1 and n_train >= 4, got {per_cell}, {fit_per_cell}, {n_train}")
+    train = _tagged(sd.plain_prompts(seed=seed, n_per_label=n_train), "train")
+    train += _tagged(se.jailbreak_prompts(seed=seed + 7, per_cell=fit_per_cell, families=SMOLLM2_PROBE_FAMILIES), "train")
+    seen = {p.text for p in train}
+    val = _tagged(sd.plain_prompts(seed=seed + 1, n_per_label=max(4, n_train // 4)), "val", lambda p: p.text not in seen)
+    val += _tagged(se.jailbreak_prompts(seed=seed + 8, per_cell=1, families=SMOLLM2_PROBE_FAMILIES), "val",
+                   lambda p: p.text not in seen)
+    test = se.eval_set(seed=seed + 1000, per_cell=per_cell)
+    look = sd.lookalike_prompts(seed=seed, n=max(8, per_cell))
+    src = "interp.organism.provider.smollm2_study"
+    return StudyData(
+        train=PromptSet(f"smollm2-s{seed}:train", tuple(train), src),
+        val=PromptSet(f"smollm2-s{seed}:val", tuple(val), src),
+        test=PromptSet(test.name, tuple(_tagged(test, "test")), test.source),
+        over_refusal=PromptSet(look.name, tuple(_tagged(look, "over_refusal")), look.source),
+        seed=seed, fractions=None, provider="organism:smollm2",
+        families={f: {"strengths": list(fam.strengths), "strength_counts": fam.what} for f, fam in sj.FAMILIES.items()})
