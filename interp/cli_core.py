@@ -91,7 +91,9 @@ def _eval(args):
     from interp.distributed import process_group
     from interp.pipeline import evaluation_table, open_study
 
-    cfg = study_config(args)
+    # nothing is fitted, so every split is evaluated: its jailbreak cells keep up to --per-cell
+    # prompts too, not the few the fitting splits keep (a user's file would lose rows)
+    cfg = study_config(args, fit_per_cell=args.per_cell)
     with process_group() as w:  # under torchrun every rank takes its share of the batches
         study = open_study(cfg)
         table = {"model": study.model.name, **evaluation_table(study, world=w), "judge": study.judge.describe(),

@@ -129,6 +129,17 @@ def test_eval_prints_the_behaviour_table_and_writes_it(foreign_dir, tmp_path, ca
     assert "roleplay" in notes and "unknown" in notes  # the English families are not in this vocabulary
 
 
+@pytest.mark.slow
+def test_eval_scores_every_row_of_the_users_files(foreign_dir, tmp_path, capsys):
+    import csv
+
+    p = foreign_dir / "prompts"
+    rows = {n: sum(1 for _ in csv.DictReader(open(p / f"{n}.csv"))) for n in ("harmful", "harmless", "jailbreak")}
+    assert main(["eval", *files(foreign_dir, over=False), "--per-cell", "1000"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n_prompts"] == sum(rows.values())  # no jailbreak row dropped from the fitting splits
+
+
 # ------------------------------------------------------------------ clear errors
 def test_the_organisms_prompts_are_refused_for_another_vocabulary(foreign_dir, capsys):
     assert main(["eval", "--model", str(foreign_dir), *PHRASES]) == 2
