@@ -1,0 +1,47 @@
+"""One name for every place the toolkit reads or changes the model: `act_name("z", 3)` is
+`"blocks.3.attn.hook_z"`, as TransformerLens's `get_act_name`. Nothing else spells hook names.
+
+Kinds are named after what the hook holds: the residual stream before, between and after a
+block's attention and MLP, the attention and MLP outputs, the per-head query/key/value/mix (`q`,
+`k`, `v`, `z`), the attention scores before the softmax (`attn_scores`) and the pattern after it.
+"""
+
+from __future__ import annotations
+
+from interp.errors import InputError
+
+HOOK_TEMPLATES = {
+    "resid_pre": "blocks.{l}.hook_resid_pre",
+    "resid_mid": "blocks.{l}.hook_resid_mid",
+    "resid_post": "blocks.{l}.hook_resid_post",
+    "attn_out": "blocks.{l}.hook_attn_out",
+    "mlp_out": "blocks.{l}.hook_mlp_out",
+    "q": "blocks.{l}.attn.hook_q",
+    "k": "blocks.{l}.attn.hook_k",
+    "v": "blocks.{l}.attn.hook_v",
+    "z": "blocks.{l}.attn.hook_z",
+    "attn_scores": "blocks.{l}.attn.hook_attn_scores",
+    "pattern": "blocks.{l}.attn.hook_pattern",
+}
+# kinds that carry a head axis ("batch pos head d_head" or "batch head q_pos k_pos")
+HEAD_KINDS = ("q", "k", "v", "z", "attn_scores", "pattern")
+
+
+def act_name(kind: str, layer: int) -> str:
+    """The hook name of `kind` (a key of HOOK_TEMPLATES) at block `layer`."""
+    if kind not in HOOK_TEMPLATES:
+        raise InputError(f"unknown activation kind {kind!r}; known: {sorted(HOOK_TEMPLATES)}")
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        raise InputError(f"layer must be a non-negative integer, got {layer!r}")
+    return HOOK_TEMPLATES[kind].format(l=layer)
+
+
+def parse_act_name(name: str) -> tuple[str, int]:
+    """(kind, layer) of a hook name made by `act_name`; an InputError for anything else."""
+    for kind, tpl in HOOK_TEMPLATES.items():
+        head, tail = tpl.split("{l}")
+        if name.startswith(head) and name.endswith(tail):
+            mid = name[len(head):len(name) - len(tail)]
+            if mid.isdigit():
+                return kind, int(mid)
+    raise InputError(f"{name!r} is not a per-block hook name; names look like 'blocks.3.attn.hook_z'")
