@@ -26,14 +26,15 @@ import torch  # noqa: E402
 
 
 def _interventions(model, train):
-    from interp.steering import (ablate_direction, add_direction, fit_antidote, fit_head_directions, refusal_direction,
+    from probes.directions import mean_difference_direction
+    from interp.steering import (ablate_direction, add_direction, fit_antidote, fit_head_directions,
                                  steer_heads, steer_layer)
 
     hd = fit_head_directions(model, train)
     heads = hd.top(4)
     layer = heads[0][0]
     harmful, harmless = train.filter(label="harmful"), train.filter(label="harmless")
-    direction = refusal_direction(model, harmful, harmless, min(1, model.n_layers - 1))
+    direction = mean_difference_direction(model, harmful, harmless, min(1, model.n_layers - 1))
     anti = fit_antidote(model, harmful, harmless, calibrate=False)
     return {
         "unsteered": None,

@@ -57,13 +57,14 @@ def held_out(study, per_cell: int):
 
 def row_direction(study, args) -> dict:
     from interp.evaluate import evaluate_refusal
-    from interp.steering.direction import add_direction, ablate_direction, refusal_direction, select_refusal_direction
+    from interp.steering.direction import add_direction, ablate_direction
+    from probes.directions import find_refusal_direction
 
     d = study.data
     m = study.model
     h_tr, l_tr = d.plain("train", "harmful"), d.plain("train", "harmless")
-    pick, rows = select_refusal_direction(m, h_tr, l_tr, d.plain("val", "harmful"), d.plain("val", "harmless"))
-    own = refusal_direction(m, h_tr, l_tr, pick.layer, pick.position, pick.site)
+    own = find_refusal_direction(m, d.plain("train"), d.plain("val"), labels="category", seed=study.seed)
+    rows = own.candidates
     sets = held_out(study, args.per_cell)
     base_h = evaluate_refusal(m, sets["harmful"], study.judge, study.gen, with_scores=False).rate()
     base_l = evaluate_refusal(m, sets["harmless"], study.judge, study.gen, with_scores=False).rate()
@@ -77,10 +78,8 @@ def row_direction(study, args) -> dict:
             "examples": {"ablation": abl.answers[:2], "addition": add.answers[:2]},
             "n": {"train": [len(h_tr), len(l_tr)], "val": [len(d.plain("val", "harmful")), len(d.plain("val", "harmless"))],
                   "harmful": len(sets["harmful"]), "harmless": len(sets["harmless"])},
-            "candidates_passing_filters": sum(r["addition_harmless_score"] > 0 and r["ablation_harmless_kl"] < 0.1 for r in rows),
-            "candidates": len(rows),
-            "chosen_scores": next({k: round(v, 4) for k, v in r.items() if isinstance(v, float)} for r in rows
-                                  if (r["site"], r["layer"], r["position"]) == (own.site, own.layer, own.position))}
+            "candidates_passing_filters": sum(bool(r["passed"]) for r in rows),
+            "candidates": len(rows), "chosen_scores": own.scores, "reason": own.reason}
 
 
 def _heads(study, args):

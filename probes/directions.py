@@ -38,8 +38,9 @@ from torch import Tensor
 
 from interp.capture import Activations, Positions, capture
 from interp.errors import InputError
-from interp.hooks import hooked
-from interp.model import ChatModel
+from interp.fingerprint import check_made_on
+from interp.hooks import check_direction, check_layer, hooked
+from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
 from interp.scoring import last_logits, refusal_log_odds
 from probes.artifacts import Direction
@@ -47,7 +48,11 @@ from probes.cv import check_problem, stratified_folds
 from interp.threads import compute_threads, model_threads
 from probes.heads import position_tokens, relative_positions
 from probes.labels import Labels, resolve_labels
+from probes.fit import mass_mean
 from probes.massmean import cv_mass_mean
+
+
+RESID_SITES = ("resid_pre", "resid_mid", "resid_post")
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ class SelectionConfig:
             raise InputError(f"prune_layer_fraction must be in [0, 1), got {self.prune_layer_fraction}")
         if self.kl_threshold <= 0:
             raise InputError(f"kl_threshold must be positive, got {self.kl_threshold}")
-        bad = [x for x in self.sites if x not in ("resid_pre", "resid_mid", "resid_post")] or not self.sites
+        bad = [x for x in self.sites if x not in RESID_SITES] or not self.sites
         if bad:
             raise InputError(f"direction sites must be among resid_pre, resid_mid, resid_post; got {self.sites}")
 
@@ -108,7 +113,64 @@ def residual_activations(acts: Activations, n_layers: int, site: str = "resid_pr
 
 def mean_differences(X: Float[Tensor, "batch pos layer d_model"], y: Bool[Tensor, "batch"]) -> Float[Tensor, "pos layer d_model"]:
     """mean(positive) - mean(negative): refused minus complied, or harmful minus harmless."""
-    return X[y].mean(0) - X[~y].mean(0)
+    return mass_mean(X, y)
+
+
+def resolve_direction(model: ChatModel, direction, layer: int | None = None) -> tuple[Float[Tensor, "d_model"], int | None]:
+    """(vector on the model's device and dtype, layer) from a `Direction` (checked to be made on
+    `model`) or a tensor of size d_model (+ `layer`)."""
+    if isinstance(direction, Direction):
+        if isinstance(direction.meta.get("model"), str):
+            check_made_on(model, direction.meta, "this direction")
+        vec = direction.vector
+        if layer is None:
+            layer = direction.layer
+    elif isinstance(direction, Tensor) or isinstance(direction, (list, tuple)):
+        vec = direction
+    else:
+        raise InputError(f"a direction must be a probes.Direction or a tensor of size d_model, got {type(direction).__name__}")
+    vec = check_direction(model, vec)
+    if layer is not None:
+        layer = check_layer(model, int(layer) if isinstance(layer, (int, Tensor)) and not isinstance(layer, bool) else layer)
+    return vec, layer
+
+
+@torch.no_grad()
+def mean_difference_direction(model: ChatModel, harmful, harmless, layer: int, position: int = -1,
+                              site: str = "resid_pre") -> Direction:
+    """One candidate, no selection: the harmful-minus-harmless mean of `site` at `layer` and prompt
+    `position` (from the end; -1 the last token), at its natural size, so that addition with
+    alpha=1 moves the stream by the gap between the two means."""
+
+    if site not in RESID_SITES:
+        raise InputError(f"site must be one of {RESID_SITES}, got {site!r}")
+    check_layer(model, layer)
+    if isinstance(position, bool) or not isinstance(position, int) or position >= 0:
+        raise InputError(f"position counts from the end of the prompt (-1 = last token), got {position!r}")
+    h, b = texts(harmful), texts(harmless)
+    if not h or not b:
+        raise InputError(f"{'harmful' if not h else 'harmless'} prompts are empty: pass at least one of each")
+    pos = "last" if position == -1 else [position]
+    a, c = capture(model, h, [(site, layer)], pos), capture(model, b, [(site, layer)], pos)
+    vec = a[(site, layer)].float().mean(1).mean(0) - c[(site, layer)].float().mean(1).mean(0)
+    meta = {"model": model.name, "model_fingerprint": model.fingerprint, "n_harmful": len(h), "n_harmless": len(b),
+            "selection": "none (mean difference at a given layer)"}
+    return Direction(vec, layer, position, site, meta=meta, positions=[position])
+
+
+@torch.no_grad()
+def calibrate_direction(model: ChatModel, direction, harmful, harmless, layer: int | None = None) -> Direction:
+    """Give a direction of any size (a unit probe weight) the natural size for addition: its unit
+    vector times the harmful-minus-harmless mean projection at its layer's block input, last token."""
+    vec, layer = resolve_direction(model, direction, layer)
+    if layer is None:
+        raise InputError("calibrating a direction needs its layer: pass layer= or a Direction")
+    u = (vec / vec.norm()).float().cpu()
+    gap = float(mean_difference_direction(model, harmful, harmless, layer).vector @ u)
+    if gap == 0.0:
+        raise InputError("the direction is orthogonal to the harmful-harmless difference at its layer; it cannot be calibrated")
+    meta = {"model": model.name, "model_fingerprint": model.fingerprint, "calibrated_from": type(direction).__name__}
+    return Direction(u * gap, layer, -1, "resid_pre", meta=meta, positions=[-1])
 
 
 def _subset(prompts: PromptSet, idx: Sequence[int], tag: str) -> PromptSet:

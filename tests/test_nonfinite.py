@@ -9,7 +9,8 @@ from interp.errors import NonFiniteError
 from interp.generation import GenerationConfig, generate
 from interp.hooks import count_hooks, hooked
 from interp.scoring import RefusalJudge, ShortAnswerWarning, refusal_score
-from interp.steering import (add_direction, effect, fit_antidote, fit_head_directions, refusal_direction, split_sets,
+from probes.directions import mean_difference_direction
+from interp.steering import (add_direction, effect, fit_antidote, fit_head_directions, split_sets,
                              steer_heads, sweep)
 
 GEN = GenerationConfig(max_new_tokens=4)
@@ -36,7 +37,7 @@ def test_huge_alpha_in_a_sweep_names_the_intervention(organism, small):
 
 def test_huge_alpha_in_generation_and_effects(organism, small, plain_prompts):
     train, sets = small
-    d = refusal_direction(organism, train.filter(label="harmful"), train.filter(label="harmless"), 1)
+    d = mean_difference_direction(organism, train.filter(label="harmful"), train.filter(label="harmless"), 1)
     with pytest.raises(NonFiniteError, match=r"direction addition at resid_pre of layer 1, alpha=1e\+30"):
         effect(organism, lambda: add_direction(organism, d, alpha=1e30), sets["harmless"])
     anti = fit_antidote(organism, train.filter(label="harmful"), train.filter(label="harmless"), calibrate=False)

@@ -11,8 +11,9 @@ from interp.generation import GenerationConfig, generate
 from interp.hooks import count_hooks
 from interp.organism.data import eval_prompts as make_eval
 from interp.steering import (EffectMeter, ablate_direction, add_direction, compare_heads_vs_layer, effect, fit_antidote,
-                             fit_head_directions, refusal_direction, scores_under, select_heads, steer_heads,
+                             fit_head_directions, scores_under, select_heads, steer_heads,
                              steer_layer)
+from probes.directions import mean_difference_direction
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def antidote(organism, plain_prompts):
 @pytest.fixture(scope="module")
 def direction(organism, plain_prompts):
     # layer 1's block input at the last token: exists in any organism with >= 2 layers
-    return refusal_direction(organism, plain_prompts.filter(label="harmful"), plain_prompts.filter(label="harmless"), 1)
+    return mean_difference_direction(organism, plain_prompts.filter(label="harmful"), plain_prompts.filter(label="harmless"), 1)
 
 
 def _logits(model, texts):
@@ -98,12 +99,11 @@ def test_direction_addition_and_ablation(organism, direction, held_out):
     assert abl < -1.0, abl
 
 
-def test_direction_duck_typed(organism, direction, held_out):
-    class ProbeDirection:  # what probes.Direction looks like: .vector and .layer
-        vector = direction.vector / direction.vector.norm()
-        layer = direction.layer
+def test_direction_unit_or_natural_size(organism, direction, held_out):
+    from probes.artifacts import Direction
 
-    s1 = scores_under(organism, lambda: ablate_direction(organism, ProbeDirection()), held_out["harmful"][:4])
+    unit = Direction(direction.vector / direction.vector.norm(), direction.layer, -1)  # e.g. a probe's weight
+    s1 = scores_under(organism, lambda: ablate_direction(organism, unit), held_out["harmful"][:4])
     s2 = scores_under(organism, lambda: ablate_direction(organism, direction.vector), held_out["harmful"][:4])
     assert torch.allclose(s1, s2, atol=1e-4)  # ablation only uses the unit direction
 

@@ -6,8 +6,9 @@ import torch
 from interp.errors import InputError
 from interp.hooks import count_hooks
 from interp.steering import (add_direction, ablate_direction, fit_antidote, fit_head_directions,
-                             refusal_direction, select_heads, steer_heads, steer_layer, sweep)
-from interp.steering.direction import RefusalDirection
+                             select_heads, steer_heads, steer_layer, sweep)
+from probes.artifacts import Direction
+from probes.directions import mean_difference_direction
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +67,18 @@ def test_direction_wrong_width(tiny):
 
 
 def test_direction_from_another_model(tiny, organism, tiny_dirs, tiny_antidote):
-    other = RefusalDirection(torch.ones(tiny.d_model), 0, model_name="some-other-model")
+    other = Direction(torch.ones(tiny.d_model), 0, -1, meta={"model": "some-other-model"})
     with pytest.raises(InputError, match="another model|made on model"):
         _enter(ablate_direction(tiny, other))
 
-    class Foreign:  # a probes-style Direction that names its model
+    class Foreign:  # duck typing is not a direction: one type, probes.Direction
         vector = torch.ones(tiny.d_model)
         layer = 0
-        model = "organism:xyz"
 
-    with pytest.raises(InputError, match="made on model"):
+    with pytest.raises(InputError, match="must be a probes.Direction"):
         _enter(add_direction(tiny, Foreign()))
+    with pytest.raises(InputError, match="made on model"):
+        _enter(add_direction(tiny, Direction(torch.ones(tiny.d_model), 0, -1, meta={"model": "organism:xyz"})))
     # artifacts fitted on the tiny model do not steer the organism
     with pytest.raises(InputError):
         _enter(steer_heads(organism, tiny_dirs, [(0, 0)], 1.0))
@@ -104,7 +106,7 @@ def test_layer_that_does_not_exist(tiny, tiny_dirs, tiny_prompts):
     with pytest.raises(InputError, match="does not exist"):
         fit_antidote(tiny, tiny_prompts.filter(label="harmful"), tiny_prompts.filter(label="harmless"), layers=[L])
     with pytest.raises(InputError):
-        refusal_direction(tiny, tiny_prompts.filter(label="harmful"), tiny_prompts.filter(label="harmless"), L)
+        mean_difference_direction(tiny, tiny_prompts.filter(label="harmful"), tiny_prompts.filter(label="harmless"), L)
     with pytest.raises(InputError, match="does not exist"):
         _enter(steer_heads(tiny, tiny_dirs, [(L, 0)], 1.0))
     assert count_hooks(tiny) == 0

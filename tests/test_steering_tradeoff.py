@@ -103,3 +103,25 @@ def test_report_stage_runs(tiny, plain_prompts):
     unsteered = next(r for r in out["tradeoff"] if r["method"] == "unsteered")
     assert unsteered["harmless"] == round(plain.rate(), 4) and unsteered["effect"]["harmless"] == 0.0
     assert count_hooks(tiny) == 0
+
+
+def test_stage_steers_with_the_probes_direction_and_selects_none_itself(tiny, plain_prompts, monkeypatch):
+    """One Arditi selection (probes.find_refusal_direction): given the probes stage's direction, the
+    steering stage uses that very Direction and runs no selection of its own."""
+    import interp.steering.report as rep
+    from interp.study import Study, StudyData
+    from probes.directions import mean_difference_direction
+
+    def no_second_selection(*a, **k):
+        raise AssertionError("the steering stage ran its own direction selection")
+
+    monkeypatch.setattr(rep, "find_refusal_direction", no_second_selection)
+    ev = make_eval(seed=5, per_cell=1, families=["suffix"])
+    train = plain_prompts.filter(label="harmful")[:8].concat(plain_prompts.filter(label="harmless")[:8])
+    val = plain_prompts.filter(label="harmful")[8:12].concat(plain_prompts.filter(label="harmless")[8:12])
+    given = mean_difference_direction(tiny, train.filter(label="harmful"), train.filter(label="harmless"), 1)
+    res = rep.steering_stage(Study(tiny, StudyData(train, val, ev, provider="test"), gen=GEN), direction=given)
+    assert res.refusal_direction is given
+    d = res.report["direction"]
+    assert d["source"] == "the probes stage's direction" and d["layer"] == 1 and d["position"] == -1
+    assert count_hooks(tiny) == 0

@@ -22,6 +22,8 @@ import random
 import time
 from dataclasses import asdict, dataclass
 
+import torch
+
 from interp.errors import InputError
 from interp.generation import generate_batch
 from interp.model import ChatModel
@@ -144,8 +146,10 @@ def auroc(pos: list[float], neg: list[float]) -> float | None:
     """P(score of a random positive > score of a random negative), ties counting half."""
     if not pos or not neg:
         return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return round(wins / (len(pos) * len(neg)), 4)
+    from probes.fit import auroc as _auroc
+
+    y = torch.tensor([True] * len(pos) + [False] * len(neg))
+    return round(float(_auroc(torch.tensor(pos + neg, dtype=torch.float64), y)), 4)
 
 
 def first_tokens_match(a: list[list[int]], b: list[list[int]], n: int = MATCH_TOKENS) -> float | None:

@@ -1,14 +1,13 @@
 """Interventions on a chat model's refusal behaviour, each a context manager that always removes
 its hooks: head-specific steering (ITI / HSI), layer steering, refusal-direction ablation and
-addition, Jailbreak Antidote (sparse runtime adjustment), and safety-utility trade-off sweeps.
+addition (of a `probes.Direction`), Jailbreak Antidote (sparse runtime adjustment), and safety-utility trade-off sweeps.
 
 `effect` (interp.steering.effect) is defined once: mean change in refusal score on held-out
 prompts against the unsteered model. See docs/steering.md.
 """
 
 from interp.steering.antidote import Antidote, AntidoteConfig, SPARSITY_GRID, fit_antidote
-from interp.steering.direction import (RefusalDirection, ablate_direction, add_direction, calibrate_direction,
-                                       refusal_direction, select_refusal_direction)
+from interp.steering.direction import ablate_direction, add_direction
 from interp.steering.effect import EFFECT_DEFINITION, EffectMeter, effect, scores_under
 from interp.steering.heads import (HSI_DEFAULTS, ITI_DEFAULTS, ORGANISM_DEFAULTS, HeadDirections, HeadSteeringConfig,
                                    fit_head_directions, select_heads, single_head_effects, steer_heads)
@@ -18,8 +17,7 @@ from interp.steering._util import combine
 
 __all__ = [
     "Antidote", "AntidoteConfig", "SPARSITY_GRID", "fit_antidote",
-    "RefusalDirection", "ablate_direction", "add_direction", "calibrate_direction", "refusal_direction",
-    "select_refusal_direction",
+    "ablate_direction", "add_direction",
     "EFFECT_DEFINITION", "EffectMeter", "effect", "scores_under",
     "HSI_DEFAULTS", "ITI_DEFAULTS", "ORGANISM_DEFAULTS", "HeadDirections", "HeadSteeringConfig", "fit_head_directions",
     "select_heads", "single_head_effects", "steer_heads",

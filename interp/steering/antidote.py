@@ -33,6 +33,7 @@ from interp.errors import InputError
 from interp.hooks import FwdHook, check_alpha, hooked
 from interp.model import ChatModel
 from interp.steering._util import check_same_model, model_dtype, texts_of
+from probes import fit
 
 SPARSITY_GRID = (0.01, 0.025, 0.05, 0.10, 0.25)  # the paper's grid of kept fractions
 
@@ -134,18 +135,6 @@ class Antidote:
                 "model": self.model_name, "model_fingerprint": self.model_fingerprint}
 
 
-def _first_pc(d: Float[Tensor, "n d_model"]) -> Float[Tensor, "d_model"]:
-    # not centred: the paired differences share a large common shift (harm), and that shift is the
-    # direction wanted; centring would remove it and keep only the pairs' spread.
-    _, _, vh = torch.linalg.svd(d, full_matrices=False)
-    u = vh[0]
-    return u if float(u @ d.mean(0)) >= 0 else -u
-
-
-def _auroc(pos: Tensor, neg: Tensor) -> float:
-    return float((pos[:, None] > neg[None, :]).float().mean() + 0.5 * (pos[:, None] == neg[None, :]).float().mean())
-
-
 @torch.no_grad()
 def fit_antidote(model: ChatModel, harmful, harmless, layers=None, sparsity: float = AntidoteConfig.sparsity,
                  keep_layers: float = AntidoteConfig.keep_layers,
@@ -172,17 +161,14 @@ def fit_antidote(model: ChatModel, harmful, harmless, layers=None, sparsity: flo
     sites = [("resid_post", l) for l in cand]
     ah, ab = capture(model, h_texts, sites, "last", batch_size), capture(model, b_texts, sites, "last", batch_size)
     L, D = model.n_layers, model.d_model
+    is_h = torch.arange(len(h_texts) + len(b_texts)) < len(h_texts)
     dirs, scale, sep = torch.zeros(L, D), torch.zeros(L), torch.full((L,), 0.5)
     for l in cand:
         xh, xb = ah[("resid_post", l)][:, -1].float(), ab[("resid_post", l)][:, -1].float()
-        if paired:
-            u = _first_pc(xh - xb)
-        else:
-            dm = xh.mean(0) - xb.mean(0)
-            u = dm / dm.norm().clamp_min(1e-12)
+        u = fit.first_pc(xh - xb) if paired else fit.unit(fit.mass_mean(torch.cat([xh, xb]), is_h))
         dirs[l] = u
         scale[l] = torch.cat([xh, xb]).norm(dim=-1).mean()
-        sep[l] = _auroc(xh @ u, xb @ u)
+        sep[l] = fit.auroc(torch.cat([xh, xb]) @ u, is_h)
     n_keep = max(1, round(float(keep_layers) * len(cand)))
     kept = sorted(sorted(cand, key=lambda l: -float(sep[l]))[:n_keep])
     anti = Antidote(dirs, scale, sep, kept, sparsity, model.name, paired, model_fingerprint=model.fingerprint)

@@ -33,6 +33,7 @@ from interp.errors import ArtifactError, InputError
 from interp.hooks import FwdHook, check_alpha, hooked
 from interp.model import ChatModel
 from interp.steering._util import check_heads, check_k, check_same_model, model_dtype, refuse_side, texts_of
+from probes import fit
 
 Kind = Literal["mass_mean", "probe"]
 
@@ -160,39 +161,6 @@ class HeadDirections:
 
 
 # ---------------------------------------------------------------- fitting
-def _auroc(proj: Float[Tensor, "n ..."], y: Bool[Tensor, "n"]) -> Tensor:
-    """Rank-based AUROC of `proj` for positives `y`, along the first axis (vectorised over the rest)."""
-    ranks = proj.argsort(0).argsort(0).float() + 1
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    pos_rank_sum = ranks[y].sum(0)
-    return (pos_rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def _mass_mean(x: Float[Tensor, "n g d"], y: Bool[Tensor, "n"]) -> Float[Tensor, "g d"]:
-    return x[y].mean(0) - x[~y].mean(0)
-
-
-def _probe(x: Float[Tensor, "n g d"], y: Bool[Tensor, "n"], l2: float = 1e-2, steps: int = 100) -> Float[Tensor, "g d"]:
-    """One logistic-regression probe per group, all fitted at once (standardised inputs, L2)."""
-    mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
-    xs = (x - mu) / sd
-    w = torch.zeros(x.shape[1], x.shape[2], requires_grad=True)
-    b = torch.zeros(x.shape[1], requires_grad=True)
-    target = y.float()[:, None].expand(-1, x.shape[1])
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        logits = einops.einsum(xs, w, "n g d, g d -> n g") + b
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target) + l2 * (w ** 2).sum(-1).mean()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return (w.detach() / sd)  # back to raw activation coordinates
-
-
 def fit_head_directions(model: ChatModel, prompts, labels=None, heads=None, kind: Kind = "mass_mean",
                         batch_size: int = 32) -> HeadDirections:
     """Fit a unit direction and sigma per head from last-token `hook_z` activations.
@@ -214,16 +182,11 @@ def fit_head_directions(model: ChatModel, prompts, labels=None, heads=None, kind
     resid, resid_sigma = torch.zeros(L, model.d_model), torch.zeros(L)
     for l in layers:
         z = acts[("z", l)][:, -1].float()  # [n, head, d_head]
-        raw = _mass_mean(z, y) if kind == "mass_mean" else _probe(z, y)
-        if kind == "probe":  # orient so that + points to the refusal side, as the mass-mean does
-            agree = einops.einsum(raw, _mass_mean(z, y), "g d, g d -> g") >= 0
-            raw = torch.where(agree[:, None], raw, -raw)
-        u = raw / raw.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        u = fit.unit(fit.mass_mean(z, y) if kind == "mass_mean" else fit.logistic(z, y))
         proj = einops.einsum(z, u, "n g d, g d -> n g")
-        dirs[l], sigma[l], auroc[l] = u, proj.std(0), _auroc(proj, y)
+        dirs[l], sigma[l], auroc[l] = u, proj.std(0), fit.auroc(proj, y)
         r = acts[("resid_mid", l)][:, -1].float()
-        rd = _mass_mean(r[:, None], y)[0]
-        resid[l] = rd / rd.norm().clamp_min(1e-12)
+        resid[l] = fit.unit(fit.mass_mean(r, y))
         resid_sigma[l] = (r @ resid[l]).std()
     for l, h in wanted:
         fitted[l, h] = True

@@ -2,8 +2,8 @@
 requests), select on val, measure on the held-out test split.
 
 Takes the causal stage's recommended heads, the probe ranking and the probes' refusal direction
-when earlier stages made them, else computes its own fallback (HSI head selection, Arditi
-selection of a difference-in-means direction on train/val). Kept to a few tens of seconds on the
+when earlier stages made them, else computes its own fallback (HSI head selection; the probes
+stage's Arditi selection of the refusal direction, run here alone). Kept to a few tens of seconds on the
 organism: effects are logit-only passes; generation (the judge's refusal rates) runs on a small
 held-out subsample.
 """
@@ -21,12 +21,13 @@ from interp.prompts import PromptSet
 from interp.study import StageResult, Study, figure_ref
 from interp.steering._util import check_heads
 from interp.steering.antidote import fit_antidote
-from interp.steering.direction import (add_direction, ablate_direction, calibrate_direction, refusal_direction,
-                                       resolve_direction, select_refusal_direction)
+from interp.steering.direction import add_direction, ablate_direction
 from interp.steering.effect import EFFECT_DEFINITION, EffectMeter
 from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select_heads, steer_heads
 from interp.steering.layer import compare_heads_vs_layer, steer_layers
 from interp.steering.tradeoff import Unsteered, compact, max_safe_alpha, sweep, tradeoff_figure
+from probes.artifacts import Direction
+from probes.directions import calibrate_direction, find_refusal_direction, resolve_direction
 
 K_HEADS = ORGANISM_DEFAULTS.k
 SELECT_ALPHA = 1.0  # single-head steering strength for HSI's head choice (sigma units)
@@ -94,14 +95,25 @@ def _given_direction(model, given, harmful_tr, harmless_tr):
         return None
 
 
-def _own_direction(study: Study):
-    """Arditi's selection: candidates from the train split, chosen on val (plain requests)."""
-    d = study.data
-    harmful_tr, harmless_tr = d.plain("train", "harmful"), d.plain("train", "harmless")
-    pick, rows = select_refusal_direction(study.model, harmful_tr, harmless_tr, d.plain("val", "harmful"),
-                                          d.plain("val", "harmless"))
-    own = refusal_direction(study.model, harmful_tr, harmless_tr, pick.layer, pick.position, pick.site)
-    return own, [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+def _own_direction(study: Study) -> tuple[Direction, str]:
+    """Without a probes stage: the same selection the probes stage makes (Arditi et al., candidates
+    from the train split, chosen on val, the study's labels), without ranking the heads. Behaviour
+    labels need a model that refuses some prompts and complies with others; where it does not,
+    the candidates are harmful-minus-harmless (category labels) on the plain requests, as
+    `--labels category` would give."""
+    from probes.report import probe_sets
+
+    source = ("difference in means, Arditi et al. selection (probes.find_refusal_direction): train candidates, "
+              f"chosen on val, {study.labels} labels")
+    train, val = probe_sets(study)
+    try:
+        return find_refusal_direction(study.model, train, val, labels=study.labels, seed=study.seed), source
+    except InputError as e:
+        if study.labels == "category":
+            raise
+        d = study.data
+        return (find_refusal_direction(study.model, d.plain("train"), d.plain("val"), labels="category", seed=study.seed),
+                source.replace("behaviour labels", f"category labels (behaviour labels cannot be used: {e})"))
 
 
 def _pairs(items) -> list[tuple[int, int]]:
@@ -182,8 +194,7 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     # ---- refusal direction: ablation and addition, judged on generated answers
     t = time.perf_counter()
     from_state = _given_direction(model, given_direction, harmful_tr, harmless_tr)
-    own, cands = _own_direction(study)
-    direction, d_source = from_state or (own, "difference in means, Arditi et al. selection: train candidates, chosen on val")
+    direction, d_source = from_state or _own_direction(study)
 
     def judged(d) -> dict:
         with ablate_direction(model, d):
@@ -196,9 +207,6 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
                 "examples": {"ablation": abl.answers[:2], "addition": add.answers[:2]}}
 
     d_report = {**judged(direction), "source": d_source}
-    # the toolkit's own selection (resid_mid among the candidates) beside a direction from the state
-    d_report["own_selection"] = judged(own) if from_state else "same as above"
-    d_report["own_candidates"] = cands
     timings["direction"] = time.perf_counter() - t
 
     # ---- safety-utility trade-off on the small generation subsample
