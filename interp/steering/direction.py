@@ -1,8 +1,10 @@
-"""The refusal direction (Arditi et al. 2024): directional ablation and activation addition.
+"""The refusal direction (Arditi et al. 2024): a difference-in-means fallback for when no probe
+direction is at hand, and Arditi's selection among candidates.
 
-Thin wrappers on `interp.hooks.ablate_direction` / `add_direction` that accept either a tensor plus
-a layer or any object with `.vector` and `.layer` (a `probes` Direction, or the `RefusalDirection`
-made here), and a difference-in-means fallback for when no probe direction is at hand.
+Directional ablation and activation addition are `Intervention.ablate_direction(d)` and
+`Intervention.add_direction(d, layer=None, alpha=1.0)` (interp.intervention); they accept a tensor
+(plus a layer) or any object with `.vector` and `.layer` (a `probes` Direction, or the
+`RefusalDirection` made here).
 
 Arditi et al.'s recipe (their code): candidates are the difference in means of the block input
 (`resid_pre`) between harmful and harmless prompts at each post-instruction position and layer;
@@ -14,9 +16,7 @@ un-normalised difference in means (coefficient 1) to the block input of its laye
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from jaxtyping import Float
@@ -24,7 +24,8 @@ from torch import Tensor
 
 from interp.capture import capture
 from interp.errors import InputError
-from interp.hooks import add_direction as _add, ablate_direction as _ablate, check_alpha, check_direction, check_layer
+from interp.hooks import check_direction, check_layer
+from interp.intervention import Intervention, direction_parts
 from interp.model import ChatModel
 from interp.steering._util import check_same_model, texts_of
 
@@ -42,50 +43,15 @@ class RefusalDirection:
     model_fingerprint: str | None = None
 
 
-def _made_on(direction) -> dict | None:
-    """What a direction object records about its model: a probes `Direction`'s metadata, a
-    `RefusalDirection`'s name and fingerprint, or a `.model` name on any other object."""
-    meta = getattr(direction, "meta", None)
-    if isinstance(meta, dict) and isinstance(meta.get("model"), str):
-        return meta
-    for attr in ("model_name", "model"):
-        v = getattr(direction, attr, None)
-        if isinstance(v, str):
-            return {"model": v, "model_fingerprint": getattr(direction, "model_fingerprint", None)}
-    return None
-
-
 def resolve_direction(model: ChatModel, direction, layer: int | None = None) -> tuple[Float[Tensor, "d_model"], int | None]:
     """(vector on the model's device, layer) from a tensor (+ layer) or a `.vector`/`.layer` object."""
-    if hasattr(direction, "vector"):
-        check_same_model(model, _made_on(direction), "this direction")
-        vec = direction.vector
-        if layer is None:
-            layer = getattr(direction, "layer", None)
-    else:
-        vec = direction
+    vec, own_layer, made_on = direction_parts(direction)
+    check_same_model(model, made_on, "this direction")
+    layer = own_layer if layer is None else layer
     vec = check_direction(model, vec)
     if layer is not None:
         layer = check_layer(model, int(layer) if isinstance(layer, (int, Tensor)) and not isinstance(layer, bool) else layer)
     return vec, layer
-
-
-@contextmanager
-def ablate_direction(model: ChatModel, direction) -> Iterator[ChatModel]:
-    """Project the direction out of every block input and attention/MLP output, at every position."""
-    vec, _ = resolve_direction(model, direction)
-    with _ablate(model, vec):
-        yield model
-
-
-@contextmanager
-def add_direction(model: ChatModel, direction, layer: int | None = None, alpha: float = 1.0) -> Iterator[ChatModel]:
-    """Add `alpha * vector` to the block input (`resid_pre`) of `layer` (default: the direction's own layer)."""
-    vec, layer = resolve_direction(model, direction, layer)
-    if layer is None:
-        raise InputError("adding a direction needs a layer: pass layer= or a direction object with .layer")
-    with _add(model, vec, layer, check_alpha(alpha)):
-        yield model
 
 
 RESID_SITES = ("resid_pre", "resid_mid", "resid_post")
@@ -146,7 +112,6 @@ def select_refusal_direction(model: ChatModel, harmful, harmless, val_harmful, v
     because a shallow model can decide refusal inside one block (the organism does, in layer 0)."""
     from interp.scoring import last_logits
     from interp.steering.effect import scores_under
-    from interp.steering._util import entered
 
     if layers is None:
         layers = [l for l in range(model.n_layers) if l < max(1.0, max_depth * model.n_layers)]
@@ -158,9 +123,10 @@ def select_refusal_direction(model: ChatModel, harmful, harmless, val_harmful, v
             d = RefusalDirection(vec, l, model.name, site, pos, None, model.fingerprint)
             if float(d.vector.norm()) < 1e-6:  # e.g. resid_pre of layer 0 at the last token: one embedding for all
                 continue
-            abl = float(scores_under(model, lambda: ablate_direction(model, d), val_harmful).mean())
-            add = float(scores_under(model, lambda: add_direction(model, d), val_harmless).mean())
-            with entered(lambda: ablate_direction(model, d)):
+            ablation = Intervention.ablate_direction(d)
+            abl = float(scores_under(model, ablation, val_harmful).mean())
+            add = float(scores_under(model, Intervention.add_direction(d), val_harmless).mean())
+            with ablation.apply(model):
                 logp = last_logits(model, texts_of(val_harmless)).float().log_softmax(-1)
             kl = float((base_logp.exp() * (base_logp - logp)).sum(-1).mean())
             rows.append({"site": site, "layer": l, "position": pos, "ablation_harmful_score": abl,
