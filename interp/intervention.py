@@ -173,7 +173,7 @@ class Intervention:
         for i, leaf in enumerate(self.leaves):
             parts.append(leaf._record())
             for k, t in leaf.tensors.items():
-                tensors[f"{i}.{k}"] = t.detach().cpu().contiguous()
+                tensors[f"{i}.{k}"] = t.detach().cpu().clone().contiguous()  # parts may share storage
         meta = {"format": "safety-heads intervention", "version": 1, "parts": parts, **provenance()}
         if model is not None:
             meta["model"], meta["model_fingerprint"] = model.name, model.fingerprint
