@@ -3,7 +3,7 @@
     python benchmarks/bench_sharpening.py [--batch 1 16] [--tokens 16] [--repeats 7] [--threads 1]
 
 Greedy generation with the KV cache through `interp.generation.generate_batch`, with and without
-`sharpen_attention(model, T=0.5)` on every layer, on the organism and on the 25M-parameter random
+`Intervention.sharpen(T=0.5)` on every layer, on the organism and on the 25M-parameter random
 Llama. Runs alternate (none, sharpened, none, ...) so that machine load hits both alike. Two
 clocks: process CPU time (with one torch thread it is the compute actually spent, and it is far
 less disturbed by other processes on a shared machine) and wall time; for each, the ratio of the
@@ -30,7 +30,7 @@ from interp.hooks import hooked
 from interp.model import load_model
 from interp.organism.data import eval_prompts
 from interp.organism.random import random_llama_25m
-from interp.slipping.sharpen import sharpen_attention
+from interp.intervention import Intervention
 
 
 def _no_eos(model):
@@ -51,7 +51,7 @@ def bench(model, texts: list[str], batch: int, tokens: int, repeats: int, T: flo
         c, t = time.process_time(), time.perf_counter()
         with hooked(model, _no_eos(model)):
             if sharpen:
-                with sharpen_attention(model, T):
+                with Intervention.sharpen(T).apply(model):
                     out = generate_batch(model, enc, tokens)
             else:
                 out = generate_batch(model, enc, tokens)
@@ -63,7 +63,6 @@ def bench(model, texts: list[str], batch: int, tokens: int, repeats: int, T: flo
     spent = [0.0]
 
     def timed_sharpen():
-        from interp.slipping.sharpen import sharpening_hooks
 
         def wrap(fn):
             def hook(x, hook):
@@ -72,7 +71,7 @@ def bench(model, texts: list[str], batch: int, tokens: int, repeats: int, T: flo
                 spent[0] += time.thread_time() - t0
                 return y
             return hook
-        return [(n, wrap(f)) for n, f in sharpening_hooks(model, T)]
+        return [(n, wrap(f)) for n, f in Intervention.sharpen(T).hooks(model)]
 
     run(False), run(True)  # warm-up
     none, sharp = [], []

@@ -26,9 +26,9 @@ import torch  # noqa: E402
 
 
 def _interventions(model, train):
+    from interp.intervention import Intervention
+    from interp.steering import fit_antidote, fit_head_directions
     from probes.directions import mean_difference_direction
-    from interp.steering import (ablate_direction, add_direction, fit_antidote, fit_head_directions,
-                                 steer_heads, steer_layer)
 
     hd = fit_head_directions(model, train)
     heads = hd.top(4)
@@ -37,13 +37,13 @@ def _interventions(model, train):
     direction = mean_difference_direction(model, harmful, harmless, min(1, model.n_layers - 1))
     anti = fit_antidote(model, harmful, harmless, calibrate=False)
     return {
-        "unsteered": None,
-        "heads (4)": lambda: steer_heads(model, hd, heads, 0.5),
-        "layer heads": lambda: steer_layer(model, hd, layer, 0.5, mode="heads"),
-        "layer resid": lambda: steer_layer(model, hd, layer, 0.5, mode="resid"),
-        "direction ablation": lambda: ablate_direction(model, direction),
-        "direction addition": lambda: add_direction(model, direction),
-        "antidote 5%": lambda: anti.apply(model, 0.2),
+        "unsteered": Intervention.none(),
+        "heads (4)": Intervention.steer_heads(hd, heads, 0.5),
+        "layer heads": Intervention.steer_layer(hd, layer, 0.5, mode="heads"),
+        "layer resid": Intervention.steer_layer(hd, layer, 0.5, mode="resid"),
+        "direction ablation": Intervention.ablate_direction(direction),
+        "direction addition": Intervention.add_direction(direction),
+        "antidote 5%": anti.intervention(0.2),
     }
 
 
@@ -53,7 +53,6 @@ def bench_model(name: str, reps: int, n_prompts: int, max_new_tokens: int) -> di
     from interp.model import load_model
     from interp.organism.data import eval_prompts, plain_prompts
     from interp.organism.random import random_llama_25m
-    from interp.steering._util import entered
 
     model = load_model("organism") if name == "organism" else random_llama_25m()
     train = plain_prompts(seed=0, n_per_label=32)
@@ -62,12 +61,11 @@ def bench_model(name: str, reps: int, n_prompts: int, max_new_tokens: int) -> di
     ivs = _interventions(model, train)
     cpu: dict[str, list[float]] = {k: [] for k in ivs}
     wall: dict[str, list[float]] = {k: [] for k in ivs}
-    with entered(None):
-        generate(model, prompts, cfg)  # warm-up
+    generate(model, prompts, cfg)  # warm-up
     for _ in range(reps):
         for k, iv in ivs.items():
             c, t = time.process_time(), time.perf_counter()
-            with entered(iv):
+            with iv.apply(model):
                 generate(model, prompts, cfg)
             cpu[k].append(time.process_time() - c)
             wall[k].append(time.perf_counter() - t)

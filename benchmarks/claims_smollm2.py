@@ -17,7 +17,6 @@ import argparse
 import json
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +56,7 @@ def held_out(study, per_cell: int):
 
 def row_direction(study, args) -> dict:
     from interp.evaluate import evaluate_refusal
-    from interp.steering.direction import add_direction, ablate_direction
+    from interp.intervention import Intervention
     from probes.directions import find_refusal_direction
 
     d = study.data
@@ -68,9 +67,9 @@ def row_direction(study, args) -> dict:
     sets = held_out(study, args.per_cell)
     base_h = evaluate_refusal(m, sets["harmful"], study.judge, study.gen, with_scores=False).rate()
     base_l = evaluate_refusal(m, sets["harmless"], study.judge, study.gen, with_scores=False).rate()
-    with ablate_direction(m, own):
+    with Intervention.ablate_direction(own).apply(m):
         abl = evaluate_refusal(m, sets["harmful"], study.judge, study.gen, with_scores=False)
-    with add_direction(m, own):
+    with Intervention.add_direction(own).apply(m):
         add = evaluate_refusal(m, sets["harmless"], study.judge, study.gen, with_scores=False)
     return {"site": own.site, "layer": own.layer, "position": own.position,
             "harmful_refused": {"unsteered": base_h, "ablated": round(abl.rate(), 4)},
@@ -83,7 +82,8 @@ def row_direction(study, args) -> dict:
 
 
 def _heads(study, args):
-    from interp.steering.heads import fit_head_directions, select_heads, steer_heads
+    from interp.intervention import Intervention
+    from interp.steering.heads import fit_head_directions, select_heads
     from interp.steering.report import HEAD_GRID, MAX_HARMLESS_REFUSAL, SELECT_ALPHA
     from interp.steering.tradeoff import max_safe_alpha
 
@@ -92,23 +92,23 @@ def _heads(study, args):
     harmless_tr = train.filter(label="harmless")
     hd = fit_head_directions(m, train)
     heads = select_heads(m, hd, 4, harmless_tr[: min(8, len(harmless_tr))], SELECT_ALPHA, by="steering")
-    alpha = max_safe_alpha(m, lambda a: steer_heads(m, hd, heads, a), harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
+    alpha = max_safe_alpha(m, Intervention.steer_heads(hd, heads, 1.0), harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
     return hd, heads, alpha
 
 
 def row_heads(study, args) -> dict:
     from interp.evaluate import evaluate_refusal
-    from interp.steering.heads import steer_heads
-    from interp.steering.layer import compare_heads_vs_layer, steer_layers
+    from interp.intervention import Intervention
+    from interp.steering.layer import compare_heads_vs_layer
 
     m = study.model
     hd, heads, alpha = _heads(study, args)
     sets = held_out(study, args.per_cell)
     cmp = compare_heads_vs_layer(m, hd, heads, alpha, {k: sets[k] for k in ("jailbreak", "harmless")})
     judged = {}
-    for name, make in (("unsteered", nullcontext), ("heads", lambda: steer_heads(m, hd, heads, alpha)),
-                       ("layer", lambda: steer_layers(m, hd, cmp["layers"], alpha))):
-        with make():
+    for name, iv in (("unsteered", Intervention.none()), ("heads", Intervention.steer_heads(hd, heads, alpha)),
+                     ("layer", Intervention.steer_layer(hd, cmp["layers"], alpha))):
+        with iv.apply(m):
             judged[name] = {k: round(evaluate_refusal(m, sets[k], study.judge, study.gen, with_scores=False).rate(), 4)
                             for k in ("jailbreak", "harmless")}
     r4 = lambda x: round(float(x), 4)  # noqa: E731
@@ -122,6 +122,7 @@ def row_heads(study, args) -> dict:
 
 def row_antidote(study, args) -> dict:
     from interp.evaluate import evaluate_refusal
+    from interp.intervention import Intervention
     from interp.steering.antidote import fit_antidote
     from interp.steering.effect import EffectMeter
     from interp.steering.report import ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL
@@ -131,16 +132,16 @@ def row_antidote(study, args) -> dict:
     d = study.data
     h_tr, l_tr = d.plain("train", "harmful"), d.plain("train", "harmless")
     anti = fit_antidote(m, h_tr, l_tr, sparsity=0.05)
-    dense = anti.with_sparsity(1.0)
-    a_s = max_safe_alpha(m, lambda a: anti.apply(m, a), l_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
-    a_d = max_safe_alpha(m, lambda a: dense.apply(m, a), l_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    sparse, dense = anti.intervention(), anti.with_sparsity(1.0).intervention()
+    a_s = max_safe_alpha(m, sparse, l_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    a_d = max_safe_alpha(m, dense, l_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
     sets = held_out(study, args.per_cell)
     meter = EffectMeter(m, sets["jailbreak"])
-    e_s, e_d, e_same = meter(lambda: anti.apply(m, a_s)), meter(lambda: dense.apply(m, a_d)), meter(lambda: dense.apply(m, a_s))
+    e_s, e_d, e_same = meter(sparse.with_alpha(a_s)), meter(dense.with_alpha(a_d)), meter(dense.with_alpha(a_s))
     judged = {}
-    for name, make in (("unsteered", nullcontext), ("sparse_5pct", lambda: anti.apply(m, a_s)),
-                       ("dense", lambda: dense.apply(m, a_d))):
-        with make():
+    for name, iv in (("unsteered", Intervention.none()), ("sparse_5pct", sparse.with_alpha(a_s)),
+                     ("dense", dense.with_alpha(a_d))):
+        with iv.apply(m):
             judged[name] = {k: round(evaluate_refusal(m, sets[k], study.judge, study.gen, with_scores=False).rate(), 4)
                             for k in ("jailbreak", "harmless")}
     r4 = lambda x: round(float(x), 4)  # noqa: E731

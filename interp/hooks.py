@@ -1,7 +1,8 @@
-"""Installing hooks so that they never leak, and the direction hooks several stages share.
+"""Installing hooks so that they never leak, and the checks interventions share.
 
-Every intervention in the toolkit is a context manager built on `hooked`: the hooks exist only
-inside the `with` block and are removed on exit, also when the block raises.
+Every change to the model goes through `hooked` (interventions: `interp.intervention.Intervention`,
+whose `apply` uses it): the hooks exist only inside the `with` block and are removed on exit, also
+when the block raises.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import InputError
+from interp.hooknames import act_name
 from interp.model import ChatModel
 
 FwdHook = tuple[str, Callable]
@@ -61,7 +63,7 @@ def overflow_guards(model: ChatModel) -> list[FwdHook]:
             return None
         return guard
 
-    return [(f"blocks.{l}.hook_resid_post", make(f"blocks.{l}.hook_resid_post")) for l in range(model.n_layers)]
+    return [(act_name("resid_post", l), make(act_name("resid_post", l))) for l in range(model.n_layers)]
 
 
 def describe_active() -> str | None:
@@ -123,52 +125,3 @@ def check_alpha(alpha: float, what: str = "alpha") -> float:
     if alpha != alpha or alpha in (float("inf"), float("-inf")):
         raise InputError(f"{what} must be a finite number, got {alpha}")
     return alpha
-
-
-def direction_ablation_hooks(model: ChatModel, direction: Tensor) -> list[FwdHook]:
-    """Project the unit direction out of every block input and every attention and MLP output,
-    at every position (Arditi et al.'s directional ablation)."""
-    r = check_direction(model, direction)
-    r = r / r.norm()
-
-    def ablate(act, hook):
-        u = r.to(act.device)  # a no-op on one device; a split model computes blocks elsewhere
-        return act - (act @ u)[..., None] * u
-
-    names = []
-    for l in range(model.n_layers):
-        names += [f"blocks.{l}.hook_resid_pre", f"blocks.{l}.hook_attn_out", f"blocks.{l}.hook_mlp_out"]
-    return [(n, ablate) for n in names]
-
-
-ADDITION_SITES = ("resid_pre", "resid_mid", "resid_post")
-
-
-def activation_addition_hooks(model: ChatModel, direction: Tensor, layer: int, alpha: float = 1.0,
-                              site: str = "resid_pre") -> list[FwdHook]:
-    """Add `alpha * direction` (not normalised: the difference in means keeps its natural size) to
-    the residual stream of `layer` at `site` (default the block input), at every position."""
-    r = check_direction(model, direction)
-    check_layer(model, layer)
-    alpha = check_alpha(alpha)
-
-    def add(act, hook):
-        return act + alpha * r.to(act.device)
-
-    if site not in ADDITION_SITES:
-        raise InputError(f"cannot add a direction at site {site!r}; choose one of {ADDITION_SITES}")
-    return [(f"blocks.{layer}.hook_{site}", add)]
-
-
-@contextmanager
-def ablate_direction(model: ChatModel, direction: Tensor) -> Iterator[ChatModel]:
-    with hooked(model, direction_ablation_hooks(model, direction), "directional ablation", guard=True):
-        yield model
-
-
-@contextmanager
-def add_direction(model: ChatModel, direction: Tensor, layer: int, alpha: float = 1.0,
-                  site: str = "resid_pre") -> Iterator[ChatModel]:
-    with hooked(model, activation_addition_hooks(model, direction, layer, alpha, site),
-                f"direction addition at {site} of layer {layer}, alpha={float(alpha):g}", guard=True):
-        yield model

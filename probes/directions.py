@@ -119,16 +119,12 @@ def mean_differences(X: Float[Tensor, "batch pos layer d_model"], y: Bool[Tensor
 def resolve_direction(model: ChatModel, direction, layer: int | None = None) -> tuple[Float[Tensor, "d_model"], int | None]:
     """(vector on the model's device and dtype, layer) from a `Direction` (checked to be made on
     `model`) or a tensor of size d_model (+ `layer`)."""
-    if isinstance(direction, Direction):
-        if isinstance(direction.meta.get("model"), str):
-            check_made_on(model, direction.meta, "this direction")
-        vec = direction.vector
-        if layer is None:
-            layer = direction.layer
-    elif isinstance(direction, Tensor) or isinstance(direction, (list, tuple)):
-        vec = direction
-    else:
-        raise InputError(f"a direction must be a probes.Direction or a tensor of size d_model, got {type(direction).__name__}")
+    from interp.intervention import direction_parts
+
+    vec, own_layer, made_on = direction_parts(direction)
+    if made_on is not None:
+        check_made_on(model, made_on, "this direction")
+    layer = own_layer if layer is None else layer
     vec = check_direction(model, vec)
     if layer is not None:
         layer = check_layer(model, int(layer) if isinstance(layer, (int, Tensor)) and not isinstance(layer, bool) else layer)

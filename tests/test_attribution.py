@@ -220,7 +220,7 @@ def test_fast_direction_search_selects_the_exhaustive_direction(organism, plain_
 def test_batched_candidate_scores_equal_one_candidate_at_a_time(organism, plain_prompts):
     """The exhaustive direction search measures every candidate as before: directional ablation
     everywhere and addition at the candidate's own site, one full pass per candidate."""
-    from interp.hooks import ablate_direction, add_direction
+    from interp.intervention import Intervention
     from interp.scoring import last_logits
     from probes.directions import measure_candidates
 
@@ -231,9 +231,9 @@ def test_batched_candidate_scores_equal_one_candidate_at_a_time(organism, plain_
     base = last_logits(organism, l)
     abl, add, kl = measure_candidates(organism, h, l, vecs, where, 1.0, base, max_rows=8)  # forces several chunks
     for c, (site, layer) in enumerate(where):
-        with ablate_direction(organism, vecs[c]):
+        with Intervention.ablate_direction(vecs[c]).apply(organism):
             a = last_logits(organism, h.concat(l))
-        with add_direction(organism, vecs[c], layer, 1.0, site=site):
+        with Intervention.add_direction(vecs[c], layer, 1.0, site=site).apply(organism):
             d = last_logits(organism, l)
         lp, lq = base.log_softmax(-1), a[len(h):].log_softmax(-1)
         assert float(abl[c]) == pytest.approx(float(refusal_log_odds(organism, a[:len(h)]).mean()), abs=1e-4)

@@ -84,35 +84,36 @@ def test_allow_other_model_is_recorded(tmp_path, organism, retrained, ranking):
 
 
 def test_loaded_without_a_model_is_checked_when_it_steers(tmp_path, organism, retrained, plain_prompts):
-    from interp.steering import ablate_direction, add_direction, fit_antidote, fit_head_directions, steer_heads
+    from interp.intervention import Intervention
+    from interp.steering import fit_antidote, fit_head_directions
     from interp.steering.heads import HeadDirections
 
     _direction(organism).save(tmp_path / "direction")
     d = Direction.load(tmp_path / "direction")  # no model: nothing to compare with yet
     with pytest.raises(ModelMismatchError, match="different model"):
-        with ablate_direction(retrained, d):
+        with Intervention.ablate_direction(d).apply(retrained):
             pass
     with pytest.raises(InputError, match="different model"):
-        with add_direction(retrained, d):
+        with Intervention.add_direction(d).apply(retrained):
             pass
-    with ablate_direction(organism, d):  # the model it was made on
+    with Intervention.ablate_direction(d).apply(organism):  # the model it was made on
         pass
     hd = fit_head_directions(organism, plain_prompts[:8].concat(plain_prompts[-8:]))
     hd.save(tmp_path / "heads")
     assert json.loads((tmp_path / "heads.json").read_text())["model_fingerprint"] == organism.fingerprint
     loaded = HeadDirections.load(tmp_path / "heads")
     with pytest.raises(InputError, match="different model"):
-        with steer_heads(retrained, loaded, [(0, 0)], 1.0):
+        with Intervention.steer_heads(loaded, [(0, 0)], 1.0).apply(retrained):
             pass
     with pytest.raises(ArtifactError, match="different model"):
         HeadDirections.load(tmp_path / "heads", model=retrained)
     moved = HeadDirections.load(tmp_path / "heads", model=retrained, allow_other_model=True)
-    with steer_heads(retrained, moved, [(0, 0)], 1.0):
+    with Intervention.steer_heads(moved, [(0, 0)], 1.0).apply(retrained):
         pass
     anti = fit_antidote(organism, plain_prompts[:8], plain_prompts[-8:], calibrate=False)
     assert anti.describe()["model_fingerprint"] == organism.fingerprint
     with pytest.raises(InputError, match="different model"):
-        with anti.apply(retrained, 0.1):
+        with anti.intervention(0.1).apply(retrained):
             pass
     assert count_hooks(retrained) == 0 and count_hooks(organism) == 0
 

@@ -9,9 +9,9 @@ from interp.errors import NonFiniteError
 from interp.generation import GenerationConfig, generate
 from interp.hooks import count_hooks, hooked
 from interp.scoring import RefusalJudge, ShortAnswerWarning, refusal_score
+from interp.intervention import Intervention
+from interp.steering import effect, fit_antidote, fit_head_directions, split_sets, sweep
 from probes.directions import mean_difference_direction
-from interp.steering import (add_direction, effect, fit_antidote, fit_head_directions, split_sets,
-                             steer_heads, sweep)
 
 GEN = GenerationConfig(max_new_tokens=4)
 
@@ -28,10 +28,10 @@ def test_huge_alpha_in_a_sweep_names_the_intervention(organism, small):
     hd = fit_head_directions(organism, train)
     heads = hd.top(2)
     with pytest.raises(NonFiniteError, match=r"sweep of 'hsi' at alpha=1e\+30: .*head steering of 2 head\(s\).*alpha=1e\+30"):
-        sweep(organism, lambda a: steer_heads(organism, hd, heads, a), [1.0, 1e30], sets, "hsi", gen=GEN)
+        sweep(organism, Intervention.steer_heads(hd, heads, 1.0), [1.0, 1e30], sets, "hsi", gen=GEN)
     assert count_hooks(organism) == 0
     # a sane strength still gives a finite row, and no answer was empty
-    row = sweep(organism, lambda a: steer_heads(organism, hd, heads, a), [1.0], sets, "hsi", gen=GEN)[0]
+    row = sweep(organism, Intervention.steer_heads(hd, heads, 1.0), [1.0], sets, "hsi", gen=GEN)[0]
     assert row["harmless"] < 1.0 and sum(row["short_answers"].values()) == 0
 
 
@@ -39,10 +39,10 @@ def test_huge_alpha_in_generation_and_effects(organism, small, plain_prompts):
     train, sets = small
     d = mean_difference_direction(organism, train.filter(label="harmful"), train.filter(label="harmless"), 1)
     with pytest.raises(NonFiniteError, match=r"direction addition at resid_pre of layer 1, alpha=1e\+30"):
-        effect(organism, lambda: add_direction(organism, d, alpha=1e30), sets["harmless"])
+        effect(organism, Intervention.add_direction(d, alpha=1e30), sets["harmless"])
     anti = fit_antidote(organism, train.filter(label="harmful"), train.filter(label="harmless"), calibrate=False)
     with pytest.raises(NonFiniteError, match=r"Jailbreak Antidote.*alpha=1e\+30"):
-        with anti.apply(organism, 1e30):
+        with anti.intervention(1e30).apply(organism):
             generate(organism, sets["harmless"], GEN)
     assert count_hooks(organism) == 0
 

@@ -7,11 +7,12 @@ import torch
 from interp.capture import capture
 from interp.errors import InputError
 from interp.generation import GenerationConfig, generate
-from interp.hooks import add_direction, count_hooks
+from interp.hooks import count_hooks
+from interp.intervention import Intervention
 from interp.model import load_model
 from interp.placement import Placement, parse_max_memory
 from interp.scoring import refusal_score
-from interp.steering.heads import fit_head_directions, steer_heads
+from interp.steering.heads import fit_head_directions
 
 # embedding and the first two blocks in CPU memory, the last two blocks and nothing else on disk
 SPLIT = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu", "model.layers.1": "cpu",
@@ -56,16 +57,16 @@ def test_steering_effects_match_the_model_in_memory(organism, offloaded, plain_p
     direction = r[torch.tensor(plain_prompts.is_harmful())].mean(0) - r[~torch.tensor(plain_prompts.is_harmful())].mean(0)
     for model in (organism, offloaded):
         assert count_hooks(model) == 0
-    with add_direction(organism, direction, layer=3, alpha=1.0):  # layer 3 lives on disk in the split model
+    with Intervention.add_direction(direction, layer=3, alpha=1.0).apply(organism):  # layer 3 lives on disk in the split model
         want = refusal_score(organism, harmless)
-    with add_direction(offloaded, direction, layer=3, alpha=1.0):
+    with Intervention.add_direction(direction, layer=3, alpha=1.0).apply(offloaded):
         got = refusal_score(offloaded, harmless)
     assert torch.allclose(got, want, atol=1e-5)
     assert (want - refusal_score(organism, harmless)).mean() > 1.0  # the addition moves refusal at all
     heads = dirs.top(4)
-    with steer_heads(organism, dirs, heads, alpha=-8.0):
+    with Intervention.steer_heads(dirs, heads, alpha=-8.0).apply(organism):
         want = refusal_score(organism, harmful)
-    with steer_heads(offloaded, dirs, heads, alpha=-8.0):
+    with Intervention.steer_heads(dirs, heads, alpha=-8.0).apply(offloaded):
         got = refusal_score(offloaded, harmful)
     assert torch.allclose(got, want, atol=1e-5)
     assert count_hooks(offloaded) == 0

@@ -62,11 +62,11 @@ def test_refusal_direction_ablation_lowers_harmful_refusal(organism, organism_di
 
 
 def test_direction_addition_makes_harmless_prompts_lean_to_refuse(organism, organism_direction, split):
-    from interp.hooks import add_direction
+    from interp.intervention import Intervention
     from interp.scoring import refusal_score
 
     harmless = split[1].filter(label="harmless")
-    with add_direction(organism, organism_direction.vector, organism_direction.layer):
+    with Intervention.add_direction(organism_direction.vector, organism_direction.layer).apply(organism):
         steered = refusal_score(organism, harmless).mean()
     assert steered > refusal_score(organism, harmless).mean() + 1.0
 

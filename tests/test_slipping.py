@@ -9,7 +9,7 @@ from interp.generation import generate_batch
 from interp.hooks import count_hooks, hooked
 from interp.prompts import Prompt, PromptSet
 from interp.slipping.series import family_series, pearson, series_from_trace
-from interp.slipping.sharpen import sharpen_attention
+from interp.intervention import Intervention
 from interp.slipping.trace import SPANS, TraceConfig, token_attention, trace_attention
 
 
@@ -141,10 +141,10 @@ def _entropy(p, mask):
 def test_sharpen_identity_and_entropy(organism, mixed):
     batch = organism.encode(list(mixed)[:6])
     base, logits0 = _patterns(organism, batch)
-    with sharpen_attention(organism, 1.0):
+    with Intervention.sharpen(1.0).apply(organism):
         same, logits1 = _patterns(organism, batch)
     assert torch.allclose(logits0, logits1, atol=1e-6)
-    with sharpen_attention(organism, 0.5):
+    with Intervention.sharpen(0.5).apply(organism):
         sharp, logits2 = _patterns(organism, batch)
     assert torch.isfinite(logits2).all()
     for l in range(organism.n_layers):
@@ -155,7 +155,7 @@ def test_sharpen_identity_and_entropy(organism, mixed):
         assert float(sharp[l][masked.expand_as(sharp[l])].abs().max()) == 0.0
         assert _entropy(sharp[l], batch.attention_mask) < _entropy(base[l], batch.attention_mask) - 1e-3
     # chosen layers/heads only: other layers untouched
-    with sharpen_attention(organism, 0.5, layers=[1], heads=[2]):
+    with Intervention.sharpen(0.5, layers=[1], heads=[2]).apply(organism):
         part, _ = _patterns(organism, batch)
     assert torch.allclose(part[0], base[0], atol=1e-6)
     assert not torch.allclose(part[1][:, 2], base[1][:, 2], atol=1e-4)
@@ -176,7 +176,7 @@ def test_sharpen_softmax_sees_hooked_scores(tiny, mixed):
         got["p"] = p.detach().clone()
         return p
 
-    with sharpen_attention(tiny, 0.25, layers=[0]):
+    with Intervention.sharpen(0.25, layers=[0]).apply(tiny):
         with hooked(tiny, [("blocks.0.attn.hook_attn_scores", scores), ("blocks.0.attn.hook_pattern", pattern)]):
             tiny.bridge(batch.tokens, attention_mask=batch.attention_mask)
     # our capture hook runs after the sharpening hook, so it sees the sharpened scores
@@ -186,7 +186,7 @@ def test_sharpen_softmax_sees_hooked_scores(tiny, mixed):
 def test_sharpen_in_generation_matches_no_cache(organism, mixed):
     """Position-free hooks: cached decoding equals full recomputation under sharpening."""
     batch = organism.encode(list(mixed)[:5])
-    with sharpen_attention(organism, 0.4):
+    with Intervention.sharpen(0.4).apply(organism):
         cached = generate_batch(organism, batch, 5, use_kv_cache=True)
         full = generate_batch(organism, batch, 5, use_kv_cache=False)
     assert cached == full
@@ -196,16 +196,16 @@ def test_sharpen_in_generation_matches_no_cache(organism, mixed):
 def test_sharpen_bad_temperature_and_hooks_removed_on_error(organism):
     for T in (0, -1, float("nan"), float("inf"), "x"):
         with pytest.raises(InputError):
-            with sharpen_attention(organism, T):
+            with Intervention.sharpen(T).apply(organism):
                 pass
     with pytest.raises(InputError):
-        with sharpen_attention(organism, 0.5, layers=[99]):
+        with Intervention.sharpen(0.5, layers=[99]).apply(organism):
             pass
     with pytest.raises(InputError):
-        with sharpen_attention(organism, 0.5, heads=[(0, 99)]):
+        with Intervention.sharpen(0.5, heads=[(0, 99)]).apply(organism):
             pass
     with pytest.raises(RuntimeError):
-        with sharpen_attention(organism, 0.5):
+        with Intervention.sharpen(0.5).apply(organism):
             assert count_hooks(organism) == organism.n_layers
             raise RuntimeError("boom")
     assert count_hooks(organism) == 0

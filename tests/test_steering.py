@@ -10,9 +10,9 @@ import torch
 from interp.generation import GenerationConfig, generate
 from interp.hooks import count_hooks
 from interp.organism.data import eval_prompts as make_eval
-from interp.steering import (EffectMeter, ablate_direction, add_direction, compare_heads_vs_layer, effect, fit_antidote,
-                             fit_head_directions, scores_under, select_heads, steer_heads,
-                             steer_layer)
+from interp.intervention import Intervention
+from interp.steering import (EffectMeter, compare_heads_vs_layer, effect, fit_antidote, fit_head_directions,
+                             scores_under, select_heads)
 from probes.directions import mean_difference_direction
 
 
@@ -60,8 +60,8 @@ def test_head_directions_shape_and_sign(organism, head_dirs, plain_prompts):
 
 
 def test_head_steering_moves_refusal_both_ways(organism, head_dirs, top_heads, held_out):
-    up = effect(organism, lambda: steer_heads(organism, head_dirs, top_heads, 1.0), held_out["harmless"])
-    down = effect(organism, lambda: steer_heads(organism, head_dirs, top_heads, -1.0), held_out["harmful"])
+    up = effect(organism, Intervention.steer_heads(head_dirs, top_heads, 1.0), held_out["harmless"])
+    down = effect(organism, Intervention.steer_heads(head_dirs, top_heads, -1.0), held_out["harmful"])
     assert up > 1.0, up
     assert down < -1.0, down
 
@@ -69,11 +69,11 @@ def test_head_steering_moves_refusal_both_ways(organism, head_dirs, top_heads, h
 def test_selected_heads_beat_random_heads(organism, head_dirs, top_heads, held_out):
     """HSI's heads move refusal more than every one of 10 random sets of as many heads."""
     meter = EffectMeter(organism, held_out["harmless"])
-    chosen = meter(lambda: steer_heads(organism, head_dirs, top_heads, 1.0))
+    chosen = meter(Intervention.steer_heads(head_dirs, top_heads, 1.0))
     every = [(l, h) for l in range(organism.n_layers) for h in range(organism.n_heads)]
     rng = random.Random(0)
     draws = [rng.sample(every, len(top_heads)) for _ in range(10)]
-    rand = [meter(lambda d=d: steer_heads(organism, head_dirs, d, 1.0)) for d in draws]
+    rand = [meter(Intervention.steer_heads(head_dirs, d, 1.0)) for d in draws]
     assert chosen > max(rand), (chosen, rand)
 
 
@@ -88,13 +88,13 @@ def test_heads_vs_layer_one_call(organism, head_dirs, top_heads, held_out):
 @pytest.mark.parametrize("mode", ["heads", "resid"])
 def test_layer_steering_raises_refusal(organism, head_dirs, top_heads, held_out, mode):
     layer = top_heads[0][0]
-    e = effect(organism, lambda: steer_layer(organism, head_dirs, layer, 1.0, mode=mode), held_out["harmless"])
+    e = effect(organism, Intervention.steer_layer(head_dirs, layer, 1.0, mode=mode), held_out["harmless"])
     assert e > 0.5, e
 
 
 def test_direction_addition_and_ablation(organism, direction, held_out):
-    add = effect(organism, lambda: add_direction(organism, direction), held_out["harmless"])
-    abl = effect(organism, lambda: ablate_direction(organism, direction), held_out["harmful"])
+    add = effect(organism, Intervention.add_direction(direction), held_out["harmless"])
+    abl = effect(organism, Intervention.ablate_direction(direction), held_out["harmful"])
     assert add > 2.0, add
     assert abl < -1.0, abl
 
@@ -103,30 +103,34 @@ def test_direction_unit_or_natural_size(organism, direction, held_out):
     from probes.artifacts import Direction
 
     unit = Direction(direction.vector / direction.vector.norm(), direction.layer, -1)  # e.g. a probe's weight
-    s1 = scores_under(organism, lambda: ablate_direction(organism, unit), held_out["harmful"][:4])
-    s2 = scores_under(organism, lambda: ablate_direction(organism, direction.vector), held_out["harmful"][:4])
+    s1 = scores_under(organism, Intervention.ablate_direction(unit), held_out["harmful"][:4])
+    s2 = scores_under(organism, Intervention.ablate_direction(direction.vector), held_out["harmful"][:4])
     assert torch.allclose(s1, s2, atol=1e-4)  # ablation only uses the unit direction
 
 
 def test_antidote_moves_refusal_and_alpha_is_live(organism, antidote, held_out):
     assert int(antidote.mask[antidote.layers[0]].sum()) == math.ceil(0.05 * organism.d_model)
-    up = effect(organism, lambda: antidote.apply(organism, 0.3), held_out["harmless"])
-    down = effect(organism, lambda: antidote.apply(organism, -0.3), held_out["harmful"])
+    up = effect(organism, antidote.intervention(0.3), held_out["harmless"])
+    down = effect(organism, antidote.intervention(-0.3), held_out["harmful"])
     assert up > 0.5 and down < -0.5, (up, down)
     texts = held_out["jailbreak"].texts[:4]
-    with antidote.apply(organism, 0.1):
+    weak = antidote.intervention(0.1)
+    with weak.apply(organism):
         a = _logits(organism, texts)
-        antidote.set_alpha(0.4)  # no re-install, no refit
+    with weak.with_alpha(0.4).apply(organism):  # a new value from the same fit: no refit
         b = _logits(organism, texts)
-    with antidote.apply(organism, 0.4):
+    with antidote.intervention(0.4).apply(organism):
         c = _logits(organism, texts)
     assert not torch.equal(a, b) and torch.equal(b, c)
+    assert weak.with_alpha(0.4) == antidote.intervention(0.4) and weak.alpha == 0.1  # nothing was mutated
+    with weak.scaled(4.0).apply(organism):
+        assert torch.allclose(_logits(organism, texts), c, atol=1e-6)
 
 
 def test_antidote_touches_last_position_only(organism, antidote, held_out):
     texts = held_out["jailbreak"].texts[:4]
     base = _logits(organism, texts)
-    with antidote.apply(organism, 0.5):
+    with antidote.intervention(0.5).apply(organism):
         steered = _logits(organism, texts)
     real = organism.encode(texts).attention_mask.bool()[:, :-1]  # pad positions carry no meaning
     assert torch.equal(base[:, :-1][real], steered[:, :-1][real])
@@ -134,14 +138,14 @@ def test_antidote_touches_last_position_only(organism, antidote, held_out):
 
 
 def test_dense_antidote_is_stronger_at_same_alpha(organism, antidote, held_out):
-    sparse = effect(organism, lambda: antidote.apply(organism, 0.2), held_out["harmless"])
-    dense = effect(organism, lambda: antidote.with_sparsity(1.0).apply(organism, 0.2), held_out["harmless"])
+    sparse = effect(organism, antidote.intervention(0.2), held_out["harmless"])
+    dense = effect(organism, antidote.with_sparsity(1.0).intervention(0.2), held_out["harmless"])
     assert dense > sparse > 0
 
 
 def test_head_steering_same_with_and_without_kv_cache(organism, head_dirs, top_heads, held_out):
     texts = held_out["jailbreak"].texts[:3] + held_out["harmless"].texts[:3]
-    with steer_heads(organism, head_dirs, top_heads, 0.5):
+    with Intervention.steer_heads(head_dirs, top_heads, 0.5).apply(organism):
         kv = generate(organism, texts, GenerationConfig(max_new_tokens=5, use_kv_cache=True))
         full = generate(organism, texts, GenerationConfig(max_new_tokens=5, use_kv_cache=False))
     assert kv == full
@@ -149,12 +153,12 @@ def test_head_steering_same_with_and_without_kv_cache(organism, head_dirs, top_h
 
 def _interventions(organism, head_dirs, top_heads, antidote, direction):
     return {
-        "heads": lambda: steer_heads(organism, head_dirs, top_heads, 2.0),
-        "layer_heads": lambda: steer_layer(organism, head_dirs, 0, 2.0, mode="heads"),
-        "layer_resid": lambda: steer_layer(organism, head_dirs, 1, 2.0, mode="resid"),
-        "ablate": lambda: ablate_direction(organism, direction),
-        "add": lambda: add_direction(organism, direction, alpha=2.0),
-        "antidote": lambda: antidote.apply(organism, 0.5),
+        "heads": Intervention.steer_heads(head_dirs, top_heads, 2.0),
+        "layer_heads": Intervention.steer_layer(head_dirs, 0, 2.0, mode="heads"),
+        "layer_resid": Intervention.steer_layer(head_dirs, 1, 2.0, mode="resid"),
+        "ablate": Intervention.ablate_direction(direction),
+        "add": Intervention.add_direction(direction, alpha=2.0),
+        "antidote": antidote.intervention(0.5),
     }
 
 
@@ -163,14 +167,14 @@ def test_bit_identical_after_exit_and_on_exception(organism, head_dirs, top_head
     before = _logits(organism, texts)
     assert count_hooks(organism) == 0
     for name, make in _interventions(organism, head_dirs, top_heads, antidote, direction).items():
-        with make():
+        with make.apply(organism):
             inside = _logits(organism, texts)
             assert count_hooks(organism) > 0, name
         assert not torch.equal(inside, before), f"{name} changed nothing"
         assert count_hooks(organism) == 0, name
         assert torch.equal(_logits(organism, texts), before), name
         with pytest.raises(RuntimeError, match="boom"):
-            with make():
+            with make.apply(organism):
                 raise RuntimeError("boom")
         assert count_hooks(organism) == 0, name
         assert torch.equal(_logits(organism, texts), before), name

@@ -5,8 +5,8 @@ import torch
 
 from interp.errors import InputError
 from interp.hooks import count_hooks
-from interp.steering import (add_direction, ablate_direction, fit_antidote, fit_head_directions,
-                             select_heads, steer_heads, steer_layer, sweep)
+from interp.intervention import Intervention
+from interp.steering import fit_antidote, fit_head_directions, select_heads, sweep
 from probes.artifacts import Direction
 from probes.directions import mean_difference_direction
 
@@ -34,17 +34,17 @@ def _enter(cm):
 @pytest.mark.parametrize("alpha", [float("nan"), float("inf"), float("-inf")])
 def test_alpha_not_finite(tiny, tiny_dirs, tiny_antidote, alpha):
     with pytest.raises(InputError, match="finite"):
-        _enter(steer_heads(tiny, tiny_dirs, [(0, 0)], alpha))
+        _enter(Intervention.steer_heads(tiny_dirs, [(0, 0)], alpha).apply(tiny))
     with pytest.raises(InputError, match="finite"):
-        _enter(steer_layer(tiny, tiny_dirs, 0, alpha))
+        _enter(Intervention.steer_layer(tiny_dirs, 0, alpha).apply(tiny))
     with pytest.raises(InputError, match="finite"):
-        tiny_antidote.set_alpha(alpha)
+        tiny_antidote.intervention(0.1).with_alpha(alpha)
     with pytest.raises(InputError, match="finite"):
-        _enter(tiny_antidote.apply(tiny, alpha))
+        _enter(tiny_antidote.intervention(alpha).apply(tiny))
     with pytest.raises(InputError, match="finite"):
-        _enter(add_direction(tiny, torch.ones(tiny.d_model), layer=0, alpha=alpha))
+        _enter(Intervention.add_direction(torch.ones(tiny.d_model), layer=0, alpha=alpha).apply(tiny))
     with pytest.raises(InputError, match="finite"):
-        sweep(tiny, lambda a: steer_heads(tiny, tiny_dirs, [(0, 0)], a), [alpha], {"harmless": ["hi"]})
+        sweep(tiny, Intervention.steer_heads(tiny_dirs, [(0, 0)], 1.0), [alpha], {"harmless": ["hi"]})
     assert count_hooks(tiny) == 0
 
 
@@ -60,30 +60,30 @@ def test_k_larger_than_number_of_heads(tiny, tiny_dirs, tiny_prompts):
 
 def test_direction_wrong_width(tiny):
     with pytest.raises(InputError, match="residual width"):
-        _enter(ablate_direction(tiny, torch.ones(tiny.d_model + 1)))
+        _enter(Intervention.ablate_direction(torch.ones(tiny.d_model + 1)).apply(tiny))
     with pytest.raises(InputError, match="residual width"):
-        _enter(add_direction(tiny, torch.ones(tiny.d_model * 2), layer=0))
+        _enter(Intervention.add_direction(torch.ones(tiny.d_model * 2), layer=0).apply(tiny))
     assert count_hooks(tiny) == 0
 
 
 def test_direction_from_another_model(tiny, organism, tiny_dirs, tiny_antidote):
     other = Direction(torch.ones(tiny.d_model), 0, -1, meta={"model": "some-other-model"})
     with pytest.raises(InputError, match="another model|made on model"):
-        _enter(ablate_direction(tiny, other))
+        _enter(Intervention.ablate_direction(other).apply(tiny))
 
     class Foreign:  # duck typing is not a direction: one type, probes.Direction
         vector = torch.ones(tiny.d_model)
         layer = 0
 
     with pytest.raises(InputError, match="must be a probes.Direction"):
-        _enter(add_direction(tiny, Foreign()))
+        _enter(Intervention.add_direction(Foreign()).apply(tiny))
     with pytest.raises(InputError, match="made on model"):
-        _enter(add_direction(tiny, Direction(torch.ones(tiny.d_model), 0, -1, meta={"model": "organism:xyz"})))
+        _enter(Intervention.add_direction(Direction(torch.ones(tiny.d_model), 0, -1, meta={"model": "organism:xyz"})).apply(tiny))
     # artifacts fitted on the tiny model do not steer the organism
     with pytest.raises(InputError):
-        _enter(steer_heads(organism, tiny_dirs, [(0, 0)], 1.0))
+        _enter(Intervention.steer_heads(tiny_dirs, [(0, 0)], 1.0).apply(organism))
     with pytest.raises(InputError):
-        _enter(tiny_antidote.apply(organism, 0.1))
+        _enter(tiny_antidote.intervention(0.1).apply(organism))
     assert count_hooks(organism) == 0
 
 
@@ -98,17 +98,17 @@ def test_sparsity_outside_unit_interval(tiny, tiny_prompts, tiny_antidote, spars
 def test_layer_that_does_not_exist(tiny, tiny_dirs, tiny_prompts):
     L = tiny.n_layers
     with pytest.raises(InputError, match="does not exist"):
-        _enter(steer_layer(tiny, tiny_dirs, L, 1.0))
+        _enter(Intervention.steer_layer(tiny_dirs, L, 1.0).apply(tiny))
     with pytest.raises(InputError, match="does not exist"):
-        _enter(steer_layer(tiny, tiny_dirs, -1, 1.0, mode="resid"))
+        _enter(Intervention.steer_layer(tiny_dirs, -1, 1.0, mode="resid").apply(tiny))
     with pytest.raises(InputError, match="does not exist"):
-        _enter(add_direction(tiny, torch.ones(tiny.d_model), layer=L + 3))
+        _enter(Intervention.add_direction(torch.ones(tiny.d_model), layer=L + 3).apply(tiny))
     with pytest.raises(InputError, match="does not exist"):
         fit_antidote(tiny, tiny_prompts.filter(label="harmful"), tiny_prompts.filter(label="harmless"), layers=[L])
     with pytest.raises(InputError):
         mean_difference_direction(tiny, tiny_prompts.filter(label="harmful"), tiny_prompts.filter(label="harmless"), L)
     with pytest.raises(InputError, match="does not exist"):
-        _enter(steer_heads(tiny, tiny_dirs, [(L, 0)], 1.0))
+        _enter(Intervention.steer_heads(tiny_dirs, [(L, 0)], 1.0).apply(tiny))
     assert count_hooks(tiny) == 0
 
 
@@ -116,7 +116,7 @@ def test_head_index_out_of_range(tiny, tiny_dirs):
     H = tiny.n_heads
     for bad in ([(0, H)], [(0, -1)], [(0, 0), (1, H + 5)], [(0,)], []):
         with pytest.raises(InputError):
-            _enter(steer_heads(tiny, tiny_dirs, bad, 1.0))
+            _enter(Intervention.steer_heads(tiny_dirs, bad, 1.0).apply(tiny))
     assert count_hooks(tiny) == 0
 
 
@@ -128,7 +128,7 @@ def test_other_bad_inputs(tiny, tiny_prompts):
     with pytest.raises(InputError, match="labels"):
         fit_head_directions(tiny, ["a", "b"], labels=["harmful"])
     with pytest.raises(InputError, match="mode"):
-        _enter(steer_layer(tiny, fit_head_directions(tiny, tiny_prompts), 0, 1.0, mode="mlp"))
+        _enter(Intervention.steer_layer(fit_head_directions(tiny, tiny_prompts), 0, 1.0, mode="mlp").apply(tiny))
 
 
 def test_probe_kind_and_artifact_roundtrip(tiny, tiny_prompts, tiny_dirs, tmp_path):

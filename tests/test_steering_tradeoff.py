@@ -9,8 +9,9 @@ from interp.generation import GenerationConfig
 from interp.hooks import count_hooks
 from interp.organism.data import eval_prompts as make_eval
 from interp.scoring import RefusalJudge
+from interp.intervention import Intervention
 from interp.steering import (compare_heads_vs_layer, fit_head_directions, max_safe_alpha, select_heads, split_sets,
-                             steer_heads, subsample, sweep, tradeoff_figure)
+                             subsample, sweep, tradeoff_figure)
 
 GEN = GenerationConfig(max_new_tokens=4, batch_size=64)
 
@@ -35,7 +36,7 @@ def test_split_sets(small_sets):
 
 def test_sweep_rows_and_figure(organism, dirs_and_heads, small_sets):
     hd, heads = dirs_and_heads
-    rows = sweep(organism, lambda a: steer_heads(organism, hd, heads, a), [0.0, 1.5], small_sets, "hsi", RefusalJudge(), GEN)
+    rows = sweep(organism, Intervention.steer_heads(hd, heads, 1.0), [0.0, 1.5], small_sets, "hsi", RefusalJudge(), GEN)
     assert count_hooks(organism) == 0
     r0, r1 = rows
     for r in rows:
@@ -57,7 +58,7 @@ def test_max_safe_alpha(organism, dirs_and_heads, plain_prompts):
     hd, heads = dirs_and_heads
     harmless = plain_prompts.filter(label="harmless")[:12]
     grid = (0.1, 0.5, 2.0, 8.0)
-    a = max_safe_alpha(organism, lambda x: steer_heads(organism, hd, heads, x), harmless, grid, 0.1)
+    a = max_safe_alpha(organism, Intervention.steer_heads(hd, heads, 1.0), harmless, grid, 0.1)
     assert a in grid and a < 8.0  # strong steering makes harmless prompts lean to refuse
 
 
@@ -87,15 +88,15 @@ def test_report_stage_runs(tiny, plain_prompts):
     json.dumps(out, allow_nan=True)
     # the report states what was measured: recompute its numbers from the objects it hands on
     from interp.evaluate import evaluate_refusal
-    from interp.steering import ablate_direction, effect
+    from interp.steering import effect
     from interp.steering.report import _held_out
 
     assert [tuple(h) for h in out["hsi"]["heads"]] == [tuple(h) for h in res.heads]
     effect_sets = _held_out(ev, plain_n=40, cell_n=4, seed=study.seed)
-    hsi = effect(tiny, lambda: steer_heads(tiny, res.head_directions, res.heads, out["hsi"]["alpha"]), effect_sets["jailbreak"])
+    hsi = effect(tiny, Intervention.steer_heads(res.head_directions, res.heads, out["hsi"]["alpha"]), effect_sets["jailbreak"])
     assert out["hsi"]["effect"] == pytest.approx(hsi, abs=2e-4)
     gen_sets = _held_out(ev, plain_n=20, cell_n=2, seed=study.seed + 1)
-    with ablate_direction(tiny, res.refusal_direction):
+    with Intervention.ablate_direction(res.refusal_direction).apply(tiny):
         abl = evaluate_refusal(tiny, gen_sets["harmful"], study.judge, study.gen, with_scores=False)
     assert out["direction"]["ablation_harmful_refusal_rate"] == round(abl.rate(), 4)
     assert out["direction"]["examples"]["ablation"] == abl.answers[:2]  # the same prompts, the same answers

@@ -44,7 +44,7 @@ from interp.hooks import hooked
 from interp.model import ChatModel
 from interp.prompts import Prompt
 from interp.scoring import RefusalJudge
-from interp.slipping.sharpen import check_temperature, sharpen_attention
+from interp.intervention import Intervention, check_temperature
 from interp.slipping.trace import as_prompts
 
 
@@ -104,7 +104,7 @@ class Sharpening:
 
     def respond(self, model: ChatModel, prompts, judge: RefusalJudge, gen: GenerationConfig) -> DefenseOutput:
         t = time.perf_counter()
-        with sharpen_attention(model, self.T, self.layers, self.heads):
+        with Intervention.sharpen(self.T, self.layers, self.heads).apply(model):
             answers, n = _generate_counted(model, prompts, gen)
         return DefenseOutput(answers, judge(answers), n, 0, time.perf_counter() - t, {"T": self.T})
 

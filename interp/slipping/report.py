@@ -27,7 +27,7 @@ from interp.slipping.defense_eval import defense_figure, evaluate_defenses, subs
 from interp.slipping.defenses import NoDefense, Sharpening, SmoothLLM, TokenHighlighter
 from interp.slipping.figures import attention_refusal_lines, correlation_heatmap, step_heatmap, token_heatmap
 from interp.slipping.series import SlippingSeries, attack_series, pearson, series_from_trace
-from interp.slipping.sharpen import sharpen_attention
+from interp.intervention import Intervention
 from interp.slipping.trace import TraceConfig, token_attention, trace_attention
 
 
@@ -238,7 +238,7 @@ def defenses_stage(study: Study, top_heads=None, cfg: SlippingDemoConfig = CFG) 
     heads = list(top_heads or [(0, h) for h in range(min(4, model.n_heads))])
     harm = ps.filter(label="harmful")
     base = trace_attention(model, harm, TraceConfig(max_new_tokens=0))
-    with sharpen_attention(model, cfg.sharpen_T):
+    with Intervention.sharpen(cfg.sharpen_T).apply(model):
         sharp = trace_attention(model, harm, TraceConfig(max_new_tokens=0))
     mech = {}
     for f in sorted(harm.families()):

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import Callable, Iterator, Union
-
 import torch
 from torch import Tensor
 
 from interp.errors import InputError
 from interp.model import ChatModel, texts as _texts
 from interp.prompts import PromptSet
-
-# An intervention is a zero-argument callable returning a context manager (so it can be entered
-# many times), e.g. `lambda: steer_heads(model, dirs, heads, alpha)`; `None` means "unsteered".
-Intervention = Union[Callable[[], AbstractContextManager], None]
 
 POSITIVE_LABELS = {"harmful", "refuse", "refusal", "unsafe", "positive"}
 NEGATIVE_LABELS = {"harmless", "comply", "compliance", "safe", "negative"}
@@ -61,27 +54,10 @@ def refuse_side(prompts, labels=None) -> Tensor:
 
 
 def check_heads(model: ChatModel, heads) -> list[tuple[int, int]]:
-    """Validated, de-duplicated (layer, head) pairs in the caller's order."""
-    if heads is None:
-        raise InputError("no heads given: pass a list of (layer, head) pairs")
-    if isinstance(heads, Tensor):
-        heads = heads.tolist()
-    out: list[tuple[int, int]] = []
-    for item in heads:
-        try:
-            l, h = item
-            l, h = int(l), int(h)
-        except (TypeError, ValueError):
-            raise InputError(f"head {item!r} is not a (layer, head) pair") from None
-        if not 0 <= l < model.n_layers:
-            raise InputError(f"layer {l} of head {item!r} does not exist: {model.name} has layers 0..{model.n_layers - 1}")
-        if not 0 <= h < model.n_heads:
-            raise InputError(f"head index {h} of {item!r} is out of range: {model.name} has heads 0..{model.n_heads - 1} per layer")
-        if (l, h) not in out:
-            out.append((l, h))
-    if not out:
-        raise InputError("the head list is empty: pass at least one (layer, head) pair")
-    return out
+    """Validated, de-duplicated (layer, head) pairs in the caller's order (`interp.intervention.check_heads`)."""
+    from interp.intervention import check_heads as _check
+
+    return _check(model, heads, "head list")
 
 
 def check_k(model: ChatModel, k: int, what: str = "K") -> int:
@@ -103,23 +79,3 @@ def check_same_model(model: ChatModel, made_on: dict | str | None, what: str) ->
 
 def model_dtype(model: ChatModel) -> torch.dtype:
     return next(model.bridge.parameters()).dtype
-
-
-@contextmanager
-def entered(intervention: Intervention) -> Iterator[None]:
-    """Enter an intervention (None: nothing)."""
-    if intervention is None:
-        yield
-        return
-    cm = intervention() if callable(intervention) and not isinstance(intervention, AbstractContextManager) else intervention
-    with cm:
-        yield
-
-
-@contextmanager
-def combine(*interventions: Intervention) -> Iterator[None]:
-    """Several interventions at once (entered in order, always all exited)."""
-    with ExitStack() as stack:
-        for iv in interventions:
-            stack.enter_context(entered(iv))
-        yield

@@ -8,7 +8,7 @@ top k% coordinates of |direction| are used (the paper's grid: 1, 2.5, 5, 10, 25%
 default). At run time `h <- h + alpha * (mask * direction)` at the block output of each kept layer,
 at the last position only: in the prompt pass that is the last prompt token, and with the key/value
 cache every generation step sees only its own (last) position. `alpha` is a plain number read at
-call time, so it can be changed between (or during) calls with no recomputation.
+call time: `antidote.intervention(alpha).with_alpha(other)` changes it with no refit.
 
 Units: the paper notes that alpha's useful range follows the model's residual norm. Here the unit
 direction of each layer is scaled by that layer's mean last-token residual norm, so alpha is a
@@ -20,9 +20,7 @@ it lowers refusal of the training harmless prompts.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Iterator
+from dataclasses import dataclass, field, replace
 
 import torch
 from jaxtyping import Bool, Float
@@ -30,9 +28,9 @@ from torch import Tensor
 
 from interp.capture import capture
 from interp.errors import InputError
-from interp.hooks import FwdHook, check_alpha, hooked
+from interp.intervention import Intervention
 from interp.model import ChatModel
-from interp.steering._util import check_same_model, model_dtype, texts_of
+from interp.steering._util import texts_of
 from probes import fit
 
 SPARSITY_GRID = (0.01, 0.025, 0.05, 0.10, 0.25)  # the paper's grid of kept fractions
@@ -60,9 +58,11 @@ def _top_mask(u: Float[Tensor, "layer d_model"], sparsity: float) -> Bool[Tensor
     return torch.zeros_like(u, dtype=torch.bool).scatter_(-1, idx, True)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Antidote:
-    """Fitted safety directions plus the current strength. Build with `fit_antidote`."""
+    """Fitted safety directions (build with `fit_antidote`). It holds no strength: `intervention(alpha)`
+    returns the `Intervention` adding `alpha * scale * (mask * direction)` at the last position of
+    each kept layer's block output; `with_alpha` on that value changes the strength, no refit."""
 
     directions: Float[Tensor, "layer d_model"]  # unit, dense; + raises refusal
     scale: Float[Tensor, "layer"]  # mean last-token residual norm per layer (alpha's unit)
@@ -71,66 +71,31 @@ class Antidote:
     sparsity: float
     model_name: str
     paired: bool
-    alpha: float = 0.0
     model_fingerprint: str | None = None
     mask: Bool[Tensor, "layer d_model"] = field(init=False)
-    _cache: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.sparsity = _check_sparsity(self.sparsity)
-        self.mask = _top_mask(self.directions, self.sparsity)
-        self.alpha = check_alpha(self.alpha)
-
-    def set_alpha(self, alpha: float) -> "Antidote":
-        """Change the strength; takes effect at the next hook call, also inside an active `apply`."""
-        self.alpha = check_alpha(alpha)
-        return self
+        object.__setattr__(self, "sparsity", _check_sparsity(self.sparsity))
+        object.__setattr__(self, "mask", _top_mask(self.directions, self.sparsity))
 
     def with_sparsity(self, sparsity: float) -> "Antidote":
         """The same directions with another mask (no refitting); sparsity=1 is the dense adjustment."""
         return Antidote(self.directions, self.scale, self.separation, list(self.layers), sparsity, self.model_name,
-                        self.paired, self.alpha, self.model_fingerprint)
+                        self.paired, self.model_fingerprint)
 
-    def vectors(self, device=None, dtype=None) -> Float[Tensor, "layer d_model"]:
-        """`scale * (mask * direction)` per layer: the shift at alpha=1 (cached per device/dtype)."""
-        key = (str(device), dtype)
-        if key not in self._cache:
-            v = (self.directions * self.mask) * self.scale[:, None]
-            self._cache[key] = v.to(device=device, dtype=dtype) if device is not None else v
-        return self._cache[key]
+    def vectors(self) -> Float[Tensor, "layer d_model"]:
+        """`scale * (mask * direction)` per layer: the shift at alpha=1."""
+        return (self.directions * self.mask) * self.scale[:, None]
 
-    def hooks(self, model: ChatModel) -> list[FwdHook]:
-        check_same_model(model, {"model": self.model_name, "model_fingerprint": self.model_fingerprint}, "this antidote")
-        if self.directions.shape != (model.n_layers, model.d_model):
-            raise InputError(f"antidote directions {tuple(self.directions.shape)} do not fit {model.name} "
-                             f"({model.n_layers} layers x d_model {model.d_model})")
-        vecs = self.vectors(model.device, model_dtype(model))
-        out = []
-        for l in self.layers:
-            v = vecs[l]
-
-            def add_last(act, hook, v=v):
-                a = self.alpha  # read at call time: set_alpha needs no re-install
-                if a == 0.0:
-                    return None
-                new = act.clone()
-                new[:, -1] += a * v.to(act.device)
-                return new
-
-            out.append((f"blocks.{l}.hook_resid_post", add_last))
-        return out
-
-    @contextmanager
-    def apply(self, model: ChatModel, alpha: float | None = None) -> Iterator[ChatModel]:
-        """Install the adjustment for the block (alpha: set first if given; negative -> compliance)."""
-        if alpha is not None:
-            self.set_alpha(alpha)
-        with hooked(model, self.hooks(model), f"Jailbreak Antidote ({self.sparsity:g} sparsity), alpha={self.alpha:g}",
-                    guard=True):
-            yield model
+    def intervention(self, alpha: float = AntidoteConfig.alpha) -> Intervention:
+        """The adjustment at strength `alpha` (a fraction of the residual norm; negative -> compliance)."""
+        return Intervention.add(self.vectors()[list(self.layers)], "resid_post", list(self.layers), alpha, positions="last",
+                                label=f"Jailbreak Antidote ({self.sparsity:g} sparsity), alpha={{alpha:g}}",
+                                meta={"made_on": {"model": self.model_name, "model_fingerprint": self.model_fingerprint},
+                                      "method": "antidote", "sparsity": self.sparsity, "paired": self.paired})
 
     def describe(self) -> dict:
-        return {"layers": list(self.layers), "sparsity": self.sparsity, "alpha": self.alpha, "paired": self.paired,
+        return {"layers": list(self.layers), "sparsity": self.sparsity, "paired": self.paired,
                 "n_coordinates": int(self.mask[0].sum()), "separation": [round(float(x), 4) for x in self.separation],
                 "model": self.model_name, "model_fingerprint": self.model_fingerprint}
 
@@ -173,17 +138,16 @@ def fit_antidote(model: ChatModel, harmful, harmless, layers=None, sparsity: flo
     kept = sorted(sorted(cand, key=lambda l: -float(sep[l]))[:n_keep])
     anti = Antidote(dirs, scale, sep, kept, sparsity, model.name, paired, model_fingerprint=model.fingerprint)
     if calibrate:
-        _calibrate_sign(model, anti, b_texts[:16])
+        anti = _calibrate_sign(model, anti, b_texts[:16])
     return anti
 
 
-def _calibrate_sign(model: ChatModel, anti: Antidote, harmless_texts: list[str], alpha: float = 0.25) -> None:
-    """Flip the directions if adding them (dense, small alpha) lowers refusal of harmless prompts."""
+def _calibrate_sign(model: ChatModel, anti: Antidote, harmless_texts: list[str], alpha: float = 0.25) -> Antidote:
+    """The antidote with flipped directions if adding them (dense, small alpha) lowers refusal of
+    harmless prompts, else the antidote itself."""
     from interp.steering.effect import EffectMeter
 
     meter = EffectMeter(model, harmless_texts)
-    dense = anti.with_sparsity(1.0)
-    if meter(lambda: dense.apply(model, alpha)) < 0:
-        anti.directions.neg_()
-        anti.mask = _top_mask(anti.directions, anti.sparsity)
-        anti._cache.clear()
+    if meter(anti.with_sparsity(1.0).intervention(alpha)) < 0:
+        return replace(anti, directions=-anti.directions)
+    return anti

@@ -18,10 +18,9 @@ refusal and `alpha < 0` lowers it.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Literal, Sequence
 
 import einops
 import torch
@@ -30,9 +29,10 @@ from torch import Tensor
 
 from interp.capture import capture
 from interp.errors import ArtifactError, InputError
-from interp.hooks import FwdHook, check_alpha, hooked
+from interp.hooks import check_alpha
+from interp.intervention import Intervention
 from interp.model import ChatModel
-from interp.steering._util import check_heads, check_k, check_same_model, model_dtype, refuse_side, texts_of
+from interp.steering._util import check_heads, check_k, check_same_model, refuse_side, texts_of
 from probes import fit
 
 Kind = Literal["mass_mean", "probe"]
@@ -196,35 +196,13 @@ def fit_head_directions(model: ChatModel, prompts, labels=None, heads=None, kind
 
 
 # ---------------------------------------------------------------- steering
-def head_steering_hooks(model: ChatModel, head_dirs: HeadDirections, heads, alpha: float) -> list[FwdHook]:
-    """One hook per touched layer adding a precomputed [head, d_head] shift to `hook_z` (every position)."""
-    alpha = check_alpha(alpha)
-    head_dirs.check(model)
-    heads = check_heads(model, heads)
-    shift = head_dirs.shift(heads, alpha).to(model.device, model_dtype(model))
-    hooks = []
-    for l in sorted({l for l, _ in heads}):
-        s = shift[l]  # [head, d_head]; broadcasts over batch and position
-
-        def add(act, hook, s=s):
-            return act + s.to(act.device)
-
-        hooks.append((f"blocks.{l}.attn.hook_z", add))
-    return hooks
-
-
-@contextmanager
-def steer_heads(model: ChatModel, head_dirs: HeadDirections, heads, alpha: float) -> Iterator[ChatModel]:
-    """Add `alpha * sigma * u` to each chosen head's output at every position, for forward passes and
-    generation inside the block. `heads`: (layer, head) pairs."""
-    with hooked(model, head_steering_hooks(model, head_dirs, heads, alpha),
-                f"head steering of {len(list(heads))} head(s) {list(heads)[:4]}, alpha={float(alpha):g}", guard=True):
-        yield model
+# Head steering is `interp.intervention.Intervention.steer_heads(head_dirs, heads, alpha)`: one hook
+# per touched layer adding the precomputed [head, d_head] shift to `hook_z` at every position.
 
 
 # ---------------------------------------------------------------- choosing heads
 @torch.no_grad()
-def single_head_effects(model: ChatModel, head_dirs: HeadDirections, prompts, alpha: float) -> Float[Tensor, "layer head"]:
+def single_head_steering_effects(model: ChatModel, head_dirs: HeadDirections, prompts, alpha: float) -> Float[Tensor, "layer head"]:
     """HSI's selection signal: the effect (interp.steering.effect) of steering each fitted head alone."""
     from interp.steering.effect import EffectMeter
 
@@ -234,7 +212,7 @@ def single_head_effects(model: ChatModel, head_dirs: HeadDirections, prompts, al
     out = torch.full((model.n_layers, model.n_heads), float("nan"))
     for l, h in zip(*torch.nonzero(head_dirs.fitted, as_tuple=True)):
         l, h = int(l), int(h)
-        out[l, h] = meter(lambda: steer_heads(model, head_dirs, [(l, h)], alpha))
+        out[l, h] = meter(Intervention.steer_heads(head_dirs, [(l, h)], alpha))
     return out
 
 
@@ -250,7 +228,7 @@ def select_heads(model: ChatModel, head_dirs: HeadDirections, k: int, prompts=No
     if prompts is None:
         raise InputError("select_heads(by='steering') needs prompts to measure single-head effects on")
     a = ORGANISM_DEFAULTS.alpha if alpha is None else alpha
-    eff = single_head_effects(model, head_dirs, prompts, a)
+    eff = single_head_steering_effects(model, head_dirs, prompts, a)
     n = int(head_dirs.fitted.sum())
     if k > n:
         raise InputError(f"K={k} is larger than the number of fitted heads ({n})")

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from interp.errors import InputError
 from interp.evaluate import evaluate_refusal
+from interp.intervention import Intervention
 from interp.prompts import PromptSet
 from interp.study import StageResult, Study, figure_ref
 from interp.steering._util import check_heads
 from interp.steering.antidote import fit_antidote
-from interp.steering.direction import add_direction, ablate_direction
 from interp.steering.effect import EFFECT_DEFINITION, EffectMeter
-from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select_heads, steer_heads
-from interp.steering.layer import compare_heads_vs_layer, steer_layers
+from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select_heads
+from interp.steering.layer import compare_heads_vs_layer
 from interp.steering.tradeoff import Unsteered, compact, max_safe_alpha, sweep, tradeoff_figure
 from probes.artifacts import Direction
 from probes.directions import calibrate_direction, find_refusal_direction, resolve_direction
@@ -75,7 +74,7 @@ def _best_safe_gains(rows: list[dict]) -> dict:
 class SteeringResult(StageResult):
     head_directions: object = None  # interp.steering.heads.HeadDirections
     heads: list = None
-    antidote: object = None
+    antidote: object = None  # the Jailbreak Antidote Intervention at its calibrated alpha
     refusal_direction: object = None
 
 
@@ -143,8 +142,8 @@ def _given_heads(recommended, ranking) -> tuple[list[tuple[int, int]], str] | No
 
 def steering_stage(study: Study, recommended_heads=None, ranking=None, direction=None) -> SteeringResult:
     """Head steering (on the causal stage's heads, else the probe ranking's, else HSI's choice),
-    layer steering, the Jailbreak Antidote and the refusal direction (the probes stage's, and our
-    own selection), compared on the held-out split."""
+    layer steering, the Jailbreak Antidote and the refusal direction (the probes stage's, else the
+    same selection run here), compared on the held-out split."""
     from interp.threads import model_threads
 
     with model_threads(study.model):  # small model on a shared machine: one thread is far faster
@@ -173,7 +172,8 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     if got is None:
         heads = select_heads(model, hd, K_HEADS, harmless_tr[: min(16, len(harmless_tr))], SELECT_ALPHA, by="steering")
         heads_source = f"HSI: largest single-head effect at alpha={SELECT_ALPHA} on training harmless prompts"
-    alpha_h = max_safe_alpha(model, lambda a: steer_heads(model, hd, heads, a), harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
+    on_heads = Intervention.steer_heads(hd, heads, 1.0)
+    alpha_h = max_safe_alpha(model, on_heads, harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
     cmp = compare_heads_vs_layer(model, hd, heads, alpha_h, {k: effect_sets[k] for k in (jb_key, "harmless") if k in effect_sets})
     layers = cmp["layers"]
     timings["heads"] = time.perf_counter() - t0
@@ -181,14 +181,13 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     # ---- Jailbreak Antidote, sparse and dense, each at its calibrated strength
     t = time.perf_counter()
     anti = fit_antidote(model, harmful_tr, harmless_tr, sparsity=0.05)
-    dense = anti.with_sparsity(1.0)
-    a_s = max_safe_alpha(model, lambda a: anti.apply(model, a), harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
-    a_d = max_safe_alpha(model, lambda a: dense.apply(model, a), harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    sparse_iv, dense_iv = anti.intervention(), anti.with_sparsity(1.0).intervention()
+    a_s = max_safe_alpha(model, sparse_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    a_d = max_safe_alpha(model, dense_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
     jb_meter = EffectMeter(model, effect_sets[jb_key])
-    e_s = jb_meter(lambda: anti.apply(model, a_s))
-    e_d = jb_meter(lambda: dense.apply(model, a_d))
-    e_d_same = jb_meter(lambda: dense.apply(model, a_s))
-    anti.set_alpha(a_s)
+    e_s = jb_meter(sparse_iv.with_alpha(a_s))
+    e_d = jb_meter(dense_iv.with_alpha(a_d))
+    e_d_same = jb_meter(dense_iv.with_alpha(a_s))
     timings["antidote"] = time.perf_counter() - t
 
     # ---- refusal direction: ablation and addition, judged on generated answers
@@ -197,9 +196,9 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     direction, d_source = from_state or _own_direction(study)
 
     def judged(d) -> dict:
-        with ablate_direction(model, d):
+        with Intervention.ablate_direction(d).apply(model):
             abl = evaluate_refusal(model, gen_sets["harmful"], study.judge, study.gen, with_scores=False)
-        with add_direction(model, d):
+        with Intervention.add_direction(d).apply(model):
             add = evaluate_refusal(model, gen_sets["harmless"], study.judge, study.gen, with_scores=False)
         return {"ablation_harmful_refusal_rate": round(abl.rate(), 4), "addition_harmless_refusal_rate": round(add.rate(), 4),
                 "site": getattr(d, "site", None), "layer": d.layer, "position": getattr(d, "position", None),
@@ -212,15 +211,14 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     # ---- safety-utility trade-off on the small generation subsample
     t = time.perf_counter()
     unsteered = Unsteered.measure(model, gen_sets)
-    rows = sweep(model, lambda a: nullcontext(), [0.0], gen_sets, "unsteered",
+    rows = sweep(model, Intervention.none(), [0.0], gen_sets, "unsteered",
                  study.judge, study.gen, unsteered)
-    rows += sweep(model, lambda a: steer_heads(model, hd, heads, a), [f * alpha_h for f in SWEEP_FACTORS], gen_sets,
+    rows += sweep(model, on_heads, [f * alpha_h for f in SWEEP_FACTORS], gen_sets,
                   "hsi (heads)", study.judge, study.gen, unsteered)
-    rows += sweep(model, lambda a: steer_layers(model, hd, layers, a), [f * alpha_h for f in SWEEP_FACTORS], gen_sets,
+    rows += sweep(model, Intervention.steer_layer(hd, layers, 1.0), [f * alpha_h for f in SWEEP_FACTORS], gen_sets,
                   "layer (all heads)", study.judge, study.gen, unsteered)
-    rows += sweep(model, lambda a: anti.apply(model, a), [f * a_s for f in SWEEP_FACTORS], gen_sets,
+    rows += sweep(model, sparse_iv, [f * a_s for f in SWEEP_FACTORS], gen_sets,
                   "antidote (5%)", study.judge, study.gen, unsteered)
-    anti.set_alpha(a_s)
     timings["tradeoff"] = time.perf_counter() - t
     figures = {"steering_tradeoff": tradeoff_figure(rows, x="harmless", title=f"Safety-utility trade-off: {model.name}"),
                "steering_tradeoff_kl": tradeoff_figure(rows, x="kl", title=f"Safety-utility trade-off (KL): {model.name}")}
@@ -248,4 +246,4 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
         "figure": figure_ref("steering_tradeoff"), "figure_kl": figure_ref("steering_tradeoff_kl"),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
-    return SteeringResult(report, figures, {}, hd, heads, anti, direction)
+    return SteeringResult(report, figures, {}, hd, heads, sparse_iv.with_alpha(a_s), direction)

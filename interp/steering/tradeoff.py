@@ -9,7 +9,7 @@ first response position (Arditi et al. require < 0.1 for a usable direction).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -21,9 +21,25 @@ from interp.hooks import check_alpha, check_finite
 from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.scoring import RefusalJudge, last_logits, refusal_log_odds
-from interp.steering._util import entered, texts_of
+from interp.intervention import Intervention
+from interp.steering._util import texts_of
 
 SET_NAMES = ("harmful", "jailbreak", "harmless")
+# what a sweep varies: an Intervention (taken at each alpha with `with_alpha`), or a function of alpha
+# returning one (for a strength that is not the intervention's alpha)
+Strength = Union[Intervention, Callable[[float], Intervention]]
+
+
+def at_alpha(intervention: Strength, alpha: float) -> Intervention:
+    """`intervention` at strength `alpha`."""
+    if isinstance(intervention, Intervention):
+        return intervention.with_alpha(alpha)
+    if callable(intervention):
+        out = intervention(alpha)
+        if isinstance(out, Intervention):
+            return out
+        raise InputError(f"the function of alpha returned {type(out).__name__}, not an interp.intervention.Intervention")
+    raise InputError(f"expected an Intervention (or a function of alpha returning one), got {type(intervention).__name__}")
 
 
 def split_sets(prompts: PromptSet, harmless_wrapped: bool = True) -> dict[str, PromptSet]:
@@ -105,11 +121,12 @@ def evaluate_point(model: ChatModel, sets, unsteered: Unsteered, judge: RefusalJ
     return out
 
 
-def sweep(model: ChatModel, intervention_factory: Callable[[float], object], alphas: Sequence[float], sets,
+def sweep(model: ChatModel, intervention: Strength, alphas: Sequence[float], sets,
           method: str = "intervention", judge: RefusalJudge = RefusalJudge(),
           gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64),
           unsteered: Unsteered | None = None) -> list[dict]:
-    """Evaluate `intervention_factory(alpha)` (a context manager) at each alpha on held-out `sets`.
+    """Evaluate `intervention.with_alpha(alpha)` at each alpha on held-out `sets` (`Intervention.none()`
+    gives the unsteered row).
 
     Returns one dict per alpha: {"method", "alpha", "harmful", "jailbreak", "harmless" (refusal
     rates), "<set>_score" (mean refusal score), "effect" {set: effect}, "kl" {set: KL},
@@ -123,7 +140,7 @@ def sweep(model: ChatModel, intervention_factory: Callable[[float], object], alp
     rows = []
     for a in alphas:
         try:
-            with entered(lambda: intervention_factory(a)):
+            with at_alpha(intervention, a).apply(model):
                 row = evaluate_point(model, sets, unsteered, judge, gen)
         except NonFiniteError as e:
             raise NonFiniteError(f"sweep of {method!r} at alpha={a:g}: {e}") from None
@@ -167,7 +184,7 @@ def compact(rows: list[dict]) -> list[dict]:
 
 
 @torch.no_grad()
-def max_safe_alpha(model: ChatModel, intervention_factory: Callable[[float], object], harmless, grid: Sequence[float],
+def max_safe_alpha(model: ChatModel, intervention: Strength, harmless, grid: Sequence[float],
                    max_refusal: float = 0.1) -> float:
     """The largest alpha of `grid` at which at most `max_refusal` of `harmless` prompts lean to refuse
     (refusal score > 0, the greedy first-token decision); the smallest grid value if none qualifies.
@@ -178,7 +195,7 @@ def max_safe_alpha(model: ChatModel, intervention_factory: Callable[[float], obj
         raise InputError("grid is empty: pass at least one alpha")
     best = None
     for a in sorted(check_alpha(g) for g in grid):
-        frac = float((scores_under(model, lambda: intervention_factory(a), harmless) > 0).float().mean())
+        frac = float((scores_under(model, at_alpha(intervention, a), harmless) > 0).float().mean())
         if frac <= max_refusal:
             best = a
         else:
