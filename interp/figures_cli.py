@@ -276,7 +276,7 @@ def build_gallery(cfg: GalleryConfig = GalleryConfig(), progress: bool = True) -
 
 def write_index(gallery: Gallery, cfg: GalleryConfig) -> Path:
     """A self-contained index.html: one list per section, each figure linked with its caption."""
-    from interp import __version__
+    from interp.provenance import __version__
 
     esc = html.escape
     parts = []

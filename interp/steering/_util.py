@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from interp.errors import InputError
-from interp.model import ChatModel, texts as _texts
+from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
 
 # An intervention is a zero-argument callable returning a context manager (so it can be entered
@@ -21,10 +21,10 @@ NEGATIVE_LABELS = {"harmless", "comply", "compliance", "safe", "negative"}
 
 
 def texts_of(prompts, what: str = "prompts") -> list[str]:
-    texts = _texts(prompts)
-    if not texts:
+    prompt_texts = texts(prompts)
+    if not prompt_texts:
         raise InputError(f"{what} is empty: pass at least one prompt")
-    return texts
+    return prompt_texts
 
 
 def refuse_side(prompts, labels=None) -> Tensor:
@@ -99,10 +99,6 @@ def check_same_model(model: ChatModel, made_on: dict | str | None, what: str) ->
     if made_on is None:
         return
     check_made_on(model, {"model": made_on} if isinstance(made_on, str) else made_on, what)
-
-
-def model_dtype(model: ChatModel) -> torch.dtype:
-    return next(model.bridge.parameters()).dtype
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from interp.capture import capture
 from interp.errors import InputError
 from interp.hooks import FwdHook, check_alpha, hooked
 from interp.model import ChatModel
-from interp.steering._util import check_same_model, model_dtype, texts_of
+from interp.steering._util import check_same_model, texts_of
 
 SPARSITY_GRID = (0.01, 0.025, 0.05, 0.10, 0.25)  # the paper's grid of kept fractions
 
@@ -103,7 +103,7 @@ class Antidote:
         if self.directions.shape != (model.n_layers, model.d_model):
             raise InputError(f"antidote directions {tuple(self.directions.shape)} do not fit {model.name} "
                              f"({model.n_layers} layers x d_model {model.d_model})")
-        vecs = self.vectors(model.device, model_dtype(model))
+        vecs = self.vectors(model.device, model.dtype)
         out = []
         for l in self.layers:
             v = vecs[l]

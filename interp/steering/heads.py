@@ -32,7 +32,7 @@ from interp.capture import capture
 from interp.errors import ArtifactError, InputError
 from interp.hooks import FwdHook, check_alpha, hooked
 from interp.model import ChatModel
-from interp.steering._util import check_heads, check_k, check_same_model, model_dtype, refuse_side, texts_of
+from interp.steering._util import check_heads, check_k, check_same_model, refuse_side, texts_of
 
 Kind = Literal["mass_mean", "probe"]
 
@@ -238,7 +238,7 @@ def head_steering_hooks(model: ChatModel, head_dirs: HeadDirections, heads, alph
     alpha = check_alpha(alpha)
     head_dirs.check(model)
     heads = check_heads(model, heads)
-    shift = head_dirs.shift(heads, alpha).to(model.device, model_dtype(model))
+    shift = head_dirs.shift(heads, alpha).to(model.device, model.dtype)
     hooks = []
     for l in sorted({l for l, _ in heads}):
         s = shift[l]  # [head, d_head]; broadcasts over batch and position

@@ -14,7 +14,7 @@ from typing import Iterator, Literal
 from interp.hooks import FwdHook, check_alpha, check_layer, hooked
 from interp.model import ChatModel
 from interp.errors import InputError
-from interp.steering._util import check_heads, model_dtype
+from interp.steering._util import check_heads
 from interp.steering.effect import EffectMeter
 from interp.steering.heads import HeadDirections, head_steering_hooks
 
@@ -31,7 +31,7 @@ def layer_steering_hooks(model: ChatModel, head_dirs: HeadDirections, layer: int
         raise InputError(f"mode must be 'heads' or 'resid', got {mode!r}")
     if float(head_dirs.resid_sigma[layer]) == 0.0:
         raise InputError(f"layer {layer} has no fitted residual direction; fit_head_directions must include a head of that layer")
-    shift = (alpha * head_dirs.resid_sigma[layer] * head_dirs.resid[layer]).to(model.device, model_dtype(model))
+    shift = (alpha * head_dirs.resid_sigma[layer] * head_dirs.resid[layer]).to(model.device, model.dtype)
 
     def add(act, hook):
         return act + shift.to(act.device)
