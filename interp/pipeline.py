@@ -32,6 +32,8 @@ from interp.threads import model_threads
 
 # every stage, in the order they run; a demo runs them all unless told otherwise
 STAGES = ("baseline", "heads", "directions", "causal", "steering", "slipping", "defenses", "r2d")
+# figure-only stages, run (after the others) only when `sections` names them: `safety-heads figures` does
+EXTRA_STAGES = ("attention_tokens",)
 
 
 @dataclass
@@ -117,9 +119,9 @@ class StudyResult:
 
 def check_sections(sections) -> list[str]:
     names = list(STAGES) if sections is None else list(sections)
-    unknown = [n for n in names if n not in STAGES]
+    unknown = [n for n in names if n not in STAGES + EXTRA_STAGES]
     if unknown:
-        raise InputError(f"unknown demo sections {unknown}; available: {list(STAGES)}")
+        raise InputError(f"unknown demo sections {unknown}; available: {list(STAGES + EXTRA_STAGES)}")
     return names
 
 
@@ -193,6 +195,11 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
         from interp.r2d.report import r2d_stage
 
         stage("r2d", r2d_stage)
+    if "attention_tokens" in wanted:  # last: it draws no random numbers the stages above would see
+        from interp.slipping.report import attention_tokens_stage
+
+        stage("attention_tokens", attention_tokens_stage, slipping.top_heads if slipping else None,
+              report_as=lambda r: {})
     timings["total"] = round(time.perf_counter() - t_start + timings.get("load", 0.0), 2)
     _write(out, report)
     return result
@@ -234,5 +241,5 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-__all__ = ["STAGES", "BaselineResult", "StudyResult", "baseline_stage", "evaluation_table", "load_study_data", "open_study", "run_study",
+__all__ = ["STAGES", "EXTRA_STAGES", "BaselineResult", "StudyResult", "baseline_stage", "evaluation_table", "load_study_data", "open_study", "run_study",
            "run_demo", "ChatModel"]
