@@ -195,7 +195,7 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
         from interp.r2d.report import r2d_stage
 
         stage("r2d", r2d_stage)
-    if "attention_tokens" in wanted:  # last: it draws no random numbers the stages above would see
+    if "attention_tokens" in wanted:  # last, so that running it changes nothing the stages above compute
         from interp.slipping.report import attention_tokens_stage
 
         stage("attention_tokens", attention_tokens_stage, slipping.top_heads if slipping else None,
