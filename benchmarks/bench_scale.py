@@ -79,7 +79,7 @@ def _read_prompts(model, command: str, argv: list[str]):
     from types import SimpleNamespace
 
     from interp.cli import build_parser, study_config
-    from interp.study import load_study_data
+    from interp.pipeline import load_study_data
 
     args = build_parser().parse_args(argv)
     data = load_study_data(study_config(args), model)

@@ -1,7 +1,6 @@
 """safety-heads: find and steer the parts of a chat model that decide between refusing and complying."""
 
-__version__ = "0.1.0"
-
+from interp.provenance import __version__  # noqa: E402
 from interp.errors import ArtifactError, InputError, ModelLoadError, SafetyHeadsError  # noqa: E402
 from interp.prompts import Prompt, PromptSet  # noqa: E402
 from interp.model import ChatModel, load_model  # noqa: E402

@@ -25,7 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.errors import ArtifactError, InputError
-from interp.model import ChatModel, EncodedBatch, texts as _texts
+from interp.model import ChatModel, EncodedBatch, texts
 from interp.prompts import PromptSet
 
 if TYPE_CHECKING:
@@ -247,18 +247,18 @@ def _capture_batch(model: ChatModel, batch: EncodedBatch, sites: list[Site], pos
 def capture(model: ChatModel, prompts, sites="z", positions: Positions = "last", batch_size: int = 32,
             truncate: bool | None = None, progress: bool = False) -> Activations:
     """Capture activations at `sites` and `positions` for every prompt, in the caller's order."""
-    texts = _texts(prompts)
-    if not texts:
+    prompt_texts = texts(prompts)
+    if not prompt_texts:
         raise InputError("capture needs at least one prompt; the prompt list is empty")
     batch_size = _positive_int(batch_size, "batch_size")
     site_list = parse_sites(model, sites)
     positions = parse_positions(positions)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
     parts: dict[Site, list[Tensor]] = {s: [] for s in site_list}
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     pos_label = None
     for chunk in tqdm(chunks, desc="capturing", disable=not progress):
-        batch = model.encode([texts[i] for i in chunk], truncate=truncate, indices=chunk)
+        batch = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)
         pos_idx, pos_label = resolve_positions(model, batch, positions)
         got = _capture_batch(model, batch, site_list, pos_idx)
         for s in site_list:
@@ -285,7 +285,7 @@ def _meta(model: ChatModel, prompts, sites: list[Site], pos_label) -> dict:
     if isinstance(prompts, PromptSet):
         meta.update(prompt_set=prompts.describe(), prompt_ids=prompts.ids, labels=prompts.labels)
     else:
-        meta.update(prompt_ids=[str(i) for i in range(len(_texts(prompts)))])
+        meta.update(prompt_ids=[str(i) for i in range(len(texts(prompts)))])
     return meta
 
 
@@ -301,16 +301,16 @@ def _prompts_sha256(prompts) -> str:
     """Hash of the prompts in order (texts and, for a PromptSet, labels, families, strengths)."""
     if isinstance(prompts, PromptSet):
         return prompts.sha256()
-    return hashlib.sha256(json.dumps(_texts(prompts)).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(texts(prompts)).encode()).hexdigest()[:16]
 
 
 def _manifest(model: ChatModel, prompts, sites: list[Site], positions, shard_size: int, truncate: bool) -> dict:
-    n = len(_texts(prompts))
+    n = len(texts(prompts))
     man = {"format": "safety-heads sharded capture", "version": MANIFEST_VERSION, **_meta(model, prompts, sites, None)}
     # positions: the request ('last', 'post_instruction', [indices]); each shard records the resolved label
     man.update(prompts_sha256=_prompts_sha256(prompts), n_prompts=n, positions=positions, shard_size=shard_size,
                n_shards=(n + shard_size - 1) // shard_size, stored_dtype="float32", truncate=bool(truncate),
-               dtype=str(next(model.bridge.parameters()).dtype).removeprefix("torch."))
+               dtype=str(model.dtype).removeprefix("torch."))
     return man
 
 
@@ -382,8 +382,8 @@ def capture_to_disk(model: ChatModel, prompts, out_dir: str | Path, sites="z", p
 
     world = world or World()
 
-    texts = _texts(prompts)
-    if not texts:
+    prompt_texts = texts(prompts)
+    if not prompt_texts:
         raise InputError("capture needs at least one prompt; the prompt list is empty")
     shard_size = _positive_int(shard_size, "shard_size")
     batch_size = _positive_int(batch_size, "batch_size")
@@ -398,7 +398,7 @@ def capture_to_disk(model: ChatModel, prompts, out_dir: str | Path, sites="z", p
     _all_or_none(world, lambda: _prepare_directory(out, man, overwrite) if world.is_main else None)
     mine = [k for k in range(man["n_shards"]) if k % world.size == world.rank]
     labels: dict[int, str] = {}
-    for part in _all_or_none(world, lambda: _write_shards(model, texts, out, man, mine, site_list, positions, batch_size,
+    for part in _all_or_none(world, lambda: _write_shards(model, prompt_texts, out, man, mine, site_list, positions, batch_size,
                                                          truncate, progress and world.is_main)):
         labels.update(part)
     if len(set(labels.values())) > 1:  # every rank holds every label: all raise together

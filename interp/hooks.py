@@ -111,7 +111,7 @@ def check_direction(model: ChatModel, direction: Tensor, what: str = "direction"
         raise InputError(f"{what} contains NaN or inf")
     if direction.norm() == 0:
         raise InputError(f"{what} is the zero vector")
-    return direction.to(model.device, next(model.bridge.parameters()).dtype)
+    return direction.to(model.device, model.dtype)
 
 
 def check_layer(model: ChatModel, layer: int) -> int:

@@ -359,10 +359,6 @@ class Intervention:
 
 
 # ---------------------------------------------------------------- hook builders (one per op)
-def _dtype(model: ChatModel) -> torch.dtype:
-    return next(model.bridge.parameters()).dtype
-
-
 def _check_made_on(model: ChatModel, iv: Intervention) -> None:
     made_on = iv.meta.get("made_on")
     if made_on is not None:
@@ -382,7 +378,7 @@ def _add_hooks(iv: Intervention, model: ChatModel) -> list[FwdHook]:
     if tuple(vec.shape[1:]) != want:
         raise InputError(f"the vectors of {iv.describe()} have shape {tuple(vec.shape[1:])}, but {kind} of {model.name} "
                          f"has {want}; were they made on another model?")
-    dtype = _dtype(model)
+    dtype = model.dtype
     if "scale" in iv.tensors:
         scale = alpha * iv.tensors["scale"]
         if "mask" in iv.tensors:
@@ -422,7 +418,7 @@ def _project_out_hooks(iv: Intervention, model: ChatModel) -> list[FwdHook]:
 
 def _ablate_hooks(iv: Intervention, model: ChatModel) -> list[FwdHook]:
     heads = check_heads(model, iv.heads)
-    method, dtype = iv.params["method"], _dtype(model)
+    method, dtype = iv.params["method"], model.dtype
     if method in ("mean", "resample", "values"):
         v = iv.tensors["values"]
         want = (model.n_layers, model.n_heads, model.d_head)

@@ -204,11 +204,7 @@ class ChatModel:
     def require_direct_answers(self) -> "ChatModel":
         """Refuse a reasoning (R2D) organism where refusal is read from the first answer token: its
         answers open with reasoning steps and pivot tokens."""
-        if self.kind == "r2d":
-            from interp.r2d.model import require_kind
-
-            require_kind(self, "organism")
-        return self
+        return require_kind(self, "organism") if self.kind == "r2d" else self
 
     def describe(self) -> dict:
         return {"name": self.name, "fingerprint": self.fingerprint, "kind": self.kind, "n_layers": self.n_layers, "n_heads": self.n_heads,
@@ -219,6 +215,26 @@ class ChatModel:
                 "refusal_phrases": list(self.refusal_phrases), "compliance_phrases": list(self.compliance_phrases),
                 "system_prompt": self.system_prompt,
                 **({"placement": self.meta["placement"]} if "placement" in self.meta else {})}
+
+
+ORGANISM_KINDS = ("r2d", "organism")
+
+
+def require_kind(model: ChatModel, kind: str) -> ChatModel:
+    """Raise ModelLoadError unless `model` is an organism of `kind` ('r2d' or 'organism')."""
+    if kind not in ORGANISM_KINDS:
+        raise InputError(f"unknown organism kind {kind!r}; choose one of {ORGANISM_KINDS}")
+    if model.kind == kind:
+        return model
+    what = {"r2d": "an R2D organism (kind 'r2d')", "organism": "a base organism (kind 'organism')"}
+    got = what.get(model.kind, f"a model of kind {model.kind!r}")
+    fix = {
+        "r2d": "pass an R2D checkpoint ('organism:r2d', or train one with: safety-heads organism train --r2d --out DIR)",
+        "organism": "its answers start with reasoning steps and pivot tokens, so first-token refusal scores and the "
+                    "plain judge do not apply; load it with interp.r2d.model.load_r2d() / `safety-heads r2d eval`, "
+                    "or pass the base organism ('organism')",
+    }[kind]
+    raise ModelLoadError(f"{model.name} is {got} per its safety_heads.json, but {what[kind]} is expected here: {fix}")
 
 
 def texts(prompts) -> list[str]:
@@ -414,7 +430,7 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     """
     from transformers import AutoTokenizer
 
-    from interp.organism import smollm2
+    from interp.organism import smollm2_weights as smollm2
 
     check_device(device)
     template_text = read_chat_template(chat_template) if chat_template is not None else None
@@ -512,7 +528,7 @@ def _display_name(name_or_dir: str, path: str) -> str:
     to models by fingerprint (interp.fingerprint), never by this name."""
     from interp import hub
 
-    from interp.organism import smollm2
+    from interp.organism import smollm2_weights as smollm2
 
     adapter = smollm2.adapter_dir_for(name_or_dir)
     if adapter is not None and Path(adapter).resolve() == smollm2.WEIGHTS_DIR.resolve():
@@ -539,4 +555,3 @@ def _offline_error(name: str, e: Exception) -> ModelLoadError:
         f"(huggingface-cli download {name} --local-dir DIR), copy DIR here and pass --model DIR.")
 
 
-_texts = texts  # old private name, still imported by some modules

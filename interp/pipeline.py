@@ -27,11 +27,13 @@ from interp.generation import GenerationConfig
 from interp.model import ChatModel, load_model
 from interp.placement import Placement
 from interp.plotting import refusal_vs_strength, save_figure
-from interp.study import Study, StageResult, StudyConfig, figure_ref, load_study_data, make_judge
+from interp.study import Study, StageResult, StudyConfig, StudyData, figure_ref, files_study, make_judge
 from interp.threads import model_threads
 
 # every stage, in the order they run; a demo runs them all unless told otherwise
 STAGES = ("baseline", "heads", "directions", "causal", "steering", "slipping", "defenses", "r2d")
+# figure-only stages, run (after the others) only when `sections` names them: `safety-heads figures` does
+EXTRA_STAGES = ("attention_tokens",)
 
 
 @dataclass
@@ -74,6 +76,28 @@ def evaluation_table(study: Study, which: str = "all", world=None) -> dict:
 
 
 # ------------------------------------------------------------------ opening and running a study
+def load_study_data(cfg: StudyConfig, model: ChatModel) -> StudyData:
+    """The study's data for `cfg`: the user's files, else the embedded organism's prompts (the
+    CLI default). Either way every role is checked against the model's vocabulary."""
+    if cfg.uses_files:
+        data = files_study(model, cfg.harmful, cfg.harmless, cfg.jailbreak, cfg.over_refusal, cfg.text_column, cfg.seed,
+                           cfg.per_cell, cfg.fractions, cfg.fit_per_cell)
+        fix = "Pass prompt files written in the model's language and vocabulary."
+    elif model.kind == "smollm2":  # organism:smollm2 brings its own English sets
+        from interp.organism.provider import smollm2_study
+
+        data = smollm2_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train, fit_per_cell=cfg.fit_per_cell)
+        fix = "organism:smollm2's own prompts should always fit its vocabulary; report this as a bug."
+    else:
+        from interp.organism.provider import organism_study  # the default provider
+
+        data = organism_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train)
+        fix = ("Without --harmful/--harmless the study runs on the embedded organism's prompts; for another model pass "
+               "--harmful FILE --harmless FILE (e.g. AdvBench-format CSVs with a goal column) written for its vocabulary.")
+    data.check_vocabulary(model, fix)
+    return data
+
+
 def open_study(cfg: StudyConfig) -> Study:
     """Load the model (with the judging phrases and system prompt of `cfg`) and the study's data."""
     model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype), chat_template=cfg.chat_template,
@@ -95,9 +119,9 @@ class StudyResult:
 
 def check_sections(sections) -> list[str]:
     names = list(STAGES) if sections is None else list(sections)
-    unknown = [n for n in names if n not in STAGES]
+    unknown = [n for n in names if n not in STAGES + EXTRA_STAGES]
     if unknown:
-        raise InputError(f"unknown demo sections {unknown}; available: {list(STAGES)}")
+        raise InputError(f"unknown demo sections {unknown}; available: {list(STAGES + EXTRA_STAGES)}")
     return names
 
 
@@ -171,6 +195,11 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
         from interp.r2d.report import r2d_stage
 
         stage("r2d", r2d_stage)
+    if "attention_tokens" in wanted:  # last, so that running it changes nothing the stages above compute
+        from interp.slipping.report import attention_tokens_stage
+
+        stage("attention_tokens", attention_tokens_stage, slipping.top_heads if slipping else None,
+              report_as=lambda r: {})
     timings["total"] = round(time.perf_counter() - t_start + timings.get("load", 0.0), 2)
     _write(out, report)
     return result
@@ -212,5 +241,5 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-__all__ = ["STAGES", "BaselineResult", "StudyResult", "baseline_stage", "evaluation_table", "open_study", "run_study",
+__all__ = ["STAGES", "EXTRA_STAGES", "BaselineResult", "StudyResult", "baseline_stage", "evaluation_table", "load_study_data", "open_study", "run_study",
            "run_demo", "ChatModel"]

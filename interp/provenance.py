@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+# the toolkit's version (pyproject.toml says the same); `interp.__version__` re-exports it. Kept here,
+# below every other module, so that recording it never imports the `interp` package back
+__version__ = "0.1.0"
 LIBRARIES = ("torch", "transformers", "transformer-lens", "tokenizers", "safetensors", "numpy")
 
 
@@ -20,6 +23,4 @@ def library_versions() -> dict[str, str]:
 
 def provenance() -> dict:
     """`{"toolkit_version": ..., "libraries": {...}}`, merged into every artifact's metadata."""
-    from interp import __version__
-
     return {"toolkit_version": __version__, "libraries": library_versions()}

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from interp.errors import InputError
 from interp.hooks import check_finite
-from interp.model import ChatModel, texts as _texts
+from interp.model import ChatModel, texts
 
 # JailbreakBench's refusal prefixes (its StringClassifier list), matched anywhere in the answer and
 # without case, plus two phrasings common in small models' refusals.
@@ -90,15 +90,15 @@ def last_logits(model: ChatModel, prompts, batch_size: int = 64, truncate: bool 
                 world: "World | None" = None) -> Float[Tensor, "batch d_vocab"]:
     """Next-token logits at the first response position for each prompt (in the caller's order).
     `world` (under torchrun): each rank scores its share of the batches; every rank gets all rows."""
-    texts = _texts(prompts)
-    if not texts:
+    prompt_texts = texts(prompts)
+    if not prompt_texts:
         raise InputError("no prompts to score: pass a non-empty prompt list")
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out: list[Tensor | None] = [None] * len(texts)
+    order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
+    out: list[Tensor | None] = [None] * len(prompt_texts)
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     mine = chunks if world is None else world.share(chunks)
     for chunk in tqdm(mine, desc="scoring", disable=not progress):
-        b = model.encode([texts[i] for i in chunk], truncate=truncate, indices=chunk)
+        b = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)
         # logits_to_keep=1: the other positions' logits are never read (64 prompts x 60 tokens x a
         # 49k vocabulary would be 750 MB)
         logits = model.bridge(b.tokens, attention_mask=b.attention_mask, logits_to_keep=1)[:, -1, :]

@@ -8,8 +8,8 @@
   `strength`) live inside the splits beside the plain requests. The split's seed and fractions
   and each split's prompt ids and hash are recorded by `describe()` in every report.
 * Providers: `files_study` reads a user's prompt files; the embedded organism's generator is
-  another (`interp.organism.provider`). `load_study_data` picks one from a `StudyConfig` (the
-  CLI default is the organism). Analysis code never imports a provider: it takes `StudyData`.
+  another (`interp.organism.provider`). `interp.pipeline.load_study_data` picks one from a
+  `StudyConfig` (the CLI default is the organism). Analysis code never imports a provider: it takes `StudyData`.
 * `Study`: the model, the data and the judge handed to each stage; `StageResult`: what a stage
   returns (its part of the report and its figures).
 """
@@ -305,28 +305,6 @@ def files_study(model: ChatModel, harmful: str | Path, harmless: str | Path, jai
         O = PromptSet(O.name, tuple(replace(p, meta={**p.meta, "lookalike": True}) for p in O), O.source)
     return StudyData(splits["train"], splits["val"], splits["test"], O, seed, check_fractions(fractions), "files",
                      families=fams_desc, notes=tuple(notes))
-
-
-def load_study_data(cfg: StudyConfig, model: ChatModel) -> StudyData:
-    """The study's data for `cfg`: the user's files, else the embedded organism's prompts (the
-    CLI default). Either way every role is checked against the model's vocabulary."""
-    if cfg.uses_files:
-        data = files_study(model, cfg.harmful, cfg.harmless, cfg.jailbreak, cfg.over_refusal, cfg.text_column, cfg.seed,
-                           cfg.per_cell, cfg.fractions, cfg.fit_per_cell)
-        fix = "Pass prompt files written in the model's language and vocabulary."
-    elif model.kind == "smollm2":  # organism:smollm2 brings its own English sets
-        from interp.organism.provider import smollm2_study
-
-        data = smollm2_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train, fit_per_cell=cfg.fit_per_cell)
-        fix = "organism:smollm2's own prompts should always fit its vocabulary; report this as a bug."
-    else:
-        from interp.organism.provider import organism_study  # the default provider
-
-        data = organism_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train)
-        fix = ("Without --harmful/--harmless the study runs on the embedded organism's prompts; for another model pass "
-               "--harmful FILE --harmless FILE (e.g. AdvBench-format CSVs with a goal column) written for its vocabulary.")
-    data.check_vocabulary(model, fix)
-    return data
 
 
 # ------------------------------------------------------------------ what stages take and return

@@ -298,7 +298,7 @@ def _find(model: ChatModel, train: PromptSet, val: PromptSet, labels, positions:
 def estimate_quality(rows: list[dict]) -> dict:
     """Spearman rank correlation of the attribution estimates against the exact scores over the
     measured candidates (all of them in an exhaustive search)."""
-    from interp.causal.compare import spearman
+    from interp.stats import spearman
 
     m = [r for r in rows if r.get("measured")]
     out = {"n_measured": len(m), "n_candidates": sum(1 for r in rows if r["norm"])}
@@ -390,7 +390,7 @@ def measure_candidates(model: ChatModel, harmful: PromptSet, harmless: PromptSet
     from interp.causal.resume import cache_block_inputs, last_position_logits, prompt_batches, run_from_layer
 
     C, L = len(vectors), model.n_layers
-    dtype = next(model.bridge.parameters()).dtype
+    dtype = model.dtype
     V = vectors.to(model.device, dtype)
     U = V / V.norm(dim=-1, keepdim=True)
     both = harmful.concat(harmless)

@@ -16,12 +16,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from interp.figures_cli import CAPTIONS, GalleryConfig, build_gallery, caption_for, find_browser
+from interp.figures_cli import GalleryConfig, build_gallery
+from interp.gallery import CAPTIONS, caption_for, find_browser
 from interp.study import StudyConfig
 
 FAST = StudyConfig(per_cell=2, n_train=16)  # the demo's defaults are 20 / 64; every section still runs
@@ -72,7 +74,7 @@ def test_captions_for_known_and_unknown_names():
 def test_png_export_failure_is_reported_not_raised(tmp_path, monkeypatch):
     import plotly.graph_objects as go
 
-    from interp.figures_cli import export_pngs
+    from interp.gallery import export_pngs
 
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-browser"))
     written, error = export_pngs({str(tmp_path / "a.html"): go.Figure(go.Bar(y=[1, 2]))}, tmp_path)
@@ -88,6 +90,65 @@ def test_cli_registers_figures_command():
     figures_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["figures", "--out", "x", "--png", "--per-cell", "3"])
     assert args.func is figures_cli._figures and args.png and args.per_cell == 3 and args.model == "organism"
+
+
+def test_gallery_lists_exactly_what_the_stages_returned_on_one_model_load(tmp_path, monkeypatch):
+    """The index is built from the stages' returned figures (each under its stage), the token
+    heatmaps come from a stage on the study's own model, and the model is loaded once."""
+    from transformer_lens import TransformerBridge
+
+    import interp.pipeline as pipeline
+    from interp.plotting import save_figure
+
+    boot = TransformerBridge.boot_transformers
+    loads = []
+
+    def counting_boot(*a, **k):  # where every load ends (see tests/test_bad_input.py)
+        loads.append(a[0] if a else k.get("model_name"))
+        return boot(*a, **k)
+
+    monkeypatch.setattr(TransformerBridge, "boot_transformers", staticmethod(counting_boot))
+    returned = {}
+    real_run = pipeline.run_study
+
+    def spy(*a, **k):
+        res = real_run(*a, **k)
+        returned.update({stage: dict(figs) for stage, figs in res.figures.items()})
+        return res
+
+    monkeypatch.setattr(pipeline, "run_study", spy)
+    out = tmp_path / "g"
+    out.mkdir()
+    (out / "stale_figure.html").write_text("<html></html>")  # not made by a stage: must not be listed
+    import plotly.graph_objects as go
+
+    save_figure(go.Figure(go.Bar(y=[1])), out / "04_slipping_lines")  # a notebook's figure: listed apart
+    g = build_gallery(GalleryConfig(out=str(out), study=replace(FAST, sections=("baseline", "slipping"))),
+                      progress=False)
+    assert len(loads) == 1, f"the model was loaded {len(loads)} times: {loads}"
+    assert set(returned) == {"baseline", "slipping", "attention_tokens"}
+    assert returned["attention_tokens"] and all(n.startswith("attention_tokens_") for n in returned["attention_tokens"])
+    listed = {(f["section"], f["file"]) for f in g.figures if f["section"] != "notebooks"}
+    assert listed == {(stage, f"{name}.html") for stage, figs in returned.items() for name in figs}
+    assert [f["file"] for f in g.figures if f["section"] == "notebooks"] == ["04_slipping_lines.html"]
+    assert "stale_figure.html" not in {f["file"] for f in g.figures}
+    for f in g.figures:
+        assert (out / f["file"]).is_file()
+    assert "attention_tokens" not in g.report  # figure-only stage: no report numbers
+
+
+def test_attention_tokens_runs_only_when_named():
+    from interp.errors import InputError
+    from interp.pipeline import EXTRA_STAGES, STAGES, check_sections
+
+    assert check_sections(None) == list(STAGES) and "attention_tokens" not in STAGES
+    assert check_sections(["slipping", "attention_tokens"]) == ["slipping", "attention_tokens"]
+    assert "attention_tokens" in EXTRA_STAGES
+    with pytest.raises(InputError, match="attention_tokens"):
+        check_sections(["nope"])
+    assert GalleryConfig(study=replace(FAST, sections=("baseline",))).sections() == ("baseline",)
+    assert GalleryConfig().sections() == STAGES + ("attention_tokens",)
+    assert GalleryConfig(token_heatmaps=False).sections() == STAGES
 
 
 @pytest.mark.slow

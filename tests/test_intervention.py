@@ -9,7 +9,8 @@ from interp.errors import ArtifactError, InputError
 from interp.hooknames import act_name
 from interp.hooks import count_hooks, hooked
 from interp.intervention import Intervention
-from interp.steering import fit_antidote, fit_head_directions, refusal_direction
+from interp.steering import fit_antidote, fit_head_directions
+from probes.directions import mean_difference_direction
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def texts(plain_prompts):
 def parts(organism, plain_prompts):
     harmful, harmless = plain_prompts.filter(label="harmful"), plain_prompts.filter(label="harmless")
     hd = fit_head_directions(organism, plain_prompts)
-    d = refusal_direction(organism, harmful, harmless, 1)
+    d = mean_difference_direction(organism, harmful, harmless, 1)
     anti = fit_antidote(organism, harmful, harmless, calibrate=False)
     return {"heads": Intervention.steer_heads(hd, hd.top(3), 1.5),
             "layer": Intervention.steer_layer(hd, 1, 1.0, mode="resid"),

@@ -113,6 +113,29 @@ def test_notebooks_show_how_to_switch_to_a_hub_model():
         assert "dtype=torch.bfloat16" in src and 'device="cuda"' in src, f"{path.name}: hub cell must show dtype and device"
 
 
+def test_notebooks_start_with_one_setup_call():
+    """The set-up lives in `interp.notebook.setup()`: each notebook's first code cell is a few lines."""
+    for path in all_notebooks():
+        cells = json.loads(path.read_text())["cells"]
+        first = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+        lines = [line for line in first.splitlines() if line.strip()]
+        assert len(lines) <= 4 and "from interp.notebook import" in first and "setup(" in first, (path.name, first)
+
+
+def test_setup_makes_the_figures_folder_and_skips_cleanly(tmp_path, monkeypatch, capsys):
+    from interp.notebook import SkipNotebook, find_repo_root, setup
+
+    monkeypatch.setenv("SAFETY_HEADS_FIGURES", str(tmp_path / "figs"))
+    nb = setup(requires=("interp.causal",), start=ROOT / "notebooks")
+    assert nb.root == ROOT and nb.figures == tmp_path / "figs" and nb.figures.is_dir() and nb.elapsed() >= 0
+    assert "figures:" in capsys.readouterr().out
+    assert find_repo_root(tmp_path) == ROOT  # outside any checkout: the one the toolkit came from
+    with pytest.raises(SkipNotebook, match="no_such_part") as info:
+        setup(requires=("interp.no_such_part", "no_such_package.sub"))
+    assert "no_such_package.sub" in str(info.value)
+    assert info.value._render_traceback_() == [f"SKIPPED: {info.value}"]
+
+
 def execute_notebook(path: Path, figures: Path, monkeypatch) -> tuple[object, float]:
     """Run a notebook top to bottom in a fresh kernel; a `SkipNotebook` raised by a cell (a part of
     the toolkit or a shipped artifact it needs is missing) skips locally and fails under CI=true."""

@@ -35,7 +35,7 @@ from interp.errors import InputError
 from interp.evaluate import evaluate_refusal
 from interp.generation import GenerationConfig, generate_batch
 from interp.hooks import hooked
-from interp.model import ChatModel, EncodedBatch, texts as _texts
+from interp.model import ChatModel, EncodedBatch, texts
 from interp.prompts import PromptSet
 from interp.scoring import RefusalJudge, refusal_log_odds
 from interp.causal.attribution import HeadGradients, head_gradients, progress_bar
@@ -71,17 +71,17 @@ def head_reference(model: ChatModel, prompts, positions: str = "last", batch_siz
     """Capture every head's `hook_z` on a reference set (at the last token, or averaged over tokens)."""
     if positions not in REF_POSITIONS:
         raise InputError(f"reference positions must be one of {REF_POSITIONS}, got {positions!r}")
-    texts = _texts(prompts)
-    if not texts:
+    prompt_texts = texts(prompts)
+    if not prompt_texts:
         raise InputError("the reference set is empty: mean and resample ablation need at least one reference prompt "
                          "(pass balanced harmful + harmless prompts, e.g. a study's train split, or use method='zero')")
-    source = prompts.describe() if isinstance(prompts, PromptSet) else {"n": len(texts)}
+    source = prompts.describe() if isinstance(prompts, PromptSet) else {"n": len(prompt_texts)}
     if positions == "last":
-        z = capture(model, texts, sites="z", positions="last", batch_size=batch_size).stack_heads()
+        z = capture(model, prompt_texts, sites="z", positions="last", batch_size=batch_size).stack_heads()
         return HeadReference(z, positions, source)
     parts = []
-    for i in range(0, len(texts), batch_size):
-        b = model.encode(texts[i:i + batch_size])
+    for i in range(0, len(prompt_texts), batch_size):
+        b = model.encode(prompt_texts[i:i + batch_size])
         w = b.attention_mask.float()  # average over real tokens only, never padding
         store: dict[int, Tensor] = {}
 
@@ -119,7 +119,7 @@ def resolve_reference(model: ChatModel, method: str, reference, positions: str =
 def _values(model: ChatModel, method: str, ref: HeadReference | None, seed: int):
     """Per layer: the replacement values (a tensor broadcasting over [batch, pos, head, d_head], or a
     callable of the batch size for resampling)."""
-    dtype = next(model.bridge.parameters()).dtype
+    dtype = model.dtype
     if method == "zero":
         zero = torch.zeros(model.n_heads, model.d_head, dtype=dtype, device=model.device)
         return lambda l: zero
@@ -196,13 +196,13 @@ def _rows_for_sets(model: ChatModel, texts: list[str], head_sets: Sequence[Seque
 
 
 def _check_sets(model: ChatModel, prompts, head_sets) -> tuple[list[str], list[list[Head]]]:
-    texts = _texts(prompts)
-    if not texts:
+    prompt_texts = texts(prompts)
+    if not prompt_texts:
         raise InputError("no prompts given: pass a non-empty prompt set")
     sets = [check_heads(model, hs, allow_empty=True) for hs in head_sets]
     if not sets:
         raise InputError("no head sets given: pass a list of head sets, e.g. [[(1, 3)], [(2, 0), (2, 5)]]")
-    return texts, sets
+    return prompt_texts, sets
 
 
 @torch.no_grad()
@@ -531,7 +531,7 @@ class HeadSearch:
         """Per direction: Spearman of the attribution estimate against the exact single-head
         effects over the heads measured exactly (all of them with `exhaustive`), and whether the
         exact scan's best heads are among the estimate's top k."""
-        from interp.causal.compare import spearman
+        from interp.stats import spearman
 
         out = {}
         for d, est in self.estimate.items():

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from interp.errors import InputError
 from interp.hooks import FwdHook, hooked
-from interp.model import ChatModel, EncodedBatch, texts as _texts
+from interp.model import ChatModel, EncodedBatch, texts
 from interp.scoring import refusal_log_odds
 from interp.causal.heads import Z_HOOK
 from interp.causal.resume import last_position_logits, prompt_batches
@@ -108,10 +108,10 @@ def batches(model: ChatModel, prompts, batch_size: int = 8) -> Iterator[tuple[li
     """(indices in the caller's order, encoded batch) for forward+backward passes: prompts sorted by
     length to limit padding, at most `batch_size` per batch and fewer when what the backward pass
     keeps would exceed the activation budget (`interp.causal.resume.rows_per_pass`)."""
-    texts = _texts(prompts)
-    if not texts:
+    prompt_texts = texts(prompts)
+    if not prompt_texts:
         raise InputError("no prompts given: attribution needs at least one prompt")
-    for idx, b, _ in prompt_batches(model, texts, batch_size, grad=True):
+    for idx, b, _ in prompt_batches(model, prompt_texts, batch_size, grad=True):
         yield idx, b
 
 
@@ -146,7 +146,7 @@ def head_gradients(model: ChatModel, prompts, metric: Metric | None = None, batc
     `hooks` (e.g. heads already ablated) stay installed during the pass."""
     metric = metric or refusal_score_metric(model)
     names = [Z_HOOK.format(l=l) for l in range(model.n_layers)]
-    n = len(_texts(prompts))
+    n = len(texts(prompts))
     g_sum = torch.zeros(n, model.n_layers, model.n_heads, model.d_head)
     g_dot_z = torch.zeros(n, model.n_layers, model.n_heads)
     z_last = torch.zeros(n, model.n_layers, model.n_heads, model.d_head)

@@ -30,31 +30,7 @@ from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.causal.ablation import DIRECTIONS, HeadSearch, SearchConfig, ablation_scores, search_heads
 from interp.causal.heads import Head, all_heads
-
-
-def spearman(a: Tensor, b: Tensor) -> float:
-    """Spearman rank correlation (average ranks for ties) over the entries both have finite; NaN
-    when fewer than 3 entries remain or either side is constant."""
-    a, b = torch.as_tensor(a, dtype=torch.float64).flatten(), torch.as_tensor(b, dtype=torch.float64).flatten()
-    keep = torch.isfinite(a) & torch.isfinite(b)
-    a, b = a[keep], b[keep]
-    if len(a) < 3:
-        return float("nan")
-
-    def ranks(x):
-        order = x.argsort()
-        r = torch.empty_like(x)
-        r[order] = torch.arange(len(x), dtype=x.dtype)
-        for v in x.unique():  # ties share their mean rank
-            m = x == v
-            if m.sum() > 1:
-                r[m] = r[m].mean()
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = (ra.norm() * rb.norm()).item()
-    return float((ra @ rb).item() / den) if den > 0 else float("nan")
+from interp.stats import spearman  # in interp.stats so that ablation.py can use it without importing this module
 
 
 def probe_map(model: ChatModel, ranking, score: str | None = None) -> tuple[Float[Tensor, "layer head"], str]:

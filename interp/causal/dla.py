@@ -25,7 +25,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import InputError
-from interp.model import ChatModel, texts as _texts
+from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
 
 
@@ -64,7 +64,7 @@ def _final_norm(model: ChatModel) -> tuple[Tensor, Tensor | None, bool, torch.nn
     # RMS-style norm: read its effective weight (also for `x * (1 + w)` variants) from a constant
     # input, whose RMS is exactly its value up to eps
     c = 1e3
-    probe = torch.full((1, model.d_model), c, device=model.device, dtype=next(model.bridge.parameters()).dtype)
+    probe = torch.full((1, model.d_model), c, device=model.device, dtype=model.dtype)
     with torch.no_grad():
         w = orig(probe)[0].float()  # x / rms(x) = 1 for a constant x, so what is left is the weight
     return w.cpu(), None, False, orig
@@ -138,14 +138,14 @@ def _last_position_cache(model: ChatModel, texts: list[str], names: list[str], b
 def direct_logit_attribution(model: ChatModel, prompts, batch_size: int = 64) -> DLA:
     """Decompose the last-position residual into embedding, per-head and per-MLP parts and project
     each on the refusal-vs-compliance unembedding difference through the frozen final norm."""
-    texts = _texts(prompts)
-    if not texts:
+    prompt_texts = texts(prompts)
+    if not prompt_texts:
         raise InputError("direct logit attribution needs at least one prompt; the prompt list is empty")
     L = model.n_layers
     names = (["blocks.0.hook_resid_pre", "ln_final.hook_in", "ln_final.hook_out", "unembed.hook_out"]
              + [f"blocks.{l}.attn.hook_z" for l in range(L)] + [f"blocks.{l}.hook_attn_out" for l in range(L)]
              + [f"blocks.{l}.hook_mlp_out" for l in range(L)])
-    cache = _last_position_cache(model, texts, names, batch_size)
+    cache = _last_position_cache(model, prompt_texts, names, batch_size)
     d, const = unembed_direction(model)
     w, bias, centre, _ = _final_norm(model)
     x, out = cache["ln_final.hook_in"], cache["ln_final.hook_out"]
@@ -179,15 +179,15 @@ def direct_logit_attribution(model: ChatModel, prompts, batch_size: int = 64) ->
 def logit_lens(model: ChatModel, prompts, batch_size: int = 64) -> Float[Tensor, "batch layer"]:
     """Refusal-vs-compliance logit difference read from each layer's `resid_post` at the last
     position through the final norm (with that layer's own scale) and the unembedding."""
-    texts = _texts(prompts)
-    if not texts:
+    prompt_texts = texts(prompts)
+    if not prompt_texts:
         raise InputError("the logit lens needs at least one prompt; the prompt list is empty")
     names = [f"blocks.{l}.hook_resid_post" for l in range(model.n_layers)]
-    cache = _last_position_cache(model, texts, names, batch_size)
+    cache = _last_position_cache(model, prompt_texts, names, batch_size)
     d, const = unembed_direction(model)
     _, _, _, norm = _final_norm(model)
     resid = torch.stack([cache[n] for n in names], dim=1)  # [batch, layer, d_model]
-    dtype = next(model.bridge.parameters()).dtype
+    dtype = model.dtype
     with torch.no_grad():
         normed = norm(resid.to(model.device, dtype)).float().cpu()
     return normed @ d + const

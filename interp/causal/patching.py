@@ -29,7 +29,7 @@ from torch import Tensor
 from interp.capture import resolve_positions
 from interp.errors import InputError
 from interp.hooks import hooked
-from interp.model import ChatModel, EncodedBatch, texts as _texts
+from interp.model import ChatModel, EncodedBatch, texts
 from interp.prompts import PromptSet
 from interp.causal.attribution import attribute, progress_bar
 from interp.causal.dla import refusal_logit_diff
@@ -81,7 +81,7 @@ def equal_length_pairs(model: ChatModel, harmful, harmless, n: int = 16, seed: i
 def check_pairs(model: ChatModel, source, target) -> tuple[EncodedBatch, EncodedBatch]:
     """Encode two prompt lists whose i-th prompts pair up; fail clearly unless every pair has the
     same token length (after chat formatting), so positions mean the same in both runs."""
-    a, b = _texts(source), _texts(target)
+    a, b = texts(source), texts(target)
     if not a or not b:
         raise InputError("patching needs non-empty source and target prompt sets")
     if len(a) != len(b):
@@ -229,7 +229,7 @@ def patching_estimates(model: ChatModel, harmful, harmless, head_positions: str 
     if head_positions not in HEAD_POSITIONS:
         raise InputError(f"head positions must be one of {HEAD_POSITIONS}, got {head_positions!r}")
     bh, _ = check_pairs(model, harmful, harmless)
-    a, b = _texts(harmful), _texts(harmless)
+    a, b = texts(harmful), texts(harmless)
     n, L = len(a), model.n_layers
     pos_idx, _ = resolve_positions(model, bh, "post_instruction")
     n_pos = pos_idx.shape[1]
@@ -300,7 +300,7 @@ class Patching:
     def estimate_quality(self) -> dict:
         """Spearman of the estimate against the exact effects over the exactly measured entries (every
         entry when exhaustive), per kind and direction."""
-        from interp.causal.compare import spearman
+        from interp.stats import spearman
 
         out = {}
         for kind, exact in (("heads", self.heads), ("resid", self.resid)):
@@ -387,7 +387,7 @@ def activation_patching(model: ChatModel, harmful, harmless, head_positions: str
             m[pick] = norm(exact, d)
             res[d] = m.view(L, n_pos)
         labels = model.to_str_tokens(bl.tokens[0, pos_idx[0]].tolist())
-    pairs = {"n": len(_texts(harmful))}
+    pairs = {"n": len(texts(harmful))}
     if isinstance(harmful, PromptSet):
         pairs.update(harmful=harmful.describe(), harmless=harmless.describe())
     return Patching(head_maps, res, labels, diffs, head_positions, pairs, estimate, measured, exhaustive)

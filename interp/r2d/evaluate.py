@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from interp.errors import InputError
 from interp.generation import GenerationConfig, generate, generate_batch
-from interp.model import ChatModel, texts as _texts
+from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
 from interp.r2d import data as r2d_data
 from interp.r2d.model import pivot_ids
@@ -55,15 +55,15 @@ class Outcome:
 
 def generate_r2d(model: ChatModel, prompts, max_new_tokens: int = R2D_NEW_TOKENS, batch_size: int = 64) -> list[str]:
     """Greedy responses with the pivot tokens kept (the stock decoder drops special tokens)."""
-    texts = _texts(prompts)
-    if not texts:
+    prompt_texts = texts(prompts)
+    if not prompt_texts:
         raise InputError("no prompts to generate from: pass a non-empty prompt list")
     drop = {model.tokenizer.pad_token_id, model.tokenizer.eos_token_id, model.tokenizer.bos_token_id}
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = [""] * len(texts)
+    order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
+    out = [""] * len(prompt_texts)
     for k in range(0, len(order), batch_size):
         chunk = order[k:k + batch_size]
-        new = generate_batch(model, model.encode([texts[i] for i in chunk]), max_new_tokens)
+        new = generate_batch(model, model.encode([prompt_texts[i] for i in chunk]), max_new_tokens)
         for i, ids in zip(chunk, new):
             out[i] = " ".join(model.to_str_tokens([t for t in ids if t not in drop]))  # word-level: exact
     return out

@@ -16,6 +16,7 @@ with (`StudyData.trained_comply`: planted, not found) are reported apart.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import torch
@@ -262,3 +263,25 @@ def _mean_cells(per_family: dict, exclude=frozenset()) -> float:
     vals = [v for f, row in per_family.items() for s, v in row.items() if s != "0" and (f, int(s)) not in exclude]
     return round(sum(vals) / len(vals), 4) if vals else float("nan")
 
+
+def attention_tokens_stage(study: Study, top_heads=None) -> StageResult:
+    """Figures only (`safety-heads figures` asks for it; no report numbers): one token-level
+    attention heatmap per jailbreak family of the held-out split (a harmful prompt at the family's
+    middle strength), averaged over the slipping stage's top heads (all heads if none)."""
+    model, test = study.model, study.data.test
+    heads = [tuple(h) for h in top_heads or []] or None
+    figures = {}
+    for family, strengths in test.families().items():
+        strength = max(1, max(strengths) // 2)
+        strength = strength if strength in strengths else strengths[0]
+        cell = test.filter(label="harmful", family=family, strength=strength)
+        if not len(cell):
+            continue
+        p = cell[0]
+        mat, keys, queries = token_attention(model, p, max_new_tokens=6, heads=heads)
+        who = f"heads {', '.join(f'L{l}H{h}' for l, h in heads)}" if heads else "all heads"
+        text = p.text if len(p.text) <= 110 else p.text[:107] + "..."
+        figures[f"attention_tokens_{family}"] = token_heatmap(
+            mat, keys, queries, f"Attention from the response: {family} jailbreak (strength {strength}), "
+            f"{who}<br><sup>{html.escape(text)}</sup>", n_prompt=model.encode([p]).lengths[0])
+    return StageResult({}, figures)

@@ -183,7 +183,7 @@ def _membership(batch: EncodedBatch, spans: list[dict[str, list[int]]], n_new: i
 def _trace_batch(model: ChatModel, batch: EncodedBatch, spans: list[dict[str, list[int]]], layers: tuple[int, ...],
                  max_new_tokens: int) -> tuple[Tensor, Tensor, list[list[int]]]:
     """Run one batch (prompt pass + greedy steps) and reduce every pattern row inside the hook."""
-    member = _membership(batch, spans, max_new_tokens, next(model.bridge.parameters()).dtype)
+    member = _membership(batch, spans, max_new_tokens, model.dtype)
     per_layer: dict[int, list[Tensor]] = {l: [] for l in layers}
     logits_first: list[Tensor] = []
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from interp.errors import InputError
-from interp.model import ChatModel, texts as _texts
+from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
 
 POSITIVE_LABELS = {"harmful", "refuse", "refusal", "unsafe", "positive"}
@@ -14,10 +14,10 @@ NEGATIVE_LABELS = {"harmless", "comply", "compliance", "safe", "negative"}
 
 
 def texts_of(prompts, what: str = "prompts") -> list[str]:
-    texts = _texts(prompts)
-    if not texts:
+    prompt_texts = texts(prompts)
+    if not prompt_texts:
         raise InputError(f"{what} is empty: pass at least one prompt")
-    return texts
+    return prompt_texts
 
 
 def refuse_side(prompts, labels=None) -> Tensor:
@@ -77,5 +77,3 @@ def check_same_model(model: ChatModel, made_on: dict | str | None, what: str) ->
     check_made_on(model, {"model": made_on} if isinstance(made_on, str) else made_on, what)
 
 
-def model_dtype(model: ChatModel) -> torch.dtype:
-    return next(model.bridge.parameters()).dtype
