@@ -8,8 +8,9 @@ from interp.hooks import count_hooks
 from interp.prompts import PromptSet
 from interp.scoring import last_logits
 
-from interp.causal.ablation import (SearchConfig, ablate_heads, ablation_refusals, ablation_scores, evaluate_sets,
-                                    head_reference, measure_ablation, measure_head_sets, search_heads)
+from interp.causal.ablate import ablate_heads, head_reference
+from interp.causal.runner import ablation_refusals, ablation_scores, evaluate_sets, measure_ablation, measure_head_sets
+from interp.causal.search import SearchConfig, search_heads
 from interp.causal.compare import recommend_heads
 from interp.threads import model_threads
 
