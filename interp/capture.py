@@ -8,6 +8,12 @@ Sites: `"z"` (per-head outputs, the input of the attention output projection, `h
 `"resid_pre"`, `"resid_mid"`, `"resid_post"`, `"attn_out"`, `"mlp_out"`; each for all layers or
 for given layers. Positions: `"last"`, `"post_instruction"` (the chat template's tokens after the
 user's message) or explicit indices into the unpadded prompt (negative counts from the end).
+
+This is the toolkit's one read path: a `Reducer` says what is kept of each hooked activation
+(`KeepPositions`, the default; `LastPosition`; `SpanSum`/`SpanMean` over a token span;
+`AttentionMass` of a pattern on a span; `AllPositions`), and `capture_hooks` reads any hook by name
+(the logits and the final norm too) for direct logit attribution, patching's clean runs and R2D's
+decision reads. Only `_read` here runs the model with hooks that store activations.
 """
 
 from __future__ import annotations
@@ -316,7 +322,7 @@ class _OneHead(Reducer):
 
     def bind(self, model, batch, rows):
         fn, label = self.inner.bind(model, batch, rows)
-        return (lambda act: fn(act)[:, :, self.head]), label
+        return (lambda act: fn(act)[..., self.head, :]), label  # z: [..., head, d_head]
 
 
 # ---------------------------------------------------------------- the one read path
