@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from interp.capture import _capture_batch, parse_sites, resolve_positions
+from interp.capture import KeepPositions, capture_hooks, parse_sites
 from interp.model import load_model
 from interp.organism.data import eval_prompts
 from interp.organism.random import random_llama_25m
@@ -24,7 +24,7 @@ from interp.organism.random import random_llama_25m
 def bench(model, texts, batch, repeats, positions):
     batches = [model.encode(texts[i:i + batch]) for i in range(0, len(texts), batch)]
     sites = parse_sites(model, ["z", "resid_post"])
-    pos = [resolve_positions(model, b, positions)[0] for b in batches]
+    reads = {s: (s.hook_name, KeepPositions(positions)) for s in sites}
 
     def bare():
         with torch.no_grad():
@@ -33,8 +33,8 @@ def bench(model, texts, batch, repeats, positions):
 
     def cap():
         kept = 0
-        for b, p in zip(batches, pos):
-            got = _capture_batch(model, b, sites, p)
+        for b in batches:
+            got = capture_hooks(model, b, reads)
             kept += sum(t.numel() * t.element_size() for t in got.values())
         return kept
 

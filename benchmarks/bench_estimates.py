@@ -51,7 +51,9 @@ def _prompts(name: str, n_per_label: int):
 
 
 def heads_part(model, ps, n: int) -> dict:
-    from interp.causal.ablation import DIRECTIONS, HeadReference, _estimate, ablation_scores
+    from interp.causal.ablate import HeadReference
+    from interp.causal.runner import ablation_scores
+    from interp.causal.search import DIRECTIONS, _estimate
     from interp.causal.attribution import head_gradients
     from interp.causal.compare import spearman
     from interp.causal.heads import all_heads
@@ -100,7 +102,7 @@ def patching_part(model, n: int) -> dict:
 
 
 def search_part(model, ps, n: int) -> dict:
-    from interp.causal.ablation import SearchConfig, search_heads
+    from interp.causal.search import SearchConfig, search_heads
 
     h, l = ps.filter(label="harmful")[:n], ps.filter(label="harmless")[:n]
     out = {}

@@ -8,6 +8,12 @@ Sites: `"z"` (per-head outputs, the input of the attention output projection, `h
 `"resid_pre"`, `"resid_mid"`, `"resid_post"`, `"attn_out"`, `"mlp_out"`; each for all layers or
 for given layers. Positions: `"last"`, `"post_instruction"` (the chat template's tokens after the
 user's message) or explicit indices into the unpadded prompt (negative counts from the end).
+
+This is the toolkit's one read path: a `Reducer` says what is kept of each hooked activation
+(`KeepPositions`, the default; `LastPosition`; `SpanSum`/`SpanMean` over a token span;
+`AttentionMass` of a pattern on a span; `AllPositions`), and `capture_hooks` reads any hook by name
+(the logits and the final norm too) for direct logit attribution, patching's clean runs and R2D's
+decision reads. Only `_read` here runs the model with hooks that store activations.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Hashable, Mapping, Sequence, Union
 
 import torch
 from jaxtyping import Float
@@ -25,20 +31,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.errors import ArtifactError, InputError
+from interp.hooknames import HOOK_TEMPLATES, act_name, parse_act_name
 from interp.model import ChatModel, EncodedBatch, texts
 from interp.prompts import PromptSet
 
 if TYPE_CHECKING:
     from interp.distributed import World
 
-SITE_HOOKS = {
-    "z": "blocks.{l}.attn.hook_z",
-    "resid_pre": "blocks.{l}.hook_resid_pre",
-    "resid_mid": "blocks.{l}.hook_resid_mid",
-    "resid_post": "blocks.{l}.hook_resid_post",
-    "attn_out": "blocks.{l}.hook_attn_out",
-    "mlp_out": "blocks.{l}.hook_mlp_out",
-}
+# the site kinds a capture names (artifacts, plots, the CLI); their hook names come from act_name
+SITE_HOOKS = {k: HOOK_TEMPLATES[k] for k in ("z", "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")}
 
 Positions = Union[str, Sequence[int]]
 
@@ -53,7 +54,7 @@ class Site:
 
     @property
     def hook_name(self) -> str:
-        return SITE_HOOKS[self.kind].format(l=self.layer)
+        return act_name(self.kind, self.layer)
 
     def __str__(self) -> str:
         return f"{self.kind}.{self.layer}" + (f".{self.head}" if self.head is not None else "")
@@ -216,57 +217,239 @@ def _parse_site_key(k: str) -> Site:
     return Site(parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else None)
 
 
-def _capture_batch(model: ChatModel, batch: EncodedBatch, sites: list[Site], pos_idx: Tensor) -> dict[Site, Tensor]:
-    store: dict[Site, Tensor] = {}
-    by_hook: dict[str, list[Site]] = {}
-    for s in sites:
-        by_hook.setdefault(s.hook_name, []).append(s)
-    rows = torch.arange(pos_idx.shape[0], device=model.device)[:, None]
-    idx = pos_idx.to(model.device)
+# ---------------------------------------------------------------- reducers: what a read keeps
+Bound = Callable[[Tensor], Tensor]
 
-    def make_hook(site_list):
-        def hook(act, hook):
-            kept = act[rows, idx].detach()  # [batch, n_pos, ...]: only the kept positions survive
-            for s in site_list:
-                store[s] = (kept[:, :, s.head] if s.head is not None else kept).float().cpu()
-            return None
-        return hook
 
-    fwd_hooks = [(name, make_hook(sl)) for name, sl in by_hook.items()]
-    # stop after the deepest requested layer: later blocks cannot change what was captured
-    stop = max(s.layer for s in sites) + 1
-    with torch.no_grad():
-        # logits_to_keep=1: when the deepest site is in the last block the pass reaches the
-        # unembedding, whose logits at every position nobody reads (32 prompts x 60 tokens x a 49k
-        # vocabulary: 377 MB)
-        model.bridge.run_with_hooks(batch.tokens, attention_mask=batch.attention_mask, fwd_hooks=fwd_hooks,
-                                    stop_at_layer=stop if stop < model.n_layers else None, logits_to_keep=1)
-    return store
+class Reducer:
+    """What a capture keeps of each hooked activation. `bind(model, batch, rows)` is called once per
+    batch (`rows`: the caller's index of each batch row) and returns the function applied inside
+    the hook, plus a label for the metadata. Only what the function returns outlives the pass."""
+
+    def bind(self, model: ChatModel, batch: EncodedBatch, rows: Sequence[int]) -> tuple[Bound, str]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class KeepPositions(Reducer):
+    """The default: the activations at `positions` ('last', 'post_instruction' or indices) ->
+    `[batch, pos, ...]`."""
+
+    positions: Positions = "last"
+
+    def __post_init__(self) -> None:
+        parse_positions(self.positions)  # fail before any pass
+
+    def bind(self, model, batch, rows):
+        pos_idx, label = resolve_positions(model, batch, self.positions)
+        r = torch.arange(pos_idx.shape[0], device=model.device)[:, None]
+        idx = pos_idx.to(model.device)
+        return (lambda act: act[r, idx]), label
+
+
+@dataclass(frozen=True)
+class LastPosition(Reducer):
+    """The activation at the last position without a position axis, `[batch, ...]` (left padding:
+    the last column is every row's last token)."""
+
+    def bind(self, model, batch, rows):
+        return (lambda act: act[:, -1]), "last"
+
+
+@dataclass(frozen=True)
+class AllPositions(Reducer):
+    """Every position, `[batch, pos, ...]` (padding included): for patching, which replaces a whole
+    run's activations. Memory grows with the sequence: read few sites this way."""
+
+    def bind(self, model, batch, rows):
+        return (lambda act: act.clone()), "all"
+
+
+def _span_weights(batch: EncodedBatch, rows: Sequence[int], spans) -> Float[Tensor, "batch pos"]:
+    """0/1 weight of each padded position: the row's span ((start, end) in unpadded tokens, by the
+    caller's row index), or every real token for `spans=None`."""
+    if spans is None:
+        return batch.attention_mask.float()
+    w = torch.zeros(batch.tokens.shape)
+    for r, (i, pad) in enumerate(zip(rows, batch.pad)):
+        a, b = spans[i]
+        w[r, pad + a: pad + b] = 1
+    return w
+
+
+@dataclass(frozen=True)
+class SpanSum(Reducer):
+    """Sum over a token span per row, `[batch, ...]`: `spans[i]` = (start, end) in prompt i's
+    unpadded tokens; None: every real token (never padding)."""
+
+    spans: Sequence[tuple[int, int]] | None = None
+    mean: bool = False
+
+    def bind(self, model, batch, rows):
+        w = _span_weights(batch, rows, self.spans).to(model.device)
+
+        def reduce(act):
+            out = torch.einsum("bp...,bp->b...", act.float(), w)
+            return out / w.sum(1).view(-1, *([1] * (out.ndim - 1))) if self.mean else out
+
+        return reduce, ("mean" if self.mean else "sum") + ("" if self.spans is None else "[span]")
+
+
+@dataclass(frozen=True)
+class SpanMean(SpanSum):
+    """Mean over a token span per row (default: every real token of the prompt, never padding)."""
+
+    mean: bool = True
+
+
+@dataclass(frozen=True)
+class AttentionMass(Reducer):
+    """For an attention pattern `[batch, head, query, key]`: the mass the last query position puts on
+    each row's key span, `[batch, head]` (spans as for `SpanSum`)."""
+
+    spans: Sequence[tuple[int, int]]
+
+    def bind(self, model, batch, rows):
+        w = _span_weights(batch, rows, self.spans)
+        # the pattern row leaves the device first: [batch, head, key] is small
+        return (lambda act: torch.einsum("bhk,bk->bh", act[:, :, -1].float().cpu(), w)), "attention mass[span]"
+
+
+@dataclass(frozen=True)
+class _OneHead(Reducer):
+    inner: Reducer
+    head: int
+
+    def bind(self, model, batch, rows):
+        fn, label = self.inner.bind(model, batch, rows)
+        return (lambda act: fn(act)[..., self.head, :]), label  # z: [..., head, d_head]
+
+
+# ---------------------------------------------------------------- the one read path
+Read = tuple[str, Reducer]  # (hook name, reducer)
+
+
+def _batches(model: ChatModel, prompts, batch_size: int, sort: bool, truncate: bool | None):
+    """Yield (caller's indices, encoded batch, extra forward arguments)."""
+    if isinstance(prompts, EncodedBatch):  # one batch, run as given
+        yield list(range(prompts.tokens.shape[0])), prompts, {}
+        return
+    if prompts and not isinstance(prompts, (str, PromptSet)) and all(isinstance(p, (list, tuple)) for p in prompts):
+        # token sequences (teacher-forced continuations): left-padded here, rotary positions counted
+        # from each row's first real token
+        pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+        for i in range(0, len(prompts), batch_size):
+            seqs = [list(s) for s in prompts[i:i + batch_size]]
+            L = max(map(len, seqs))
+            tokens = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+            mask = torch.zeros_like(tokens)
+            for r, s in enumerate(seqs):
+                tokens[r, L - len(s):] = torch.tensor(s)
+                mask[r, L - len(s):] = 1
+            b = EncodedBatch(tokens, mask, [len(s) for s in seqs], [], [], [], [])
+            yield list(range(i, i + len(seqs))), b, {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+        return
+    prompt_texts = texts(prompts)
+    order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i])) if sort else list(range(len(prompt_texts)))
+    for i in range(0, len(order), batch_size):
+        chunk = order[i:i + batch_size]
+        yield chunk, model.encode([prompt_texts[j] for j in chunk], truncate=truncate, indices=chunk), {}
+
+
+def _n_rows(prompts) -> int:
+    return prompts.tokens.shape[0] if isinstance(prompts, EncodedBatch) else len(prompts)
+
+
+def _read(model: ChatModel, prompts, reads: Mapping[Hashable, Read], batch_size: int, sort: bool = True,
+          truncate: bool | None = None, progress: bool = False,
+          all_logits: bool = False) -> tuple[dict[Hashable, Tensor], dict[Hashable, str]]:
+    """Every read of every prompt, rows in the caller's order, and each read's label (last batch)."""
+    if not reads:
+        raise InputError("nothing to capture: name at least one site or hook")
+    by_hook: dict[str, list[Hashable]] = {}
+    for key, (name, _) in reads.items():
+        by_hook.setdefault(name, []).append(key)
+    # stop after the deepest block read: later blocks cannot change it (a read outside the blocks,
+    # such as the logits, runs the whole model)
+    try:
+        stop = max(parse_act_name(name)[1] for name in by_hook) + 1
+    except InputError:
+        stop = model.n_layers
+    parts: dict[Hashable, list[Tensor]] = {k: [] for k in reads}
+    labels: dict[Hashable, str] = {}
+    order: list[int] = []
+    batches = _batches(model, prompts, batch_size, sort, truncate)
+    n_batches = -(-_n_rows(prompts) // batch_size) if not isinstance(prompts, EncodedBatch) else 1
+    for rows, batch, extra in tqdm(batches, total=n_batches, desc="capturing", disable=not progress):
+        order += rows
+        store: dict[Hashable, Tensor] = {}
+        bound = {}
+        for key, (_, reducer) in reads.items():
+            bound[key], labels[key] = reducer.bind(model, batch, rows)
+
+        def make_hook(keys):
+            def hook(act, hook):
+                for k in keys:
+                    store[k] = bound[k](act).detach().float().cpu()
+                return None
+            return hook
+
+        kwargs = {k: v.to(model.device) for k, v in extra.items()}
+        if stop < model.n_layers:
+            kwargs["stop_at_layer"] = stop
+        if not all_logits:
+            # logits_to_keep=1: the unembedding's logits at every position are read by nobody
+            # (32 prompts x 60 tokens x a 49k vocabulary: 377 MB)
+            kwargs["logits_to_keep"] = 1
+        with torch.no_grad():
+            model.bridge.run_with_hooks(batch.tokens.to(model.device), attention_mask=batch.attention_mask.to(model.device),
+                                        fwd_hooks=[(name, make_hook(keys)) for name, keys in by_hook.items()], **kwargs)
+        missing = [k for k in reads if k not in store]
+        if missing:
+            raise InputError(f"hooks {[reads[k][0] for k in missing][:3]} did not fire on {model.name}")
+        for k in reads:
+            parts[k].append(store[k])
+    out = {k: torch.cat(v) for k, v in parts.items()}
+    if order != list(range(len(order))):  # back to the caller's order
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        out = {k: v[inverse] for k, v in out.items()}
+    return out, labels
+
+
+def capture_hooks(model: ChatModel, prompts, reads: Mapping[Hashable, Read], batch_size: int = 32, *,
+                  sort: bool = True, truncate: bool | None = None, progress: bool = False,
+                  all_logits: bool = False) -> dict[Hashable, Tensor]:
+    """The read path under `capture`, by hook name: `reads[key] = (hook name, reducer)` ->
+    `{key: tensor}`, rows in the caller's order (float32, on the CPU).
+
+    `prompts`: texts / a PromptSet (chat-formatted, left-padded, batched by `batch_size`; `sort`
+    batches them by length, False keeps the caller's order), token-id sequences (batched in order),
+    or one `EncodedBatch` (run as it is). `all_logits`: compute the logits at every position (by
+    default only the last position's are computed; a read of the logits then sees one position)."""
+    if not isinstance(prompts, EncodedBatch) and not _n_rows(prompts):
+        raise InputError("capture needs at least one prompt; the prompt list is empty")
+    batch_size = _positive_int(batch_size, "batch_size")
+    return _read(model, prompts, reads, batch_size, sort, truncate, progress, all_logits)[0]
 
 
 def capture(model: ChatModel, prompts, sites="z", positions: Positions = "last", batch_size: int = 32,
-            truncate: bool | None = None, progress: bool = False) -> Activations:
-    """Capture activations at `sites` and `positions` for every prompt, in the caller's order."""
+            truncate: bool | None = None, progress: bool = False, *, reducer: Reducer | None = None,
+            sort: bool = True) -> Activations:
+    """Capture activations at `sites` for every prompt, in the caller's order.
+
+    `reducer` says what is kept of each activation (default `KeepPositions(positions)`; also
+    `LastPosition`, `SpanSum`/`SpanMean`, `AttentionMass`, `AllPositions`): the tensors have the
+    reducer's shape. `sort=False` batches the prompts in the caller's order instead of by length."""
     prompt_texts = texts(prompts)
     if not prompt_texts:
         raise InputError("capture needs at least one prompt; the prompt list is empty")
     batch_size = _positive_int(batch_size, "batch_size")
     site_list = parse_sites(model, sites)
-    positions = parse_positions(positions)
-    order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
-    parts: dict[Site, list[Tensor]] = {s: [] for s in site_list}
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    pos_label = None
-    for chunk in tqdm(chunks, desc="capturing", disable=not progress):
-        batch = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)
-        pos_idx, pos_label = resolve_positions(model, batch, positions)
-        got = _capture_batch(model, batch, site_list, pos_idx)
-        for s in site_list:
-            parts[s].append(got[s])
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.tensor(order)] = torch.arange(len(order))
-    acts = {s: torch.cat(v)[inverse] for s, v in parts.items()}
-    return Activations(acts, _meta(model, prompts, site_list, pos_label))
+    reducer = reducer if reducer is not None else KeepPositions(parse_positions(positions))
+    reads = {s: (s.hook_name, reducer if s.head is None else _OneHead(reducer, s.head)) for s in site_list}
+    acts, labels = _read(model, prompts, reads, batch_size, sort, truncate, progress)
+    return Activations(acts, _meta(model, prompts, site_list, labels[site_list[0]]))
 
 
 def _positive_int(n, what: str) -> int:

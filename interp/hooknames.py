@@ -45,3 +45,10 @@ def parse_act_name(name: str) -> tuple[str, int]:
             if mid.isdigit():
                 return kind, int(mid)
     raise InputError(f"{name!r} is not a per-block hook name; names look like 'blocks.3.attn.hook_z'")
+
+
+# hooks outside the blocks
+EMBED = "hook_embed"  # token embeddings (the leaf of attribution's backward pass)
+FINAL_NORM_IN = "ln_final.hook_in"  # the last residual, before the final norm
+FINAL_NORM_OUT = "ln_final.hook_out"
+LOGITS = "unembed.hook_out"

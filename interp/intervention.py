@@ -31,7 +31,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import ArtifactError, InputError
-from interp.hooknames import HEAD_KINDS, HOOK_TEMPLATES, act_name
+from interp.hooknames import HOOK_TEMPLATES, act_name
 from interp.hooks import FwdHook, check_alpha, check_direction, check_layer, hooked
 from interp.model import ChatModel
 from probes.artifacts import Direction

@@ -235,9 +235,9 @@ class Direction:
 
     @property
     def hook_name(self) -> str:
-        from interp.capture import SITE_HOOKS
+        from interp.hooknames import act_name
 
-        return SITE_HOOKS[self.site].format(l=self.layer)
+        return act_name(self.site, self.layer)
 
     def candidate(self, layer: int, position: int | None = None) -> Float[Tensor, "d_model"]:
         """The difference in means of another layer (at this direction's position by default)."""

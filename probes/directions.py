@@ -39,6 +39,7 @@ from torch import Tensor
 from interp.capture import Activations, Positions, capture
 from interp.errors import InputError
 from interp.fingerprint import check_made_on
+from interp.hooknames import act_name
 from interp.hooks import check_direction, check_layer, hooked
 from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
@@ -320,7 +321,7 @@ def _ablation_sites(n_layers: int) -> list[str]:
     # MLP output. Each block input after the first is the sum of outputs already projected, so its
     # own projection removes nothing: to first order the ablation is the sum of the changes at the
     # embedding and at each attention and MLP output.
-    return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_{x}" for l in range(n_layers) for x in ("attn_out", "mlp_out")]
+    return [act_name("resid_pre", 0)] + [act_name(x, l) for l in range(n_layers) for x in ("attn_out", "mlp_out")]
 
 
 def estimate_scores(model: ChatModel, harmful: PromptSet, harmless: PromptSet, vectors: Float[Tensor, "cand d_model"],
@@ -337,7 +338,7 @@ def estimate_scores(model: ChatModel, harmful: PromptSet, harmless: PromptSet, v
     V = vectors.float().to(model.device)
     U = V / V.norm(dim=-1, keepdim=True)
     abl_names = _ablation_sites(L)
-    add_names = sorted({f"blocks.{l}.hook_{x}" for x, l in where})
+    add_names = sorted({act_name(x, l) for x, l in where})
     names = list(dict.fromkeys(abl_names + add_names))
     both = harmful.concat(harmless)
     n_h = len(harmful)
@@ -358,7 +359,7 @@ def estimate_scores(model: ChatModel, harmful: PromptSet, harmless: PromptSet, v
         attribute(model, b, names, refusal_score_metric(model), reduce)
     col = {n: i for i, n in enumerate(add_names)}
     G = torch.stack([g_add[n] for n in add_names]).float().to(model.device)  # [site-layer, d_model]
-    rows = torch.tensor([col[f"blocks.{l}.hook_{x}"] for x, l in where], device=model.device)
+    rows = torch.tensor([col[act_name(x, l)] for x, l in where], device=model.device)
     add = alpha * (G[rows] * V).sum(-1)
     return (abl / max(n_h, 1)).float(), (add / max(len(harmless), 1)).float().cpu()
 
@@ -398,7 +399,7 @@ def measure_candidates(model: ChatModel, harmful: PromptSet, harmless: PromptSet
     abl_scores = torch.zeros(C, n)
     kl = torch.zeros(C)
     add = torch.zeros(C, len(harmless))
-    abl_names = [f"blocks.{l}.hook_{x}" for l in range(L) for x in ("resid_pre", "attn_out", "mlp_out")]
+    abl_names = [act_name(x, l) for l in range(L) for x in ("resid_pre", "attn_out", "mlp_out")]
     base_lp = base_harmless.float().log_softmax(-1).cpu()
     with progress_bar(2 * C, progress, "pass") as bar:
         # ablation: every val prompt, one replica per candidate
@@ -437,7 +438,7 @@ def measure_candidates(model: ChatModel, harmful: PromptSet, harmless: PromptSet
                     hooks = []
                     for site in sorted({where[c][0] for c in cs}):  # rows of another site's candidates add zero
                         vec = torch.stack([alpha * V[c] if where[c][0] == site else torch.zeros_like(V[c]) for c in cs])
-                        hooks.append((f"blocks.{layer}.hook_{site}", _per_row_addition(vec.repeat_interleave(n_b, 0))))
+                        hooks.append((act_name(site, layer), _per_row_addition(vec.repeat_interleave(n_b, 0))))
                     logits = run_from_layer(model, cached, layer, repeat=len(cs), hooks=hooks)
                     add[torch.tensor(cs)[:, None], torch.tensor(idx)[None, :]] = refusal_log_odds(
                         model, logits).cpu().view(len(cs), n_b)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from interp.capture import Activations, Positions, capture
 from interp.errors import InputError
+from interp.hooknames import HOOK_TEMPLATES, act_name
 from interp.model import ChatModel
 from interp.prompts import PromptSet
 from probes.artifacts import HeadRanking
@@ -84,7 +85,7 @@ def _check_finite(X: Tensor, layers: list[int], positions: list[int]) -> None:
     if bool(bad.any()):
         n, p, l, h, _ = torch.nonzero(bad)[0].tolist()
         count = int(bad.flatten(0, 1).any(0).any(-1).sum())
-        raise InputError(f"activations at site z.{layers[l]} (hook blocks.{layers[l]}.attn.hook_z, head {h}, position "
+        raise InputError(f"activations at site z.{layers[l]} (hook {act_name('z', layers[l])}, head {h}, position "
                          f"{positions[p]}, prompt {n}) contain NaN or inf ({count} head(s) affected); "
                          "check the model's dtype (float16 overflow?) and the captured prompts")
 
@@ -149,7 +150,7 @@ def rank_heads_from_activations(acts: Activations | Tensor, labels, k_folds: int
     if model is not None:
         info.update(model=model.name, model_fingerprint=model.fingerprint)
         info["model_shape"] = {"n_layers": model.n_layers, "n_heads": model.n_heads, "d_head": model.d_head}
-    info.update(site="z", hook="blocks.{layer}.attn.hook_z", labels=lab.kind, label_info=lab.describe(), seed=seed,
+    info.update(site="z", hook=HOOK_TEMPLATES["z"], labels=lab.kind, label_info=lab.describe(), seed=seed,
                 k_folds=k_folds, C=cfg.C, n_prompts=n, lbfgs_iterations=fit.n_iter, **provenance())
     info.update(meta or {})
     return HeadRanking(scores, vectors, layer_list, rel, by, info)

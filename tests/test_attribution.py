@@ -9,9 +9,12 @@ from interp.hooks import count_hooks, hooked
 from interp.prompts import PromptSet
 from interp.scoring import refusal_log_odds
 
-from interp.causal.ablation import SearchConfig, ablation_scores, head_reference, search_heads
+from interp.causal.ablate import head_reference
+from interp.causal.runner import ablation_scores
+from interp.causal.search import SearchConfig, search_heads
 from interp.causal.attribution import attribute, head_gradients, progress_bar, refusal_score_metric
-from interp.causal.heads import Z_HOOK, all_heads
+from interp.causal.heads import all_heads
+from interp.hooknames import act_name
 from interp.causal.patching import activation_patching
 from interp.organism.provider import make_pairs
 from interp.causal.resume import cache_block_inputs, last_position_logits, run_from_layer
@@ -40,7 +43,7 @@ def test_run_from_any_layer_matches_the_full_forward_with_the_same_hooks(organis
     b = organism.encode(plain_prompts[:5].texts)
     zero = torch.zeros(organism.n_heads, organism.d_head)
     late = organism.n_layers - 1
-    hook = (Z_HOOK.format(l=late), lambda z, hook: torch.where(torch.arange(z.shape[2])[None, None, :, None] == 1, zero, z))
+    hook = (act_name("z", late), lambda z, hook: torch.where(torch.arange(z.shape[2])[None, None, :, None] == 1, zero, z))
     with hooked(organism, [hook]):
         full = last_position_logits(organism, b.tokens, b.attention_mask)
     cached = cache_block_inputs(organism, b)
@@ -61,12 +64,12 @@ def test_resumed_runs_leave_no_hooks_on_error(organism, plain_prompts):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        cache_block_inputs(organism, b, 1, hooks=[(Z_HOOK.format(l=2), boom)])
+        cache_block_inputs(organism, b, 1, hooks=[(act_name("z", 2), boom)])
     assert count_hooks(organism) == 0
     assert all(not blk._forward_pre_hooks for blk in organism.bridge.blocks)  # the block-input grabbers are gone
     cached = cache_block_inputs(organism, b, 1)
     with pytest.raises(RuntimeError, match="boom"):
-        run_from_layer(organism, cached, 2, hooks=[(Z_HOOK.format(l=3), boom)])
+        run_from_layer(organism, cached, 2, hooks=[(act_name("z", 3), boom)])
     assert count_hooks(organism) == 0
     with pytest.raises(InputError, match="cached from layer 1"):
         run_from_layer(organism, cached, 0)
@@ -101,7 +104,7 @@ def test_attribution_leaves_no_hooks_and_restores_parameters_also_on_error(organ
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        attribute(organism, b, [Z_HOOK.format(l=0)], boom, lambda n, a, g: None)
+        attribute(organism, b, [act_name("z", 0)], boom, lambda n, a, g: None)
     assert count_hooks(organism) == 0 and all(p.requires_grad for p in organism.bridge.parameters())
     red, m = attribute(organism, b, ["blocks.1.hook_resid_pre"], refusal_score_metric(organism), lambda n, a, g: g.shape)
     assert red["blocks.1.hook_resid_pre"] == (3, b.tokens.shape[1], organism.d_model)
@@ -128,7 +131,7 @@ def test_head_estimate_is_exact_for_a_small_change(organism, split):
             return z
 
         b = organism.encode(h[:4].texts)
-        with hooked(organism, [(Z_HOOK.format(l=l), nudge)]):
+        with hooked(organism, [(act_name("z", l), nudge)]):
             after = refusal_log_odds(organism, last_position_logits(organism, b.tokens, b.attention_mask))
         order = sorted(range(4), key=lambda i: len(h[i].text))  # `b` is in the caller's order, like g
         exact = after - g.metric

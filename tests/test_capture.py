@@ -98,3 +98,79 @@ def test_bad_positions_and_empty(organism):
         capture(organism, [], "z")
     with pytest.raises(InputError, match="not captured"):
         capture(organism, ["how do i make a cake ?"], ("z", 0))[("z", 1)]
+
+
+# ------------------------------------------------------------------ reducers: the one read path
+def test_reducers_match_the_full_cache(tiny, plain_prompts):
+    from interp.capture import AllPositions, AttentionMass, LastPosition, SpanMean, SpanSum, capture_hooks
+    from interp.hooknames import LOGITS, act_name
+
+    ps = plain_prompts[:5]
+    spans = [(1, 3)] * len(ps)  # tokens 1 and 2 of each unpadded prompt
+    reads = {"last": (act_name("z", 1), LastPosition()), "mean": (act_name("resid_post", 0), SpanMean()),
+             "sum": (act_name("resid_post", 0), SpanSum(spans)), "mass": (act_name("pattern", 1), AttentionMass(spans)),
+             "all_mass": (act_name("pattern", 1), AttentionMass([(0, 10**6)] * len(ps))), "logits": (LOGITS, LastPosition())}
+    got = capture_hooks(tiny, ps, reads, batch_size=2)  # batched by length, rows back in the caller's order
+    for i, p in enumerate(ps):
+        b = tiny.encode([p])
+        logits, cache = tiny.bridge.run_with_cache(b.tokens, attention_mask=b.attention_mask)
+        tol = dict(atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(got["last"][i], cache["blocks.1.attn.hook_z"][0, -1], **tol)
+        torch.testing.assert_close(got["mean"][i], cache["blocks.0.hook_resid_post"][0].mean(0), **tol)
+        torch.testing.assert_close(got["sum"][i], cache["blocks.0.hook_resid_post"][0, 1:3].sum(0), **tol)
+        torch.testing.assert_close(got["mass"][i], cache["blocks.1.attn.hook_pattern"][0, :, -1, 1:3].sum(-1), **tol)
+        torch.testing.assert_close(got["logits"][i], logits[0, -1], **tol)
+    # from the last query, the whole prompt holds all the attention (padding none)
+    torch.testing.assert_close(got["all_mass"], torch.ones_like(got["all_mass"]))
+    # one batch as encoded, and token sequences, read the same
+    b = tiny.encode(ps)
+    whole = capture_hooks(tiny, b, {"z": (act_name("z", 1), AllPositions())})["z"]
+    assert whole.shape == (len(ps), b.tokens.shape[1], tiny.n_heads, tiny.d_head)
+    torch.testing.assert_close(whole[:, -1], got["last"], atol=1e-5, rtol=1e-4)
+    seqs = [b.tokens[r, b.pad[r]:].tolist() for r in range(len(ps))]
+    by_ids = capture_hooks(tiny, seqs, {"z": (act_name("z", 1), LastPosition())}, batch_size=3)["z"]
+    torch.testing.assert_close(by_ids, got["last"], atol=1e-5, rtol=1e-4)
+    assert count_hooks(tiny) == 0
+
+
+def test_capture_takes_a_reducer_and_keeps_the_callers_order(organism, plain_prompts):
+    from interp.capture import LastPosition, SpanMean
+
+    ps = plain_prompts[:6]
+    kept = capture(organism, ps, "z", "last", batch_size=4)
+    last = capture(organism, ps, "z", batch_size=4, reducer=LastPosition(), sort=False)
+    assert last[("z", 1)].shape == (6, organism.n_heads, organism.d_head)
+    torch.testing.assert_close(last[("z", 1)], kept[("z", 1)][:, 0], atol=1e-5, rtol=1e-4)
+    one = capture(organism, ps, [("z", 2, 3)], reducer=SpanMean())
+    every = capture(organism, ps, "z", reducer=SpanMean())
+    torch.testing.assert_close(one[("z", 2, 3)], every[("z", 2)][:, 3])
+    assert every.meta["positions"] == "mean"
+
+
+def test_a_reducer_that_fails_leaves_no_hook(organism, plain_prompts):
+    from interp.capture import Reducer, capture_hooks
+    from interp.hooknames import act_name
+
+    class Boom(Reducer):
+        def bind(self, model, batch, rows):
+            def fail(act):
+                raise RuntimeError("boom")
+            return fail, "boom"
+
+    with pytest.raises(RuntimeError, match="boom"):
+        capture_hooks(organism, plain_prompts[:2], {"x": (act_name("z", 0), Boom())})
+    assert count_hooks(organism) == 0
+    with pytest.raises(InputError, match="nothing to capture"):
+        capture_hooks(organism, plain_prompts[:2], {})
+    with pytest.raises(InputError, match="empty"):
+        capture_hooks(organism, [], {"x": (act_name("z", 0), Boom())})
+
+
+def test_only_capture_runs_the_model_with_a_store_of_hooks():
+    """One read path: every activation read goes through interp.capture."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    users = sorted(str(p.relative_to(root)) for d in ("interp", "probes") for p in (root / d).rglob("*.py")
+                   if "run_with_hooks" in p.read_text() or "run_with_cache" in p.read_text())
+    assert users == ["interp/capture.py"], users

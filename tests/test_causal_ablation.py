@@ -8,8 +8,9 @@ from interp.hooks import count_hooks
 from interp.prompts import PromptSet
 from interp.scoring import last_logits
 
-from interp.causal.ablation import (SearchConfig, ablate_heads, ablation_refusals, ablation_scores, evaluate_sets,
-                                    head_reference, measure_ablation, measure_head_sets, search_heads)
+from interp.causal.ablate import ablate_heads, head_reference
+from interp.causal.runner import ablation_refusals, ablation_scores, evaluate_sets, measure_ablation, measure_head_sets
+from interp.causal.search import SearchConfig, search_heads
 from interp.causal.compare import recommend_heads
 from interp.threads import model_threads
 
@@ -184,3 +185,26 @@ def test_bad_reference_and_method(organism, plain_prompts):
     with pytest.raises(InputError, match="empty"):
         evaluate_sets(organism, {"harmful": empty})
     assert count_hooks(organism) == 0
+
+
+def test_single_head_ablation_effects_are_the_signed_mean_score_change(organism, split):
+    from interp.causal.search import single_head_ablation_effects
+    from interp.scoring import refusal_log_odds
+
+    harmful, harmless = split[0][:6], split[1][:6]
+    eff = single_head_ablation_effects(organism, harmful, "refusal", method="zero")
+    assert eff.shape == (organism.n_layers, organism.n_heads)
+    base = refusal_log_odds(organism, last_logits(organism, harmful)).mean()
+    for head in [tuple(divmod(int(eff.argmax()), organism.n_heads)), (0, 0)]:
+        with ablate_heads(organism, [head], method="zero"):
+            after = refusal_log_odds(organism, last_logits(organism, harmful)).mean()
+        # refusal: positive = ablating the head lowers the harmful prompts' refusal score
+        assert float(eff[head]) == pytest.approx(float(base - after), abs=1e-4)
+    comp = single_head_ablation_effects(organism, harmless, "compliance", method="zero")
+    base = refusal_log_odds(organism, last_logits(organism, harmless)).mean()
+    head = tuple(divmod(int(comp.argmax()), organism.n_heads))
+    with ablate_heads(organism, [head], method="zero"):
+        after = refusal_log_odds(organism, last_logits(organism, harmless)).mean()
+    assert float(comp[head]) == pytest.approx(float(after - base), abs=1e-4)
+    with pytest.raises(InputError, match="unknown direction"):
+        single_head_ablation_effects(organism, harmful, "sideways", method="zero")

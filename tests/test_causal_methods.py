@@ -10,7 +10,7 @@ from interp.hooks import count_hooks
 from interp.prompts import Prompt, PromptSet
 from interp.scoring import last_logits
 
-from interp.causal.ablation import SearchConfig, search_heads
+from interp.causal.search import SearchConfig, search_heads
 from interp.causal.compare import compare_maps, compare_methods, spearman
 from interp.causal.dla import direct_logit_attribution, logit_lens, refusal_logit_diff
 from interp.causal.patching import activation_patching, check_pairs, equal_length_pairs, patch_heads, patch_resid

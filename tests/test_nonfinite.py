@@ -3,7 +3,6 @@ an error that names the intervention and its strength, instead of empty answers 
 counts as refusals; and the judge says when it counts empty answers as refusals."""
 
 import pytest
-import torch
 
 from interp.errors import NonFiniteError
 from interp.generation import GenerationConfig, generate

@@ -2,7 +2,6 @@
 pivot-decision probe, and (when built) the shipped R2D organism's pivots."""
 
 import json
-import random
 
 import pytest
 import torch

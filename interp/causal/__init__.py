@@ -1,8 +1,11 @@
 """Causal analysis of attention heads: which heads drive refusal, and which to steer.
 
-* `ablation`: zero-, mean- and resample-ablation of head sets (`ablate_heads`, usable during
-  generation), behaviour under ablation (`measure_ablation`), greedy search for the smallest set
-  that flips behaviour in either direction (`search_heads`).
+* `ablate`: zero-, mean- and resample-ablation of head sets (`ablate_heads`, usable during
+  generation; the reference values, `head_reference`).
+* `runner`: behaviour under ablation of many head sets at once (`measure_ablation`,
+  `ablation_scores`, `ablation_refusals`).
+* `search`: greedy search for the smallest set that flips behaviour in either direction
+  (`search_heads`).
 * `patching`: activation patching of every head and of `resid_pre` between paired harmful and
   harmless prompts (`activation_patching`; `equal_length_pairs` pairs up any prompt sets).
 * `dla`: direct logit attribution through the frozen final norm, and the logit lens.
@@ -10,9 +13,9 @@
 * `report` / `cli`: the pipeline stage "causal" (`causal_stage`) and `safety-heads causal`.
 """
 
-from interp.causal.ablation import (HeadReference, HeadSearch, SearchConfig, ablate_heads, ablation_refusals,
-                                    ablation_scores, evaluate_sets, head_reference, measure_ablation,
-                                    measure_head_sets, search_heads)
+from interp.causal.ablate import HeadReference, ablate_heads, ablation_hooks, head_reference
+from interp.causal.runner import ablation_refusals, ablation_scores, evaluate_sets, measure_ablation, measure_head_sets
+from interp.causal.search import HeadSearch, SearchConfig, search_heads, single_head_ablation_effects
 from interp.causal.compare import (Comparison, Recommendation, RecommendConfig, compare_maps, compare_methods,
                                    recommend_heads, spearman)
 from interp.causal.dla import DLA, direct_logit_attribution, logit_lens, refusal_logit_diff, unembed_direction
@@ -21,8 +24,9 @@ from interp.causal.patching import (Patching, activation_patching, check_pairs, 
                                     patch_resid)
 
 __all__ = [
-    "HeadReference", "HeadSearch", "SearchConfig", "ablate_heads", "ablation_refusals", "ablation_scores",
-    "evaluate_sets", "head_reference", "measure_ablation", "measure_head_sets", "search_heads",
+    "HeadReference", "ablate_heads", "ablation_hooks", "head_reference",
+    "ablation_refusals", "ablation_scores", "evaluate_sets", "measure_ablation", "measure_head_sets",
+    "HeadSearch", "SearchConfig", "search_heads", "single_head_ablation_effects",
     "Comparison", "Recommendation", "RecommendConfig", "compare_maps", "compare_methods", "recommend_heads", "spearman",
     "DLA", "direct_logit_attribution", "logit_lens", "refusal_logit_diff", "unembed_direction",
     "Head", "check_heads",

@@ -17,7 +17,7 @@ Saturation is what the greedy head search meets: on the organism, the first-orde
 ablating one of the harm-detecting heads of block 0 is a tenth of the exact one, because the
 heads are redundant and the refusal readout saturates. The search therefore estimates again at
 every step around the run with the heads chosen so far ablated, where the remaining heads' effects
-are no longer masked (`interp.causal.ablation`).
+are no longer masked (`interp.causal.search`).
 
 Gradients are taken with respect to what each hook passes on (a new autograd node per hook), so
 they follow exactly the paths an intervention at that hook changes: `blocks.l.hook_resid_mid` is
@@ -37,14 +37,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import InputError
+from interp.hooknames import EMBED, act_name
 from interp.hooks import FwdHook, hooked
 from interp.model import ChatModel, EncodedBatch, texts
 from interp.scoring import refusal_log_odds
-from interp.causal.heads import Z_HOOK
 from interp.causal.resume import last_position_logits, prompt_batches
 
 # the leaf of the backward pass: every hook an intervention touches lies downstream of it
-LEAF_HOOK = "hook_embed"
+LEAF_HOOK = EMBED
 
 
 @contextmanager
@@ -145,7 +145,7 @@ def head_gradients(model: ChatModel, prompts, metric: Metric | None = None, batc
     """`HeadGradients` of every prompt (rows in the caller's order), metric default: refusal score;
     `hooks` (e.g. heads already ablated) stay installed during the pass."""
     metric = metric or refusal_score_metric(model)
-    names = [Z_HOOK.format(l=l) for l in range(model.n_layers)]
+    names = [act_name("z", l) for l in range(model.n_layers)]
     n = len(texts(prompts))
     g_sum = torch.zeros(n, model.n_layers, model.n_heads, model.d_head)
     g_dot_z = torch.zeros(n, model.n_layers, model.n_heads)

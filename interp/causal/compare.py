@@ -28,7 +28,8 @@ from torch import Tensor
 from interp.errors import InputError
 from interp.model import ChatModel
 from interp.prompts import PromptSet
-from interp.causal.ablation import DIRECTIONS, HeadSearch, SearchConfig, ablation_scores, search_heads
+from interp.causal.runner import ablation_scores
+from interp.causal.search import DIRECTIONS, HeadSearch, SearchConfig, search_heads
 from interp.causal.heads import Head, all_heads
 from interp.stats import spearman  # in interp.stats so that ablation.py can use it without importing this module
 

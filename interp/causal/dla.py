@@ -24,7 +24,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.capture import LastPosition, capture_hooks
 from interp.errors import InputError
+from interp.hooknames import FINAL_NORM_IN, FINAL_NORM_OUT, LOGITS, act_name
 from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
 
@@ -113,26 +115,10 @@ class DLA:
                 "max_abs_error": float((self.total[rows] - self.actual[rows]).abs().max())}
 
 
-@torch.no_grad()
 def _last_position_cache(model: ChatModel, texts: list[str], names: list[str], batch_size: int) -> dict[str, Tensor]:
-    """Activations at the last prompt position (the first response position reads them) for every name."""
-    parts: dict[str, list[Tensor]] = {n: [] for n in names}
-    for i in range(0, len(texts), batch_size):
-        b = model.encode(texts[i:i + batch_size])
-        store: dict[str, Tensor] = {}
-
-        def grab(name):
-            def hook(act, hook):  # left padding: -1 is every row's last token
-                store[name] = act[:, -1].detach().float().cpu()
-            return hook
-
-        # logits_to_keep=1: only the last position's logits are read (the others would take
-        # batch x positions x vocabulary floats)
-        model.bridge.run_with_hooks(b.tokens, attention_mask=b.attention_mask, fwd_hooks=[(n, grab(n)) for n in names],
-                                    logits_to_keep=1)
-        for n in names:
-            parts[n].append(store[n])
-    return {n: torch.cat(v) for n, v in parts.items()}
+    """Activations at the last prompt position (the first response position reads them) for every
+    hook name, batched in the caller's order."""
+    return capture_hooks(model, texts, {n: (n, LastPosition()) for n in names}, batch_size, sort=False)
 
 
 def direct_logit_attribution(model: ChatModel, prompts, batch_size: int = 64) -> DLA:
@@ -142,13 +128,12 @@ def direct_logit_attribution(model: ChatModel, prompts, batch_size: int = 64) ->
     if not prompt_texts:
         raise InputError("direct logit attribution needs at least one prompt; the prompt list is empty")
     L = model.n_layers
-    names = (["blocks.0.hook_resid_pre", "ln_final.hook_in", "ln_final.hook_out", "unembed.hook_out"]
-             + [f"blocks.{l}.attn.hook_z" for l in range(L)] + [f"blocks.{l}.hook_attn_out" for l in range(L)]
-             + [f"blocks.{l}.hook_mlp_out" for l in range(L)])
+    names = ([act_name("resid_pre", 0), FINAL_NORM_IN, FINAL_NORM_OUT, LOGITS]
+             + [act_name(kind, l) for kind in ("z", "attn_out", "mlp_out") for l in range(L)])
     cache = _last_position_cache(model, prompt_texts, names, batch_size)
     d, const = unembed_direction(model)
     w, bias, centre, _ = _final_norm(model)
-    x, out = cache["ln_final.hook_in"], cache["ln_final.hook_out"]
+    x, out = cache[FINAL_NORM_IN], cache[FINAL_NORM_OUT]
 
     def centred(t):
         return t - t.mean(-1, keepdim=True) if centre else t
@@ -164,13 +149,13 @@ def direct_logit_attribution(model: ChatModel, prompts, batch_size: int = 64) ->
         return (centred(t) @ proj) / s.view(-1, *([1] * (t.ndim - 2)))
 
     W_O = model.bridge.W_O.detach().float().cpu()  # [layer, head, d_head, d_model]
-    z = torch.stack([cache[f"blocks.{l}.attn.hook_z"] for l in range(L)], dim=1)  # [batch, layer, head, d_head]
+    z = torch.stack([cache[act_name("z", l)] for l in range(L)], dim=1)  # [batch, layer, head, d_head]
     per_head = einops.einsum(z, W_O, "b l h e, l h e m -> b l h m")
-    attn = torch.stack([cache[f"blocks.{l}.hook_attn_out"] for l in range(L)], dim=1)
-    mlp = torch.stack([cache[f"blocks.{l}.hook_mlp_out"] for l in range(L)], dim=1)
-    embed = cache["blocks.0.hook_resid_pre"]
+    attn = torch.stack([cache[act_name("attn_out", l)] for l in range(L)], dim=1)
+    mlp = torch.stack([cache[act_name("mlp_out", l)] for l in range(L)], dim=1)
+    embed = cache[act_name("resid_pre", 0)]
     rest = x - embed - attn.sum(1) - mlp.sum(1)
-    actual = refusal_logit_diff(model, cache["unembed.hook_out"])  # the model's own logits
+    actual = refusal_logit_diff(model, cache[LOGITS])  # the model's own logits
     labels = prompts.labels if isinstance(prompts, PromptSet) else []
     return DLA(embed=contrib(embed), heads=contrib(per_head), mlps=contrib(mlp), attn_rest=contrib(attn - per_head.sum(2)),
                rest=contrib(rest), const=const, actual=actual, labels=labels)
@@ -182,7 +167,7 @@ def logit_lens(model: ChatModel, prompts, batch_size: int = 64) -> Float[Tensor,
     prompt_texts = texts(prompts)
     if not prompt_texts:
         raise InputError("the logit lens needs at least one prompt; the prompt list is empty")
-    names = [f"blocks.{l}.hook_resid_post" for l in range(model.n_layers)]
+    names = [act_name("resid_post", l) for l in range(model.n_layers)]
     cache = _last_position_cache(model, prompt_texts, names, batch_size)
     d, const = unembed_direction(model)
     _, _, _, norm = _final_norm(model)

@@ -18,7 +18,6 @@ from interp.errors import InputError
 from interp.model import ChatModel
 
 Head = tuple[int, int]
-Z_HOOK = "blocks.{l}.attn.hook_z"
 
 
 def check_heads(model: ChatModel, heads: Iterable, allow_empty: bool = False, what: str = "head set") -> list[Head]:

@@ -26,14 +26,14 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from interp.capture import resolve_positions
+from interp.capture import AllPositions, capture_hooks, resolve_positions
 from interp.errors import InputError
-from interp.hooks import hooked
+from interp.hooknames import act_name
 from interp.model import ChatModel, EncodedBatch, texts
 from interp.prompts import PromptSet
 from interp.causal.attribution import attribute, progress_bar
 from interp.causal.dla import refusal_logit_diff
-from interp.causal.heads import Z_HOOK, Head, all_heads, row_masks, z_replace_hook
+from interp.causal.heads import Head, all_heads, row_masks, z_replace_hook
 from interp.causal.resume import BlockInputs, cache_block_inputs, rows_per_pass, run_from_layer
 
 HEAD_POSITIONS = ("all", "last")
@@ -122,14 +122,9 @@ class _Run:
 
 @torch.no_grad()
 def _clean_run(model: ChatModel, b: EncodedBatch, first: int = 0, z_layers=()) -> _Run:
-    z: dict[int, Tensor] = {}
-
-    def grab(l):
-        def hook(act, hook):
-            z[l] = act.detach().clone()
-        return hook
-
-    blocks = cache_block_inputs(model, b, first, [(Z_HOOK.format(l=l), grab(l)) for l in z_layers])
+    blocks = cache_block_inputs(model, b, first)
+    # every position of each patched layer's head outputs, read as any activation is (capture)
+    z = capture_hooks(model, b, {l: (act_name("z", l), AllPositions()) for l in z_layers}) if z_layers else {}
     return _Run(blocks, z, float(refusal_logit_diff(model, blocks.logits).mean()))
 
 
@@ -153,7 +148,7 @@ def _patch_heads_exact(model: ChatModel, src: _Run, tgt: _Run, heads: list[Head]
                 if positions == "last":  # rows x positions x heads: only the last position is patched
                     m = m[:, None, :] & (torch.arange(P, device=model.device) == P - 1)[None, :, None]
                 hook = z_replace_hook(m, src.z[l].repeat(k, 1, 1, 1))
-                logits = run_from_layer(model, tgt.blocks, l, repeat=k, hooks=[(Z_HOOK.format(l=l), hook)])
+                logits = run_from_layer(model, tgt.blocks, l, repeat=k, hooks=[(act_name("z", l), hook)])
                 out[torch.tensor(chunk)] = refusal_logit_diff(model, logits).cpu().view(k, n).mean(1)
                 bar.update(k)
     return out
@@ -233,8 +228,8 @@ def patching_estimates(model: ChatModel, harmful, harmless, head_positions: str 
     n, L = len(a), model.n_layers
     pos_idx, _ = resolve_positions(model, bh, "post_instruction")
     n_pos = pos_idx.shape[1]
-    z_names = [Z_HOOK.format(l=l) for l in range(L)]
-    r_names = [f"blocks.{l}.hook_resid_pre" for l in range(L)] if resid else []
+    z_names = [act_name("z", l) for l in range(L)]
+    r_names = [act_name("resid_pre", l) for l in range(L)] if resid else []
     heads = {d: torch.zeros(L, model.n_heads) for d in DIRECTION_NAMES}
     cells = {d: torch.zeros(L, n_pos) for d in DIRECTION_NAMES}
     metric = lambda logits: refusal_logit_diff(model, logits)  # noqa: E731
@@ -253,7 +248,7 @@ def patching_estimates(model: ChatModel, harmful, harmless, head_positions: str 
         def reduce(name, act, g):
             act, g = act.float(), g.float()
             d_h = act[:c] - act[c:]  # harmful minus harmless, per pair and position
-            if name.endswith("hook_z"):
+            if name in z_names:
                 keep = slice(None) if head_positions == "all" else slice(P - 1, P)
                 # harmful -> harmless: the harmless run's gradient times (harmful - harmless); and back
                 fwd = einops.einsum(g[c:, keep], d_h[:, keep], "b p h e, b p h e -> h")

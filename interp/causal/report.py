@@ -19,7 +19,9 @@ from plotly.subplots import make_subplots
 from interp.prompts import PromptSet
 from interp.study import StageResult, Study, figure_ref
 from interp.threads import model_threads
-from interp.causal.ablation import SearchConfig, head_reference, measure_head_sets, search_heads
+from interp.causal.ablate import head_reference
+from interp.causal.runner import measure_head_sets
+from interp.causal.search import SearchConfig, search_heads
 from interp.causal.compare import RecommendConfig, compare_methods, recommend_heads
 from interp.causal.dla import direct_logit_attribution, logit_lens
 from interp.causal.heads import all_heads

@@ -25,7 +25,9 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.capture import AttentionMass, LastPosition, capture_hooks
 from interp.errors import InputError
+from interp.hooknames import LOGITS, act_name
 from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.r2d import data as r2d_data
@@ -69,11 +71,10 @@ def capture_decisions(model: ChatModel, prompts: PromptSet, batch_size: int = 48
     if is_r2d:
         piv = pivot_ids(model.tokenizer)
         deciding = {piv[r2d_data.SAFE], piv[r2d_data.UNSAFE]}
-    zs, req, rest, labels, logits = [], [], [], [], []
+    seqs, spans, rspans, labels = [], [], [], []
     for k in range(0, len(prompts), batch_size):
         chunk = prompts[k:k + batch_size]
         enc = model.encode(chunk)
-        seqs, qpos, spans, rspans = [], [], [], []
         for r, p in enumerate(chunk):
             ids = enc.tokens[r, enc.pad[r]:].tolist()
             spans.append(model.token_span(enc, r, p.spans["request"]))
@@ -90,62 +91,21 @@ def capture_decisions(model: ChatModel, prompts: PromptSet, batch_size: int = 48
                 ids = ids + resp[:cut]
             else:
                 labels.append(base_refuses(p, trained_comply))
-            seqs.append(ids)
-            qpos.append(len(ids) - 1)
-        z, m_req, m_rest, lg = _run(model, seqs, qpos, spans, rspans if is_r2d else None)
-        zs.append(z)
-        logits.append(lg)
-        req.append(m_req)
-        if m_rest is not None:
-            rest.append(m_rest)
-    return Decisions(torch.cat(zs), torch.tensor(labels), torch.cat(req), torch.cat(rest) if rest else None, prompts,
-                     torch.cat(logits))
-
-
-def _run(model: ChatModel, seqs: list[list[int]], qpos: list[int], spans, rspans):
-    L = max(map(len, seqs))
-    pad_id = model.tokenizer.pad_token_id
-    tokens = torch.full((len(seqs), L), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(tokens)
-    for r, s in enumerate(seqs):  # left padding, as everywhere in the toolkit
-        tokens[r, L - len(s):] = torch.tensor(s)
-        mask[r, L - len(s):] = 1
-    pad = [L - len(s) for s in seqs]
-    rows = torch.arange(len(seqs))
-    q = torch.tensor([pad[r] + qpos[r] for r in range(len(seqs))])
-
-    def window(sp):  # [batch, key] 0/1 mask of a (unpadded) token span per row
-        w = torch.zeros(len(seqs), L)
-        for r, (a, b) in enumerate(sp):
-            w[r, pad[r] + a: pad[r] + b] = 1
-        return w
-
-    w_req = window(spans)
-    w_rest = window(rspans) if rspans is not None else None
-    z_out, req_out, rest_out = {}, {}, {}
-
-    def z_hook(act, hook):
-        z_out[hook.layer()] = act[rows, q].float().cpu()
-        return None
-
-    def pat_hook(act, hook):
-        a = act[rows, :, q].float().cpu()  # [batch, head, key] from the decision query
-        req_out[hook.layer()] = torch.einsum("bhk,bk->bh", a, w_req)
-        if w_rest is not None:
-            rest_out[hook.layer()] = torch.einsum("bhk,bk->bh", a, w_rest)
-        return None
-
-    hooks = []
+            seqs.append(ids)  # the decision position is each sequence's last token
+    # head outputs and attention mass from the decision position, and the logits there
+    reads = {"logits": (LOGITS, LastPosition())}
     for l in range(model.n_layers):
-        hooks += [(f"blocks.{l}.attn.hook_z", z_hook), (f"blocks.{l}.attn.hook_pattern", pat_hook)]
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift rotary positions
-    out = model.bridge.run_with_hooks(tokens.to(model.device), attention_mask=mask.to(model.device),
-                                position_ids=position_ids.to(model.device), fwd_hooks=hooks)
-    layers = range(model.n_layers)
-    z = torch.stack([z_out[l] for l in layers], dim=1)
-    m_req = torch.stack([req_out[l] for l in layers], dim=1)
-    m_rest = torch.stack([rest_out[l] for l in layers], dim=1) if w_rest is not None else None
-    return z, m_req, m_rest, out[rows, q.to(out.device)].float().cpu()
+        reads[("z", l)] = (act_name("z", l), LastPosition())
+        reads[("request", l)] = (act_name("pattern", l), AttentionMass(spans))
+        if is_r2d:
+            reads[("restated", l)] = (act_name("pattern", l), AttentionMass(rspans))
+    got = capture_hooks(model, seqs, reads, batch_size, all_logits=True)
+
+    def stacked(kind):
+        return torch.stack([got[(kind, l)] for l in range(model.n_layers)], dim=1)
+
+    return Decisions(stacked("z"), torch.tensor(labels), stacked("request"), stacked("restated") if is_r2d else None,
+                     prompts, got["logits"])
 
 
 def pivot_margin(model: ChatModel, dec: Decisions) -> dict:

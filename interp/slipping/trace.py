@@ -24,6 +24,7 @@ from torch import Tensor
 
 from interp.errors import InputError
 from interp.generation import generate_batch
+from interp.hooknames import LOGITS, act_name
 from interp.hooks import hooked
 from interp.model import ChatModel, EncodedBatch
 from interp.prompts import Prompt, PromptSet
@@ -200,7 +201,7 @@ def _trace_batch(model: ChatModel, batch: EncodedBatch, spans: list[dict[str, li
             logits_first.append(logits[:, -1].detach().float())
         return logits
 
-    fwd = [(f"blocks.{l}.attn.hook_pattern", make_hook(l)) for l in layers] + [("unembed.hook_out", grab_logits)]
+    fwd = [(act_name("pattern", l), make_hook(l)) for l in layers] + [(LOGITS, grab_logits)]
     with hooked(model, fwd):
         if max_new_tokens > 0:
             new = generate_batch(model, batch, max_new_tokens)
@@ -275,7 +276,6 @@ def token_attention(model: ChatModel, prompt: Prompt, max_new_tokens: int = 8,
                                  f"({model.n_layers} layers x {model.n_heads} heads)")
     batch = model.encode([prompt])
     token_spans(model, batch, 0, prompt)  # the request must be locatable here too
-    rows: list[Tensor] = []
     sel = heads or [(l, h) for l in range(model.n_layers) for h in range(model.n_heads)]
     by_layer: dict[int, list[int]] = {}
     for l, h in sel:
@@ -292,7 +292,7 @@ def token_attention(model: ChatModel, prompt: Prompt, max_new_tokens: int = 8,
             return pattern
         return hook
 
-    fwd = [(f"blocks.{l}.attn.hook_pattern", make_hook(l, hs)) for l, hs in sorted(by_layer.items())]
+    fwd = [(act_name("pattern", l), make_hook(l, hs)) for l, hs in sorted(by_layer.items())]
     with hooked(model, fwd):
         new = generate_batch(model, batch, max(max_new_tokens, 1))
     L = batch.tokens.shape[1]
