@@ -31,12 +31,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import ArtifactError, InputError
-from interp.hooknames import HOOK_TEMPLATES, act_name
+from interp.hooknames import EMBED, HOOK_TEMPLATES, act_name
 from interp.hooks import FwdHook, check_alpha, check_direction, check_layer, hooked
 from interp.model import ChatModel
 from probes.artifacts import Direction
 
-OPS = ("none", "compose", "add", "project_out", "ablate", "patch", "scale", "temperature")
+OPS = ("none", "compose", "add", "project_out", "ablate", "patch", "scale", "temperature", "weigh_tokens")
+# hooks outside the blocks an intervention may change (kind -> hook name)
+TOKEN_KINDS = {"embed": EMBED}
 ABLATE_METHODS = ("zero", "mean", "resample", "values")
 ADDITION_SITES = ("resid_pre", "resid_mid", "resid_post")
 # Arditi et al.: the direction is projected out of every block input and attention / MLP output
@@ -77,8 +79,8 @@ class Intervention:
         if self.op not in OPS:
             raise InputError(f"unknown intervention op {self.op!r}; known: {OPS}")
         for k in self.kinds:
-            if k not in HOOK_TEMPLATES:
-                raise InputError(f"unknown activation kind {k!r}; known: {sorted(HOOK_TEMPLATES)}")
+            if k not in HOOK_TEMPLATES and k not in TOKEN_KINDS:
+                raise InputError(f"unknown activation kind {k!r}; known: {sorted(HOOK_TEMPLATES) + sorted(TOKEN_KINDS)}")
         object.__setattr__(self, "alpha", check_alpha(self.alpha))
 
     # ------------------------------------------------------------ composition and strength
@@ -348,6 +350,17 @@ class Intervention:
                    f"scaling {kind} by {{alpha:g}}", True, {})
 
     @classmethod
+    def weigh_tokens(cls, weights: Float[Tensor, "batch pos"]) -> "Intervention":
+        """Multiply each prompt token's embedding by its weight (Token Highlighter's soft removal:
+        the highlighted tokens at beta < 1, the others at 1), for the batch the weights were made
+        for: only on a pass of its padded length, so cached generation steps (one new token
+        each) are left alone."""
+        if not isinstance(weights, Tensor) or weights.ndim != 2:
+            raise InputError("weights must be a tensor [batch, pos] (one weight per prompt token)")
+        return cls("weigh_tokens", ("embed",), None, None, "all", 1.0, {"weights": weights}, {},
+                   "token weighting of the embeddings", False, {})
+
+    @classmethod
     def sharpen(cls, T: float, layers: Sequence[int] | None = None, heads=None) -> "Intervention":
         """Attention sharpening: every attention softmax of the chosen layers/heads runs at
         temperature T (scores divided by T). `layers`: indices (None: all); `heads`: head indices
@@ -563,7 +576,19 @@ def _temperature_hooks(iv: Intervention, model: ChatModel) -> list[FwdHook]:
     return hooks
 
 
-_BUILDERS = {"add": _add_hooks, "project_out": _project_out_hooks, "ablate": _ablate_hooks, "patch": _patch_hooks,
+def _weigh_tokens_hooks(iv: Intervention, model: ChatModel) -> list[FwdHook]:
+    w = iv.tensors["weights"]
+    n_pos = w.shape[1]
+
+    def weigh(embed, hook):
+        if embed.shape[1] == n_pos:  # the prompt pass only; cached steps see one new token
+            return embed * w[..., None].to(embed.dtype)
+        return embed
+
+    return [(TOKEN_KINDS["embed"], weigh)]
+
+
+_BUILDERS = {"weigh_tokens": _weigh_tokens_hooks, "add": _add_hooks, "project_out": _project_out_hooks, "ablate": _ablate_hooks, "patch": _patch_hooks,
              "scale": _scale_hooks, "temperature": _temperature_hooks}
 
 

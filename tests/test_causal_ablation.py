@@ -8,11 +8,22 @@ from interp.hooks import count_hooks
 from interp.prompts import PromptSet
 from interp.scoring import last_logits
 
-from interp.causal.ablate import ablate_heads, head_reference
+from interp.causal.ablate import head_reference, resolve_reference
+from interp.intervention import Intervention
 from interp.causal.runner import ablation_refusals, ablation_scores, evaluate_sets, measure_ablation, measure_head_sets
 from interp.causal.search import SearchConfig, search_heads
 from interp.causal.compare import recommend_heads
 from interp.threads import model_threads
+
+
+
+def ablate_heads(model, heads, method="mean", reference=None, seed=0):
+    """The ablation as the library spells it: one Intervention, its heads checked against the model
+    and its reference resolved first."""
+    from interp.causal.heads import check_heads
+
+    heads = check_heads(model, heads)
+    return Intervention.ablate_heads(heads, method, resolve_reference(model, method, reference), seed).apply(model)
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,8 @@ save/load, hook hygiene, and each op against the arithmetic it stands for."""
 import pytest
 import torch
 
-from interp.causal.ablation import ablate_heads, head_reference
+from interp.causal.ablate import head_reference
+from interp.causal.runner import ablation_scores
 from interp.errors import ArtifactError, InputError
 from interp.hooknames import act_name
 from interp.hooks import count_hooks, hooked
@@ -119,14 +120,24 @@ def test_save_load_round_trip(organism, texts, parts, tmp_path):
         Intervention.load(tmp_path / "nothing")
 
 
-def test_ablate_heads_matches_the_causal_ablation(organism, texts, plain_prompts):
-    ref = plain_prompts[-8:]
-    for method in ("zero", "mean", "resample"):
-        with ablate_heads(organism, [(1, 2), (3, 0)], method=method, reference=ref, seed=2):
-            want = _logits(organism, texts)
-        iv = Intervention.ablate_heads([(1, 2), (3, 0)], method, head_reference(organism, ref), seed=2)
-        with iv.apply(organism):
-            assert torch.equal(_logits(organism, texts), want), method
+def test_ablate_heads_matches_the_batched_causal_runner(organism, texts, plain_prompts):
+    """The one ablation type gives the scores the causal search's replicated batches measure."""
+    from interp.scoring import last_logits, refusal_log_odds
+
+    ref = head_reference(organism, plain_prompts[-8:])
+    sets = [[(1, 2), (3, 0)], [(0, 4)]]
+    for method in ("zero", "mean"):
+        batched = ablation_scores(organism, texts, sets, method=method, reference=ref, resume=False)
+        for k, heads in enumerate(sets):
+            with Intervention.ablate_heads(heads, method, ref).apply(organism):
+                one = refusal_log_odds(organism, last_logits(organism, texts))
+            assert torch.allclose(one, batched[k], atol=1e-4), method
+    # resample: seeded, and each row takes a reference prompt's own outputs
+    a, b = (Intervention.ablate_heads([(1, 2)], "resample", ref, seed=2) for _ in range(2))
+    with a.apply(organism):
+        la = _logits(organism, texts)
+    with b.apply(organism):
+        assert torch.equal(_logits(organism, texts), la)
     values = torch.full((organism.n_layers, organism.n_heads, organism.d_head), 0.25)
     got = {}
     with Intervention.ablate_heads([(2, 1)], "values", values=values).apply(organism):
@@ -171,3 +182,28 @@ def test_bad_input(organism, parts):
     with pytest.raises(InputError, match="does not exist"):
         Intervention.add_direction(torch.ones(organism.d_model), layer=organism.n_layers).hooks(organism)
     assert count_hooks(organism) == 0
+
+
+def test_weigh_tokens_scales_the_prompt_pass_only(organism, texts, tmp_path):
+    """Token Highlighter's soft removal as an Intervention: the chosen tokens' embeddings shrink on
+    the prompt pass; weights of 1 are the identity; it saves and loads like every other op."""
+    batch = organism.encode(texts[:3])
+    ones = torch.ones(batch.tokens.shape)
+    base = organism.bridge(batch.tokens, attention_mask=batch.attention_mask)[:, -1]
+    with Intervention.weigh_tokens(ones).apply(organism):
+        same = organism.bridge(batch.tokens, attention_mask=batch.attention_mask)[:, -1]
+    assert torch.equal(same, base)
+    w = ones.clone()
+    w[:, -4:-1] = 0.1
+    step = (batch.tokens[:, :1], batch.attention_mask[:, :1])  # a pass of another length (a cached step)
+    plain_step = organism.bridge(step[0], attention_mask=step[1])
+    with Intervention.weigh_tokens(w).apply(organism):
+        moved = organism.bridge(batch.tokens, attention_mask=batch.attention_mask)[:, -1]
+        assert torch.equal(organism.bridge(step[0], attention_mask=step[1]), plain_step)
+    assert not torch.allclose(moved, base)
+    assert count_hooks(organism) == 0
+    iv = Intervention.weigh_tokens(w)
+    iv.save(tmp_path / "w")
+    assert Intervention.load(tmp_path / "w") == iv
+    with pytest.raises(InputError, match="batch, pos"):
+        Intervention.weigh_tokens(torch.ones(3))

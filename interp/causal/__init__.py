@@ -1,7 +1,7 @@
 """Causal analysis of attention heads: which heads drive refusal, and which to steer.
 
-* `ablate`: zero-, mean- and resample-ablation of head sets (`ablate_heads`, usable during
-  generation; the reference values, `head_reference`).
+* `ablate`: the reference values of zero-, mean- and resample-ablation (`head_reference`); the
+  ablation itself is `interp.intervention.Intervention.ablate_heads(heads, method, reference)`.
 * `runner`: behaviour under ablation of many head sets at once (`measure_ablation`,
   `ablation_scores`, `ablation_refusals`).
 * `search`: greedy search for the smallest set that flips behaviour in either direction
@@ -13,7 +13,7 @@
 * `report` / `cli`: the pipeline stage "causal" (`causal_stage`) and `safety-heads causal`.
 """
 
-from interp.causal.ablate import HeadReference, ablate_heads, ablation_hooks, head_reference
+from interp.causal.ablate import HeadReference, head_reference, resolve_reference
 from interp.causal.runner import ablation_refusals, ablation_scores, evaluate_sets, measure_ablation, measure_head_sets
 from interp.causal.search import HeadSearch, SearchConfig, search_heads, single_head_ablation_effects
 from interp.causal.compare import (Comparison, Recommendation, RecommendConfig, compare_maps, compare_methods,
@@ -24,7 +24,7 @@ from interp.causal.patching import (Patching, activation_patching, check_pairs, 
                                     patch_resid)
 
 __all__ = [
-    "HeadReference", "ablate_heads", "ablation_hooks", "head_reference",
+    "HeadReference", "head_reference", "resolve_reference",
     "ablation_refusals", "ablation_scores", "evaluate_sets", "measure_ablation", "measure_head_sets",
     "HeadSearch", "SearchConfig", "search_heads", "single_head_ablation_effects",
     "Comparison", "Recommendation", "RecommendConfig", "compare_maps", "compare_methods", "recommend_heads", "spearman",

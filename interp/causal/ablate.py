@@ -1,4 +1,5 @@
-"""Head ablation: remove what chosen heads write (the reference values and the hooks).
+"""Head ablation: remove what chosen heads write. This module holds the reference values; the
+ablation is one `interp.intervention.Intervention.ablate_heads(heads, method, reference)`.
 
 Three ways to remove a head's output (`hook_z`, the input of the attention output projection):
 
@@ -18,9 +19,7 @@ heads that flip behaviour is `interp.causal.search`.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 from jaxtyping import Float
@@ -28,11 +27,8 @@ from torch import Tensor
 
 from interp.capture import SpanMean, capture
 from interp.errors import InputError
-from interp.hooknames import act_name
-from interp.hooks import hooked
 from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
-from interp.causal.heads import by_layer, check_heads, z_replace_hook
 
 METHODS = ("zero", "mean", "resample")
 REF_POSITIONS = ("last", "all")
@@ -112,29 +108,3 @@ def replacement_values(model: ChatModel, method: str, ref: HeadReference | None,
         return lambda batch: z[perm[torch.arange(batch) % len(perm)], l][:, None]
 
     return per_layer
-
-
-def ablation_hooks(model: ChatModel, heads, method: str = "mean", reference=None, seed: int = 0,
-                   positions: str = "last") -> list[tuple[str, object]]:
-    """Forward hooks replacing each given head's `hook_z` (position-free: safe under the KV cache)."""
-    heads = check_heads(model, heads)
-    ref = resolve_reference(model, method, reference, positions)
-    values = replacement_values(model, method, ref, seed)
-    hooks = []
-    for l, hs in sorted(by_layer(heads).items()):
-        mask = torch.zeros(1, model.n_heads, dtype=torch.bool)
-        mask[0, hs] = True
-        hooks.append((act_name("z", l), z_replace_hook(mask, values(l))))
-    return hooks
-
-
-@contextmanager
-def ablate_heads(model: ChatModel, heads, method: str = "mean", reference=None, seed: int = 0,
-                 positions: str = "last") -> Iterator[ChatModel]:
-    """Ablate `heads` ([(layer, head), ...]) for the duration of the block, generation included.
-
-    `reference`: a PromptSet (or a `HeadReference` from `head_reference`) for mean/resample
-    (required for them). The hooks are removed on exit, also on error."""
-    with hooked(model, ablation_hooks(model, heads, method, reference, seed, positions)):
-        yield model
-

@@ -21,10 +21,11 @@ from interp.evaluate import evaluate_refusal
 from interp.generation import GenerationConfig, generate_batch
 from interp.hooknames import LOGITS, act_name
 from interp.hooks import hooked
+from interp.intervention import Intervention
 from interp.model import ChatModel, EncodedBatch, texts
 from interp.prompts import PromptSet
 from interp.scoring import RefusalJudge, refusal_log_odds
-from interp.causal.ablate import ablate_heads, replacement_values, resolve_reference
+from interp.causal.ablate import replacement_values, resolve_reference
 from interp.causal.attribution import progress_bar
 from interp.causal.heads import Head, check_heads, row_masks, z_replace_hook
 from interp.causal.resume import cache_block_inputs, last_position_logits, prompt_batches, run_from_layer
@@ -166,7 +167,7 @@ def ablation_refusals(model: ChatModel, prompts, head_sets: Sequence[Sequence[He
                       max_new_tokens: int = FAST_GEN.max_new_tokens,
                       max_rows: int = 512) -> tuple[Bool[Tensor, "set prompt"], Float[Tensor, "set prompt"]]:
     """Judged refusal (greedy generation under the ablation, KV cache on) and refusal score of every
-    prompt under each head set: what `ablate_heads` + `evaluate_refusal` give, for many sets at
+    prompt under each head set: what `Intervention.ablate_heads` + `evaluate_refusal` give, for many sets at
     once. The score is read from the generation's own first step (no extra pass)."""
     prompt_texts, sets = _check_sets(model, prompts, head_sets)
     values = replacement_values(model, method, resolve_reference(model, method, reference, positions), seed)
@@ -243,7 +244,7 @@ def measure_ablation(model: ChatModel, heads, sets: Mapping[str, PromptSet], met
     ref = resolve_reference(model, method, reference, positions)
     _concat(sets)  # validate before any pass
     before = baseline if baseline is not None else evaluate_sets(model, sets, judge, gen)
-    with ablate_heads(model, heads, method, ref, seed, positions):
+    with Intervention.ablate_heads(heads, method, ref, seed).apply(model):
         after = evaluate_sets(model, sets, judge, gen)
     return {"heads": [list(h) for h in heads], "method": method,
             "reference": ref.describe() if ref is not None else None, "sets": _delta(before, after)}

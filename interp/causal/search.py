@@ -18,7 +18,8 @@ from interp.errors import InputError
 from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.scoring import RefusalJudge
-from interp.causal.ablate import METHODS, HeadReference, ablation_hooks, head_reference, resolve_reference
+from interp.causal.ablate import METHODS, HeadReference, head_reference, resolve_reference
+from interp.intervention import Intervention
 from interp.causal.attribution import HeadGradients, head_gradients
 from interp.causal.heads import Head, all_heads
 from interp.causal.runner import FAST_GEN, ablation_refusals, ablation_scores
@@ -263,8 +264,7 @@ def _search_direction(model, prompts: PromptSet, direction: str, cfg: SearchConf
             else:
                 # estimate again around the run with the current set ablated: a head whose effect
                 # only shows once another is gone (saturated downstream) is found at this step
-                g = head_gradients(model, prompts, hooks=ablation_hooks(model, current, cfg.method, ref, cfg.seed,
-                                                                        cfg.positions))
+                g = head_gradients(model, prompts, hooks=Intervention.ablate_heads(current, cfg.method, ref, cfg.seed).hooks(model))
                 est = _estimate(model, g, direction, cfg.method, ref)
                 for h in current:
                     est[h] = -float("inf")

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from interp.errors import InputError
 from interp.generation import GenerationConfig, generate, generate_batch
+from interp.hooknames import EMBED
 from interp.hooks import hooked
 from interp.model import ChatModel
 from interp.prompts import Prompt
@@ -74,7 +75,7 @@ class _PassCounter:
 
 def _generate_counted(model: ChatModel, prompts, gen: GenerationConfig) -> tuple[list[str], int]:
     c = _PassCounter()
-    with hooked(model, [("hook_embed", c.hook)]):
+    with hooked(model, [(EMBED, c.hook)]):
         answers = generate(model, prompts, gen)
     return answers, c.n
 
@@ -239,14 +240,7 @@ class TokenHighlighter:
                 top = sorted(content, key=lambda j: -float(infl[r, pad + j]))[:k]
                 highlighted[i] = sorted(top)
                 scale[r, [pad + j for j in top]] = self.beta
-            L = batch.tokens.shape[1]
-
-            def soft_removal(embed, hook, scale=scale, L=L):
-                if embed.shape[1] == L:  # the prompt pass only; cached steps see one new token
-                    return embed * scale[..., None].to(embed.dtype)
-                return embed
-
-            with hooked(model, [("hook_embed", soft_removal)]):
+            with Intervention.weigh_tokens(scale).apply(model):
                 new = generate_batch(model, batch, gen.max_new_tokens, gen.use_kv_cache)
             for r, i in enumerate(chunk):
                 answers[i] = model.tokenizer.decode(new[r], skip_special_tokens=True).strip()
@@ -292,7 +286,7 @@ def token_influence(model: ChatModel, batch, affirmation: str) -> Float[Tensor, 
         holder["delta"] = delta
         return embed + delta
 
-    with torch.enable_grad(), hooked(model, [("hook_embed", add_delta)]):
+    with torch.enable_grad(), hooked(model, [(EMBED, add_delta)]):
         logits = model.bridge(tokens, attention_mask=mask, position_ids=pos)
         # position L-1+i predicts affirmation token i
         pred = logits[:, L - 1:L - 1 + len(aff)].float().log_softmax(-1)
