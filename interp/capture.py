@@ -30,6 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from interp.batching import prompt_chunks
 from interp.errors import ArtifactError, InputError
 from interp.hooknames import HOOK_TEMPLATES, act_name, parse_act_name
 from interp.model import ChatModel, EncodedBatch, texts
@@ -350,9 +351,7 @@ def _batches(model: ChatModel, prompts, batch_size: int, sort: bool, truncate: b
             yield list(range(i, i + len(seqs))), b, {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
         return
     prompt_texts = texts(prompts)
-    order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i])) if sort else list(range(len(prompt_texts)))
-    for i in range(0, len(order), batch_size):
-        chunk = order[i:i + batch_size]
+    for chunk in prompt_chunks(model, prompt_texts, batch_size, sort=sort):
         yield chunk, model.encode([prompt_texts[j] for j in chunk], truncate=truncate, indices=chunk), {}
 
 

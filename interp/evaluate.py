@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from interp.generation import GenerationConfig, generate
+from interp.generation import GenerationConfig, generate, generate_with_logits
+from interp.hooks import check_finite
 from interp.model import ChatModel
 from interp.prompts import PromptSet
-from interp.scoring import RefusalJudge, refusal_score
+from interp.scoring import RefusalJudge, refusal_log_odds
 
 
 @dataclass
@@ -67,7 +68,11 @@ def evaluate_refusal(model: ChatModel, prompts: PromptSet, judge: RefusalJudge =
     `world` (`interp.distributed.World`, under torchrun): the work is spread over the ranks and the
     result, on every rank, is the single-process one."""
     prompts.require("evaluation set")
-    answers = generate(model, prompts, gen, world=world)
+    if with_scores:  # the score comes from the first generation step: one prompt pass, not two
+        answers, first = generate_with_logits(model, prompts, gen, world=world)
+        scores = check_finite(refusal_log_odds(model, first), "refusal scores")
+    else:
+        answers = generate(model, prompts, gen, world=world)
+        scores = torch.full((len(prompts),), float("nan"))
     refused = judge(answers)
-    scores = refusal_score(model, prompts, world=world) if with_scores else torch.full((len(prompts),), float("nan"))
     return RefusalEval(prompts, answers, refused, scores)

@@ -17,8 +17,11 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 from tqdm.auto import tqdm
 
+from interp.batching import prompt_chunks
 from interp.errors import InputError
 from interp.hooks import check_finite
 from interp.model import ChatModel, EncodedBatch, texts
@@ -68,9 +71,11 @@ def _forward_cached(bridge, step_input, mask, past, pos):
 
 @torch.no_grad()
 def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, use_kv_cache: bool = True,
-                   rows: list[int] | None = None) -> list[list[int]]:
+                   rows: list[int] | None = None, first_logits: list | None = None) -> list[list[int]]:
     """Greedy continuation of one encoded batch; returns new token ids per row (stopped at EOS).
-    `rows`: the caller's prompt index of each row (for error messages)."""
+    `rows`: the caller's prompt index of each row (for error messages). `first_logits`: a list that
+    receives the first step's logits [batch, d_vocab] (the next-token logits at the first response
+    position: what `interp.scoring.last_logits` computes, without a pass of its own)."""
     bridge = model.bridge
     eos = model.tokenizer.eos_token_id
     tokens, mask = batch.tokens, batch.attention_mask
@@ -97,7 +102,10 @@ def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, u
         else:
             logits = bridge(tokens, attention_mask=mask, position_ids=pos, logits_to_keep=1)
         # NaN logits would argmax to an arbitrary token and come out as an empty answer
-        nxt = check_finite(logits[:, -1, :], f"logits at generation step {step}", rows).argmax(-1)
+        step_logits = check_finite(logits[:, -1, :], f"logits at generation step {step}", rows)
+        if step == 0 and first_logits is not None:
+            first_logits.append(step_logits)
+        nxt = step_logits.argmax(-1)
         for r in range(n):
             if not done[r]:
                 out[r].append(int(nxt[r]))
@@ -117,21 +125,40 @@ def generate(model: ChatModel, prompts, cfg: GenerationConfig = GenerationConfig
 
     `world` (`interp.distributed.World`, under torchrun): each rank generates its share of the
     batches a single process would form, and every rank gets all answers, identical to one process."""
+    return _generate(model, prompts, cfg, truncate, world)[0]
+
+
+def generate_with_logits(model: ChatModel, prompts, cfg: GenerationConfig = GenerationConfig(),
+                         truncate: bool | None = None, world: "World | None" = None
+                         ) -> tuple[list[str], Float[Tensor, "batch d_vocab"]]:
+    """`generate`, plus each prompt's next-token logits at the first response position, read off
+    the first generation step (so scoring and judging the same prompts costs one prompt pass)."""
+    return _generate(model, prompts, cfg, truncate, world, keep_logits=True)
+
+
+def _generate(model: ChatModel, prompts, cfg: GenerationConfig, truncate: bool | None, world: "World | None",
+              keep_logits: bool = False) -> tuple[list[str], Tensor | None]:
     prompt_texts = texts(prompts)
     if not prompt_texts:
         raise InputError("no prompts to generate from: pass a non-empty prompt list")
     if cfg.max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be at least 1, got {cfg.max_new_tokens}")
-    # sort by length so batches carry little padding; answers come back in the caller's order
-    order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
+    # sorted by length, capped in padded tokens (interp.batching); answers come back in the caller's order
     answers: list[str] = [""] * len(prompt_texts)
-    chunks = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    chunks = prompt_chunks(model, prompt_texts, cfg.batch_size)
     mine = chunks if world is None else world.share(chunks)
+    logits: list[Tensor | None] = [None] * len(prompt_texts)
     for chunk in tqdm(mine, desc="generating", disable=not cfg.progress):
         batch = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)
-        new = generate_batch(model, batch, cfg.max_new_tokens, cfg.use_kv_cache, rows=chunk)
-        for i, ids in zip(chunk, new):
+        first: list[Tensor] | None = [] if keep_logits else None
+        new = generate_batch(model, batch, cfg.max_new_tokens, cfg.use_kv_cache, rows=chunk, first_logits=first)
+        for r, (i, ids) in enumerate(zip(chunk, new)):
             answers[i] = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            if keep_logits:
+                logits[i] = first[0][r]
     if world is not None and world.distributed:
         answers = world.merge({i: answers[i] for chunk in mine for i in chunk}, len(answers))
-    return answers
+        if keep_logits:
+            logits = [r.to(model.device) for r in world.merge({i: logits[i].cpu() for chunk in mine for i in chunk},
+                                                                len(logits))]
+    return answers, (torch.stack(logits) if keep_logits else None)

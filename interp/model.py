@@ -182,6 +182,11 @@ class ChatModel:
             mask[r, L - len(tok):] = 1
         return EncodedBatch(tokens.to(self.device), mask.to(self.device), [len(t) for t in ids], formatted, offs, starts, ends)
 
+    def token_lengths(self, prompts) -> list[int]:
+        """Tokens of each prompt after chat formatting, at most the context (what `encode` keeps)."""
+        return [min(len(self.tokenizer(self.format(t), add_special_tokens=False)["input_ids"]), self.n_ctx)
+                for t in texts(prompts)]
+
     def post_instruction_positions(self, batch: EncodedBatch) -> list[list[int]]:
         """Per prompt, the unpadded indices of the template tokens after the user's message."""
         out = []

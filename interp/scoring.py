@@ -12,6 +12,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from interp.batching import prompt_chunks
 from interp.errors import InputError
 from interp.hooks import check_finite
 from interp.model import ChatModel, texts
@@ -93,9 +94,8 @@ def last_logits(model: ChatModel, prompts, batch_size: int = 64, truncate: bool 
     prompt_texts = texts(prompts)
     if not prompt_texts:
         raise InputError("no prompts to score: pass a non-empty prompt list")
-    order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
     out: list[Tensor | None] = [None] * len(prompt_texts)
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    chunks = prompt_chunks(model, prompt_texts, batch_size)
     mine = chunks if world is None else world.share(chunks)
     for chunk in tqdm(mine, desc="scoring", disable=not progress):
         b = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)

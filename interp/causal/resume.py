@@ -56,17 +56,22 @@ def rows_per_pass(model: ChatModel, seq_len: int, max_rows: int, new_tokens: int
 def prompt_batches(model: ChatModel, texts: Sequence[str], max_rows: int, new_tokens: int = 0,
                    max_prompts: int | None = None, grad: bool = False):
     """Yield (indices, encoded batch, row budget) over `texts` sorted by length (little padding),
-    each batch as large as the row budget of its own token length allows (and `max_prompts`)."""
+    each batch as large as the row budget of its own token length allows (and `max_prompts`). The
+    budget of a batch follows its own longest prompt, not the set's: a few long prompts at the end
+    (many-shot jailbreaks) do not shrink the batches of the short ones."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    lengths = model.token_lengths([texts[j] for j in order])
+    cap = min(max_rows, max_prompts or max_rows)
     i = 0
     while i < len(order):
-        n = min(len(order) - i, max_rows, max_prompts or max_rows)
+        n, longest = 0, 0
+        while i + n < len(order) and n < cap:
+            grown = max(longest, lengths[i + n])
+            if n and n + 1 > rows_per_pass(model, grown, max_rows, new_tokens, grad):
+                break
+            n, longest = n + 1, grown
         b = model.encode([texts[j] for j in order[i:i + n]])
-        budget = rows_per_pass(model, b.tokens.shape[1], max_rows, new_tokens, grad)
-        if budget < n:  # too long for this many prompts in one pass: fewer, re-encoded to their own length
-            n = budget
-            b = model.encode([texts[j] for j in order[i:i + n]])
-        yield order[i:i + n], b, budget
+        yield order[i:i + n], b, rows_per_pass(model, b.tokens.shape[1], max_rows, new_tokens, grad)
         i += n
 
 

@@ -32,6 +32,7 @@ from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.r2d import data as r2d_data
 from interp.r2d.model import pivot_ids, require_kind
+from interp.stats import spearman
 
 
 @dataclass(frozen=True)
@@ -167,23 +168,6 @@ def top_heads(scores: Float[Tensor, "layer head"], k: int) -> list[list[int]]:
     flat = rearrange(scores, "l h -> (l h)")
     order = torch.argsort(flat, descending=True, stable=True)[:k]  # ties: earlier layer first
     return [[int(i) // n_heads, int(i) % n_heads] for i in order]
-
-
-def spearman(a: Tensor, b: Tensor) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    def ranks(x):
-        x = x.flatten().double()
-        order = torch.argsort(x, stable=True)
-        r = torch.empty_like(x)
-        r[order] = torch.arange(len(x), dtype=torch.double)
-        for v in torch.unique(x):  # ties share their mean rank
-            m = x == v
-            r[m] = r[m].mean()
-        return r
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = (ra.norm() * rb.norm()).item()
-    return float((ra * rb).sum() / den) if den > 0 else float("nan")
 
 
 def mass_by_cell(dec: Decisions, heads: list[list[int]], which: str = "request") -> dict:
