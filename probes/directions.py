@@ -67,6 +67,7 @@ class SelectionConfig:
     prune_layer_fraction: float = 0.2
     addition_alpha: float = 1.0
     filter_val: bool = True
+    plain_val: bool = True  # select on the val split's plain requests only (when it has some)
     k_folds: int = 5  # held-out accuracy of each candidate (mass-mean probe on the train prompts)
     batch_size: int = 64
     # Arditi et al. take the block input only. We also offer the stream between attention and MLP:
@@ -209,7 +210,12 @@ def _find(model: ChatModel, train: PromptSet, val: PromptSet, labels, positions:
         grid = lambda t: rearrange(t.mean(0), "(p l) -> p l", p=n_pos)  # noqa: E731
         per_site[site] = (mean_differences(X, lab.y), grid(mm.accuracy), grid(mm.auroc), grid(mm.cohens_d))
 
-    # val sets: by category; filtered (Arditi) to what the unsteered model refuses / complies with
+    # val sets: by category, plain requests (Arditi's are instructions; jailbreak prompts are 3-10x
+    # longer and the direction is not chosen for them); filtered (Arditi) to what the unsteered
+    # model refuses / complies with
+    plain = val.filter(family=None)
+    if cfg.plain_val and len(plain) < len(val) and {p.label for p in plain} >= {"harmful", "harmless"}:
+        val = plain
     base = last_logits(model, val, cfg.batch_size)
     base_score = refusal_log_odds(model, base)
     harm = [i for i, p in enumerate(val) if p.label == "harmful"]
