@@ -16,7 +16,7 @@ from torch import Tensor
 
 from interp.errors import InputError, NonFiniteError
 from interp.evaluate import RefusalEval
-from interp.generation import GenerationConfig, generate
+from interp.generation import GenerationConfig, generate_with_logits
 from interp.hooks import check_alpha, check_finite
 from interp.model import ChatModel
 from interp.prompts import PromptSet
@@ -94,9 +94,10 @@ def evaluate_point(model: ChatModel, sets, unsteered: Unsteered, judge: RefusalJ
     sets = _as_sets(sets)
     names = list(sets)
     texts = [t for k in names for t in texts_of(sets[k])]
-    answers = generate(model, texts, gen)  # one call over the union: fewer, fuller batches
+    # one call over the union (fewer, fuller batches); the scores come off its first step
+    answers, first = generate_with_logits(model, texts, gen)
     refused = judge(answers)
-    logp = last_logits(model, texts).float().log_softmax(-1).cpu()
+    logp = first.float().log_softmax(-1).cpu()
     scores = check_finite(refusal_log_odds(model, logp), "refusal scores")
     out: dict = {}
     i = 0
@@ -193,11 +194,15 @@ def max_safe_alpha(model: ChatModel, intervention: Strength, harmless, grid: Seq
 
     if not grid:
         raise InputError("grid is empty: pass at least one alpha")
-    best = None
-    for a in sorted(check_alpha(g) for g in grid):
-        frac = float((scores_under(model, at_alpha(intervention, a), harmless) > 0).float().mean())
-        if frac <= max_refusal:
-            best = a
-        else:
-            break  # refusal only grows with alpha along one direction
-    return best if best is not None else min(grid)
+    alphas = sorted(check_alpha(g) for g in grid)
+
+    def safe(i: int) -> bool:
+        return float((scores_under(model, at_alpha(intervention, alphas[i]), harmless) > 0).float().mean()) <= max_refusal
+
+    # refusal only grows with alpha along one direction: bisect for the last safe grid value
+    # (log2 of the grid's size in passes, not one pass per grid value)
+    lo, hi = -1, len(alphas)  # alphas[lo] safe (or none), alphas[hi] unsafe (or past the end)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if safe(mid) else (lo, mid)
+    return alphas[lo] if lo >= 0 else min(grid)
