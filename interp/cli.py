@@ -77,8 +77,12 @@ def add_study_options(p: argparse.ArgumentParser, out_default: str | None = None
                         "category = harmful/harmless (for a model that refuses nothing)")
     g = p.add_argument_group("study")
     g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--per-cell", type=int, default=d.per_cell, help="held-out prompts per (label, family, strength)")
-    g.add_argument("--n-train", type=int, default=d.n_train, help="organism only: plain prompts per label for fitting")
+    g.add_argument("--per-cell", type=int, default=d.per_cell,
+                   help="held-out prompts per (label, family, strength); default: 20 on the toy organisms, 4 on a real "
+                        "model (the demo's scale: about 10 minutes for SmolLM2-135M on 2 cores)")
+    g.add_argument("--n-train", type=int, default=d.n_train,
+                   help="organism providers: plain prompts per label for fitting; default 64 on the toy organisms, 32 "
+                        "on a real model")
     g.add_argument("--split", type=_fractions, default=d.fractions, help="prompt files: train,val,test fractions "
                    f"(default {','.join(map(str, d.fractions))})")
     g.add_argument("--out", default=out_default, required=out_required, help=out_help)

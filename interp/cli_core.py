@@ -93,7 +93,8 @@ def _eval(args):
 
     # nothing is fitted, so every split is evaluated: its jailbreak cells keep up to --per-cell
     # prompts too, not the few the fitting splits keep (a user's file would lose rows)
-    cfg = study_config(args, fit_per_cell=args.per_cell)
+    per_cell = args.per_cell if args.per_cell is not None else 20  # every row of a file, not the demo's scale
+    cfg = study_config(args, per_cell=per_cell, fit_per_cell=per_cell)
     with process_group() as w:  # under torchrun every rank takes its share of the batches
         study = open_study(cfg)
         table = {"model": study.model.name, **evaluation_table(study, world=w), "judge": study.judge.describe(),

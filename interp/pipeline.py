@@ -105,9 +105,10 @@ def open_study(cfg: StudyConfig) -> Study:
                        system_prompt=cfg.system_prompt, truncate=cfg.truncate,
                        placement=Placement.from_args(cfg.device_map, cfg.max_memory, cfg.offload_folder))
     model.require_direct_answers()
+    cfg = cfg.resolved(model)
     data = load_study_data(cfg, model)
     return Study(model, data, make_judge(cfg), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=64),
-                 cfg.labels, cfg.seed)
+                 cfg.labels, cfg.seed, cfg.per_cell)
 
 
 @dataclass
@@ -139,7 +140,7 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model, data = study.model, study.data
-    report = {"model": model.describe(), **provenance(), "config": cfg.describe(), "judge": study.judge.describe(),
+    report = {"model": model.describe(), **provenance(), "config": cfg.resolved(model).describe(), "judge": study.judge.describe(),
               "labels": study.labels, "data": data.describe(),
               "prompt_sets": {s: data.split(s).describe() for s in ("train", "val", "test")}, "timings": timings}
     if data.over_refusal is not None:

@@ -60,8 +60,10 @@ class StudyConfig:
     labels: str = "behaviour"  # probe labels: what the model did (refused/complied) or what the prompt is
     # sizes and seeds
     seed: int = 0
-    per_cell: int = 20  # held-out prompts per (label, family, strength) cell
-    n_train: int = 64  # organism only: plain prompts per label for fitting (train + val)
+    # held-out prompts per (label, family, strength) cell, and (organism providers) plain prompts per
+    # label for fitting; None: the demo's scale for the model (DEMO_SIZES, `resolved`)
+    per_cell: int | None = None
+    n_train: int | None = None
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS  # files only: train/val/test split
     fit_per_cell: int = 3  # jailbreak prompts per cell in train and val (behaviour labels see them)
     max_new_tokens: int = 12
@@ -79,7 +81,7 @@ class StudyConfig:
                              "embedded organism's prompts)")
         if (self.jailbreak or self.over_refusal) and self.harmful is None:
             raise InputError("--jailbreak / --over-refusal need --harmful and --harmless files beside them")
-        if self.per_cell < 1 or self.fit_per_cell < 1 or self.n_train < 4:
+        if (self.per_cell is not None and self.per_cell < 1) or self.fit_per_cell < 1 or (self.n_train is not None and self.n_train < 4):
             raise InputError(f"per_cell and fit_per_cell must be >= 1 and n_train >= 4, got {self.per_cell}, "
                              f"{self.fit_per_cell}, {self.n_train}")
         check_fractions(self.fractions)
@@ -95,6 +97,26 @@ class StudyConfig:
     def describe(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
+    def resolved(self, model) -> "StudyConfig":
+        """This config with `per_cell` and `n_train` filled in for `model` where they are None."""
+        sizes = demo_sizes(model)
+        return replace(self, per_cell=sizes["per_cell"] if self.per_cell is None else self.per_cell,
+                       n_train=sizes["n_train"] if self.n_train is None else self.n_train)
+
+
+# The demo's default scale. On the toy organisms (a few million parameters) every stage takes
+# seconds at the full sizes. On a real model a prompt token costs ~1.5-4 ms of one forward pass on
+# 2 CPU cores (SmolLM2-135M), so the same sizes took an hour; the smaller cells keep the whole demo
+# near 10 minutes there. Pass --per-cell / --n-train for tighter numbers.
+TOY_PARAMETERS = 10_000_000
+DEMO_SIZES = {"toy": {"per_cell": 20, "n_train": 64}, "real": {"per_cell": 4, "n_train": 32}}
+FULL_PER_CELL = DEMO_SIZES["toy"]["per_cell"]  # the held-out cell size the stages' subsamples are set for
+
+
+def demo_sizes(model) -> dict:
+    """The demo's per_cell and n_train for `model`: the toy organisms' or a real model's."""
+    n = sum(p.numel() for p in model.bridge.parameters())
+    return dict(DEMO_SIZES["toy" if n < TOY_PARAMETERS else "real"])
 
 DemoConfig = StudyConfig  # the demo's settings are the study's
 
@@ -318,6 +340,12 @@ class Study:
     gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64)
     labels: str = "behaviour"
     seed: int = 0
+    per_cell: int = FULL_PER_CELL  # the test split's cell size: stages scale their subsamples to it (`scaled`)
+
+    def scaled(self, n: int, least: int = 1) -> int:
+        """`n` (a stage's subsample size at the full cell size) in proportion to this study's cells,
+        at least `least`, never more than `n`."""
+        return max(least, min(n, round(n * self.per_cell / FULL_PER_CELL)))
 
     def __post_init__(self) -> None:
         if self.labels not in LABEL_KINDS:

@@ -56,7 +56,7 @@ def _eval_sets(study: Study, cfg: CausalConfig) -> dict[str, PromptSet]:
     for p in ev:
         if p.label == "harmful" and p.family is not None:
             cells.setdefault((p.family, p.strength), []).append(p)
-    jb = [p for key in sorted(cells) for p in cells[key][:cfg.jailbreak_per_cell]]
+    jb = [p for key in sorted(cells) for p in cells[key][:study.scaled(cfg.jailbreak_per_cell)]]
     if jb:
         sets["jailbreak"] = PromptSet(f"{ev.name}:jailbreak-sample", tuple(jb), ev.source)
     for name, s in sets.items():

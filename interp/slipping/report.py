@@ -95,8 +95,8 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
     course; the top heads come from the probe `ranking` when given."""
     model = study.model
     ev = study.data.test
-    harmful = subsample(ev, cfg.per_cell, seed=cfg.seed, labels=("harmful",))
-    harmless = subsample(ev, cfg.control_per_cell, seed=cfg.seed, labels=("harmless",))
+    harmful = subsample(ev, study.scaled(cfg.per_cell, 2), seed=cfg.seed, labels=("harmful",))
+    harmless = subsample(ev, study.scaled(cfg.control_per_cell), seed=cfg.seed, labels=("harmless",))
     trace = trace_attention(model, harmful.concat(harmless, "slipping-traced"), TraceConfig(max_new_tokens=cfg.max_new_tokens))
     fams = sorted(ev.families())
     series = {f: series_from_trace(trace, f, "harmful") for f in fams}
@@ -151,7 +151,7 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
     # an attack's course: the organism falls to single harmless topic words, so the study's topic
     # words are excluded to give a course of several iterations; few candidates per iteration for
     # the same reason
-    plain = [p for p in harmful if p.family is None][:cfg.attack_prompts]
+    plain = [p for p in harmful if p.family is None][:study.scaled(cfg.attack_prompts)]
     acfg = AttackConfig(n_tokens=3, n_iters=8, n_candidates=8, exclude=topic_words(study.data.plain("train")), seed=cfg.seed)
     attacks = run_attacks(model, plain, acfg)
     aseries = attack_series(model, attacks["guided"], cfg=TraceConfig(max_new_tokens=0))
@@ -223,7 +223,7 @@ def defenses_stage(study: Study, top_heads=None, cfg: SlippingDemoConfig = CFG) 
     model's first compliance phrase) on the same held-out prompts; `top_heads` (the slipping
     stage's) are the heads whose attention explains what sharpening does."""
     model = study.model
-    ps = _defense_set(study.data.test, cfg.defense_per_cell, cfg.seed)
+    ps = _defense_set(study.data.test, study.scaled(cfg.defense_per_cell), cfg.seed)
     defenses = {"none": NoDefense(), "sharpening": Sharpening(cfg.sharpen_T), "smoothllm": SmoothLLM(seed=cfg.seed),
                 "token_highlighter": TokenHighlighter()}
     table = evaluate_defenses(model, ps, defenses, study.judge, study.gen)

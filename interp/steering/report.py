@@ -155,8 +155,8 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     model = study.model
     train = study.data.plain("train").require("training set", 4, both_labels=True)
     harmful_tr, harmless_tr = train.filter(label="harmful"), train.filter(label="harmless")
-    effect_sets = _held_out(study.data.test, plain_n=40, cell_n=4, seed=study.seed)
-    gen_sets = _held_out(study.data.test, plain_n=20, cell_n=2, seed=study.seed + 1)
+    effect_sets = _held_out(study.data.test, plain_n=study.scaled(40, 4), cell_n=study.scaled(4), seed=study.seed)
+    gen_sets = _held_out(study.data.test, plain_n=study.scaled(20, 4), cell_n=study.scaled(2), seed=study.seed + 1)
     jb_key = "jailbreak" if "jailbreak" in effect_sets else "harmful"
     timings = {}
 
