@@ -122,14 +122,15 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
         timings[name], cpu[name] = round(now - t, 2), round(now_c - c, 2)
         t, c = now, now_c
 
-    H = study.data.plain("train", "harmful")[:cfg.n_search].require("harmful training prompts")
-    L = study.data.plain("train", "harmless")[:cfg.n_search].require("harmless training prompts")
+    n_search = study.scaled(cfg.n_search, 8)  # fewer at the demo's real-model scale (interp.study.DEMO_SIZES)
+    H = study.data.plain("train", "harmful")[:n_search].require("harmful training prompts")
+    L = study.data.plain("train", "harmless")[:n_search].require("harmless training prompts")
     scfg = SearchConfig(max_heads=cfg.k, method=cfg.method, reference=cfg.reference, seed=cfg.seed, top_k=cfg.top_k,
                         exhaustive=cfg.exhaustive)
     search = search_heads(model, H, L, scfg, study.judge, cfg.max_new_tokens)
     lap("search")
     pairs = equal_length_pairs(model, study.data.plain("train", "harmful"), study.data.plain("train", "harmless"),
-                               cfg.n_pairs, seed=cfg.seed)
+                               study.scaled(cfg.n_pairs, 8), seed=cfg.seed)
     patching = activation_patching(model, *pairs, head_positions="all", exhaustive=cfg.exhaustive, top_k=cfg.top_k)
     lap("patching")
     both = H.concat(L)
@@ -206,7 +207,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
         "recommendation": rec.to_dict(),
         "table": comparison.table(),
         "figure": figure_ref("causal_methods"),
-        "config": asdict(cfg),
+        "config": {**asdict(cfg), "n_search_used": len(H), "n_pairs_used": len(pairs[0])},
     }
     figures = {"causal_resid_patching": _resid_figure(patching), "causal_logit_lens": _lens_figure(lens, labels),
                "causal_methods": comparison.figure(f"Which heads matter: {model.name}")}

@@ -274,25 +274,35 @@ def token_influence(model: ChatModel, batch, affirmation: str) -> Float[Tensor, 
     if not aff or (unk is not None and unk in aff):
         raise InputError(f"affirmation {affirmation!r} does not tokenize cleanly for {model.name} (unknown tokens); "
                          "use words from the model's vocabulary")
+    from interp.causal.resume import rows_per_pass
+
     B, L = batch.tokens.shape
     aff_t = torch.tensor(aff, device=batch.tokens.device).expand(B, -1)
     tokens = torch.cat([batch.tokens, aff_t], 1)
     mask = torch.cat([batch.attention_mask, torch.ones_like(aff_t)], 1)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    holder: dict[str, Tensor] = {}
+    # rows are independent: as many per backward pass as the activation budget allows (a batch of
+    # long prompts kept every layer's attention for the backward pass at once and ran out of memory)
+    step = rows_per_pass(model, tokens.shape[1], B, grad=True)
+    norms = []
+    for r0 in range(0, B, step):
+        rows = slice(r0, r0 + step)
+        holder: dict[str, Tensor] = {}
 
-    def add_delta(embed, hook):
-        delta = torch.zeros_like(embed, requires_grad=True)
-        holder["delta"] = delta
-        return embed + delta
+        def add_delta(embed, hook):
+            delta = torch.zeros_like(embed, requires_grad=True)
+            holder["delta"] = delta
+            return embed + delta
 
-    with torch.enable_grad(), hooked(model, [(EMBED, add_delta)]):
-        logits = model.bridge(tokens, attention_mask=mask, position_ids=pos)
-        # position L-1+i predicts affirmation token i
-        pred = logits[:, L - 1:L - 1 + len(aff)].float().log_softmax(-1)
-        loss = -pred.gather(-1, aff_t[..., None]).sum()  # rows are independent: one backward for all
-        (grad,) = torch.autograd.grad(loss, holder["delta"])
-    return grad[:, :L].norm(dim=-1).detach()
+        with torch.enable_grad(), hooked(model, [(EMBED, add_delta)]):
+            # only the positions that predict the affirmation: position L-1+i predicts token i
+            logits = model.bridge(tokens[rows], attention_mask=mask[rows], position_ids=pos[rows],
+                                  logits_to_keep=len(aff) + 1)
+            pred = logits[:, :len(aff)].float().log_softmax(-1)
+            loss = -pred.gather(-1, aff_t[rows][..., None]).sum()
+            (grad,) = torch.autograd.grad(loss, holder["delta"])
+        norms.append(grad[:, :L].norm(dim=-1).detach())
+    return torch.cat(norms)
 
 
 def defense_from_name(name: str, **kw):

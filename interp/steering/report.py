@@ -18,7 +18,7 @@ from interp.errors import InputError
 from interp.evaluate import evaluate_refusal
 from interp.intervention import Intervention
 from interp.prompts import PromptSet
-from interp.study import StageResult, Study, figure_ref
+from interp.study import FULL_PER_CELL, StageResult, Study, figure_ref
 from interp.steering._util import check_heads
 from interp.steering.antidote import fit_antidote
 from interp.steering.effect import EFFECT_DEFINITION, EffectMeter
@@ -35,14 +35,19 @@ HEAD_GRID = tuple(round(0.05 * 1.19 ** i, 4) for i in range(30))  # 0.05 .. ~7
 ANTIDOTE_GRID = tuple(round(0.01 * 1.19 ** i, 4) for i in range(30))  # 0.01 .. ~1.5
 MAX_HARMLESS_REFUSAL = 0.10
 SWEEP_FACTORS = (0.5, 1.0, 1.5, 2.0)  # trade-off points per method, as multiples of its calibrated alpha
+SWEEP_FACTORS_REDUCED = (1.0, 2.0)  # at the demo's real-model scale
 
 
-def _held_out(ev: PromptSet, plain_n: int, cell_n: int, seed: int = 0) -> dict[str, PromptSet]:
+def _held_out(ev: PromptSet, plain_n: int, cell_n: int, seed: int = 0, top_only: bool = False) -> dict[str, PromptSet]:
     """harmful / jailbreak / harmless subsets of the held-out set: up to `plain_n` plain prompts per
-    label and `cell_n` per (family, strength) jailbreak cell."""
+    label and `cell_n` per (family, strength) jailbreak cell (`top_only`: only each family's
+    strongest cell, where a jailbreak works best)."""
     rng = random.Random(seed)
+    top = {f: max(ss) for f, ss in ev.families().items()}
     cells: dict[tuple, list] = {}
     for p in ev:
+        if top_only and p.family is not None and p.strength != top[p.family]:
+            continue
         cells.setdefault((p.label, p.family, p.strength), []).append(p)
     pick = {k: (v if len(v) <= (plain_n if k[1] is None else cell_n) else rng.sample(v, plain_n if k[1] is None else cell_n))
             for k, v in cells.items()}
@@ -155,8 +160,14 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     model = study.model
     train = study.data.plain("train").require("training set", 4, both_labels=True)
     harmful_tr, harmless_tr = train.filter(label="harmful"), train.filter(label="harmless")
-    effect_sets = _held_out(study.data.test, plain_n=study.scaled(40, 4), cell_n=study.scaled(4), seed=study.seed)
-    gen_sets = _held_out(study.data.test, plain_n=study.scaled(20, 4), cell_n=study.scaled(2), seed=study.seed + 1)
+    # at the demo's real-model scale (cells smaller than the full 20) the jailbreak measurements take
+    # each family's strongest cell only and the sweeps two strengths, to keep the stage to minutes
+    reduced = study.per_cell < FULL_PER_CELL
+    effect_sets = _held_out(study.data.test, plain_n=study.scaled(40, 4), cell_n=study.scaled(4), seed=study.seed,
+                            top_only=reduced)
+    gen_sets = _held_out(study.data.test, plain_n=study.scaled(20, 4), cell_n=study.scaled(2), seed=study.seed + 1,
+                         top_only=reduced)
+    factors = SWEEP_FACTORS_REDUCED if reduced else SWEEP_FACTORS
     jb_key = "jailbreak" if "jailbreak" in effect_sets else "harmful"
     timings = {}
 
@@ -213,11 +224,11 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     unsteered = Unsteered.measure(model, gen_sets)
     rows = sweep(model, Intervention.none(), [0.0], gen_sets, "unsteered",
                  study.judge, study.gen, unsteered)
-    rows += sweep(model, on_heads, [f * alpha_h for f in SWEEP_FACTORS], gen_sets,
+    rows += sweep(model, on_heads, [f * alpha_h for f in factors], gen_sets,
                   "hsi (heads)", study.judge, study.gen, unsteered)
-    rows += sweep(model, Intervention.steer_layer(hd, layers, 1.0), [f * alpha_h for f in SWEEP_FACTORS], gen_sets,
+    rows += sweep(model, Intervention.steer_layer(hd, layers, 1.0), [f * alpha_h for f in factors], gen_sets,
                   "layer (all heads)", study.judge, study.gen, unsteered)
-    rows += sweep(model, sparse_iv, [f * a_s for f in SWEEP_FACTORS], gen_sets,
+    rows += sweep(model, sparse_iv, [f * a_s for f in factors], gen_sets,
                   "antidote (5%)", study.judge, study.gen, unsteered)
     timings["tradeoff"] = time.perf_counter() - t
     figures = {"steering_tradeoff": tradeoff_figure(rows, x="harmless", title=f"Safety-utility trade-off: {model.name}"),
@@ -243,6 +254,8 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
         "calibration": f"each method's alpha = the largest grid value at which <= {MAX_HARMLESS_REFUSAL:.0%} of training "
                        "harmless prompts lean to refuse (refusal score > 0)",
         "n_prompts": {"effect": {k: len(v) for k, v in effect_sets.items()}, "generation": {k: len(v) for k, v in gen_sets.items()}},
+        "jailbreak_cells": "each family's strongest (the demo's real-model scale)" if reduced else "every (family, strength)",
+        "sweep_factors": list(factors),
         "figure": figure_ref("steering_tradeoff"), "figure_kl": figure_ref("steering_tradeoff_kl"),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
