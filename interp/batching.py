@@ -15,25 +15,29 @@ from typing import Sequence
 from interp.model import ChatModel
 
 MAX_BATCH_TOKENS = 16384  # padded tokens per pass (64 prompts of 256 tokens)
+# a pass bigger than this is also closed before padding would more than double its real tokens
+# (one 700-token prompt among 13 of 100 tokens): small passes are not worth splitting
+MIN_SPLIT_TOKENS = 4096
 
 
 def prompt_chunks(model: ChatModel, prompt_texts: Sequence[str], batch_size: int, max_tokens: int = MAX_BATCH_TOKENS,
                   sort: bool = True) -> list[list[int]]:
     """Indices of `prompt_texts` in passes: in order of character length (`sort`) or as given, each
     pass closed at `batch_size` prompts or before its padded size (prompts x longest prompt, in
-    tokens after chat formatting) would pass `max_tokens`. A prompt longer than `max_tokens` gets a
-    pass of its own."""
+    tokens after chat formatting) would pass `max_tokens`, or pass MIN_SPLIT_TOKENS while padding
+    more than doubles its real tokens. A prompt longer than `max_tokens` gets a pass of its own."""
     order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i])) if sort else list(range(len(prompt_texts)))
     lengths = model.token_lengths([prompt_texts[i] for i in order])
     chunks: list[list[int]] = []
     cur: list[int] = []
-    longest = 0
+    longest = real = 0
     for i, n in zip(order, lengths):
-        if cur and (len(cur) >= batch_size or max(longest, n) * (len(cur) + 1) > max_tokens):
+        padded = max(longest, n) * (len(cur) + 1)
+        if cur and (len(cur) >= batch_size or padded > max_tokens or (padded > MIN_SPLIT_TOKENS and padded > 2 * (real + n))):
             chunks.append(cur)
-            cur, longest = [], 0
+            cur, longest, real = [], 0, 0
         cur.append(i)
-        longest = max(longest, n)
+        longest, real = max(longest, n), real + n
     if cur:
         chunks.append(cur)
     return chunks

@@ -109,3 +109,20 @@ def test_save_measured_refuses_a_failing_run(tmp_path, monkeypatch, capsys):
     assert ev.measured_problems({"models": {"base": {"jailbreak_success": 0.9, "harmful_refusal": 1.0},
                                             "r2d": {"jailbreak_success": 0.2, "harmful_refusal": 0.95}},
                                  "kv_cache_checked": {"base": True, "r2d": True}}) == []
+
+
+def test_prompt_chunks_cap_padding(organism):
+    """Passes are sorted by length, capped in padded tokens, and a long prompt does not pad a pass of
+    short ones; every prompt appears once."""
+    from interp.batching import prompt_chunks
+
+    short = ["how do i bake bread"] * 20
+    long = [" ".join(["tell me how to bake bread"] * 40)]
+    texts = long + short
+    chunks = prompt_chunks(organism, texts, batch_size=64, max_tokens=100_000)
+    assert sorted(i for c in chunks for i in c) == list(range(len(texts)))
+    lengths = organism.token_lengths(texts)
+    assert lengths[0] * 21 > 4096  # one pass would have padded 20 short prompts to the long one
+    assert [0] in chunks and any(len(c) == 20 for c in chunks)
+    capped = prompt_chunks(organism, short, batch_size=64, max_tokens=3 * lengths[1])
+    assert all(len(c) <= 3 for c in capped) and sum(map(len, capped)) == 20
