@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from interp.prompts import PromptSet
-from interp.study import StageResult, Study, figure_ref
+from interp.study import FULL_PER_CELL, StageResult, Study, figure_ref
 from interp.slipping.attack import AttackConfig, attack_summary, run_attacks, topic_words
 from interp.slipping.defense_eval import defense_figure, evaluate_defenses, subsample
 from interp.slipping.defenses import NoDefense, Sharpening, SmoothLLM, TokenHighlighter
@@ -212,9 +212,9 @@ def _select_heads(series: list[SlippingSeries], k: int, keep) -> list[tuple[int,
     return [(int(i) // H, int(i) % H) for i in flat]
 
 
-def _defense_set(ev: PromptSet, per_cell: int, seed: int) -> PromptSet:
-    """Plain requests plus each family at a middle and at its top strength."""
-    strengths = {f: sorted({max(1, max(ss) // 2), max(ss)}) for f, ss in ev.families().items()}
+def _defense_set(ev: PromptSet, per_cell: int, seed: int, top_only: bool = False) -> PromptSet:
+    """Plain requests plus each family at a middle and at its top strength (`top_only`: the top)."""
+    strengths = {f: sorted({max(ss)} if top_only else {max(1, max(ss) // 2), max(ss)}) for f, ss in ev.families().items()}
     return subsample(ev, per_cell, seed=seed, strengths=strengths)
 
 
@@ -223,7 +223,10 @@ def defenses_stage(study: Study, top_heads=None, cfg: SlippingDemoConfig = CFG) 
     model's first compliance phrase) on the same held-out prompts; `top_heads` (the slipping
     stage's) are the heads whose attention explains what sharpening does."""
     model = study.model
-    ps = _defense_set(study.data.test, study.scaled(cfg.defense_per_cell), cfg.seed)
+    # at the demo's real-model scale each family is defended at its strongest cell only (SmoothLLM
+    # alone generates ten copies of every prompt)
+    ps = _defense_set(study.data.test, study.scaled(cfg.defense_per_cell), cfg.seed,
+                      top_only=study.per_cell < FULL_PER_CELL)
     defenses = {"none": NoDefense(), "sharpening": Sharpening(cfg.sharpen_T), "smoothllm": SmoothLLM(seed=cfg.seed),
                 "token_highlighter": TokenHighlighter()}
     table = evaluate_defenses(model, ps, defenses, study.judge, study.gen)
