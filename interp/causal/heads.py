@@ -7,47 +7,33 @@ so replacing a slot removes exactly that head's write to the residual stream.
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable, Iterable, Sequence
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from interp.errors import InputError
 from interp.model import ChatModel
 
 Head = tuple[int, int]
 
 
 def check_heads(model: ChatModel, heads: Iterable, allow_empty: bool = False, what: str = "head set") -> list[Head]:
-    """Validated, de-duplicated `[(layer, head), ...]` in the caller's order."""
+    """Validated, de-duplicated `[(layer, head), ...]` in the caller's order (`interp.intervention`'s
+    check; `allow_empty`: an empty set is the unablated model)."""
+    from interp.intervention import check_heads as _check
+
     if isinstance(heads, Tensor):
         heads = heads.tolist()
-    try:
-        raw = list(heads)
-    except TypeError:
-        raise InputError(f"{what} must be a list of (layer, head) pairs, got {heads!r}") from None
-    if not raw and not allow_empty:
-        raise InputError(f"{what} is empty: pass at least one (layer, head) pair, e.g. [(1, 3)]")
-    out: list[Head] = []
-    for item in raw:
+    if allow_empty and heads is not None and not isinstance(heads, (str, bytes)):
         try:
-            l, h = item
-        except (TypeError, ValueError):
-            raise InputError(f"{what}: {item!r} is not a (layer, head) pair") from None
-        if not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in (l, h)):
-            raise InputError(f"{what}: ({l!r}, {h!r}) must hold integers")
-        l, h = int(l), int(h)
-        if not 0 <= l < model.n_layers:
-            raise InputError(f"{what}: layer {l} of head ({l}, {h}) is out of range: {model.name} has layers "
-                             f"0..{model.n_layers - 1}")
-        if not 0 <= h < model.n_heads:
-            raise InputError(f"{what}: head {h} of head ({l}, {h}) is out of range: {model.name} has heads "
-                             f"0..{model.n_heads - 1} per layer")
-        if (l, h) not in out:
-            out.append((l, h))
-    return out
+            heads = list(heads)
+        except TypeError:
+            pass  # not iterable: the check below says so
+        else:
+            if not heads:
+                return []
+    return _check(model, heads, what)
 
 
 def all_heads(model: ChatModel) -> list[Head]:
