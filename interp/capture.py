@@ -38,6 +38,7 @@ from interp.prompts import PromptSet
 
 if TYPE_CHECKING:
     from interp.distributed import World
+    from interp.generation import GenerationConfig
 
 # the site kinds a capture names (artifacts, plots, the CLI); their hook names come from act_name
 SITE_HOOKS = {k: HOOK_TEMPLATES[k] for k in ("z", "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")}
@@ -360,9 +361,10 @@ def _n_rows(prompts) -> int:
 
 
 def _read(model: ChatModel, prompts, reads: Mapping[Hashable, Read], batch_size: int, sort: bool = True,
-          truncate: bool | None = None, progress: bool = False,
-          all_logits: bool = False) -> tuple[dict[Hashable, Tensor], dict[Hashable, str]]:
-    """Every read of every prompt, rows in the caller's order, and each read's label (last batch)."""
+          truncate: bool | None = None, progress: bool = False, all_logits: bool = False,
+          gen: "GenerationConfig | None" = None) -> tuple[dict[Hashable, Tensor], dict[Hashable, str], list | None]:
+    """Every read of every prompt, rows in the caller's order, each read's label (last batch), and
+    with `gen` each prompt's greedy answer (token ids), the reads taken in its prompt pass."""
     if not reads:
         raise InputError("nothing to capture: name at least one site or hook")
     by_hook: dict[str, list[Hashable]] = {}
@@ -374,6 +376,11 @@ def _read(model: ChatModel, prompts, reads: Mapping[Hashable, Read], batch_size:
         stop = max(parse_act_name(name)[1] for name in by_hook) + 1
     except InputError:
         stop = model.n_layers
+    if gen is not None:  # generation runs the whole model
+        from interp.generation import generate_batch
+
+        stop = model.n_layers
+    answers: list = []
     parts: dict[Hashable, list[Tensor]] = {k: [] for k in reads}
     labels: dict[Hashable, str] = {}
     order: list[int] = []
@@ -393,16 +400,20 @@ def _read(model: ChatModel, prompts, reads: Mapping[Hashable, Read], batch_size:
                 return None
             return hook
 
-        kwargs = {k: v.to(model.device) for k, v in extra.items()}
-        if stop < model.n_layers:
-            kwargs["stop_at_layer"] = stop
-        if not all_logits:
-            # logits_to_keep=1: the unembedding's logits at every position are read by nobody
-            # (32 prompts x 60 tokens x a 49k vocabulary: 377 MB)
-            kwargs["logits_to_keep"] = 1
-        with torch.no_grad():
-            model.bridge.run_with_hooks(batch.tokens.to(model.device), attention_mask=batch.attention_mask.to(model.device),
-                                        fwd_hooks=[(name, make_hook(keys)) for name, keys in by_hook.items()], **kwargs)
+        hooks = [(name, make_hook(keys)) for name, keys in by_hook.items()]
+        if gen is not None:
+            answers += generate_batch(model, batch, gen.max_new_tokens, gen.use_kv_cache, rows=rows, prompt_hooks=hooks)
+        else:
+            kwargs = {k: v.to(model.device) for k, v in extra.items()}
+            if stop < model.n_layers:
+                kwargs["stop_at_layer"] = stop
+            if not all_logits:
+                # logits_to_keep=1: the unembedding's logits at every position are read by nobody
+                # (32 prompts x 60 tokens x a 49k vocabulary: 377 MB)
+                kwargs["logits_to_keep"] = 1
+            with torch.no_grad():
+                model.bridge.run_with_hooks(batch.tokens.to(model.device), attention_mask=batch.attention_mask.to(model.device),
+                                            fwd_hooks=hooks, **kwargs)
         missing = [k for k in reads if k not in store]
         if missing:
             raise InputError(f"hooks {[reads[k][0] for k in missing][:3]} did not fire on {model.name}")
@@ -413,7 +424,8 @@ def _read(model: ChatModel, prompts, reads: Mapping[Hashable, Read], batch_size:
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
         out = {k: v[inverse] for k, v in out.items()}
-    return out, labels
+        answers = [answers[int(j)] for j in inverse] if gen is not None else answers
+    return out, labels, (answers if gen is not None else None)
 
 
 def capture_hooks(model: ChatModel, prompts, reads: Mapping[Hashable, Read], batch_size: int = 32, *,
@@ -447,8 +459,32 @@ def capture(model: ChatModel, prompts, sites="z", positions: Positions = "last",
     site_list = parse_sites(model, sites)
     reducer = reducer if reducer is not None else KeepPositions(parse_positions(positions))
     reads = {s: (s.hook_name, reducer if s.head is None else _OneHead(reducer, s.head)) for s in site_list}
-    acts, labels = _read(model, prompts, reads, batch_size, sort, truncate, progress)
+    acts, labels, _ = _read(model, prompts, reads, batch_size, sort, truncate, progress)
     return Activations(acts, _meta(model, prompts, site_list, labels[site_list[0]]))
+
+
+def capture_with_answers(model: ChatModel, prompts, sites="z", positions: Positions = "last",
+                         gen: "GenerationConfig | None" = None, truncate: bool | None = None,
+                         progress: bool = False) -> tuple[Activations, list[str]]:
+    """`capture` and `interp.generation.generate` in one prompt pass: the activations are read in
+    the first generation step, which runs the whole prompt, so judging what a model answered and
+    reading why costs one pass over the prompts, not two. Batches follow `gen.batch_size`; the
+    answers are `generate`'s, the activations `capture`'s (up to float rounding: other batch-mates)."""
+    from interp.generation import GenerationConfig
+
+    gen = gen if gen is not None else GenerationConfig()
+    prompt_texts = texts(prompts)
+    if not prompt_texts:
+        raise InputError("capture needs at least one prompt; the prompt list is empty")
+    if gen.max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be at least 1, got {gen.max_new_tokens}")
+    site_list = parse_sites(model, sites)
+    reducer = KeepPositions(parse_positions(positions))
+    reads = {s: (s.hook_name, reducer if s.head is None else _OneHead(reducer, s.head)) for s in site_list}
+    acts, labels, ids = _read(model, prompts, reads, _positive_int(gen.batch_size, "batch_size"), True, truncate,
+                              progress, gen=gen)
+    answers = [model.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+    return Activations(acts, _meta(model, prompts, site_list, labels[site_list[0]])), answers
 
 
 def _positive_int(n, what: str) -> int:

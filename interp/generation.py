@@ -14,7 +14,9 @@ and warns once per model, naming the installed versions.
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from jaxtyping import Float
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from interp.batching import prompt_chunks
 from interp.errors import InputError
-from interp.hooks import check_finite
+from interp.hooks import FwdHook, check_finite, hooked
 from interp.model import ChatModel, EncodedBatch, texts
 from interp.provenance import library_versions
 
@@ -71,11 +73,14 @@ def _forward_cached(bridge, step_input, mask, past, pos):
 
 @torch.no_grad()
 def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, use_kv_cache: bool = True,
-                   rows: list[int] | None = None, first_logits: list | None = None) -> list[list[int]]:
+                   rows: list[int] | None = None, first_logits: list | None = None,
+                   prompt_hooks: Sequence[FwdHook] = ()) -> list[list[int]]:
     """Greedy continuation of one encoded batch; returns new token ids per row (stopped at EOS).
     `rows`: the caller's prompt index of each row (for error messages). `first_logits`: a list that
     receives the first step's logits [batch, d_vocab] (the next-token logits at the first response
-    position: what `interp.scoring.last_logits` computes, without a pass of its own)."""
+    position: what `interp.scoring.last_logits` computes, without a pass of its own).
+    `prompt_hooks`: forward hooks active in the first step only, the pass over the whole prompt
+    (`interp.capture.capture_with_answers` reads activations there)."""
     bridge = model.bridge
     eos = model.tokenizer.eos_token_id
     tokens, mask = batch.tokens, batch.attention_mask
@@ -88,8 +93,11 @@ def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, u
     for step in range(max_new_tokens):
         # positions follow the mask so that left padding does not shift rotary positions
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        reads = (hooked(model, prompt_hooks, label="reads of the prompt pass") if step == 0 and prompt_hooks
+                 else nullcontext())
         if use_cache:
-            logits, past = _forward_cached(bridge, step_input, mask, past, pos)
+            with reads:
+                logits, past = _forward_cached(bridge, step_input, mask, past, pos)
             if step == 0:
                 held = _cache_length(past)
                 if held != tokens.shape[1]:
@@ -100,7 +108,8 @@ def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, u
                 else:
                     model.cache_works = True
         else:
-            logits = bridge(tokens, attention_mask=mask, position_ids=pos, logits_to_keep=1)
+            with reads:
+                logits = bridge(tokens, attention_mask=mask, position_ids=pos, logits_to_keep=1)
         # NaN logits would argmax to an arbitrary token and come out as an empty answer
         step_logits = check_finite(logits[:, -1, :], f"logits at generation step {step}", rows)
         if step == 0 and first_logits is not None:

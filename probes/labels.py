@@ -74,7 +74,16 @@ def behaviour_labels(model: ChatModel, prompts: PromptSet, judge: RefusalJudge =
 
     with model_threads(model):
         answers = generate(model, prompts, gen)
-    refused = judge(answers)
+    return judged_labels(model, prompts, answers, judge, gen)
+
+
+def judged_labels(model: ChatModel, prompts: PromptSet, answers: Sequence[str], judge: RefusalJudge = RefusalJudge(),
+                  gen: GenerationConfig = LABEL_GENERATION) -> Labels:
+    """Behaviour labels from answers already generated (with `gen`), e.g. by
+    `interp.capture.capture_with_answers`: refused (True) / complied (False) by `judge`."""
+    if len(answers) != len(prompts):
+        raise InputError(f"{len(answers)} answers for {len(prompts)} prompts: pass one answer per prompt")
+    refused = judge(list(answers))
     return Labels(torch.tensor(refused, dtype=torch.bool), "behaviour", tuple(prompts.ids),
                   {"judge": judge.describe(), "max_new_tokens": gen.max_new_tokens, "model": model.name})
 

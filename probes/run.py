@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from interp.capture import Activations, capture
+from interp.capture import Activations, capture, capture_with_answers
 from interp.errors import InputError
 from interp.generation import GenerationConfig
 from interp.model import ChatModel
@@ -15,7 +15,7 @@ from interp.prompts import LABELS, PromptSet
 from probes.artifacts import Direction, HeadRanking
 from probes.directions import SelectionConfig, find_refusal_direction
 from probes.heads import position_tokens, rank_heads_from_activations
-from probes.labels import LABEL_GENERATION, Labels, behaviour_labels, resolve_labels
+from probes.labels import LABEL_GENERATION, Labels, judged_labels, resolve_labels
 from interp.threads import model_threads
 
 
@@ -94,21 +94,26 @@ def run_probes(model: ChatModel, prompts: PromptSet, labels: str | Labels = "beh
         raise InputError(f"head_positions must be 'last' or 'post_instruction', got {head_positions!r}")
     prompts.require("prompt set for probing", 2 * k_folds, both_labels=True)
     notes: list[str] = []
+    sites = ["z", *selection.sites]
     with model_threads(model):
         if labels == "behaviour":
-            lab = behaviour_labels(model, prompts, gen=gen)
+            # the answers that label the prompts and the activations come from one prompt pass
+            read = lambda positions: capture_with_answers(model, prompts, sites, positions, gen)  # noqa: E731
+        else:
+            lab = resolve_labels(labels, prompts, model)
+            read = lambda positions: (capture(model, prompts, sites, positions), None)  # noqa: E731
+        try:
+            acts, answers = read("post_instruction")
+        except InputError as e:  # the template gives prompts different numbers of post-instruction tokens
+            notes.append(f"post-instruction capture failed ({e}); used the last token only")
+            acts, answers = read("last")
+        if labels == "behaviour":
+            lab = judged_labels(model, prompts, answers, gen=gen)
             if min(lab.counts().values()) < k_folds:
                 raise InputError(one_class_message(lab, k_folds, model.name))
             gap = refusal_gap_message(lab, prompts, model.name)
             if gap:
                 raise InputError(gap)
-        else:
-            lab = resolve_labels(labels, prompts, model)
-        try:
-            acts = capture(model, prompts, ["z", *selection.sites], "post_instruction")
-        except InputError as e:  # the template gives prompts different numbers of post-instruction tokens
-            notes.append(f"post-instruction capture failed ({e}); used the last token only")
-            acts = capture(model, prompts, ["z", *selection.sites], "last")
         ranking = rank_heads_from_activations(acts, lab, k_folds, C, seed, positions="last" if head_positions == "last" else None,
                                               model=model)
         ranking.meta["position_tokens"] = position_tokens(model, prompts, ranking.positions)

@@ -174,3 +174,33 @@ def test_only_capture_runs_the_model_with_a_store_of_hooks():
     users = sorted(str(p.relative_to(root)) for d in ("interp", "probes") for p in (root / d).rglob("*.py")
                    if "run_with_hooks" in p.read_text() or "run_with_cache" in p.read_text())
     assert users == ["interp/capture.py"], users
+
+
+@pytest.mark.parametrize("positions", ["last", "post_instruction"])
+def test_capture_with_answers_is_capture_plus_generate_in_one_pass(organism, eval_prompts, positions):
+    """The answers are `generate`'s and the activations `capture`'s, from one prompt pass per batch
+    (the probes stage labels prompts by behaviour and reads them this way); no hook is left."""
+    from interp.capture import capture_with_answers
+    from interp.generation import GenerationConfig, generate
+    from interp.hooknames import EMBED
+    from interp.hooks import hooked
+
+    ps = eval_prompts.filter(label="harmful", family=None)[:3].concat(eval_prompts.filter(family="distractor")[:5])
+    gen = GenerationConfig(max_new_tokens=6, batch_size=4)
+    passes = []
+    count = lambda embed, hook: passes.append(embed.shape[1]) or embed  # noqa: E731
+    with hooked(organism, [(EMBED, count)]):
+        acts, answers = capture_with_answers(organism, ps, ["z", "resid_pre"], positions, gen)
+    prompt_passes = [n for n in passes if n > 1]  # later steps feed one token each
+    assert len(prompt_passes) == 2, passes  # 8 prompts in batches of 4: one prompt pass per batch
+    assert answers == generate(organism, ps, gen)
+    assert any(a for a in answers)
+    ref = capture(organism, ps, ["z", "resid_pre"], positions)
+    assert acts.sites == ref.sites and acts.meta["positions"] == ref.meta["positions"]
+    for s in ref.sites:
+        torch.testing.assert_close(acts[s], ref[s], atol=1e-4, rtol=1e-4)
+    assert count_hooks(organism) == 0
+    with pytest.raises(InputError, match="empty"):
+        capture_with_answers(organism, [], "z", "last", gen)
+    with pytest.raises(InputError, match="max_new_tokens"):
+        capture_with_answers(organism, ps, "z", "last", GenerationConfig(max_new_tokens=0))

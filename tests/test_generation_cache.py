@@ -126,3 +126,13 @@ def test_prompt_chunks_cap_padding(organism):
     assert [0] in chunks and any(len(c) == 20 for c in chunks)
     capped = prompt_chunks(organism, short, batch_size=64, max_tokens=3 * lengths[1])
     assert all(len(c) <= 3 for c in capped) and sum(map(len, capped)) == 20
+    # graded lengths: a pass above MIN_SPLIT_TOKENS pads at most MAX_PADDING x its real tokens
+    from interp.batching import MAX_PADDING, MIN_SPLIT_TOKENS
+
+    graded = [" ".join(["tell me how to bake bread"] * k) for k in range(1, 41)] * 2
+    glen = organism.token_lengths(graded)
+    passes = prompt_chunks(organism, graded, batch_size=64)
+    assert len(passes) > 1 and sorted(i for c in passes for i in c) == list(range(len(graded)))
+    for c in passes:
+        padded, real = max(glen[i] for i in c) * len(c), sum(glen[i] for i in c)
+        assert len(c) == 1 or padded <= MIN_SPLIT_TOKENS or padded <= MAX_PADDING * real, (padded, real)

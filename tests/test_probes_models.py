@@ -187,3 +187,22 @@ def test_direction_search_covers_resid_mid_where_the_organism_decides(organism, 
     # every resid_pre candidate that undoes refusal as well also disturbs harmless prompts (KL over Arditi's 0.1)
     pre = [r for r in d.candidates if r["site"] == "resid_pre" and r["ablation_score"] <= d.scores["ablation_score"]]
     assert all(not r["kl_ok"] for r in pre)
+
+
+def test_behaviour_probes_label_and_read_each_prompt_in_one_pass(organism, eval_prompts, monkeypatch):
+    """run_probes with behaviour labels judges the answers of the same prompt pass it reads the
+    activations from: the labels are `behaviour_labels`', and no separate capture pass runs."""
+    import probes.run as run
+
+    ps = eval_prompts.filter(family=None).concat(eval_prompts.filter(label="harmful", family="manyshot", strength=4)[:6])
+    expected = behaviour_labels(organism, ps, gen=run.LABEL_GENERATION)
+
+    def no_second_pass(*a, **k):
+        raise AssertionError("behaviour labels must not need a capture pass of their own")
+
+    monkeypatch.setattr(run, "capture", no_second_pass)
+    res = run.run_probes(organism, ps, labels="behaviour", k_folds=2, seed=0)
+    assert res.labels.kind == "behaviour"
+    assert res.labels.y.tolist() == expected.y.tolist()
+    assert res.ranking.meta.get("position_tokens") is not None and len(res.ranking.to_rows()) == organism.n_layers * organism.n_heads
+    assert count_hooks(organism) == 0

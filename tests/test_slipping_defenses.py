@@ -150,3 +150,30 @@ def test_stages_small(organism, eval_prompts):
     assert {"none", "sharpening", "smoothllm", "token_highlighter"} <= set(d)
     assert {"T", "jailbreak_success", "harmless_refusal"} <= set(d["sharpening"])
     assert count_hooks(organism) == 0
+
+
+def test_a_long_prompt_does_not_pad_the_short_ones(organism):
+    """Token Highlighter and the attention trace batch by `interp.batching.prompt_chunks`: one long
+    (many-shot-like) prompt gets a pass of its own instead of padding every short prompt to its
+    length, and the results do not depend on who shares a pass."""
+    from interp.hooknames import EMBED
+    from interp.hooks import hooked
+    from interp.slipping.trace import trace_attention
+
+    short = [Prompt(text="how do i bake bread", label="harmless", id=f"s{i}", spans={"request": (0, 19)}) for i in range(20)]
+    body = " ".join(["tell me how to bake bread"] * 40)
+    long = Prompt(text=body, label="harmless", id="long", spans={"request": (0, len(body))})
+    ps = PromptSet("mixed", (long, *short))
+    n_long = organism.token_lengths([long])[0]
+    assert n_long * len(ps) > 4096  # one pass of all would have padded 20 short prompts to the long one
+    for run in (lambda: TokenHighlighter().respond(organism, ps, RefusalJudge(), GEN),
+                lambda: trace_attention(organism, ps, TraceConfig(max_new_tokens=2))):
+        shapes = []
+        with hooked(organism, [(EMBED, lambda e, hook: shapes.append(tuple(e.shape[:2])) or e)]):
+            run()
+        prompt_passes = [s for s in shapes if s[1] > 1]
+        assert prompt_passes and all(rows == 1 for rows, width in prompt_passes if width >= n_long), prompt_passes
+    alone = trace_attention(organism, PromptSet("short", tuple(short[:2])), TraceConfig(max_new_tokens=2))
+    mixed = trace_attention(organism, ps, TraceConfig(max_new_tokens=2))
+    assert torch.allclose(alone.refusal_score, mixed.refusal_score[1:3], atol=1e-4)
+    assert count_hooks(organism) == 0

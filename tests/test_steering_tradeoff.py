@@ -11,7 +11,7 @@ from interp.organism.data import eval_prompts as make_eval
 from interp.scoring import RefusalJudge
 from interp.intervention import Intervention
 from interp.steering import (compare_heads_vs_layer, fit_head_directions, max_safe_alpha, select_heads, split_sets,
-                             subsample, sweep, tradeoff_figure)
+                             subsample, sweep, tradeoff_figure, unsteered_point)
 
 GEN = GenerationConfig(max_new_tokens=4, batch_size=64)
 
@@ -52,6 +52,25 @@ def test_sweep_rows_and_figure(organism, dirs_and_heads, small_sets):
     fig = tradeoff_figure(rows + rows2, x="kl")
     assert len(fig.data) == 2
     json.dumps(rows)  # report-ready
+
+
+def test_unsteered_point_is_the_unsteered_sweep_row_and_reference(organism, dirs_and_heads, small_sets):
+    """One generation pass gives the unsteered row and the reference the other rows are measured
+    against: the same as a separate reference pass plus a sweep of Intervention.none()."""
+    from interp.steering import Unsteered
+
+    ref, row = unsteered_point(organism, small_sets, RefusalJudge(), GEN)
+    old_ref = Unsteered.measure(organism, small_sets)
+    (old_row,) = sweep(organism, Intervention.none(), [0.0], small_sets, "unsteered", RefusalJudge(), GEN, old_ref)
+    for k in small_sets:
+        assert row[k] == old_row[k]
+        assert row[f"{k}_score"] == pytest.approx(old_row[f"{k}_score"], abs=1e-4)
+        assert row["kl"][k] == 0.0 and row["effect"][k] == 0.0
+        assert (ref.logp[k] - old_ref.logp[k]).abs().max() < 1e-4
+    assert row["method"] == "unsteered" and row["alpha"] == 0.0 and row["by_family"] == old_row["by_family"]
+    hd, heads = dirs_and_heads
+    (steered,) = sweep(organism, Intervention.steer_heads(hd, heads, 1.5), [1.5], small_sets, "hsi", RefusalJudge(), GEN, ref)
+    assert steered["effect"]["harmless"] > 0 and steered["kl"]["harmless"] > 0
 
 
 def test_max_safe_alpha(organism, dirs_and_heads, plain_prompts):

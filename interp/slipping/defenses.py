@@ -38,6 +38,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.batching import prompt_chunks
 from interp.errors import InputError
 from interp.generation import GenerationConfig, generate, generate_batch
 from interp.hooknames import EMBED
@@ -227,9 +228,9 @@ class TokenHighlighter:
         affirmation = self.affirmation or affirmation_of(model)
         answers: list[str] = [""] * len(ps)
         highlighted: list[list[int]] = [[] for _ in ps]
-        order = sorted(range(len(ps)), key=lambda i: len(ps[i].text))
-        for c in range(0, len(ps), self.batch_size):
-            chunk = order[c:c + self.batch_size]
+        # passes of similar lengths (interp.batching): one 700-token many-shot prompt would pad the
+        # whole batch to its length, for the gradient and the generation alike
+        for chunk in prompt_chunks(model, [p.text for p in ps], self.batch_size):
             batch = model.encode([ps[i] for i in chunk])
             infl = token_influence(model, batch, affirmation)
             scale = torch.ones(batch.tokens.shape, device=batch.tokens.device)

@@ -22,6 +22,7 @@ from einops import einsum
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from interp.batching import prompt_chunks
 from interp.errors import InputError
 from interp.generation import generate_batch
 from interp.hooknames import LOGITS, act_name
@@ -238,9 +239,8 @@ def _trace_all(model: ChatModel, ps: PromptSet, layers: tuple[int, ...], cfg: Tr
     valid = torch.zeros(N, n_steps, dtype=torch.bool)
     scores = torch.zeros(N)
     answers, tspans = [""] * N, [None] * N
-    order = sorted(range(N), key=lambda i: len(ps[i].text))  # little padding per batch
-    for c in range(0, N, cfg.batch_size):
-        chunk = order[c:c + cfg.batch_size]
+    # passes of similar lengths (interp.batching): a many-shot prompt must not pad its batch-mates
+    for chunk in prompt_chunks(model, [p.text for p in ps], cfg.batch_size):
         chunk_prompts = [ps[i] for i in chunk]
         batch = model.encode(chunk_prompts)
         sp = [token_spans(model, batch, r, p) for r, p in enumerate(chunk_prompts)]

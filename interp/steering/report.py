@@ -24,7 +24,7 @@ from interp.steering.antidote import fit_antidote
 from interp.steering.effect import EFFECT_DEFINITION, EffectMeter
 from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select_heads
 from interp.steering.layer import compare_heads_vs_layer
-from interp.steering.tradeoff import Unsteered, compact, max_safe_alpha, sweep, tradeoff_figure
+from interp.steering.tradeoff import compact, max_safe_alpha, sweep, tradeoff_figure, unsteered_point
 from probes.artifacts import Direction
 from probes.directions import calibrate_direction, find_refusal_direction, resolve_direction
 
@@ -221,9 +221,8 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
 
     # ---- safety-utility trade-off on the small generation subsample
     t = time.perf_counter()
-    unsteered = Unsteered.measure(model, gen_sets)
-    rows = sweep(model, Intervention.none(), [0.0], gen_sets, "unsteered",
-                 study.judge, study.gen, unsteered)
+    unsteered, row = unsteered_point(model, gen_sets, study.judge, study.gen)
+    rows = [row]
     rows += sweep(model, on_heads, [f * alpha_h for f in factors], gen_sets,
                   "hsi (heads)", study.judge, study.gen, unsteered)
     rows += sweep(model, Intervention.steer_layer(hd, layers, 1.0), [f * alpha_h for f in factors], gen_sets,

@@ -91,7 +91,20 @@ class Unsteered:
 def evaluate_point(model: ChatModel, sets, unsteered: Unsteered, judge: RefusalJudge = RefusalJudge(),
                    gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64)) -> dict:
     """Refusal rate, mean score, effect (and KL on harmless) on each set, with whatever hooks are installed."""
+    return _evaluate(model, _as_sets(sets), unsteered, judge, gen)[0]
+
+
+def unsteered_point(model: ChatModel, sets, judge: RefusalJudge = RefusalJudge(),
+                    gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64)) -> tuple[Unsteered, dict]:
+    """The unsteered model's sweep row ("unsteered", alpha 0) and the reference of every other
+    sweep, from one generation pass: the reference log-probabilities are its first step's."""
     sets = _as_sets(sets)
+    row, unsteered = _evaluate(model, sets, None, judge, gen)
+    return unsteered, {"method": "unsteered", "alpha": 0.0, **row}
+
+
+def _evaluate(model: ChatModel, sets: dict, unsteered: Unsteered | None, judge: RefusalJudge,
+              gen: GenerationConfig) -> tuple[dict, Unsteered]:
     names = list(sets)
     texts = [t for k in names for t in texts_of(sets[k])]
     # one call over the union (fewer, fuller batches); the scores come off its first step
@@ -99,12 +112,16 @@ def evaluate_point(model: ChatModel, sets, unsteered: Unsteered, judge: RefusalJ
     refused = judge(answers)
     logp = first.float().log_softmax(-1).cpu()
     scores = check_finite(refusal_log_odds(model, logp), "refusal scores")
-    out: dict = {}
-    i = 0
+    bounds, i = {}, 0
     for k in names:
-        n = len(texts_of(sets[k]))
-        sl = slice(i, i + n)
-        i += n
+        bounds[k] = slice(i, i + len(texts_of(sets[k])))
+        i = bounds[k].stop
+    if unsteered is None:  # this pass is the unsteered model: its own reference
+        unsteered = Unsteered(sets, {k: logp[sl] for k, sl in bounds.items()})
+    out: dict = {}
+    for k in names:
+        sl = bounds[k]
+        n = sl.stop - sl.start
         base = refusal_log_odds(model, unsteered.logp[k])
         out[k] = sum(refused[sl]) / n
         # answers that count as refusals only because they are empty (the judge's short-answer rule)
@@ -119,7 +136,7 @@ def evaluate_point(model: ChatModel, sets, unsteered: Unsteered, judge: RefusalJ
                                                   for fam, ss in sets[k].families().items()}
     if "harmless" in out:
         out["utility"] = {"harmless_comply": 1.0 - out["harmless"], "kl": out["kl"]["harmless"]}
-    return out
+    return out, unsteered
 
 
 def sweep(model: ChatModel, intervention: Strength, alphas: Sequence[float], sets,
