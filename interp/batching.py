@@ -23,12 +23,44 @@ MIN_SPLIT_TOKENS = 4096
 MAX_PADDING = 1.5  # padded / real tokens of a pass above MIN_SPLIT_TOKENS
 
 
+# Transient activation memory one replicated pass may take. Rows of a replicated batch are cheap
+# to add on a CPU only while they fit: 512 rows of 60 tokens through one SmolLM2 MLP are 4 x 512 x
+# 60 x 1536 floats (750 MB), and their key/value cache during generation 1.5 GB.
+ACTIVATION_BUDGET = 256 * 2**20
+
+
+def rows_per_pass(model: ChatModel, seq_len: int, max_rows: int, new_tokens: int = 0, grad: bool = False,
+                  budget: int = ACTIVATION_BUDGET) -> int:
+    """How many rows of `seq_len` tokens one pass may hold within `budget` bytes (at least 1, at
+    most `max_rows`): the widest moment of a block (residual copies, the MLP's gate, up and product,
+    the attention scores), plus the key/value cache when `new_tokens` are generated. With `grad`,
+    what a backward pass keeps of every layer (norm inputs, queries, keys, values, attention
+    probabilities, the MLP's three activations; with frozen weights no linear layer's input)."""
+    cfg = model.cfg
+    d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * model.d_model)
+    n_kv = int(getattr(cfg, "n_key_value_heads", None) or model.n_heads)
+    per_token = 6 * model.d_model + 3 * d_mlp + 2 * model.n_heads * (seq_len + new_tokens)
+    if grad:
+        per_token *= model.n_layers
+    kv = 2 * model.n_layers * n_kv * model.d_head * (seq_len + new_tokens) if new_tokens else 0
+    per_row = 4 * (seq_len * per_token + kv)  # float32 bytes
+    return max(1, min(max_rows, budget // per_row))
+
+
+# The same count for the plain passes of `prompt_chunks` (scoring, generation, capture): the attention
+# scores grow with the square of the prompt, so a pass of long prompts is capped in rows. Eager
+# attention holds several copies of the scores: 16 many-shot prompts of 727 tokens in one SmolLM2
+# pass (984 MB by this count) raised the peak resident memory by 2.4 GB.
+PASS_BUDGET = 2 * ACTIVATION_BUDGET
+
+
 def prompt_chunks(model: ChatModel, prompt_texts: Sequence[str], batch_size: int, max_tokens: int = MAX_BATCH_TOKENS,
                   sort: bool = True) -> list[list[int]]:
     """Indices of `prompt_texts` in passes: in order of character length (`sort`) or as given, each
     pass closed at `batch_size` prompts or before its padded size (prompts x longest prompt, in
-    tokens after chat formatting) would pass `max_tokens`, or pass MIN_SPLIT_TOKENS while more
-    than MAX_PADDING times its real tokens. A prompt longer than `max_tokens` gets a pass of its own."""
+    tokens after chat formatting) would pass `max_tokens`, or its rows `rows_per_pass` within
+    PASS_BUDGET, or pass MIN_SPLIT_TOKENS while more than MAX_PADDING times its real tokens. A
+    prompt longer than `max_tokens` gets a pass of its own."""
     order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i])) if sort else list(range(len(prompt_texts)))
     lengths = model.token_lengths([prompt_texts[i] for i in order])
     chunks: list[list[int]] = []
@@ -36,7 +68,8 @@ def prompt_chunks(model: ChatModel, prompt_texts: Sequence[str], batch_size: int
     longest = real = 0
     for i, n in zip(order, lengths):
         padded = max(longest, n) * (len(cur) + 1)
-        if cur and (len(cur) >= batch_size or padded > max_tokens or (padded > MIN_SPLIT_TOKENS and padded > MAX_PADDING * (real + n))):
+        rows = rows_per_pass(model, max(longest, n), batch_size, budget=PASS_BUDGET)
+        if cur and (len(cur) >= rows or padded > max_tokens or (padded > MIN_SPLIT_TOKENS and padded > MAX_PADDING * (real + n))):
             chunks.append(cur)
             cur, longest, real = [], 0, 0
         cur.append(i)

@@ -107,7 +107,7 @@ def attribute(model: ChatModel, batch: EncodedBatch, names: Sequence[str], metri
 def batches(model: ChatModel, prompts, batch_size: int = 8) -> Iterator[tuple[list[int], EncodedBatch]]:
     """(indices in the caller's order, encoded batch) for forward+backward passes: prompts sorted by
     length to limit padding, at most `batch_size` per batch and fewer when what the backward pass
-    keeps would exceed the activation budget (`interp.causal.resume.rows_per_pass`)."""
+    keeps would exceed the activation budget (`interp.batching.rows_per_pass`)."""
     prompt_texts = texts(prompts)
     if not prompt_texts:
         raise InputError("no prompts given: attribution needs at least one prompt")

@@ -34,7 +34,8 @@ from interp.prompts import PromptSet
 from interp.causal.attribution import attribute, progress_bar
 from interp.causal.dla import refusal_logit_diff
 from interp.causal.heads import Head, all_heads, row_masks, z_replace_hook
-from interp.causal.resume import BlockInputs, cache_block_inputs, rows_per_pass, run_from_layer
+from interp.batching import rows_per_pass
+from interp.causal.resume import BlockInputs, cache_block_inputs, run_from_layer
 
 HEAD_POSITIONS = ("all", "last")
 

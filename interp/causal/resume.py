@@ -25,32 +25,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.batching import rows_per_pass
 from interp.errors import InputError
 from interp.hooks import FwdHook, hooked
 from interp.model import ChatModel, EncodedBatch
-
-
-# Transient activation memory one replicated pass may take. Rows of a replicated batch are cheap
-# to add on a CPU only while they fit: 512 rows of 60 tokens through one SmolLM2 MLP are 4 x 512 x
-# 60 x 1536 floats (750 MB), and their key/value cache during generation 1.5 GB.
-ACTIVATION_BUDGET = 256 * 2**20
-
-
-def rows_per_pass(model: ChatModel, seq_len: int, max_rows: int, new_tokens: int = 0, grad: bool = False) -> int:
-    """How many rows of `seq_len` tokens one pass may hold within ACTIVATION_BUDGET (at least 1, at
-    most `max_rows`): the widest moment of a block (residual copies, the MLP's gate, up and product,
-    the attention scores), plus the key/value cache when `new_tokens` are generated. With `grad`,
-    what a backward pass keeps of every layer (norm inputs, queries, keys, values, attention
-    probabilities, the MLP's three activations; with frozen weights no linear layer's input)."""
-    cfg = model.cfg
-    d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * model.d_model)
-    n_kv = int(getattr(cfg, "n_key_value_heads", None) or model.n_heads)
-    per_token = 6 * model.d_model + 3 * d_mlp + 2 * model.n_heads * (seq_len + new_tokens)
-    if grad:
-        per_token *= model.n_layers
-    kv = 2 * model.n_layers * n_kv * model.d_head * (seq_len + new_tokens) if new_tokens else 0
-    per_row = 4 * (seq_len * per_token + kv)  # float32 bytes
-    return max(1, min(max_rows, ACTIVATION_BUDGET // per_row))
 
 
 def prompt_batches(model: ChatModel, texts: Sequence[str], max_rows: int, new_tokens: int = 0,

@@ -40,7 +40,7 @@ def _rows_for_sets(model: ChatModel, texts: list[str], head_sets: Sequence[Seque
     """`run(batch)` on the prompt batch replicated once per head set, each replica ablating its own
     heads; returns `out[set][prompt]` in the caller's order. Prompts are sorted by length so that
     batches carry little padding (left padding + attention mask: results do not depend on it);
-    rows per pass stay within the activation budget (`interp.causal.resume.rows_per_pass`)."""
+    rows per pass stay within the activation budget (`interp.batching.rows_per_pass`)."""
     out: list[list] = [[None] * len(texts) for _ in head_sets]
     for idx, b, budget in prompt_batches(model, texts, max_rows, new_tokens):
         n = len(idx)

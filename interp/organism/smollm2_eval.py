@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from interp.batching import prompt_chunks
 from interp.errors import InputError
 from interp.generation import generate_batch
 from interp.model import ChatModel
@@ -31,7 +32,7 @@ from interp.organism import smollm2_data as sd
 from interp.organism import smollm2_jailbreaks as jb
 from interp.prompts import Prompt, PromptSet
 from interp.provenance import provenance
-from interp.scoring import RefusalJudge, refusal_score
+from interp.scoring import RefusalJudge, refusal_log_odds
 
 MATCH_TOKENS = 8
 
@@ -45,7 +46,7 @@ class EvalConfig:
     families: tuple[str, ...] | None = None  # None: every family
     max_new_tokens: int = 32
     batch_size: int = 32
-    token_budget: int = 4096  # padded prompt tokens per forward pass (bounds memory: see token_batches)
+    token_budget: int = 4096  # padded prompt tokens per forward pass (bounds memory: interp.batching)
     n_examples: int = 3  # answers kept per set in the JSON, for reading
 
     def __post_init__(self) -> None:
@@ -75,21 +76,6 @@ def jailbreak_prompts(seed: int = 1234, per_cell: int = 32, families=None) -> Pr
     return PromptSet(f"smollm2-jailbreaks-s{seed}", tuple(prompts), source="interp.organism.smollm2_eval.jailbreak_prompts")
 
 
-def token_batches(model: ChatModel, texts: list[str], batch_size: int, token_budget: int) -> list[list[int]]:
-    """Length-sorted batches of prompt indices, at most `batch_size` prompts and `token_budget` padded
-    tokens each. The bridge returns logits at every position (49k floats per token, 0.2 MB): 32
-    many-shot prompts of 700 tokens would need 4.4 GB for one forward pass."""
-    lengths = [len(model.tokenizer(model.format(t), add_special_tokens=False).input_ids) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    for i in order:
-        if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * lengths[i] <= token_budget:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
 def eval_set(seed: int = 1234, per_cell: int = 20, families=None) -> PromptSet:
     """Plain held-out requests (family None) plus the jailbreak grid, in the shape of
     `interp.organism.data.eval_prompts`, so a study (the demo pipeline, notebooks) can take
@@ -105,10 +91,13 @@ def generate_ids(model: ChatModel, texts: list[str], max_new_tokens: int, batch_
 
     out: list[list[int]] = [[] for _ in texts]
     scores: list[float] = [0.0] * len(texts)
-    for chunk in tqdm(token_batches(model, texts, batch_size, token_budget), desc="generating", disable=not progress, mininterval=30):
-        sub = [texts[i] for i in chunk]
-        ids = generate_batch(model, model.encode(sub), max_new_tokens)
-        sc = refusal_score(model, sub, batch_size=len(sub)).tolist()
+    # passes of similar lengths within `token_budget` padded tokens (interp.batching); the scores
+    # come off the first generation step, the prompt pass
+    for chunk in tqdm(prompt_chunks(model, texts, batch_size, max_tokens=token_budget), desc="generating",
+                      disable=not progress, mininterval=30):
+        first: list = []
+        ids = generate_batch(model, model.encode([texts[i] for i in chunk]), max_new_tokens, first_logits=first)
+        sc = refusal_log_odds(model, first[0]).tolist()
         for i, row, x in zip(chunk, ids, sc):
             out[i], scores[i] = row, x
     return out, scores

@@ -38,7 +38,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.batching import prompt_chunks
+from interp.batching import prompt_chunks, rows_per_pass
 from interp.errors import InputError
 from interp.generation import GenerationConfig, generate, generate_batch
 from interp.hooknames import EMBED
@@ -275,8 +275,6 @@ def token_influence(model: ChatModel, batch, affirmation: str) -> Float[Tensor, 
     if not aff or (unk is not None and unk in aff):
         raise InputError(f"affirmation {affirmation!r} does not tokenize cleanly for {model.name} (unknown tokens); "
                          "use words from the model's vocabulary")
-    from interp.causal.resume import rows_per_pass
-
     B, L = batch.tokens.shape
     aff_t = torch.tensor(aff, device=batch.tokens.device).expand(B, -1)
     tokens = torch.cat([batch.tokens, aff_t], 1)
