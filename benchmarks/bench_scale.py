@@ -76,27 +76,31 @@ def _rank_files(spec: str, out: Path) -> tuple[Path, Path]:
 
 def _read_prompts(model, command: str, argv: list[str]):
     """The prompts the command reads, from the study data its own options build."""
-    from types import SimpleNamespace
-
     from interp.cli import build_parser, study_config
+    from interp.generation import GenerationConfig
     from interp.pipeline import load_study_data
+    from interp.study import Study, make_judge
 
     args = build_parser().parse_args(argv)
-    data = load_study_data(study_config(args), model)
+    cfg = study_config(args).resolved(model)  # sizes left None: the demo's scale for the model
+    data = load_study_data(cfg, model)
+    study = Study(model, data, make_judge(cfg), GenerationConfig(max_new_tokens=cfg.max_new_tokens), cfg.labels,
+                  cfg.seed, cfg.per_cell)
     if command == "rank":  # probes fit on train and choose the direction on val
         from probes.report import probe_sets
 
-        train, val = probe_sets(SimpleNamespace(data=data, labels=args.labels))
+        train, val = probe_sets(study)
         return train.concat(val)
     from interp.causal.patching import equal_length_pairs
     from interp.causal.report import CausalConfig, _eval_sets
 
     cc = CausalConfig(seed=args.seed)
     h, l = data.plain("train", "harmful"), data.plain("train", "harmless")
-    ps = h[:cc.n_search].concat(l[:cc.n_search])
-    for s in equal_length_pairs(model, h, l, cc.n_pairs, seed=args.seed):
+    n_search = study.scaled(cc.n_search, 8)  # as causal_stage sizes them
+    ps = h[:n_search].concat(l[:n_search])
+    for s in equal_length_pairs(model, h, l, study.scaled(cc.n_pairs, 8), seed=args.seed):
         ps = ps.concat(s)
-    for s in _eval_sets(SimpleNamespace(data=data), cc).values():
+    for s in _eval_sets(study, cc).values():
         ps = ps.concat(s)
     return ps
 

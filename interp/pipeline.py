@@ -78,7 +78,9 @@ def evaluation_table(study: Study, which: str = "all", world=None) -> dict:
 # ------------------------------------------------------------------ opening and running a study
 def load_study_data(cfg: StudyConfig, model: ChatModel) -> StudyData:
     """The study's data for `cfg`: the user's files, else the embedded organism's prompts (the
-    CLI default). Either way every role is checked against the model's vocabulary."""
+    CLI default). Either way every role is checked against the model's vocabulary. Sizes left
+    None take the demo's scale for `model` (`StudyConfig.resolved`)."""
+    cfg = cfg.resolved(model)
     if cfg.uses_files:
         data = files_study(model, cfg.harmful, cfg.harmless, cfg.jailbreak, cfg.over_refusal, cfg.text_column, cfg.seed,
                            cfg.per_cell, cfg.fractions, cfg.fit_per_cell)

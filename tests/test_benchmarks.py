@@ -1,0 +1,35 @@
+"""The benchmarks' own plumbing, on the organism (fast): a benchmark that cannot build its inputs
+fails here, not after an hour of CPU."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_bench_scale_builds_the_prompts_each_command_reads(organism, tmp_path):
+    """`rank` and `causal` as bench_scale runs them, with the CLI's default sizes (None: the demo's
+    scale for the model), give the prompt sets the one-forward-pass reference is timed on."""
+    bench = _load("bench_scale")
+    harmful, harmless = bench._rank_files("random", tmp_path)
+    rank = bench._read_prompts(organism, "rank", ["rank", "--harmful", str(harmful), "--harmless", str(harmless),
+                                                  "--labels", "category", "--split", "0.7,0.25,0.05",
+                                                  "--out", str(tmp_path / "rank")])
+    assert len(rank) > 60 and set(rank.labels) == {"harmful", "harmless"}
+    causal = bench._read_prompts(organism, "causal", ["causal", "--out", str(tmp_path / "causal")])
+    assert len(causal) > 20 and set(causal.labels) == {"harmful", "harmless"}
+    assert any(p.family is not None for p in causal)  # its held-out sets hold jailbreaks
+    small = bench._read_prompts(organism, "causal", ["causal", "--per-cell", "2", "--out", str(tmp_path / "c2")])
+    assert 0 < len(small) <= len(causal)
