@@ -206,3 +206,7 @@ def test_behaviour_probes_label_and_read_each_prompt_in_one_pass(organism, eval_
     assert res.labels.y.tolist() == expected.y.tolist()
     assert res.ranking.meta.get("position_tokens") is not None and len(res.ranking.to_rows()) == organism.n_layers * organism.n_heads
     assert count_hooks(organism) == 0
+    from probes.labels import judged_labels
+
+    with pytest.raises(InputError, match="answers for"):
+        judged_labels(organism, ps, ["sure"] * (len(ps) - 1))
