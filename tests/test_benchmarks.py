@@ -33,3 +33,22 @@ def test_bench_scale_builds_the_prompts_each_command_reads(organism, tmp_path):
     assert any(p.family is not None for p in causal)  # its held-out sets hold jailbreaks
     small = bench._read_prompts(organism, "causal", ["causal", "--per-cell", "2", "--out", str(tmp_path / "c2")])
     assert 0 < len(small) <= len(causal)
+
+
+def test_demo_tokens_counts_every_stage_pass(tmp_path, capsys):
+    """benchmarks/demo_tokens.py runs a command and attributes its forward passes to stages and
+    callers; the bridge's forward is restored afterwards."""
+    import json
+
+    from transformer_lens import TransformerBridge
+
+    bench = _load("demo_tokens")
+    forward = TransformerBridge.forward
+    assert bench.main(["demo", "--sections", "baseline,heads", "--out", str(tmp_path / "d")]) == 0
+    assert TransformerBridge.forward is forward
+    rows = json.loads((tmp_path / "d" / "tokens.json").read_text())  # beside report.json
+    stages = {r["stage"] for r in rows}
+    assert {"baseline_stage", "probe_stage"} <= stages
+    assert all(r["tokens"] > 0 and r["calls"] > 0 for r in rows)
+    assert any(r["caller"] == "run.py:run_probes" for r in rows)  # the probes' one pass (labels + capture)
+    assert "baseline_stage" in capsys.readouterr().out
