@@ -79,7 +79,7 @@ def add_study_options(p: argparse.ArgumentParser, out_default: str | None = None
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--per-cell", type=int, default=d.per_cell,
                    help="held-out prompts per (label, family, strength); default: 20 on the toy organisms, 4 on a real "
-                        "model (the demo's scale: about 10 minutes for SmolLM2-135M on 2 cores)")
+                        "model (the demo's scale: about 7 minutes for SmolLM2-135M on 2 cores)")
     g.add_argument("--n-train", type=int, default=d.n_train,
                    help="organism providers: plain prompts per label for fitting; default 64 on the toy organisms, 32 "
                         "on a real model")

@@ -107,7 +107,7 @@ class StudyConfig:
 # The demo's default scale. On the toy organisms (a few million parameters) every stage takes
 # seconds at the full sizes. On a real model a prompt token costs ~1.5-4 ms of one forward pass on
 # 2 CPU cores (SmolLM2-135M), so the same sizes took an hour; the smaller cells keep the whole demo
-# near 10 minutes there. Pass --per-cell / --n-train for tighter numbers.
+# to about 7 minutes there (421 s, docs/organism_smollm2.md). Pass --per-cell / --n-train for tighter numbers.
 TOY_PARAMETERS = 10_000_000
 DEMO_SIZES = {"toy": {"per_cell": 20, "n_train": 64}, "real": {"per_cell": 4, "n_train": 32}}
 FULL_PER_CELL = DEMO_SIZES["toy"]["per_cell"]  # the held-out cell size the stages' subsamples are set for
