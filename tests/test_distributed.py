@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,15 @@ def _run(args, nproc: int, tmp_path: Path) -> subprocess.CompletedProcess:
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "interp", *args]
-    return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    if nproc > 1 and done.returncode != 0 and "SIGABRT" in done.stderr:
+        # Known, unfixed: in about one full-suite run in five, rank 1 of a two-process capture died
+        # of SIGABRT and torchrun stopped rank 0 (12 of 12 runs of the command alone were clean; the
+        # cause, likely gloo's teardown, is not found). The run is repeated once: a second abort
+        # fails, and the caller still checks everything the run wrote.
+        warnings.warn(f"torchrun rank aborted at teardown; rerunning once: {done.stderr[-300:]}")
+        done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    return done
 
 
 @pytest.fixture(scope="module")
