@@ -457,8 +457,7 @@ def capture(model: ChatModel, prompts, sites="z", positions: Positions = "last",
         raise InputError("capture needs at least one prompt; the prompt list is empty")
     batch_size = _positive_int(batch_size, "batch_size")
     site_list = parse_sites(model, sites)
-    reducer = reducer if reducer is not None else KeepPositions(parse_positions(positions))
-    reads = {s: (s.hook_name, reducer if s.head is None else _OneHead(reducer, s.head)) for s in site_list}
+    reads = _site_reads(site_list, reducer if reducer is not None else KeepPositions(parse_positions(positions)))
     acts, labels, _ = _read(model, prompts, reads, batch_size, sort, truncate, progress)
     return Activations(acts, _meta(model, prompts, site_list, labels[site_list[0]]))
 
@@ -479,12 +478,16 @@ def capture_with_answers(model: ChatModel, prompts, sites="z", positions: Positi
     if gen.max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be at least 1, got {gen.max_new_tokens}")
     site_list = parse_sites(model, sites)
-    reducer = KeepPositions(parse_positions(positions))
-    reads = {s: (s.hook_name, reducer if s.head is None else _OneHead(reducer, s.head)) for s in site_list}
+    reads = _site_reads(site_list, KeepPositions(parse_positions(positions)))
     acts, labels, ids = _read(model, prompts, reads, _positive_int(gen.batch_size, "batch_size"), True, truncate,
                               progress, gen=gen)
     answers = [model.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
     return Activations(acts, _meta(model, prompts, site_list, labels[site_list[0]])), answers
+
+
+def _site_reads(site_list: list[Site], reducer: Reducer) -> dict[Site, Read]:
+    """One read per site: its hook and the reducer (one head's slice for a single-head site)."""
+    return {s: (s.hook_name, reducer if s.head is None else _OneHead(reducer, s.head)) for s in site_list}
 
 
 def _positive_int(n, what: str) -> int:
