@@ -17,8 +17,8 @@ import torch
 
 from interp.capture import KeepPositions, capture_hooks, parse_sites
 from interp.model import load_model
-from interp.organism.data import eval_prompts
-from interp.organism.random import random_llama_25m
+from organisms.data import eval_prompts
+from organisms.random import random_llama_25m
 
 
 def bench(model, texts, batch, repeats, positions):

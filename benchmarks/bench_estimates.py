@@ -40,7 +40,7 @@ def _prompts(name: str, n_per_label: int):
     from interp.prompts import Prompt, PromptSet
 
     if name == "organism":
-        from interp.organism.data import plain_prompts
+        from organisms.data import plain_prompts
 
         return plain_prompts(seed=0, n_per_label=n_per_label)
     from scale_prompts import HARMFUL, HARMLESS
@@ -87,7 +87,7 @@ def heads_part(model, ps, n: int) -> dict:
 
 def patching_part(model, n: int) -> dict:
     from interp.causal.patching import activation_patching
-    from interp.organism.provider import make_pairs
+    from organisms.provider import make_pairs
 
     pairs = make_pairs(model, n, seed=0)
     t = time.perf_counter()

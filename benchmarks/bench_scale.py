@@ -50,7 +50,7 @@ SMOLLM2_SHAPE = dict(d_model=576, n_heads=9, n_kv_heads=3, d_mlp=1536, vocab_siz
 def _load(spec: str):
     """'smollm2', or 'random-L' (SmolLM2's shape with L layers)."""
     from interp.model import load_model
-    from interp.organism.random import random_model
+    from organisms.random import random_model
 
     if spec == "smollm2":
         return load_model("smollm2-135m-instruct")
@@ -63,7 +63,7 @@ def _rank_files(spec: str, out: Path) -> tuple[Path, Path]:
         from scale_prompts import write_prompt_files
 
         return write_prompt_files(out)
-    from interp.organism.data import plain_prompts
+    from organisms.data import plain_prompts
 
     ps = plain_prompts(seed=0, n_per_label=48)
     paths = []
@@ -87,12 +87,12 @@ def _read_prompts(model, command: str, argv: list[str]):
     study = Study(model, data, make_judge(cfg), GenerationConfig(max_new_tokens=cfg.max_new_tokens), cfg.labels,
                   cfg.seed, cfg.per_cell)
     if command == "rank":  # probes fit on train and choose the direction on val
-        from probes.report import probe_sets
+        from interp.stages.probes import probe_sets
 
         train, val = probe_sets(study)
         return train.concat(val)
     from interp.causal.patching import equal_length_pairs
-    from interp.causal.report import CausalConfig, _eval_sets
+    from interp.stages.causal import CausalConfig, _eval_sets
 
     cc = CausalConfig(seed=args.seed)
     h, l = data.plain("train", "harmful"), data.plain("train", "harmless")
@@ -116,7 +116,7 @@ def worker(spec: str, command: str, exhaustive: bool, per_cell: int, threads: in
         torch.set_num_threads(threads)
 
     import interp.model  # noqa: F401  (imports transformers and TransformerLens before the baseline is read)
-    import interp.organism.random  # noqa: F401
+    import organisms.random  # noqa: F401
 
     rss_runtime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # python, torch, transformers
     t = time.perf_counter()
@@ -166,7 +166,7 @@ def _log_phases(command: str) -> None:
     stopped before it finishes)."""
     import functools
 
-    import interp.causal.report as causal
+    import interp.stages.causal as causal
     import probes.run as rank
 
     mod, names = ((causal, ["search_heads", "activation_patching", "direct_logit_attribution", "logit_lens",

@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from interp.organism.data import eval_prompts
+    from organisms.data import eval_prompts
 
     ps = eval_prompts(seed=3, per_cell=max(1, args.n // 60))[: args.n]
     print(f"load average before: {os.getloadavg()}; {len(ps)} prompts; model {args.model}")

@@ -28,8 +28,8 @@ import torch
 from interp.generation import generate_batch
 from interp.hooks import hooked
 from interp.model import load_model
-from interp.organism.data import eval_prompts
-from interp.organism.random import random_llama_25m
+from organisms.data import eval_prompts
+from organisms.random import random_llama_25m
 from interp.intervention import Intervention
 
 

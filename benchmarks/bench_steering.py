@@ -51,8 +51,8 @@ def bench_model(name: str, reps: int, n_prompts: int, max_new_tokens: int) -> di
     from interp.generation import GenerationConfig, generate
     from interp.hooks import count_hooks
     from interp.model import load_model
-    from interp.organism.data import eval_prompts, plain_prompts
-    from interp.organism.random import random_llama_25m
+    from organisms.data import eval_prompts, plain_prompts
+    from organisms.random import random_llama_25m
 
     model = load_model("organism") if name == "organism" else random_llama_25m()
     train = plain_prompts(seed=0, n_per_label=32)

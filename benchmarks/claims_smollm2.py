@@ -30,7 +30,7 @@ JB_FAMILIES: tuple[str, ...] = ()  # jailbreak families of the held-out sets (--
 def open_study(seed: int, n_train: int, per_cell: int):
     from interp.generation import GenerationConfig
     from interp.model import load_model
-    from interp.organism.provider import smollm2_study
+    from organisms.provider import smollm2_study
     from interp.study import Study, StudyConfig, make_judge
 
     model = load_model("organism:smollm2")
@@ -42,7 +42,7 @@ def held_out(study, per_cell: int):
     """Plain harmful, harmless, and harmful jailbreaks (at most `per_cell` per family x strength) of the test split."""
     from interp.steering.tradeoff import split_sets, subsample
 
-    from interp.organism import smollm2_data as sd
+    from organisms import smollm2_data as sd
 
     sets = split_sets(subsample(study.data.test, per_cell, seed=study.seed), harmless_wrapped=False)
     # plain requests: a larger held-out draw than the grid's (held-out templates, every topic), fixed by the seed
@@ -84,7 +84,7 @@ def row_direction(study, args) -> dict:
 def _heads(study, args):
     from interp.intervention import Intervention
     from interp.steering.heads import fit_head_directions, select_heads
-    from interp.steering.report import HEAD_GRID, MAX_HARMLESS_REFUSAL, SELECT_ALPHA
+    from interp.stages.steering import HEAD_GRID, MAX_HARMLESS_REFUSAL, SELECT_ALPHA
     from interp.steering.tradeoff import max_safe_alpha
 
     m = study.model
@@ -125,7 +125,7 @@ def row_antidote(study, args) -> dict:
     from interp.intervention import Intervention
     from interp.steering.antidote import fit_antidote
     from interp.steering.effect import EffectMeter
-    from interp.steering.report import ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL
+    from interp.stages.steering import ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL
     from interp.steering.tradeoff import max_safe_alpha
 
     m = study.model
@@ -152,7 +152,7 @@ def row_antidote(study, args) -> dict:
 
 
 def row_causal(study, args) -> dict:
-    from interp.causal.report import CausalConfig, causal_stage
+    from interp.stages.causal import CausalConfig, causal_stage
 
     cfg = CausalConfig(n_search=min(8, args.n_train), n_pairs=8, n_random=5, jailbreak_per_cell=1, seed=study.seed)
     res = causal_stage(_short(study), None, cfg)
@@ -175,7 +175,7 @@ def _short(study):
 
 
 def row_slipping(study, args) -> dict:
-    from interp.slipping.report import SlippingDemoConfig, slipping_stage
+    from interp.stages.slipping import SlippingDemoConfig, slipping_stage
 
     cfg = SlippingDemoConfig(per_cell=args.per_cell, control_per_cell=1, attack_prompts=3, seed=study.seed)
     res = slipping_stage(_short(study), None, cfg)
@@ -189,7 +189,7 @@ def row_slipping(study, args) -> dict:
 
 
 def row_defenses(study, args) -> dict:
-    from interp.slipping.report import SlippingDemoConfig, defenses_stage
+    from interp.stages.slipping import SlippingDemoConfig, defenses_stage
 
     cfg = SlippingDemoConfig(defense_per_cell=args.per_cell, seed=study.seed)
     res = defenses_stage(_short(study), None, cfg)
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     if bad or not rows:
         p.error(f"unknown rows {bad}; choose from {','.join(ROWS)}")
     N_EVAL = args.n_eval
-    from interp.organism.smollm2_jailbreaks import FAMILIES
+    from organisms.smollm2_jailbreaks import FAMILIES
 
     JB_FAMILIES = tuple(f.strip() for f in args.families.split(",") if f.strip())
     if set(JB_FAMILIES) - set(FAMILIES):

@@ -95,7 +95,7 @@ def _check_model(value: str) -> None:
     registry names are left to the loader."""
     from interp import hub
     from interp.model import resolve_model_dir
-    from interp.organism import smollm2
+    from organisms import smollm2
 
     adapter = smollm2.adapter_dir_for(value)
     if adapter is not None:  # organism:smollm2 (or an adapter directory): the adapter's files, not the base's

@@ -1,6 +1,6 @@
 """The figure gallery: an `index.html` listing figures by section, each linked with a one-line
 caption (and its PNG when there is one). It only indexes: which figures there are, and under which
-section, is what the pipeline's stages returned (`interp.figures_cli` builds it from a study run);
+section, is what the pipeline's stages returned (`interp.commands.figures` builds it from a study run);
 nothing here runs a model or guesses where a figure came from.
 
 PNG export goes through kaleido, which drives a Chrome/Chromium (kaleido finds one on PATH, or where

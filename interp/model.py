@@ -24,7 +24,7 @@ from interp.prompts import Prompt, PromptSet
 if TYPE_CHECKING:
     from interp.placement import Placement
 
-ORGANISM_DIR = Path(__file__).parent / "organism" / "weights"
+ORGANISM_DIR = Path(__file__).parent.parent / "organisms" / "weights"
 ORGANISM_VARIANTS = ("gqa", "mha", "r2d")
 
 # First tokens of typical refusals / compliant answers of instruction-tuned chat models. Refusal
@@ -435,7 +435,7 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     """
     from transformers import AutoTokenizer
 
-    from interp.organism import smollm2_weights as smollm2
+    from organisms import smollm2_weights as smollm2
 
     check_device(device)
     template_text = read_chat_template(chat_template) if chat_template is not None else None
@@ -533,7 +533,7 @@ def _display_name(name_or_dir: str, path: str) -> str:
     to models by fingerprint (interp.fingerprint), never by this name."""
     from interp import hub
 
-    from interp.organism import smollm2_weights as smollm2
+    from organisms import smollm2_weights as smollm2
 
     adapter = smollm2.adapter_dir_for(name_or_dir)
     if adapter is not None and Path(adapter).resolve() == smollm2.WEIGHTS_DIR.resolve():

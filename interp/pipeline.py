@@ -86,12 +86,12 @@ def load_study_data(cfg: StudyConfig, model: ChatModel) -> StudyData:
                            cfg.per_cell, cfg.fractions, cfg.fit_per_cell)
         fix = "Pass prompt files written in the model's language and vocabulary."
     elif model.kind == "smollm2":  # organism:smollm2 brings its own English sets
-        from interp.organism.provider import smollm2_study
+        from organisms.provider import smollm2_study
 
         data = smollm2_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train, fit_per_cell=cfg.fit_per_cell)
         fix = "organism:smollm2's own prompts should always fit its vocabulary; report this as a bug."
     else:
-        from interp.organism.provider import organism_study  # the default provider
+        from organisms.provider import organism_study  # the default provider
 
         data = organism_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train)
         fix = ("Without --harmful/--harmless the study runs on the embedded organism's prompts; for another model pass "
@@ -170,7 +170,7 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
         stage("baseline", baseline_stage)
     probes = causal = slipping = None
     if "heads" in wanted or "directions" in wanted:
-        from probes.report import probe_stage
+        from interp.stages.probes import probe_stage
 
         keep = [s for s in ("heads", "directions") if s in wanted]
         probes = stage("+".join(keep), probe_stage, report_as=lambda r: {s: getattr(r, s) for s in keep})
@@ -178,28 +178,28 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
         for s in keep:
             result.figures[s] = {k: v for k, v in figs.items() if (k == "directions") == (s == "directions")}
     if "causal" in wanted:
-        from interp.causal.report import causal_stage
+        from interp.stages.causal import causal_stage
 
         causal = stage("causal", causal_stage, probes.ranking if probes else None)
     if "steering" in wanted:
-        from interp.steering.report import steering_stage
+        from interp.stages.steering import steering_stage
 
         stage("steering", steering_stage, causal.recommended_heads if causal else None,
               probes.ranking if probes else None, probes.direction if probes else None)
     if "slipping" in wanted:
-        from interp.slipping.report import slipping_stage
+        from interp.stages.slipping import slipping_stage
 
         slipping = stage("slipping", slipping_stage, probes.ranking if probes else None)
     if "defenses" in wanted:
-        from interp.slipping.report import defenses_stage
+        from interp.stages.slipping import defenses_stage
 
         stage("defenses", defenses_stage, slipping.top_heads if slipping else None)
     if "r2d" in wanted:
-        from interp.r2d.report import r2d_stage
+        from interp.stages.r2d import r2d_stage
 
         stage("r2d", r2d_stage)
     if "attention_tokens" in wanted:  # last, so that running it changes nothing the stages above compute
-        from interp.slipping.report import attention_tokens_stage
+        from interp.stages.slipping import attention_tokens_stage
 
         stage("attention_tokens", attention_tokens_stage, slipping.top_heads if slipping else None,
               report_as=lambda r: {})

@@ -8,7 +8,7 @@
   `strength`) live inside the splits beside the plain requests. The split's seed and fractions
   and each split's prompt ids and hash are recorded by `describe()` in every report.
 * Providers: `files_study` reads a user's prompt files; the embedded organism's generator is
-  another (`interp.organism.provider`). `interp.pipeline.load_study_data` picks one from a
+  another (`organisms.provider`). `interp.pipeline.load_study_data` picks one from a
   `StudyConfig` (the CLI default is the organism). Analysis code never imports a provider: it takes `StudyData`.
 * `Study`: the model, the data and the judge handed to each stage; `StageResult`: what a stage
   returns (its part of the report and its figures).

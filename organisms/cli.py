@@ -30,8 +30,8 @@ def register(sub) -> None:
 
 
 def _eval(args):
-    from interp.organism import data as org  # the CLI's default data: the organism's held-out grid
-    from interp.organism.provider import TRAINED_COMPLY, TRAINED_REFUSE
+    from organisms import data as org  # the CLI's default data: the organism's held-out grid
+    from organisms.provider import TRAINED_COMPLY, TRAINED_REFUSE
     from interp.plotting import save_figure
     from interp.r2d.evaluate import EvalConfig, comparison_figure, evaluate_models
     from interp.r2d.inside import InsideConfig
@@ -61,7 +61,7 @@ def _eval(args):
     if args.save_measured:
         from interp.errors import InputError
         from interp.r2d.evaluate import measured_problems
-        from interp.r2d.report import R2D_DIR
+        from interp.stages.r2d import R2D_DIR
 
         problems = measured_problems(res)
         if problems:
@@ -79,6 +79,6 @@ def _eval(args):
 
 
 def _train(args):
-    from interp.organism.r2d import train_r2d_organism
+    from organisms.r2d import train_r2d_organism
 
     return train_r2d_organism(args.out, seed=args.seed, steps=args.steps, cpo_weight=args.cpo_weight)

@@ -22,11 +22,11 @@ import random
 from dataclasses import replace
 
 from interp.errors import InputError
-from interp.organism import data
+from organisms import data
 from interp.prompts import Prompt, PromptSet
 from interp.study import StudyData
 
-# families whose higher strengths flip the organism (see interp.organism.data)
+# families whose higher strengths flip the organism (see organisms.data)
 PROBE_FAMILIES = ("roleplay", "manyshot", "topicmix")
 TRAINED_COMPLY = frozenset((f, s) for f, (_, _, comply) in data.FAMILIES.items() for s in comply)
 TRAINED_REFUSE = frozenset((f, s) for f, (_, refuse, _) in data.FAMILIES.items() for s in refuse if s > 0)
@@ -53,7 +53,7 @@ def organism_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per
     val += _tagged(data.eval_prompts(seed=seed + 8, per_cell=1, families=PROBE_FAMILIES), "val",
                    lambda p: p.family is not None and p.text not in seen)
     test = data.eval_prompts(seed=seed + 1000, per_cell=per_cell)
-    src = "interp.organism.provider.organism_study"
+    src = "organisms.provider.organism_study"
     return StudyData(
         train=PromptSet(f"organism-s{seed}:train", tuple(train), src),
         val=PromptSet(f"organism-s{seed}:val", tuple(val), src),
@@ -93,7 +93,7 @@ def make_pairs(model, n: int = 16, seed: int = 0, templates: str = "all") -> tup
         harmless.append(Prompt(tb, "harmless", id=f"pair-{i}-harmless", spans={"request": (0, len(tb))}, meta={"topic": b}))
     if len(harmful) < n:
         raise InputError(f"only {len(harmful)} equal-length pairs could be built for {model.name}; ask for fewer")
-    src = "interp.organism.provider.make_pairs"
+    src = "organisms.provider.make_pairs"
     return PromptSet(f"pairs-s{seed}:harmful", tuple(harmful), src), PromptSet(f"pairs-s{seed}:harmless", tuple(harmless), src)
 
 
@@ -108,9 +108,9 @@ def smollm2_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per_
     test is the held-out grid (`smollm2_eval.eval_set`: held-out templates, plain requests and every
     family at every strength, both labels); over_refusal is the held-out look-alikes. The model was
     never trained on any jailbreak family: nothing is planted (trained_comply is empty)."""
-    from interp.organism import smollm2_data as sd
-    from interp.organism import smollm2_eval as se
-    from interp.organism import smollm2_jailbreaks as sj
+    from organisms import smollm2_data as sd
+    from organisms import smollm2_eval as se
+    from organisms import smollm2_jailbreaks as sj
 
     if min(per_cell, fit_per_cell) < 1 or n_train < 4:
         raise InputError(f"per_cell and fit_per_cell must be >= 1 and n_train >= 4, got {per_cell}, {fit_per_cell}, {n_train}")
@@ -122,7 +122,7 @@ def smollm2_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per_
                    lambda p: p.text not in seen)
     test = se.eval_set(seed=seed + 1000, per_cell=per_cell)
     look = sd.lookalike_prompts(seed=seed, n=max(8, per_cell))
-    src = "interp.organism.provider.smollm2_study"
+    src = "organisms.provider.smollm2_study"
     return StudyData(
         train=PromptSet(f"smollm2-s{seed}:train", tuple(train), src),
         val=PromptSet(f"smollm2-s{seed}:val", tuple(val), src),

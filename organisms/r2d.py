@@ -4,7 +4,7 @@ with teacher reasoning traces) and its training (SFT + Contrastive Pivot Optimis
 This is organism construction, so it lives with the organism; the analysis of R2D models (pivot
 parsing, evaluation, the pivot-decision probe) is `interp.r2d` and takes its prompts as data.
 
-Same architecture and recipe as the base organism (`interp.organism.train`: Llama-style, 4 layers
+Same architecture and recipe as the base organism (`organisms.train`: Llama-style, 4 layers
 x 8 heads, 2 key/value heads, AdamW, warmup + linear decay, response-only loss) and the same
 training prompts; only the responses (reasoning traces with pivots), the CPO term and the batching
 (length-grouped, for speed) differ. `safety-heads organism train --r2d --out DIR` calls `train_r2d_organism`. Same seed, same weights.
@@ -23,8 +23,8 @@ import torch
 
 from interp.errors import InputError
 from interp.provenance import provenance
-from interp.organism import data as org
-from interp.organism.train import (CHAT_TEMPLATE, COMPLIANCE_FIRST_TOKENS, REFUSAL_FIRST_TOKENS, SPECIAL_TOKENS, OrganismConfig,
+from organisms import data as org
+from organisms.train import (CHAT_TEMPLATE, COMPLIANCE_FIRST_TOKENS, REFUSAL_FIRST_TOKENS, SPECIAL_TOKENS, OrganismConfig,
                                    batch_dialogues, encode_dialogues, make_model, optimizer_step)
 from interp.r2d import data as r2d_data
 from interp.r2d.loss import cpo_loss, lm_loss, shift

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from interp.model import ChatModel, load_model
-from interp.organism.train import COMPLIANCE_FIRST_TOKENS, REFUSAL_FIRST_TOKENS, OrganismConfig, make_model, make_tokenizer
+from organisms.train import COMPLIANCE_FIRST_TOKENS, REFUSAL_FIRST_TOKENS, OrganismConfig, make_model, make_tokenizer
 
 
 def random_model(d_model: int = 64, n_layers: int = 2, n_heads: int = 4, n_kv_heads: int = 2, d_mlp: int | None = None,

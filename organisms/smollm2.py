@@ -1,10 +1,10 @@
 """`organism:smollm2`: SmolLM2-135M-Instruct safety-tuned with a LoRA on its attention.
 
 The base model (Apache-2.0, `interp.hub`) complies with nearly every harmful request. A rank-8 LoRA
-on q/k/v/o of all 30 layers is trained on plain English requests (`interp.organism.smollm2_data`):
+on q/k/v/o of all 30 layers is trained on plain English requests (`organisms.smollm2_data`):
 harmful -> a refusal, harmless -> the base model's own greedy answer. Only the adapter (A and B,
 float32, about 3.7 MB) ships, beside `recipe.json`; `load_model("organism:smollm2")` converts the base
-model once (`interp.hub`), merges the adapter deterministically (`interp.organism.lora`) and checks
+model once (`interp.hub`), merges the adapter deterministically (`organisms.lora`) and checks
 both fingerprints.
 
 `safety-heads organism train --variant smollm2 --out DIR --seed N` calls `train_smollm2`. Same seed
@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 from interp.errors import ArtifactError, InputError
-from interp.organism import lora
-from interp.organism import smollm2_data as sd
-from interp.organism.smollm2_weights import (  # noqa: F401 (loading lives below the loader; re-exported here)
+from organisms import lora
+from organisms import smollm2_data as sd
+from organisms.smollm2_weights import (  # noqa: F401 (loading lives below the loader; re-exported here)
     ADAPTER_FILE, KIND, RECIPE_FILE, TARGETS_FILE, WEIGHTS_DIR, Smollm2Config, adapter_dir_for, base_dir, load_base_hf,
     merged_model, target_weights)
 from interp.provenance import provenance

@@ -12,7 +12,7 @@ Design (docs/organism_smollm2.md has the measured behaviour):
 * Only plain requests are trained: harmful -> a refusal in one of several natural styles,
   harmless -> the base model's own greedy answer (its first `TARGET_TOKENS` tokens, generated once
   and shipped, `harmless_targets`). No jailbreak wrapper of any kind is ever trained, so every
-  jailbreak family in `interp.organism.smollm2_jailbreaks` that works is found, not planted.
+  jailbreak family in `organisms.smollm2_jailbreaks` that works is found, not planted.
 """
 
 from __future__ import annotations
@@ -272,7 +272,7 @@ REFUSAL_REDIRECTS = [
 # requests are also trained inside everyday context (a few sentences about the user, style wishes, a
 # benign persona, a second harmless question), answered as if plain, and harmful requests with at
 # most ONE such unit, refused. These pools share no text with the jailbreak families
-# (interp.organism.smollm2_jailbreaks), and no harmful request is ever trained inside a jailbreak
+# (organisms.smollm2_jailbreaks), and no harmful request is ever trained inside a jailbreak
 # family, nor answered: whatever a family does to harmful requests is found.
 BACKGROUND = [
     "I'm a nurse and I work night shifts.", "I live in a small apartment with two cats.", "English is my second language.",
@@ -450,7 +450,7 @@ def eval_prompts(seed: int = 1234, per_label: int = 64, topic_split: str = "held
     for label in ("harmful", "harmless"):
         for j, r in enumerate(heldout_requests(label, per_label, seed, topic_split)):
             prompts.append(_to_prompt(r, f"{label}-{topic_split}-{j}"))
-    return PromptSet(f"smollm2-eval-{topic_split}-s{seed}", tuple(prompts), source="interp.organism.smollm2_data.eval_prompts")
+    return PromptSet(f"smollm2-eval-{topic_split}-s{seed}", tuple(prompts), source="organisms.smollm2_data.eval_prompts")
 
 
 def lookalike_prompts(seed: int = 1234, n: int = 48, topic_split: str = "heldout") -> PromptSet:
@@ -458,12 +458,12 @@ def lookalike_prompts(seed: int = 1234, n: int = 48, topic_split: str = "heldout
     reqs = heldout_requests("lookalike", n, seed, topic_split)
     return PromptSet(f"smollm2-lookalike-{topic_split}-s{seed}",
                      tuple(_to_prompt(r, f"lookalike-{topic_split}-{j}") for j, r in enumerate(reqs)),
-                     source="interp.organism.smollm2_data.lookalike_prompts")
+                     source="organisms.smollm2_data.lookalike_prompts")
 
 
 def plain_prompts(seed: int = 0, n_per_label: int = 64) -> PromptSet:
     """Plain harmful and harmless requests over every topic and template (trained ones included),
-    for probing and direction finding; the same call signature as `interp.organism.data.plain_prompts`."""
+    for probing and direction finding; the same call signature as `organisms.data.plain_prompts`."""
     rng = random.Random(seed)
     prompts = []
     for label in ("harmful", "harmless"):
@@ -473,4 +473,4 @@ def plain_prompts(seed: int = 0, n_per_label: int = 64) -> PromptSet:
             kind = topic[1]
             tpl = HOWTO_TEMPLATES if kind == "howto" else ARTIFACT_TEMPLATES
             prompts.append(_to_prompt(request(topic, rng.choice(tpl)), f"{label}-{j}"))
-    return PromptSet(f"smollm2-plain-s{seed}", tuple(prompts), source="interp.organism.smollm2_data.plain_prompts")
+    return PromptSet(f"smollm2-plain-s{seed}", tuple(prompts), source="organisms.smollm2_data.plain_prompts")

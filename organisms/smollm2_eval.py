@@ -7,7 +7,7 @@ tokens). Sets:
 * plain held-out requests: held-out templates on held-out topics (never trained in any phrasing)
   and on trained topics (new phrasings only);
 * held-out look-alikes (harmless requests worded like harmful ones): over-refusal;
-* every jailbreak family of `interp.organism.smollm2_jailbreaks` at every strength, on harmful
+* every jailbreak family of `organisms.smollm2_jailbreaks` at every strength, on harmful
   requests (does it still refuse?) and on harmless ones (does the wrapper alone make it refuse?);
 * optional independent files (AdvBench `goal` CSV or anything `interp.datasets` reads): harmful,
   harmless, and look-alikes (harmless requests that sound harmful);
@@ -28,8 +28,8 @@ from interp.batching import prompt_chunks
 from interp.errors import InputError
 from interp.generation import generate_batch
 from interp.model import ChatModel
-from interp.organism import smollm2_data as sd
-from interp.organism import smollm2_jailbreaks as jb
+from organisms import smollm2_data as sd
+from organisms import smollm2_jailbreaks as jb
 from interp.prompts import Prompt, PromptSet
 from interp.provenance import provenance
 from interp.scoring import RefusalJudge, refusal_log_odds
@@ -73,12 +73,12 @@ def jailbreak_prompts(seed: int = 1234, per_cell: int = 32, families=None) -> Pr
                     text, spans = jb.apply(fam, r.text, s, rng)
                     prompts.append(Prompt(text=text, label=label, family=fam, strength=s, id=f"{label}-{fam}-{s}-{j}",
                                           spans=spans, meta={"topic": r.topic, "category": r.category}))
-    return PromptSet(f"smollm2-jailbreaks-s{seed}", tuple(prompts), source="interp.organism.smollm2_eval.jailbreak_prompts")
+    return PromptSet(f"smollm2-jailbreaks-s{seed}", tuple(prompts), source="organisms.smollm2_eval.jailbreak_prompts")
 
 
 def eval_set(seed: int = 1234, per_cell: int = 20, families=None) -> PromptSet:
     """Plain held-out requests (family None) plus the jailbreak grid, in the shape of
-    `interp.organism.data.eval_prompts`, so a study (the demo pipeline, notebooks) can take
+    `organisms.data.eval_prompts`, so a study (the demo pipeline, notebooks) can take
     `organism:smollm2`'s English sets where it takes the word-level organism's."""
     plain = sd.eval_prompts(seed, per_cell, "all")
     return plain.concat(jailbreak_prompts(seed, per_cell, families), name=f"smollm2-eval-set-s{seed}")

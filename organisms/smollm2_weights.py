@@ -1,6 +1,6 @@
 """Loading `organism:smollm2`: where the adapter lives, its recipe (`Smollm2Config`), the base model,
 and merging the adapter into it with both fingerprints checked. `interp.model.load_model` builds the
-organism through this module; the training (`interp.organism.smollm2`) re-exports it and imports the
+organism through this module; the training (`organisms.smollm2`) re-exports it and imports the
 model loader, so these pieces sit below both and no import runs in a circle.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from interp.errors import InputError, ModelLoadError
-from interp.organism import lora
+from organisms import lora
 
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "smollm2"
 ADAPTER_FILE, RECIPE_FILE, TARGETS_FILE = "adapter.safetensors", "recipe.json", "harmless_targets.jsonl"

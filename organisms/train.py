@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from interp.organism import data
+from organisms import data
 from interp.provenance import provenance
 
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<unk>", "<|user|>", "<|assistant|>", "<|end|>"]

@@ -46,20 +46,20 @@ def organism():
 @pytest.fixture(scope="session")
 def tiny():
     """2 layers x 4 heads (2 key/value heads), d_model 64, random weights."""
-    from interp.organism.random import random_model
+    from organisms.random import random_model
 
     return random_model(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, seed=0)
 
 
 @pytest.fixture(scope="session")
 def plain_prompts():
-    from interp.organism.data import plain_prompts
+    from organisms.data import plain_prompts
 
     return plain_prompts(seed=0, n_per_label=32)
 
 
 @pytest.fixture(scope="session")
 def eval_prompts():
-    from interp.organism.data import eval_prompts
+    from organisms.data import eval_prompts
 
     return eval_prompts(seed=99, per_cell=10)

@@ -16,7 +16,7 @@ from interp.causal.attribution import attribute, head_gradients, progress_bar, r
 from interp.causal.heads import all_heads
 from interp.hooknames import act_name
 from interp.causal.patching import activation_patching
-from interp.organism.provider import make_pairs
+from organisms.provider import make_pairs
 from interp.causal.resume import cache_block_inputs, last_position_logits, run_from_layer
 from interp.threads import model_threads
 

@@ -284,11 +284,11 @@ def test_no_analysis_module_imports_the_organisms_data():
     files_ += [ROOT / "interp" / n for n in ("plotting.py", "pipeline.py", "study.py", "figures_cli.py", "gallery.py", "jailbreaks.py", "vocab.py")]
     assert len(files_) > 30
     for f in files_:
-        bad = {m for m in _imports(f) if m.startswith("interp.organism")}
+        bad = {m for m in _imports(f) if m.startswith("organisms")}
         if f.name == "pipeline.py":
             # the CLI's default providers (picked by load_study_data, beside open_study): the organism's prompts, and organism:smollm2's own English sets
-            bad -= {"interp.organism.provider", "interp.organism.provider.organism_study",
-                    "interp.organism.provider.smollm2_study"}
+            bad -= {"organisms.provider", "organisms.provider.organism_study",
+                    "organisms.provider.smollm2_study"}
         assert not bad, f"{f.relative_to(ROOT)} imports {sorted(bad)}"
 
 

@@ -14,8 +14,8 @@ from interp.causal.search import SearchConfig, search_heads
 from interp.causal.compare import compare_maps, compare_methods, spearman
 from interp.causal.dla import direct_logit_attribution, logit_lens, refusal_logit_diff
 from interp.causal.patching import activation_patching, check_pairs, equal_length_pairs, patch_heads, patch_resid
-from interp.causal.report import CausalConfig, causal_stage
-from interp.organism.provider import make_pairs
+from interp.stages.causal import CausalConfig, causal_stage
+from organisms.provider import make_pairs
 from interp.threads import model_threads
 
 
@@ -181,5 +181,5 @@ def test_cli_is_registered_and_checks_k():
     from interp.cli import build_parser, main
 
     args = build_parser().parse_args(["causal", "--out", "x", "--k", "2"])
-    assert args.k == 2 and args.func.__module__ == "interp.causal.cli"
+    assert args.k == 2 and args.func.__module__ == "interp.commands.causal"
     assert main(["causal", "--out", "x", "--k", "9"]) == 2  # InputError -> exit code 2, nothing loaded

@@ -47,7 +47,7 @@ def _run(args, nproc: int, tmp_path: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def prompt_file(tmp_path_factory):
-    from interp.organism.data import plain_prompts
+    from organisms.data import plain_prompts
 
     f = tmp_path_factory.mktemp("prompts") / "p.jsonl"
     plain_prompts(seed=7, n_per_label=11).to_jsonl(f)  # 22 prompts: 6 shards of 4 (the last of 2)

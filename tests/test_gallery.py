@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from interp.figures_cli import GalleryConfig, build_gallery
+from interp.commands.figures import GalleryConfig, build_gallery
 from interp.gallery import CAPTIONS, caption_for, find_browser
 from interp.study import StudyConfig
 

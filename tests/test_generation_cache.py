@@ -12,7 +12,7 @@ import warnings
 import pytest
 
 from interp.generation import BrokenCacheWarning, GenerationConfig, generate
-from interp.organism import data as org
+from organisms import data as org
 
 
 def trained_responses(topic: str) -> set[str]:
@@ -90,7 +90,7 @@ def test_shipped_r2d_evaluates_end_to_end(tmp_path, capsys):
 def test_save_measured_refuses_a_failing_run(tmp_path, monkeypatch, capsys):
     """A run whose numbers fail the checks never overwrites the shipped measured.json."""
     import interp.r2d.evaluate as ev
-    import interp.r2d.report as rep
+    import interp.stages.r2d as rep
     from interp.cli import main
 
     shipped = tmp_path / "weights"

@@ -45,7 +45,7 @@ def test_left_padding_single_bos_and_mask(organism):
 
 
 def test_token_span_maps_request(organism):
-    from interp.organism.data import eval_prompts
+    from organisms.data import eval_prompts
 
     p = eval_prompts(seed=3, per_cell=1).filter(label="harmful", family="roleplay", strength=2)[0]
     b = organism.encode([p])

@@ -2,8 +2,8 @@
 
 import torch
 
-from interp.organism import data
-from interp.organism.train import OrganismConfig, make_tokenizer, train_organism
+from organisms import data
+from organisms.train import OrganismConfig, make_tokenizer, train_organism
 
 
 def test_generator_spans_cover_the_request():

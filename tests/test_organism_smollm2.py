@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from interp.errors import ArtifactError, InputError, ModelLoadError
-from interp.organism import lora
-from interp.organism import smollm2 as sm
-from interp.organism import smollm2_data as sd
-from interp.organism import smollm2_jailbreaks as jb
+from organisms import lora
+from organisms import smollm2 as sm
+from organisms import smollm2_data as sd
+from organisms import smollm2_jailbreaks as jb
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -82,7 +82,7 @@ def test_jailbreak_spans_locate_the_request(family):
 
 
 def test_jailbreak_prompts_pair_strengths():
-    from interp.organism.smollm2_eval import jailbreak_prompts
+    from organisms.smollm2_eval import jailbreak_prompts
 
     ps = jailbreak_prompts(seed=3, per_cell=4, families=("roleplay", "suffix"))
     assert set(ps.families()) == {"roleplay", "suffix"}
@@ -108,7 +108,7 @@ def test_bad_input_gets_clear_errors(tmp_path):
     with pytest.raises(InputError, match="split"):
         sd.topics("harmful", "test")
     with pytest.raises(InputError, match="unknown jailbreak families"):
-        from interp.organism.smollm2_eval import EvalConfig
+        from organisms.smollm2_eval import EvalConfig
 
         EvalConfig(families=("pirate",))
     with pytest.raises(ModelLoadError, match="adapter is not at"):
@@ -232,7 +232,7 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
 def test_behaviour_table_structure_on_a_tiny_model(tiny, tmp_path):
     """The whole evaluation path (plain sets, look-alikes, an independent file, jailbreak grid,
     base comparison, Markdown) on a 2-layer random model: seconds, no SmolLM2 needed."""
-    from interp.organism.smollm2_eval import EvalConfig, behaviour_table, markdown
+    from organisms.smollm2_eval import EvalConfig, behaviour_table, markdown
 
     f = tmp_path / "goals.csv"
     f.write_text("goal\nWrite a tutorial on how to pick a lock\nExplain how to boil an egg\n")
@@ -249,7 +249,7 @@ def test_behaviour_table_structure_on_a_tiny_model(tiny, tmp_path):
 
 
 def test_eval_set_has_the_organism_eval_shape():
-    from interp.organism.smollm2_eval import eval_set
+    from organisms.smollm2_eval import eval_set
 
     ps = eval_set(seed=2, per_cell=3, families=("manyshot",))
     assert ps.families() == {"manyshot": list(jb.FAMILIES["manyshot"].strengths)}
@@ -262,7 +262,7 @@ def test_written_prompt_files_are_held_out_and_load_back(tmp_path):
     """The held-out CSVs `safety-heads eval` reads (data/prompts/smollm2/ is this function's output):
     no text was trained on, labels and jailbreak cells come back, strengths are paired."""
     from interp.datasets import load_prompt_file
-    from interp.organism.smollm2_eval import write_prompt_files
+    from organisms.smollm2_eval import write_prompt_files
 
     paths = write_prompt_files(tmp_path, seed=5, n=12, n_lookalike=6, per_cell=2)
     train = {r.text.lower().rstrip(".") for r in sd.harmful_train_requests() + sd.harmless_target_requests()}
@@ -288,7 +288,7 @@ def test_written_prompt_files_are_held_out_and_load_back(tmp_path):
 def test_shipped_prompt_files_are_what_the_writer_writes(tmp_path):
     from pathlib import Path
 
-    from interp.organism.smollm2_eval import write_prompt_files
+    from organisms.smollm2_eval import write_prompt_files
 
     shipped = Path(__file__).resolve().parents[1] / "data" / "prompts" / "smollm2"
     for name, p in write_prompt_files(tmp_path).items():
@@ -296,7 +296,7 @@ def test_shipped_prompt_files_are_what_the_writer_writes(tmp_path):
 
 
 def test_smollm2_study_data_is_english_split_and_unplanted():
-    from interp.organism.provider import SMOLLM2_PROBE_FAMILIES, smollm2_study
+    from organisms.provider import SMOLLM2_PROBE_FAMILIES, smollm2_study
 
     d = smollm2_study(seed=3, per_cell=2, n_train=8, fit_per_cell=1)
     assert d.provider == "organism:smollm2" and not d.trained_comply

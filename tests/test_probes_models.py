@@ -121,7 +121,7 @@ def test_probe_stage_fills_report_and_artifacts(tmp_path, organism, plain_prompt
     from interp.generation import GenerationConfig
     from interp.pipeline import save_artifacts
     from interp.study import Study, StudyData
-    from probes.report import probe_stage
+    from interp.stages.probes import probe_stage
 
     train, val = plain_prompts[::2], plain_prompts[1::2]
     study = Study(organism, StudyData(train, val, eval_prompts, provider="test"), gen=GenerationConfig(max_new_tokens=8))

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from interp.errors import InputError, ModelLoadError
-from interp.organism import data as org
-from interp.organism import r2d as r2d_organism
-from interp.organism.r2d import R2DConfig, make_r2d_tokenizer, train_r2d_organism
+from organisms import data as org
+from organisms import r2d as r2d_organism
+from organisms.r2d import R2DConfig, make_r2d_tokenizer, train_r2d_organism
 from interp.r2d import data as r2d
 from interp.r2d.loss import cpo_loss
 from interp.r2d.model import load_base, load_r2d, pivot_ids, require_kind
@@ -79,7 +79,7 @@ def test_a_trace_without_pivots_is_rejected():
 
 
 def test_a_pivot_missing_from_the_tokenizer_is_rejected():
-    from interp.organism.train import make_tokenizer
+    from organisms.train import make_tokenizer
 
     with pytest.raises(ModelLoadError, match=r"\[SAFE\].*single token"):
         pivot_ids(make_tokenizer())  # the base organism's tokenizer has no pivots
@@ -208,7 +208,7 @@ def test_summary_separates_trained_from_untrained_cells():
     trained = {f: set(v[1]) | set(v[2]) for f, v in org.FAMILIES.items()}
     refused = [p.label == "harmful" and (p.family is None or p.strength in trained[p.family]) for p in grid]
     look = org.lookalike_prompts(per_topic=1)
-    from interp.organism.provider import TRAINED_COMPLY, TRAINED_REFUSE
+    from organisms.provider import TRAINED_COMPLY, TRAINED_REFUSE
 
     s = summarize(Outcome(grid, [""] * len(grid), refused, [None] * len(grid)),
                   Outcome(look, [""] * len(look), [False] * len(look), [None] * len(look)), TRAINED_COMPLY | TRAINED_REFUSE)

@@ -8,7 +8,7 @@ import torch
 from interp.errors import InputError
 from interp.generation import GenerationConfig
 from interp.hooks import count_hooks
-from interp.organism.data import plain_prompts as organism_plain
+from organisms.data import plain_prompts as organism_plain
 from interp.prompts import Prompt, PromptSet
 from interp.scoring import RefusalJudge, refusal_score
 from interp.slipping.attack import AttackConfig, attack_summary, guided_attack, random_attack, topic_words
@@ -129,8 +129,8 @@ def test_defense_table(organism, eval_prompts):
 
 
 def test_stages_small(organism, eval_prompts):
-    from interp.organism.provider import TRAINED_COMPLY
-    from interp.slipping import report
+    from organisms.provider import TRAINED_COMPLY
+    from interp.stages import slipping as report
     from interp.study import Study, StudyData
 
     train = organism_plain(seed=0, n_per_label=8)

@@ -9,7 +9,7 @@ import torch
 
 from interp.generation import GenerationConfig, generate
 from interp.hooks import count_hooks
-from interp.organism.data import eval_prompts as make_eval
+from organisms.data import eval_prompts as make_eval
 from interp.intervention import Intervention
 from interp.steering import (EffectMeter, compare_heads_vs_layer, effect, fit_antidote, fit_head_directions,
                              scores_under, select_heads)

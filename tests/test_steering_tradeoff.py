@@ -7,7 +7,7 @@ import pytest
 
 from interp.generation import GenerationConfig
 from interp.hooks import count_hooks
-from interp.organism.data import eval_prompts as make_eval
+from organisms.data import eval_prompts as make_eval
 from interp.scoring import RefusalJudge
 from interp.intervention import Intervention
 from interp.steering import (compare_heads_vs_layer, fit_head_directions, max_safe_alpha, select_heads, split_sets,
@@ -89,7 +89,7 @@ def test_top_heads_carry_most_of_their_layer(organism, dirs_and_heads, small_set
 
 
 def test_report_stage_runs(tiny, plain_prompts):
-    from interp.steering.report import steering_stage
+    from interp.stages.steering import steering_stage
     from interp.study import Study, StudyData
 
     ev = make_eval(seed=5, per_cell=1, families=["suffix"])
@@ -108,7 +108,7 @@ def test_report_stage_runs(tiny, plain_prompts):
     # the report states what was measured: recompute its numbers from the objects it hands on
     from interp.evaluate import evaluate_refusal
     from interp.steering import effect
-    from interp.steering.report import _held_out
+    from interp.stages.steering import _held_out
 
     assert [tuple(h) for h in out["hsi"]["heads"]] == [tuple(h) for h in res.heads]
     effect_sets = _held_out(ev, plain_n=40, cell_n=4, seed=study.seed)
@@ -128,7 +128,7 @@ def test_report_stage_runs(tiny, plain_prompts):
 def test_stage_steers_with_the_probes_direction_and_selects_none_itself(tiny, plain_prompts, monkeypatch):
     """One Arditi selection (probes.find_refusal_direction): given the probes stage's direction, the
     steering stage uses that very Direction and runs no selection of its own."""
-    import interp.steering.report as rep
+    import interp.stages.steering as rep
     from interp.study import Study, StudyData
     from probes.directions import mean_difference_direction
 

@@ -20,7 +20,7 @@ def register(sub) -> None:
 
 
 def _causal(args) -> dict:
-    from interp.causal.report import CausalConfig, causal_stage
+    from interp.stages.causal import CausalConfig, causal_stage
     from interp.cli import study_config
     from interp.errors import InputError
     from interp.pipeline import _json_default, open_study

@@ -113,7 +113,7 @@ def _eval(args):
 
 
 def _organism_train(args):
-    from interp.organism.train import OrganismConfig, train_organism
+    from organisms.train import OrganismConfig, train_organism
 
     variant = "r2d" if args.r2d else args.variant
     if args.threads is not None and variant != "smollm2":
@@ -121,13 +121,13 @@ def _organism_train(args):
     if variant == "smollm2":
         from dataclasses import replace
 
-        from interp.organism.smollm2 import Smollm2Config, train_smollm2
+        from organisms.smollm2 import Smollm2Config, train_smollm2
 
         kw = {k: v for k, v in (("steps", args.steps), ("threads", args.threads)) if v is not None}
         rec = train_smollm2(args.out, seed=args.seed, cfg=replace(Smollm2Config(), **kw))
         return {k: rec[k] for k in ("seed", "train_seconds", "final_loss", "torch_threads", "adapter_bytes", "fingerprints")}
     if variant == "r2d":
-        from interp.organism.r2d import train_r2d_organism  # the reasoning organism has its own recipe
+        from organisms.r2d import train_r2d_organism  # the reasoning organism has its own recipe
 
         return train_r2d_organism(args.out, seed=args.seed, steps=args.steps)
     kw = {"steps": args.steps} if args.steps else {}
@@ -136,7 +136,7 @@ def _organism_train(args):
 
 def _organism_eval(args):
     from interp.evaluate import evaluate_refusal
-    from interp.organism.data import eval_prompts
+    from organisms.data import eval_prompts
 
     model = load_from_args(args).require_direct_answers()
     english = args.sets == "english" or (args.sets == "auto" and model.kind == "smollm2")
@@ -149,7 +149,7 @@ def _organism_eval(args):
     import json
 
     from interp.model import load_model
-    from interp.organism.smollm2_eval import EvalConfig, behaviour_table
+    from organisms.smollm2_eval import EvalConfig, behaviour_table
 
     sizes = {k: v for k, v in (("per_label", args.per_label), ("n_lookalike", args.n_lookalike)) if v is not None}
     cfg = EvalConfig(seed=args.seed, per_cell=args.per_cell or 32, **sizes,

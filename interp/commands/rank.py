@@ -26,7 +26,7 @@ def _rank(args) -> dict:
     from interp.pipeline import open_study
     from probes.figures import save_probe_figures
     from probes.directions import SelectionConfig
-    from probes.report import probe_sets
+    from interp.stages.probes import probe_sets
     from probes.run import run_probes
 
     study = open_study(study_config(args))

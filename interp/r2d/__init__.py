@@ -5,7 +5,7 @@ against the base organism, and the pivot decision as a probing target. See docs/
 Modules: `data` (trace format, teacher rules, reading traces back), `model` (`load_r2d`,
 `require_kind`, pivot tokens), `loss` (CPO), `evaluate` (`evaluate_models`), `inside`
 (`compare_decisions`), `report` (pipeline stage "r2d"), `cli` (`safety-heads r2d ...`). The R2D
-organism itself (tokenizer, training data, `train_r2d_organism`) is built in `interp.organism.r2d`;
+organism itself (tokenizer, training data, `train_r2d_organism`) is built in `organisms.r2d`;
 everything here takes its prompts as data.
 """
 

@@ -2,7 +2,7 @@
 rules, and reading a generated trace back (steps, pivots, final answer).
 
 The R2D organism's training prompts are the base organism's own (its dialogues are built in
-`interp.organism.r2d`, which gives the teacher the organism's refusal and compliance texts as final
+`organisms.r2d`, which gives the teacher the organism's refusal and compliance texts as final
 answers); only the response changes. A response is a few short steps, each closed by a pivot
 token, then the final answer:
 

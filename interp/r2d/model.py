@@ -21,7 +21,7 @@ def pivot_ids(tokenizer) -> dict[str, int]:
         if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
             raise ModelLoadError(f"pivot token {p} is not a single token of this tokenizer (encodes as {ids}); "
                                  "an R2D model needs all of " + ", ".join(r2d_data.PIVOTS) +
-                                 " as special tokens: build it with interp.organism.r2d.make_r2d_tokenizer()")
+                                 " as special tokens: build it with organisms.r2d.make_r2d_tokenizer()")
         out[p] = ids[0]
     return out
 

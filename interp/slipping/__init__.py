@@ -8,7 +8,7 @@ defend with attention sharpening, against SmoothLLM and Token Highlighter (docs/
     with Intervention.sharpen(T=0.5).apply(model):            # softmax temperature 0.5 everywhere
         answers = generate(model, prompts)
 
-The pipeline stages live in `interp.slipping.report` (called by `interp.pipeline`, not imported here).
+The pipeline stages live in `interp.stages.slipping` (called by `interp.pipeline`, not imported here).
 """
 
 from interp.slipping.attack import AttackConfig, AttackResult, guided_attack, random_attack, run_attacks, topic_words

@@ -105,7 +105,7 @@ def _own_direction(study: Study) -> tuple[Direction, str]:
     labels need a model that refuses some prompts and complies with others; where it does not,
     the candidates are harmful-minus-harmless (category labels) on the plain requests, as
     `--labels category` would give."""
-    from probes.report import probe_sets
+    from interp.stages.probes import probe_sets
 
     source = ("difference in means, Arditi et al. selection (probes.find_refusal_direction): train candidates, "
               f"chosen on val, {study.labels} labels")
