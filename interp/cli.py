@@ -1,5 +1,6 @@
 """`safety-heads` command line: one subcommand per stage. Feature modules add theirs through
-`COMMANDS` (module path -> its `register(subparsers)`), so this file stays a table of contents.
+`COMMANDS` (module path -> its `register(subparsers)`), so this file stays a table of contents;
+a model source adds its own (`interp.sources.ModelSource.commands`: `safety-heads organism`, `r2d`).
 
 Every command that runs a study takes the same options, with the same defaults, through
 `add_study_options` (the defaults are `interp.study.StudyConfig`'s): loading (--model, --device,
@@ -18,7 +19,7 @@ import sys
 from interp.errors import SafetyHeadsError
 
 # modules that define `register(subparsers)`; a missing optional module is skipped
-COMMANDS = ["interp.commands.core", "interp.commands.rank", "interp.commands.causal", "interp.commands.steer", "interp.commands.slipping", "organisms.cli", "interp.commands.figures"]
+COMMANDS = ["interp.commands.core", "interp.commands.rank", "interp.commands.causal", "interp.commands.steer", "interp.commands.slipping", "interp.commands.figures"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -117,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         m.register(sub)
+    from interp.sources import model_sources
+
+    for source in model_sources():
+        if source.commands is not None:
+            source.commands(sub)
     return parser
 
 

@@ -91,18 +91,13 @@ def _check_input_file(flag: str, value) -> None:
 
 
 def _check_model(value: str) -> None:
-    """The model directory's files (config.json, weights) without loading anything; hub and
-    registry names are left to the loader."""
+    """The model directory's files (config.json, weights) without loading anything; hub registry
+    names are left to the loader, a name a model source claims to that source's check."""
     from interp import hub
     from interp.model import resolve_model_dir
-    from organisms import smollm2
+    from interp.sources import claiming_source
 
-    adapter = smollm2.adapter_dir_for(value)
-    if adapter is not None:  # organism:smollm2 (or an adapter directory): the adapter's files, not the base's
-        missing = [f for f in (smollm2.RECIPE_FILE, smollm2.ADAPTER_FILE) if not (Path(adapter) / f).exists()]
-        if missing:
-            raise InputError(f"--model {value}: the adapter directory {adapter} lacks {', '.join(missing)}; retrain it "
-                             f"with: safety-heads organism train --variant smollm2 --out {adapter}")
+    if claiming_source(value) is not None:  # an organism (or another registered source) checked its own files
         return
     if hub.canonical(value) is None:  # a registry model converts on first use: not here
         resolve_model_dir(value)

@@ -1,15 +1,15 @@
 """Loading a chat model: a `TransformerBridge` plus chat formatting, left-padded batching and the
 refusal/compliance first-token sets that refusal scores are read from.
 
-`load_model("organism")` gives the embedded model organism; any Hugging Face name or local
-directory goes through exactly the same code.
+`load_model(name_or_dir)` takes a Hugging Face name, a local directory, a hub registry name
+(`interp.hub`) or a name a registered model source claims (`interp.sources`: the model organisms,
+`"organism"`, `"organism:smollm2"`, are one); all go through exactly the same code.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -23,9 +23,6 @@ from interp.prompts import Prompt, PromptSet
 
 if TYPE_CHECKING:
     from interp.placement import Placement
-
-ORGANISM_DIR = Path(__file__).parent.parent / "organisms" / "weights"
-ORGANISM_VARIANTS = ("gqa", "mha", "r2d")
 
 # First tokens of typical refusals / compliant answers of instruction-tuned chat models. Refusal
 # follows Arditi et al. (who use the model's own refusal openers, e.g. "I" for Llama-2 chat);
@@ -73,6 +70,8 @@ class ChatModel:
     cache_works: bool | None = None
     # default of `encode(truncate=...)`: keep the last tokens of a prompt longer than the context
     truncate: bool = False
+    source: str | None = None  # the registered model source that loaded it (interp.sources), None for any other
+    path: str | None = None  # the local directory the weights came from (None: a hub name fetched remotely)
     _fingerprint: str | None = field(default=None, repr=False)
 
     @property
@@ -390,18 +389,8 @@ def _looks_like_path(s: str) -> bool:
 
 
 def resolve_model_dir(name_or_dir: str) -> tuple[str, bool]:
-    """Map 'organism[:variant]' to the packaged weights; say whether the result is local."""
-    m = re.fullmatch(r"organism(?::(\w+))?", name_or_dir)
-    if m:
-        variant = m.group(1) or "gqa"
-        if variant not in ORGANISM_VARIANTS:
-            raise ModelLoadError(f"unknown organism variant {variant!r}; choose one of {ORGANISM_VARIANTS}")
-        d = ORGANISM_DIR / variant
-        if not (d / "config.json").exists():
-            raise ModelLoadError(f"organism variant {variant!r} is not built at {d}; "
-                                 f"train it with: safety-heads organism train --variant {variant} --out {d}")
-        check_model_files(d)
-        return str(d), True
+    """Map a hub registry name or a local directory to a directory (a remote name stays as it is);
+    say whether the result is local. Names a model source claims never get here (`load_model`)."""
     from interp import hub
 
     if hub.canonical(name_or_dir) is not None:  # a registry model (e.g. smollm2-135m-instruct): converted once, cached
@@ -435,24 +424,25 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     """
     from transformers import AutoTokenizer
 
-    from organisms import smollm2_weights as smollm2
+    from interp import hub
+    from interp.sources import resolve_model
 
     check_device(device)
     template_text = read_chat_template(chat_template) if chat_template is not None else None
-    hf_model = None
-    adapter_dir = smollm2.adapter_dir_for(name_or_dir)
-    if adapter_dir is not None:  # organism:smollm2: the base model with its safety adapter merged in
-        if placement is not None and placement.split:
-            raise InputError(f"{name_or_dir!r} is merged in memory and loads on one device; leave out "
-                             "--device-map/--max-memory/--offload-folder (it has 135M parameters)")
-        hf_model, tok, meta = smollm2.merged_model(adapter_dir)
-        path, local = str(smollm2.base_dir(meta["base"])), True
-        tokenizer = tokenizer if tokenizer is not None else tok
+    claimed = resolve_model(name_or_dir)  # a name or directory a registered source serves (the organisms)
+    if claimed is not None:
+        source, resolved = claimed[0].name, claimed[1]
+        path, local, hf_model, meta, display = resolved.path, resolved.local, resolved.hf_model, resolved.meta, resolved.name
+        if hf_model is not None and placement is not None and placement.split:
+            raise InputError(f"{name_or_dir!r} is built in memory and loads on one device; leave out "
+                             "--device-map/--max-memory/--offload-folder")
+        tokenizer = tokenizer if tokenizer is not None else resolved.tokenizer
     else:
+        source, hf_model, meta = None, None, None
         path, local = resolve_model_dir(name_or_dir)
-        meta = {}
-    if local and hf_model is None and (Path(path) / "safety_heads.json").exists():
-        meta = json.loads((Path(path) / "safety_heads.json").read_text())
+        display = hub.canonical(name_or_dir) or name_or_dir
+    if meta is None:
+        meta = json.loads((Path(path) / "safety_heads.json").read_text()) if local and (Path(path) / "safety_heads.json").exists() else {}
     if tokenizer is None:
         if local and not any((Path(path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
             raise ModelLoadError(f"{path} has no tokenizer (no tokenizer.json / tokenizer_config.json / tokenizer.model); "
@@ -523,29 +513,8 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     if placement is not None and placement.split:
         meta = {**meta, "placement": placement.describe(),
                 "device_map": {k: str(v) for k, v in (getattr(bridge.original_model, "hf_device_map", None) or {}).items()}}
-    return ChatModel(bridge, tokenizer, _display_name(name_or_dir, path), refusal, compliance, meta, r_phrases, c_phrases,
-                     system_prompt, truncate=truncate)
-
-
-def _display_name(name_or_dir: str, path: str) -> str:
-    """'organism:<variant>' for the shipped organisms (by name or by their directory), the registry
-    name for registry models, else what the caller passed. A display name only: artifacts are bound
-    to models by fingerprint (interp.fingerprint), never by this name."""
-    from interp import hub
-
-    from organisms import smollm2_weights as smollm2
-
-    adapter = smollm2.adapter_dir_for(name_or_dir)
-    if adapter is not None and Path(adapter).resolve() == smollm2.WEIGHTS_DIR.resolve():
-        return "organism:smollm2"
-    for variant in ORGANISM_VARIANTS:
-        d = ORGANISM_DIR / variant
-        try:
-            if d.exists() and Path(path).exists() and Path(path).resolve() == d.resolve():
-                return f"organism:{variant}"
-        except OSError:
-            pass
-    return hub.canonical(name_or_dir) or name_or_dir
+    return ChatModel(bridge, tokenizer, display, refusal, compliance, meta, r_phrases, c_phrases, system_prompt,
+                     truncate=truncate, source=source, path=path if local else None)
 
 
 def _first_line(e: Exception) -> str:

@@ -26,6 +26,7 @@ from interp.evaluate import RefusalEval, evaluate_refusal
 from interp.generation import GenerationConfig
 from interp.model import ChatModel, load_model
 from interp.placement import Placement
+from interp.sources import ModelSource, claiming_source, model_sources
 from interp.plotting import refusal_vs_strength, save_figure
 from interp.study import Study, StageResult, StudyConfig, StudyData, figure_ref, files_study, make_judge
 from interp.threads import model_threads
@@ -77,27 +78,32 @@ def evaluation_table(study: Study, which: str = "all", world=None) -> dict:
 
 # ------------------------------------------------------------------ opening and running a study
 def load_study_data(cfg: StudyConfig, model: ChatModel) -> StudyData:
-    """The study's data for `cfg`: the user's files, else the embedded organism's prompts (the
-    CLI default). Either way every role is checked against the model's vocabulary. Sizes left
-    None take the demo's scale for `model` (`StudyConfig.resolved`)."""
+    """The study's data for `cfg`: the user's files, else the prompts the model's source brings
+    (`interp.sources`: the organisms bring theirs), else those of the default model's source (the
+    embedded organism's: the CLI default). Either way every role is checked against the model's
+    vocabulary. Sizes left None take the demo's scale for `model` (`StudyConfig.resolved`)."""
     cfg = cfg.resolved(model)
     if cfg.uses_files:
         data = files_study(model, cfg.harmful, cfg.harmless, cfg.jailbreak, cfg.over_refusal, cfg.text_column, cfg.seed,
                            cfg.per_cell, cfg.fractions, cfg.fit_per_cell)
         fix = "Pass prompt files written in the model's language and vocabulary."
-    elif model.kind == "smollm2":  # organism:smollm2 brings its own English sets
-        from organisms.provider import smollm2_study
-
-        data = smollm2_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train, fit_per_cell=cfg.fit_per_cell)
-        fix = "organism:smollm2's own prompts should always fit its vocabulary; report this as a bug."
     else:
-        from organisms.provider import organism_study  # the default provider
-
-        data = organism_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train)
-        fix = ("Without --harmful/--harmless the study runs on the embedded organism's prompts; for another model pass "
-               "--harmful FILE --harmless FILE (e.g. AdvBench-format CSVs with a goal column) written for its vocabulary.")
+        source = data_source(model)
+        data, fix = source.study_data(model, cfg), source.data_fix
     data.check_vocabulary(model, fix)
     return data
+
+
+def data_source(model: ChatModel) -> ModelSource:
+    """The model source whose prompts a study of `model` without prompt files runs on."""
+    own = next((s for s in model_sources() if s.name == model.source), None)
+    if own is not None and own.study_data is not None:
+        return own
+    default = claiming_source(StudyConfig().model)
+    if default is None or default.study_data is None:
+        raise InputError(f"no prompt files were given and no model source brings prompts for {model.name}: pass "
+                         "--harmful FILE --harmless FILE (e.g. AdvBench-format CSVs with a goal column)")
+    return default
 
 
 def open_study(cfg: StudyConfig) -> Study:

@@ -11,7 +11,8 @@ import torch
 
 from interp.cli import main
 from interp.errors import InputError, ModelLoadError
-from interp.model import ORGANISM_DIR, load_model
+from interp.model import load_model
+from organisms.paths import ORGANISM_DIR
 
 SRC = ORGANISM_DIR / "gqa"
 

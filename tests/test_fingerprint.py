@@ -11,7 +11,8 @@ import torch
 from interp.errors import ArtifactError, InputError
 from interp.fingerprint import ModelMismatchError, model_record
 from interp.hooks import count_hooks
-from interp.model import ORGANISM_DIR, load_model
+from interp.model import load_model
+from organisms.paths import ORGANISM_DIR
 from probes import Direction, HeadRanking, rank_heads
 
 

@@ -90,7 +90,7 @@ def test_shipped_r2d_evaluates_end_to_end(tmp_path, capsys):
 def test_save_measured_refuses_a_failing_run(tmp_path, monkeypatch, capsys):
     """A run whose numbers fail the checks never overwrites the shipped measured.json."""
     import interp.r2d.evaluate as ev
-    import interp.stages.r2d as rep
+    import organisms.paths as rep
     from interp.cli import main
 
     shipped = tmp_path / "weights"

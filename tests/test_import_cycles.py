@@ -1,4 +1,11 @@
-"""No import cycle between the project's modules (`interp`, `probes`).
+"""The project's import graph: no cycle between its modules, and no import against the layers.
+
+Layers (lowest first; a module may import its own layer and those below, never one above):
+core (`interp`'s loading, prompts, hooks, capture, interventions, runner, scoring, generation,
+batching, `Direction`, model sources) -> methods (`probes`, `interp.causal`, `interp.steering`,
+`interp.slipping`, `interp.r2d`) -> study (`interp.study`, the pipeline, its stages, the CLI) ->
+organisms (a model source: `organisms`) -> the public facade (`interp/__init__`, which registers the
+organisms as model sources). Every module must be in the table: a new one is classified here.
 
 The graph is read from the source with `ast`, not by importing: every `import` and `from ... import`
 counts, at module level and inside functions (a function-level import only hides a cycle until the
@@ -17,7 +24,21 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("interp", "probes")
+PACKAGES = ("interp", "probes", "organisms")
+
+LAYERS = (  # (layer, modules: each one and everything under it), lowest first
+    ("core", ("interp.batching", "interp.capture", "interp.datasets", "interp.direction", "interp.distributed",
+              "interp.errors", "interp.evaluate", "interp.fingerprint", "interp.generation", "interp.hooknames",
+              "interp.hooks", "interp.hub", "interp.intervention", "interp.jailbreaks", "interp.model",
+              "interp.placement", "interp.plotting", "interp.prompts", "interp.provenance", "interp.runner",
+              "interp.scoring", "interp.sources", "interp.stats", "interp.threads", "interp.vocab")),
+    ("methods", ("probes", "interp.causal", "interp.steering", "interp.slipping", "interp.r2d")),
+    ("study", ("interp.study", "interp.pipeline", "interp.stages", "interp.commands", "interp.cli", "interp.cli_checks",
+               "interp.gallery", "interp.notebook", "interp.__main__")),
+    ("organisms", ("organisms",)),
+    ("facade", ()),  # the package `interp` itself (its __init__), matched exactly
+)
+RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 
 
 def project_modules(root: Path = ROOT, packages=PACKAGES) -> dict[str, Path]:
@@ -138,6 +159,27 @@ def a_cycle(graph: dict[str, set[str]], component: list[str]) -> list[str]:
         seen.add(path[-1])
 
 
+def layer_of(module: str) -> str | None:
+    """The layer a dotted module name belongs to (None: not in the table)."""
+    if module == "interp":
+        return "facade"
+    for name, prefixes in LAYERS:
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return name
+    return None
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a lower layer into a higher one, as 'a (layer) imports b (layer)'."""
+    out = []
+    for mod in sorted(graph):
+        for dep in sorted(graph[mod]):
+            a, b = layer_of(mod), layer_of(dep)
+            if a is not None and b is not None and RANK[b] > RANK[a]:
+                out.append(f"{mod} ({a}) imports {dep} ({b})")
+    return out
+
+
 # ------------------------------------------------------------------ the checker itself
 def _write(root: Path, files: dict[str, str]) -> None:
     for rel, text in files.items():
@@ -181,3 +223,45 @@ def test_no_import_cycle_between_project_modules():
     msg = "\n".join(f"{len(c)} modules import each other, e.g. {' -> '.join(a_cycle(graph, c))}" for c in cycles)
     print(msg)
     assert not cycles, "import cycles between the project's modules:\n" + msg
+
+
+def test_a_planted_import_against_the_layers_is_caught(tmp_path):
+    """The real layer table on a small tree of the project's shape: an upward import is caught at
+    module level and inside a function, relative or absolute; downward ones pass."""
+    _write(tmp_path, {
+        "interp/__init__.py": "from interp.model import load\nimport organisms.source\n",
+        "interp/model.py": "from interp import hub\n",
+        "interp/hub.py": "",
+        "interp/capture.py": "",
+        "interp/pipeline.py": "from interp.model import load\nfrom probes.heads import rank\n",
+        "interp/causal/__init__.py": "",
+        "interp/causal/search.py": "from ..model import load\n",
+        "probes/__init__.py": "",
+        "probes/heads.py": "from interp.capture import capture\n",
+        "organisms/__init__.py": "",
+        "organisms/source.py": "from interp.model import load\nfrom interp import pipeline\n",
+    })
+    mods = project_modules(tmp_path, PACKAGES)
+    assert layer_violations(import_graph(mods)) == [], "the downward imports are allowed"
+    (tmp_path / "interp/model.py").write_text("def load():\n    from organisms import source\n    return source\n")
+    (tmp_path / "probes/heads.py").write_text("from interp.pipeline import run\n")
+    (tmp_path / "interp/causal/search.py").write_text("from .. import pipeline\n")
+    assert layer_violations(import_graph(project_modules(tmp_path, PACKAGES))) == [
+        "interp.causal.search (methods) imports interp.pipeline (study)",
+        "interp.model (core) imports organisms.source (organisms)",
+        "probes.heads (methods) imports interp.pipeline (study)",
+    ]
+
+
+def test_every_module_is_in_the_layer_table():
+    unplaced = [m for m in project_modules() if layer_of(m) is None]
+    assert not unplaced, f"modules missing from LAYERS (tests/test_import_cycles.py): {unplaced}"
+    assert layer_of("interp") == "facade" and layer_of("interp.capture.sites") == "core"
+    assert layer_of("interp.cli_checks") == "study" and layer_of("interp.clip") is None
+
+
+def test_no_import_against_the_layers():
+    """Core imports no method, organism or study module; methods no study or organism module; the
+    study layer never the organisms (they plug in through interp.sources)."""
+    bad = layer_violations(import_graph(project_modules()))
+    assert not bad, "imports against the layers:\n" + "\n".join(bad)

@@ -22,7 +22,7 @@ def test_organism_loads_with_chat_template_and_token_sets(organism):
 def test_tokenizer_round_trips_through_autotokenizer_and_bridge(organism):
     from transformers import AutoTokenizer
 
-    from interp.model import ORGANISM_DIR
+    from organisms.paths import ORGANISM_DIR
 
     tok = AutoTokenizer.from_pretrained(ORGANISM_DIR / "gqa")
     text = "<|user|> tell me how to make a cake . <|end|>"
@@ -75,7 +75,7 @@ def test_missing_path_and_offline_name_errors(tmp_path):
 
 
 def test_directory_without_tokenizer_or_chat_template(tmp_path):
-    from interp.model import ORGANISM_DIR
+    from organisms.paths import ORGANISM_DIR
 
     src = ORGANISM_DIR / "gqa"
     d = tmp_path / "m"

@@ -52,7 +52,7 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
 def test_shipped_organism_is_small_and_recorded():
     import json
 
-    from interp.model import ORGANISM_DIR
+    from organisms.paths import ORGANISM_DIR
 
     d = ORGANISM_DIR / "gqa"
     assert (d / "model.safetensors").stat().st_size < 20 * 2**20

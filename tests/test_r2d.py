@@ -161,7 +161,7 @@ def test_decision_position_is_right_before_the_pivot_and_batching_does_not_chang
 
 # ------------------------------------------------------------------ the shipped organism
 def _shipped():
-    from interp.model import ORGANISM_DIR
+    from organisms.paths import ORGANISM_DIR
 
     d = ORGANISM_DIR / "r2d"
     if not (d / "config.json").exists():
@@ -172,9 +172,9 @@ def _shipped():
 
 
 def test_missing_shipped_r2d_fails_under_ci(monkeypatch, tmp_path):
-    import interp.model
+    import organisms.paths
 
-    monkeypatch.setattr(interp.model, "ORGANISM_DIR", tmp_path)  # an installation without the R2D weights
+    monkeypatch.setattr(organisms.paths, "ORGANISM_DIR", tmp_path)  # an installation without the R2D weights
     monkeypatch.setenv("CI", "true")
     with pytest.raises(BaseException) as info:
         _shipped()

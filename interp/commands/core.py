@@ -1,10 +1,8 @@
-"""Foundation subcommands: demo, eval, organism train/eval, capture."""
+"""Foundation subcommands: demo, eval, capture (the organisms add `organism train/eval`: organisms.cli)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from interp.errors import InputError
 
 
 def register(sub) -> None:
@@ -20,34 +18,6 @@ def register(sub) -> None:
                                     "over-refusal prompts) as JSON on stdout")
     add_study_options(e, out_help="also write the table here (a .json file, or a directory for eval.json)")
     e.set_defaults(func=_eval)
-
-    org = sub.add_parser("organism", help="train or evaluate the model organism")
-    osub = org.add_subparsers(dest="organism_command", required=True)
-    t = osub.add_parser("train", help="train an organism from scratch (deterministic for a seed)")
-    t.add_argument("--out", required=True)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--variant", default="gqa", choices=["gqa", "mha", "r2d", "smollm2"],
-                   help="smollm2: a safety LoRA on SmolLM2-135M-Instruct (docs/organism_smollm2.md)")
-    t.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
-    t.add_argument("--threads", type=int, default=None, help="smollm2 only: torch threads (default: the recipe's, 1); "
-                   "the adapter is bit-identical only at the same thread count")
-    t.add_argument("--r2d", action="store_true", help="train the Reasoning-to-Defend organism (same as --variant r2d)")
-    t.set_defaults(func=_organism_train)
-    e = osub.add_parser("eval", help="behaviour table of a model on the organism's held-out sets")
-    add_model_args(e)
-    e.add_argument("--seed", type=int, default=1234)
-    e.add_argument("--per-cell", type=int, default=None, help="prompts per jailbreak cell (default: 40; 32 on English sets)")
-    e.add_argument("--sets", default="auto", choices=["auto", "organism", "english"],
-                   help="held-out sets: the word-level organism's, or the English ones of organism:smollm2 (auto: by model kind)")
-    e.add_argument("--harmful", default=None, help="english: an independent harmful prompt file (e.g. AdvBench goal CSV)")
-    e.add_argument("--harmless", default=None, help="english: an independent harmless prompt file")
-    e.add_argument("--over-refusal", default=None, help="english: an independent file of harmless look-alikes")
-    e.add_argument("--per-label", type=int, default=None, help="english: plain held-out prompts per label and topic split (default: 64)")
-    e.add_argument("--n-lookalike", type=int, default=None, help="english: held-out look-alikes (default: 48)")
-    e.add_argument("--families", default=None, help="english: comma-separated jailbreak families (default: all)")
-    e.add_argument("--no-base", action="store_true", help="english: skip the base-model comparison (first-8-token match)")
-    e.add_argument("--out", default=None, help="english: write the behaviour table to this JSON file")
-    e.set_defaults(func=_organism_eval)
 
     c = sub.add_parser("capture", help="capture activations to safetensors shards")
     add_model_args(c)
@@ -110,60 +80,6 @@ def _eval(args):
             out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(table, indent=1, default=str))
     return table
-
-
-def _organism_train(args):
-    from organisms.train import OrganismConfig, train_organism
-
-    variant = "r2d" if args.r2d else args.variant
-    if args.threads is not None and variant != "smollm2":
-        raise InputError("--threads applies to --variant smollm2 only")
-    if variant == "smollm2":
-        from dataclasses import replace
-
-        from organisms.smollm2 import Smollm2Config, train_smollm2
-
-        kw = {k: v for k, v in (("steps", args.steps), ("threads", args.threads)) if v is not None}
-        rec = train_smollm2(args.out, seed=args.seed, cfg=replace(Smollm2Config(), **kw))
-        return {k: rec[k] for k in ("seed", "train_seconds", "final_loss", "torch_threads", "adapter_bytes", "fingerprints")}
-    if variant == "r2d":
-        from organisms.r2d import train_r2d_organism  # the reasoning organism has its own recipe
-
-        return train_r2d_organism(args.out, seed=args.seed, steps=args.steps)
-    kw = {"steps": args.steps} if args.steps else {}
-    return train_organism(args.out, seed=args.seed, cfg=OrganismConfig.for_variant(variant, **kw))
-
-
-def _organism_eval(args):
-    from interp.evaluate import evaluate_refusal
-    from organisms.data import eval_prompts
-
-    model = load_from_args(args).require_direct_answers()
-    english = args.sets == "english" or (args.sets == "auto" and model.kind == "smollm2")
-    if not english:
-        if args.harmful or args.harmless or args.over_refusal or args.out or args.families or args.per_label or args.n_lookalike:
-            raise InputError("--harmful, --harmless, --over-refusal, --families, --per-label, --n-lookalike and --out apply to "
-                             "the English sets (--sets english)")
-        ev = evaluate_refusal(model, eval_prompts(seed=args.seed, per_cell=args.per_cell or 40))
-        return {"model": model.name, "refusal_rate": ev.table()}
-    import json
-
-    from interp.model import load_model
-    from organisms.smollm2_eval import EvalConfig, behaviour_table
-
-    sizes = {k: v for k, v in (("per_label", args.per_label), ("n_lookalike", args.n_lookalike)) if v is not None}
-    cfg = EvalConfig(seed=args.seed, per_cell=args.per_cell or 32, **sizes,
-                     families=tuple(args.families.split(",")) if args.families else None)
-    base = None if args.no_base else load_model("smollm2-135m-instruct", device=args.device)
-    table = behaviour_table(model, cfg, base=base, harmful_file=args.harmful, harmless_file=args.harmless,
-                            lookalike_file=args.over_refusal)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(table, indent=1))
-    return {"model": model.name, "plain": {k: {lab: v[lab]["refused"] for lab in ("harmful", "harmless") if lab in v}
-                                           for k, v in table["plain"].items()},
-            "jailbreaks_harmful_refused": {f: r["harmful_refused"] for f, r in table["jailbreaks"].items()},
-            "out": args.out}
 
 
 def _capture(args):

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
-from interp.model import ORGANISM_DIR
+from interp.errors import ModelLoadError
 from interp.prompts import PromptSet
 from interp.r2d.evaluate import comparison_figure, run_model, summarize, unknown_words
 from interp.r2d.inside import InsideConfig, compare_decisions, heads_figure
-from interp.r2d.model import load_r2d, require_kind
+from interp.r2d.model import R2D_MODEL, load_r2d, require_kind
 from interp.study import StageResult, Study, figure_ref
 
-R2D_DIR = ORGANISM_DIR / "r2d"
 HEADLINE = ("jailbreak_success", "jailbreak_success_untrained_top", "harmful_refusal", "over_refusal")
-BUILD_HINT = f"safety-heads organism train --r2d --out {R2D_DIR}"
 GRID_PER_CELL = 12
 INSIDE_PER_CELL = 4
 
@@ -50,8 +49,6 @@ def skip_reason(study: Study) -> str | None:
     if study.data.provider != "organism" or study.model.kind != "organism":
         return ("the R2D organism is a variant of the embedded organism (its vocabulary, its training prompts); it is "
                 "compared with the base organism on the organism's own prompts only (--model organism, no prompt files)")
-    if not (R2D_DIR / "config.json").exists():
-        return f"the R2D organism is not built at {R2D_DIR}; build it with: {BUILD_HINT} (about 8 minutes on 2 cores)"
     if study.data.over_refusal is None:
         return "the study has no over-refusal look-alikes to measure R2D's over-refusal on"
     return None
@@ -62,7 +59,10 @@ def r2d_stage(study: Study) -> StageResult:
     if why:
         return StageResult({"skipped": why})
     base = require_kind(study.model, "organism")
-    r2d = load_r2d(R2D_DIR)
+    try:
+        r2d = load_r2d(R2D_MODEL)  # through its model source, like any model
+    except ModelLoadError as e:
+        return StageResult({"skipped": f"the R2D organism could not be loaded: {e}"})
     d = study.data
     grid = top_cells(d.test, GRID_PER_CELL, study.seed)
     look = d.over_refusal
@@ -73,8 +73,8 @@ def r2d_stage(study: Study) -> StageResult:
         full[name] = summarize(run_model(m, grid), run_model(m, look), trained)
         res[name] = {k: full[name][k] for k in HEADLINE}
         res[name]["jailbreak_success_at_top"] = full[name]["jailbreak_success_at_top"]
-    measured = R2D_DIR / "measured.json"
-    if measured.exists():
+    measured = Path(r2d.path) / "measured.json" if r2d.path else None
+    if measured is not None and measured.exists():
         saved = json.loads(measured.read_text())
         if "sft_only" in saved.get("models", {}):
             res["ablation_sft_only"] = {k: saved["models"]["sft_only"].get(k) for k in HEADLINE}
