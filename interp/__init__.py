@@ -8,12 +8,13 @@ from interp.sources import ModelSource, ResolvedModel, register_model_source  # 
 from interp.scoring import RefusalJudge, refusal_score  # noqa: E402
 from interp.generation import GenerationConfig, generate  # noqa: E402
 from interp.capture import Activations, Site, capture, capture_to_disk  # noqa: E402
+from interp.direction import Direction  # noqa: E402
 from interp.study import Study, StudyConfig, StudyData, files_study  # noqa: E402
 
 __all__ = [
     "__version__", "ArtifactError", "InputError", "ModelLoadError", "SafetyHeadsError", "Prompt", "PromptSet",
     "ChatModel", "load_model", "ModelSource", "ResolvedModel", "register_model_source", "RefusalJudge", "refusal_score", "GenerationConfig", "generate",
-    "Activations", "Site", "capture", "capture_to_disk", "Study", "StudyConfig", "StudyData", "files_study",
+    "Activations", "Site", "capture", "capture_to_disk", "Direction", "Study", "StudyConfig", "StudyData", "files_study",
 ]
 
 # The model organisms plug in as model sources (`interp.sources`); registering them here, where the

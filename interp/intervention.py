@@ -34,7 +34,7 @@ from interp.errors import ArtifactError, InputError
 from interp.hooknames import EMBED, HOOK_TEMPLATES, act_name
 from interp.hooks import FwdHook, check_alpha, check_direction, check_layer, hooked
 from interp.model import ChatModel
-from probes.artifacts import Direction
+from interp.direction import Direction
 
 OPS = ("none", "compose", "add", "project_out", "ablate", "patch", "scale", "temperature", "weigh_tokens")
 # hooks outside the blocks an intervention may change (kind -> hook name)

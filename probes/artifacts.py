@@ -1,14 +1,13 @@
-"""Saved results of probing: a `HeadRanking` (every head, every score) and a `Direction` (one
-residual-stream direction and the table it was chosen from).
+"""Saved results of probing: a `HeadRanking` (every head, every score). The direction the probes
+choose is the core's `interp.direction.Direction`.
 
-Each saves as `NAME.safetensors` (tensors) + `NAME.json` (metadata: model, prompt sets, labels,
-site/hook, positions, seed, toolkit version); never pickle. Loading with a model checks that the
-artifact was made for it (name and shapes) and raises `ArtifactError` otherwise.
+It saves as `NAME.safetensors` (tensors) + `NAME.json` (metadata: model, prompt sets, labels,
+site/hook, positions, seed, toolkit version) through `interp.artifacts`; never pickle. Loading with
+a model checks that the ranking was made for it (fingerprint and shapes) and raises `ArtifactError` otherwise.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,76 +15,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.artifacts import check_artifact_model, read_artifact, write_artifact
 from interp.errors import ArtifactError, InputError
 
 # scores a ranking can be sorted by (all: higher is better)
 RANK_BY = ("accuracy", "auroc", "mm_accuracy", "mm_auroc", "cohens_d")
-
-
-def _paths(path: str | Path) -> tuple[Path, Path]:
-    p = Path(path)
-    if p.suffix in (".safetensors", ".json"):
-        p = p.with_suffix("")
-    return p.parent / (p.name + ".safetensors"), p.parent / (p.name + ".json")
-
-
-def _write(path: str | Path, tensors: dict[str, Tensor], meta: dict) -> list[Path]:
-    from safetensors.torch import save_file
-
-    st, js = _paths(path)
-    st.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(st))
-    js.write_text(json.dumps(meta, indent=1, default=_json_default))
-    return [st, js]
-
-
-def _read(path: str | Path, kind: str) -> tuple[dict[str, Tensor], dict]:
-    from safetensors.torch import load_file
-
-    st, js = _paths(path)
-    for f in (st, js):
-        if not f.exists():
-            raise ArtifactError(f"no {kind} artifact at {path}: {f} is missing (an artifact is a .safetensors file "
-                                f"and a .json sidecar with the same name)")
-    try:
-        meta = json.loads(js.read_text())
-        tensors = load_file(str(st))
-    except Exception as e:  # corrupt or truncated files
-        raise ArtifactError(f"could not read the {kind} artifact at {st} ({type(e).__name__}: {e})") from None
-    if meta.get("type") != kind:
-        raise ArtifactError(f"{js} holds a {meta.get('type', 'unknown')!r} artifact, not a {kind}; "
-                            f"load it with the matching class")
-    return tensors, meta
-
-
-def _json_default(o):
-    if isinstance(o, Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, torch.dtype):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def check_model(meta: dict, model, what: str, fields: tuple[str, ...], allow_other_model: bool = False) -> None:
-    """Raise `ArtifactError` unless `model` is the model the artifact was made for: the same model
-    fingerprint (config + weights, whatever path or name it was loaded by) and the same shapes.
-    `allow_other_model=True` lets a fingerprint mismatch through (never a shape mismatch) and
-    records it in `meta["allow_other_model"]`."""
-    from interp.fingerprint import check_made_on
-
-    if model is None:  # nothing to compare with now; every later use with a model checks the fingerprint
-        return
-    made, now = meta.get("model_shape", {}), {f: int(getattr(model, f)) for f in fields}
-    diff = [f"{f} {made[f]} vs {now[f]}" for f in fields if f in made and made[f] != now[f]]
-    if diff:
-        raise ArtifactError(f"this {what} does not fit the model: it was made on {meta.get('model')!r}, not "
-                            f"{model.name!r}; shapes differ (artifact vs model): " + ", ".join(diff)
-                            + f". Recompute it on {model.name!r} (safety-heads rank --model ...) or load it with the right model")
-    override = check_made_on(model, meta, f"this {what}", allow_other_model, require_fingerprint=True)
-    if override:
-        meta["allow_other_model"] = override
 
 
 @dataclass
@@ -179,14 +113,14 @@ class HeadRanking:
         tensors = {f"score.{k}": v for k, v in self.scores.items()}
         tensors.update({f"vector.{k}": v for k, v in self.vectors.items()})
         meta = dict(self.meta, type="HeadRanking", layers=self.layers, positions=self.positions, by=self.by)
-        return _write(path, tensors, meta)
+        return write_artifact(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | Path, model=None, allow_other_model: bool = False) -> "HeadRanking":
         """Load a saved ranking; with `model`, refuse one made on another model (fingerprint) unless
         `allow_other_model=True` (recorded in `meta["allow_other_model"]`)."""
-        tensors, meta = _read(path, "HeadRanking")
-        check_model(meta, model, "head ranking", ("n_layers", "n_heads", "d_head"), allow_other_model)
+        tensors, meta = read_artifact(path, "HeadRanking")
+        check_artifact_model(meta, model, "head ranking", ("n_layers", "n_heads", "d_head"), allow_other_model)
         scores = {k[6:]: v for k, v in tensors.items() if k.startswith("score.")}
         vectors = {k[7:]: v for k, v in tensors.items() if k.startswith("vector.")}
         shape = (len(meta["positions"]), len(meta["layers"]))
@@ -203,75 +137,3 @@ def _check_by(by: str) -> str:
     if by not in RANK_BY:
         raise InputError(f"cannot rank heads by {by!r}; choose one of {RANK_BY}")
     return by
-
-
-@dataclass
-class Direction:
-    """A residual-stream direction: the difference in means at `site` (block input, `resid_pre`) of
-    `layer`, at prompt `position` (counted from the end, -1 = last token), at its natural size
-    (`unit` for the normalised vector). `scores` holds the chosen candidate's numbers, `candidates`
-    the whole table (one row per layer and position, with the filter results), `reason` why it won.
-    `mean_diffs` keeps every candidate vector [position, layer, d_model] (`positions` name its rows).
-    """
-
-    vector: Float[Tensor, "d_model"]
-    layer: int
-    position: int
-    site: str = "resid_pre"
-    scores: dict = field(default_factory=dict)
-    candidates: list[dict] = field(default_factory=list)
-    reason: str = ""
-    meta: dict = field(default_factory=dict)
-    mean_diffs: Float[Tensor, "pos layer d_model"] | None = None
-    positions: list[int] = field(default_factory=list)
-
-    @property
-    def unit(self) -> Float[Tensor, "d_model"]:
-        return self.vector / self.vector.norm().clamp(min=1e-12)
-
-    @property
-    def d_model(self) -> int:
-        return int(self.vector.shape[0])
-
-    @property
-    def hook_name(self) -> str:
-        from interp.hooknames import act_name
-
-        return act_name(self.site, self.layer)
-
-    def candidate(self, layer: int, position: int | None = None) -> Float[Tensor, "d_model"]:
-        """The difference in means of another layer (at this direction's position by default)."""
-        if self.mean_diffs is None:
-            raise InputError("this direction was saved without its candidate vectors")
-        pos = self.position if position is None else position
-        if pos not in self.positions or not 0 <= layer < self.mean_diffs.shape[1]:
-            raise InputError(f"no candidate at layer {layer}, position {pos}; layers 0..{self.mean_diffs.shape[1] - 1}, "
-                             f"positions {self.positions}")
-        return self.mean_diffs[self.positions.index(pos), layer]
-
-    def save(self, path: str | Path) -> list[Path]:
-        tensors = {"vector": self.vector}
-        if self.mean_diffs is not None:
-            tensors["mean_diffs"] = self.mean_diffs
-        meta = dict(self.meta, type="Direction", layer=self.layer, position=self.position, site=self.site,
-                    hook=self.hook_name, scores=self.scores, candidates=self.candidates, reason=self.reason,
-                    positions=self.positions)
-        return _write(path, tensors, meta)
-
-    @classmethod
-    def load(cls, path: str | Path, model=None, allow_other_model: bool = False) -> "Direction":
-        """Load a saved direction; with `model`, refuse one made on another model (fingerprint)
-        unless `allow_other_model=True` (recorded in `meta["allow_other_model"]`). Steering with
-        it checks the fingerprint again, so a direction loaded without `model` is checked there."""
-        tensors, meta = _read(path, "Direction")
-        check_model(meta, model, "direction", ("n_layers", "d_model"), allow_other_model)
-        vec = tensors.get("vector")
-        if vec is None or vec.ndim != 1:
-            raise ArtifactError(f"{path} has no 1-d 'vector' tensor")
-        if model is not None and vec.shape[0] != model.d_model:
-            raise ArtifactError(f"{path}: the vector has {vec.shape[0]} dimensions, {model.name} a residual width of {model.d_model}")
-        keys = ("type", "layer", "position", "site", "hook", "scores", "candidates", "reason", "positions")
-        rest = {k: v for k, v in meta.items() if k not in keys}
-        return cls(vec, int(meta["layer"]), int(meta["position"]), meta.get("site", "resid_pre"), meta.get("scores", {}),
-                   meta.get("candidates", []), meta.get("reason", ""), rest, tensors.get("mean_diffs"),
-                   list(meta.get("positions", [])))

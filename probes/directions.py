@@ -44,7 +44,7 @@ from interp.hooks import check_direction, check_layer, hooked
 from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
 from interp.scoring import last_logits, refusal_log_odds
-from probes.artifacts import Direction
+from interp.direction import Direction
 from probes.cv import check_problem, stratified_folds
 from interp.threads import compute_threads, model_threads
 from probes.heads import position_tokens, relative_positions

@@ -10,7 +10,8 @@ from plotly.subplots import make_subplots
 
 from interp.errors import InputError
 from interp.plotting import layer_head_heatmap, save_figure
-from probes.artifacts import Direction, HeadRanking
+from interp.direction import Direction
+from probes.artifacts import HeadRanking
 
 _HOVER = ("accuracy", "accuracy_std", "auroc", "auroc_std", "mm_accuracy", "mm_auroc", "cohens_d", "sigma")
 _TITLES = {"accuracy": "held-out accuracy of the logistic probe", "auroc": "held-out AUROC of the logistic probe",

@@ -12,7 +12,8 @@ from interp.errors import InputError
 from interp.generation import GenerationConfig
 from interp.model import ChatModel
 from interp.prompts import LABELS, PromptSet
-from probes.artifacts import Direction, HeadRanking
+from interp.direction import Direction
+from probes.artifacts import HeadRanking
 from probes.directions import SelectionConfig, find_refusal_direction
 from probes.heads import position_tokens, rank_heads_from_activations
 from probes.labels import LABEL_GENERATION, Labels, judged_labels, resolve_labels

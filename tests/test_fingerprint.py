@@ -13,7 +13,8 @@ from interp.fingerprint import ModelMismatchError, model_record
 from interp.hooks import count_hooks
 from interp.model import load_model
 from organisms.paths import ORGANISM_DIR
-from probes import Direction, HeadRanking, rank_heads
+from interp.direction import Direction
+from probes import HeadRanking, rank_heads
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("interp", "probes", "organisms")
 
 LAYERS = (  # (layer, modules: each one and everything under it), lowest first
-    ("core", ("interp.batching", "interp.capture", "interp.datasets", "interp.direction", "interp.distributed",
+    ("core", ("interp.artifacts", "interp.batching", "interp.capture", "interp.datasets", "interp.direction", "interp.distributed",
               "interp.errors", "interp.evaluate", "interp.fingerprint", "interp.generation", "interp.hooknames",
               "interp.hooks", "interp.hub", "interp.intervention", "interp.jailbreaks", "interp.model",
               "interp.placement", "interp.plotting", "interp.prompts", "interp.provenance", "interp.runner",

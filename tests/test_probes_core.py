@@ -9,7 +9,8 @@ import torch
 
 from interp.capture import Activations, Site
 from interp.errors import ArtifactError, InputError
-from probes import Direction, HeadRanking, LogisticConfig, fit_logistic, rank_heads_from_activations
+from interp.direction import Direction
+from probes import HeadRanking, LogisticConfig, fit_logistic, rank_heads_from_activations
 from probes.cv import auroc, best_threshold, stratified_folds, train_masks
 from probes.labels import Labels
 

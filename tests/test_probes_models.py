@@ -9,7 +9,8 @@ import torch
 from interp.errors import ArtifactError, InputError
 from interp.hooks import count_hooks
 from interp.prompts import PromptSet
-from probes import Direction, HeadRanking, behaviour_labels, category_labels, find_refusal_direction, rank_heads
+from interp.direction import Direction
+from probes import HeadRanking, behaviour_labels, category_labels, find_refusal_direction, rank_heads
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,7 @@ def test_direction_addition_and_ablation(organism, direction, held_out):
 
 
 def test_direction_unit_or_natural_size(organism, direction, held_out):
-    from probes.artifacts import Direction
+    from interp.direction import Direction
 
     unit = Direction(direction.vector / direction.vector.norm(), direction.layer, -1)  # e.g. a probe's weight
     s1 = scores_under(organism, Intervention.ablate_direction(unit), held_out["harmful"][:4])

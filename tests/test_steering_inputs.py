@@ -7,7 +7,7 @@ from interp.errors import InputError
 from interp.hooks import count_hooks
 from interp.intervention import Intervention
 from interp.steering import fit_antidote, fit_head_directions, select_heads, sweep
-from probes.artifacts import Direction
+from interp.direction import Direction
 from probes.directions import mean_difference_direction
 
 

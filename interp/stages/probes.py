@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from interp.study import StageResult, Study, figure_ref
-from probes.artifacts import Direction, HeadRanking
+from interp.direction import Direction
+from probes.artifacts import HeadRanking
 from probes.figures import direction_figure, ranking_figure
 from probes.run import ProbeResult, run_probes
 

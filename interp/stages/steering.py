@@ -25,7 +25,7 @@ from interp.steering.effect import EFFECT_DEFINITION, EffectMeter
 from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select_heads
 from interp.steering.layer import compare_heads_vs_layer
 from interp.steering.tradeoff import compact, max_safe_alpha, sweep, tradeoff_figure, unsteered_point
-from probes.artifacts import Direction
+from interp.direction import Direction
 from probes.directions import calibrate_direction, find_refusal_direction, resolve_direction
 
 K_HEADS = ORGANISM_DEFAULTS.k

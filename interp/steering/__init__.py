@@ -1,6 +1,6 @@
 """Interventions on a chat model's refusal behaviour, each an `interp.intervention.Intervention`
 (`with iv.apply(model):` always removes its hooks): head-specific steering (ITI / HSI), layer
-steering, refusal-direction ablation and addition (of a `probes.Direction`), Jailbreak Antidote (sparse runtime adjustment),
+steering, refusal-direction ablation and addition (of an `interp.direction.Direction`), Jailbreak Antidote (sparse runtime adjustment),
 and safety-utility trade-off sweeps.
 
 `effect` (interp.steering.effect) is defined once: mean change in refusal score on held-out
