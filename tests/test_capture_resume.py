@@ -26,7 +26,7 @@ def _set(plain_prompts, n=10) -> PromptSet:
 
 
 def test_manifest_is_written_before_the_first_shard(tmp_path, organism, plain_prompts, monkeypatch):
-    cap = importlib.import_module("interp.capture")  # the module (interp.capture is also a function)
+    cap = importlib.import_module("interp.capture.shards")  # where capture_to_disk calls capture
     ps = _set(plain_prompts)
     seen = []
 
@@ -123,7 +123,7 @@ def test_old_directory_without_manifest(tmp_path, organism, plain_prompts):
 # (SIGKILL: no cleanup runs) once the first shard file exists.
 CHILD = """
 import importlib, sys, time
-cap = importlib.import_module("interp.capture")
+cap = importlib.import_module("interp.capture.shards")  # where capture_to_disk calls capture
 real, calls = cap.capture, [0]
 def stalling(*a, **k):
     calls[0] += 1

@@ -8,12 +8,12 @@ import shutil
 import pytest
 import torch
 
+from interp.direction import Direction
 from interp.errors import ArtifactError, InputError
 from interp.fingerprint import ModelMismatchError, model_record
 from interp.hooks import count_hooks
 from interp.model import load_model
 from organisms.paths import ORGANISM_DIR
-from interp.direction import Direction
 from probes import HeadRanking, rank_heads
 
 
