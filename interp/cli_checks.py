@@ -14,9 +14,10 @@ import os
 from pathlib import Path
 
 from interp.errors import InputError
+from interp.study import MIN_SIZES
 
 # name -> smallest allowed value
-MIN_INT = {"per_cell": 1, "shard_size": 1, "k": 1, "top": 0, "k_folds": 2, "steps": 1, "n_train": 2, "batch_size": 1,
+MIN_INT = {**MIN_SIZES, "shard_size": 1, "k": 1, "top": 0, "k_folds": 2, "steps": 1, "batch_size": 1,
            "max_new_tokens": 1, "n_null": 1, "control_per_cell": 1, "attack_prompts": 1,
            "per_label": 1, "n_lookalike": 1}
 OPEN_UNIT_INTERVAL = {"val_fraction"}  # strictly between 0 and 1

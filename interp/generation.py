@@ -2,7 +2,7 @@
 
 The prompt is run once with left padding and the attention mask; later steps feed one token each
 with the key/value cache. Interventions therefore must not index positions: at step t the hooks
-see one position (the toolkit's steering hooks are position-free or use `last_only`).
+see one position (the toolkit's interventions act on every position, or on the last one only).
 
 The cache is checked after the prompt pass. Some transformers releases hand the attention layers
 the cache under a name the bridge does not read (transformers 5.24 renamed `past_key_values` to

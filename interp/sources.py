@@ -74,13 +74,6 @@ def model_sources() -> tuple[ModelSource, ...]:
     return tuple(_SOURCES.values())
 
 
-def model_source(name: str) -> ModelSource:
-    """The source registered as `name`."""
-    if name not in _SOURCES:
-        raise InputError(f"no model source {name!r} is registered; registered: {sorted(_SOURCES)}")
-    return _SOURCES[name]
-
-
 def resolve_model(name_or_dir: str) -> tuple[ModelSource, ResolvedModel] | None:
     """The first source that claims `name_or_dir`, and what it resolved it to (None: no source does)."""
     for source in model_sources():

@@ -28,6 +28,10 @@ from interp.prompts import LABELS, Prompt, PromptSet
 from interp.scoring import JAILBREAKBENCH_PHRASES, RefusalJudge
 
 SPLITS = ("train", "val", "test")
+# the smallest sizes a study takes, here once: StudyConfig, the providers and the CLI (--per-cell,
+# --n-train) check these. n_train is plain prompts per label; with fewer than 4 the val split,
+# drawn at a quarter of it (at least 4), would outnumber train.
+MIN_SIZES = {"per_cell": 1, "fit_per_cell": 1, "n_train": 4}
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 LABEL_KINDS = ("behaviour", "category")
 
@@ -81,9 +85,7 @@ class StudyConfig:
                              "embedded organism's prompts)")
         if (self.jailbreak or self.over_refusal) and self.harmful is None:
             raise InputError("--jailbreak / --over-refusal need --harmful and --harmless files beside them")
-        if (self.per_cell is not None and self.per_cell < 1) or self.fit_per_cell < 1 or (self.n_train is not None and self.n_train < 4):
-            raise InputError(f"per_cell and fit_per_cell must be >= 1 and n_train >= 4, got {self.per_cell}, "
-                             f"{self.fit_per_cell}, {self.n_train}")
+        check_sizes(per_cell=self.per_cell, fit_per_cell=self.fit_per_cell, n_train=self.n_train)
         check_fractions(self.fractions)
         for name in ("refusal_phrases", "compliance_phrases"):
             v = getattr(self, name)
@@ -119,6 +121,13 @@ def demo_sizes(model) -> dict:
     return dict(DEMO_SIZES["toy" if n < TOY_PARAMETERS else "real"])
 
 DemoConfig = StudyConfig  # the demo's settings are the study's
+
+
+def check_sizes(**sizes: int | None) -> None:
+    """Raise InputError for a size below `MIN_SIZES` (None: left to the demo's scale, not checked)."""
+    for name, value in sizes.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < MIN_SIZES[name]):
+            raise InputError(f"{name} must be an integer of at least {MIN_SIZES[name]}, got {value!r}")
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:

@@ -24,7 +24,7 @@ from dataclasses import replace
 from interp.errors import InputError
 from organisms import data
 from interp.prompts import Prompt, PromptSet
-from interp.study import StudyData
+from interp.study import StudyData, check_sizes
 
 # families whose higher strengths flip the organism (see organisms.data)
 PROBE_FAMILIES = ("roleplay", "manyshot", "topicmix")
@@ -44,6 +44,7 @@ def _tagged(ps: PromptSet, split: str, keep=lambda p: True) -> list:
 
 def organism_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per_cell: int = 3) -> StudyData:
     """The organism's study data (see the module docstring); deterministic for `seed`."""
+    check_sizes(per_cell=per_cell, n_train=n_train, fit_per_cell=fit_per_cell)
     train = _tagged(data.plain_prompts(seed=seed, n_per_label=n_train, templates="all"), "train")
     train += _tagged(data.eval_prompts(seed=seed + 7, per_cell=fit_per_cell, families=PROBE_FAMILIES), "train",
                      lambda p: p.family is not None)
@@ -112,8 +113,7 @@ def smollm2_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per_
     from organisms import smollm2_eval as se
     from organisms import smollm2_jailbreaks as sj
 
-    if min(per_cell, fit_per_cell) < 1 or n_train < 4:
-        raise InputError(f"per_cell and fit_per_cell must be >= 1 and n_train >= 4, got {per_cell}, {fit_per_cell}, {n_train}")
+    check_sizes(per_cell=per_cell, n_train=n_train, fit_per_cell=fit_per_cell)
     train = _tagged(sd.plain_prompts(seed=seed, n_per_label=n_train), "train")
     train += _tagged(se.jailbreak_prompts(seed=seed + 7, per_cell=fit_per_cell, families=SMOLLM2_PROBE_FAMILIES), "train")
     seen = {p.text for p in train}

@@ -3,9 +3,9 @@ layer and post-instruction position, and Arditi et al. (2024)'s rule for picking
 
 Selection (their `select_direction`, defaults kept): for each candidate r at (layer, position),
   * ablation score: mean refusal score on harmful val prompts with r projected out everywhere
-    (`interp.hooks.ablate_direction`),
+    (an `interp.intervention` direction ablation),
   * addition score: mean refusal score on harmless val prompts with r added to the block input of
-    its layer (`interp.hooks.add_direction`, alpha 1: the difference in means at its natural size),
+    its layer (at strength 1: the difference in means at its natural size),
   * KL: KL(unsteered || ablated) of the next-token distribution on harmless val prompts;
 discard candidates in the last 20% of layers, with KL > 0.1, or whose addition does not make
 harmless prompts refuse (score <= 0); choose the lowest ablation score. Refusal scores are the

@@ -162,6 +162,21 @@ def test_study_options_checked_before_any_section_runs(tmp_path, capsys, no_mode
     assert time.perf_counter() - t < 20  # the old steer ran 20 s of sections before failing
 
 
+def test_one_rule_for_the_smallest_study_sizes(capsys, no_model_load):
+    """The CLI, StudyConfig and the organisms' providers refuse the same sizes (interp.study.MIN_SIZES)."""
+    from interp.study import MIN_SIZES, StudyConfig
+    from organisms.provider import organism_study, smollm2_study
+
+    n = MIN_SIZES["n_train"]
+    assert main(["eval", "--n-train", str(n - 1)]) == 2
+    _one_line_error(capsys, f"--n-train must be an integer of at least {n}, got {n - 1}")
+    assert StudyConfig(n_train=n).n_train == n
+    for make in (lambda: StudyConfig(n_train=n - 1), lambda: organism_study(n_train=n - 1),
+                 lambda: smollm2_study(n_train=n - 1), lambda: StudyConfig(per_cell=0)):
+        with pytest.raises(InputError, match="must be an integer of at least"):
+            make()
+
+
 # ------------------------------------------------------------------ prompts longer than the context
 def test_long_prompt_error_names_the_users_index(organism, tmp_path, capsys):
     from interp.capture import capture

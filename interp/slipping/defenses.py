@@ -302,11 +302,3 @@ def token_influence(model: ChatModel, batch, affirmation: str) -> Float[Tensor, 
             (grad,) = torch.autograd.grad(loss, holder["delta"])
         norms.append(grad[:, :L].norm(dim=-1).detach())
     return torch.cat(norms)
-
-
-def defense_from_name(name: str, **kw):
-    """'none' | 'sharpening' | 'smoothllm' | 'token_highlighter' -> a defense with defaults."""
-    table = {"none": NoDefense, "sharpening": Sharpening, "smoothllm": SmoothLLM, "token_highlighter": TokenHighlighter}
-    if name not in table:
-        raise InputError(f"unknown defense {name!r}; choose one of {sorted(table)}")
-    return table[name](**kw)
