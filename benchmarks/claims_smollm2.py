@@ -84,16 +84,16 @@ def row_direction(study, args) -> dict:
 def _heads(study, args):
     from interp.intervention import Intervention
     from interp.steering.heads import fit_head_directions, select_heads
-    from interp.stages.steering import HEAD_GRID, MAX_HARMLESS_REFUSAL, SELECT_ALPHA
-    from interp.steering.tradeoff import max_safe_alpha
+    from interp.stages.steering import HEAD_GRID, MAX_HARMLESS_REFUSAL, SELECT_SIGMAS
+    from interp.steering.tradeoff import max_safe_strength
 
     m = study.model
     train = study.data.plain("train")
     harmless_tr = train.filter(label="harmless")
     hd = fit_head_directions(m, train)
-    heads = select_heads(m, hd, 4, harmless_tr[: min(8, len(harmless_tr))], SELECT_ALPHA, by="steering")
-    alpha = max_safe_alpha(m, Intervention.steer_heads(hd, heads, 1.0), harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
-    return hd, heads, alpha
+    heads = select_heads(m, hd, 4, harmless_tr[: min(8, len(harmless_tr))], SELECT_SIGMAS, by="steering")
+    sigmas = max_safe_strength(m, Intervention.steer_heads(hd, heads, 1.0), harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
+    return hd, heads, sigmas
 
 
 def row_heads(study, args) -> dict:
@@ -102,18 +102,18 @@ def row_heads(study, args) -> dict:
     from interp.steering.layer import compare_heads_vs_layer
 
     m = study.model
-    hd, heads, alpha = _heads(study, args)
+    hd, heads, sigmas = _heads(study, args)
     sets = held_out(study, args.per_cell)
-    cmp = compare_heads_vs_layer(m, hd, heads, alpha, {k: sets[k] for k in ("jailbreak", "harmless")})
+    cmp = compare_heads_vs_layer(m, hd, heads, sigmas, {k: sets[k] for k in ("jailbreak", "harmless")})
     judged = {}
-    for name, iv in (("unsteered", Intervention.none()), ("heads", Intervention.steer_heads(hd, heads, alpha)),
-                     ("layer", Intervention.steer_layer(hd, cmp["layers"], alpha))):
+    for name, iv in (("unsteered", Intervention.none()), ("heads", Intervention.steer_heads(hd, heads, sigmas)),
+                     ("layer", Intervention.steer_layer(hd, cmp["layers"], sigmas))):
         with iv.apply(m):
             judged[name] = {k: round(evaluate_refusal(m, sets[k], study.judge, study.gen, with_scores=False).rate(), 4)
                             for k in ("jailbreak", "harmless")}
     r4 = lambda x: round(float(x), 4)  # noqa: E731
     return {"heads": [list(h) for h in heads], "heads_source": "HSI: largest single-head steering effect on 8 train harmless prompts",
-            "alpha": r4(alpha), "layers": cmp["layers"],
+            "sigmas": r4(sigmas), "layers": cmp["layers"],
             "effect_heads": {k: r4(v) for k, v in cmp["effect_heads"].items()},
             "effect_layer": {k: r4(v) for k, v in cmp["effect_layer"].items()},
             "ratio_heads_to_layer": {k: r4(v) for k, v in cmp["ratio"].items()}, "judged_refusal": judged,
@@ -126,15 +126,15 @@ def row_antidote(study, args) -> dict:
     from interp.steering.antidote import fit_antidote
     from interp.steering.effect import EffectMeter
     from interp.stages.steering import ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL
-    from interp.steering.tradeoff import max_safe_alpha
+    from interp.steering.tradeoff import max_safe_strength
 
     m = study.model
     d = study.data
     h_tr, l_tr = d.plain("train", "harmful"), d.plain("train", "harmless")
     anti = fit_antidote(m, h_tr, l_tr, sparsity=0.05)
     sparse, dense = anti.intervention(), anti.with_sparsity(1.0).intervention()
-    a_s = max_safe_alpha(m, sparse, l_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
-    a_d = max_safe_alpha(m, dense, l_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    a_s = max_safe_strength(m, sparse, l_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    a_d = max_safe_strength(m, dense, l_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
     sets = held_out(study, args.per_cell)
     meter = EffectMeter(m, sets["jailbreak"])
     e_s, e_d, e_same = meter(sparse.with_alpha(a_s)), meter(dense.with_alpha(a_d)), meter(dense.with_alpha(a_s))
@@ -145,9 +145,9 @@ def row_antidote(study, args) -> dict:
             judged[name] = {k: round(evaluate_refusal(m, sets[k], study.judge, study.gen, with_scores=False).rate(), 4)
                             for k in ("jailbreak", "harmless")}
     r4 = lambda x: round(float(x), 4)  # noqa: E731
-    return {"alpha_sparse": r4(a_s), "alpha_dense": r4(a_d), "effect_sparse": r4(e_s), "effect_dense": r4(e_d),
-            "ratio_sparse_to_dense": r4(e_s / e_d) if e_d else None, "effect_dense_same_alpha": r4(e_same),
-            "layers": anti.layers, "judged_refusal_at_calibrated_alpha": judged,
+    return {"norm_fraction_sparse": r4(a_s), "norm_fraction_dense": r4(a_d), "effect_sparse": r4(e_s), "effect_dense": r4(e_d),
+            "ratio_sparse_to_dense": r4(e_s / e_d) if e_d else None, "effect_dense_same_norm_fraction": r4(e_same),
+            "layers": anti.layers, "judged_refusal_at_calibrated_strength": judged,
             "n": {"train": [len(h_tr), len(l_tr)], "jailbreak": len(sets["jailbreak"]), "harmless": len(sets["harmless"])}}
 
 

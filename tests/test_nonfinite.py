@@ -26,7 +26,7 @@ def test_huge_alpha_in_a_sweep_names_the_intervention(organism, small):
     train, sets = small
     hd = fit_head_directions(organism, train)
     heads = hd.top(2)
-    with pytest.raises(NonFiniteError, match=r"sweep of 'hsi' at alpha=1e\+30: .*head steering of 2 head\(s\).*alpha=1e\+30"):
+    with pytest.raises(NonFiniteError, match=r"sweep of 'hsi' at strength 1e\+30: .*head steering of 2 head\(s\).*alpha=1e\+30"):
         sweep(organism, Intervention.steer_heads(hd, heads, 1.0), [1.0, 1e30], sets, "hsi", gen=GEN)
     assert count_hooks(organism) == 0
     # a sane strength still gives a finite row, and no answer was empty

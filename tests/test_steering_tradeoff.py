@@ -1,4 +1,4 @@
-"""Trade-off sweeps, alpha calibration, heads-vs-layer on the organism, and the demo section (on
+"""Trade-off sweeps, strength calibration, heads-vs-layer on the organism, and the demo section (on
 the tiny random model, for speed: it checks the plumbing, not the numbers)."""
 
 import json
@@ -10,7 +10,7 @@ from interp.hooks import count_hooks
 from organisms.data import eval_prompts as make_eval
 from interp.scoring import RefusalJudge
 from interp.intervention import Intervention
-from interp.steering import (compare_heads_vs_layer, fit_head_directions, max_safe_alpha, select_heads, split_sets,
+from interp.steering import (compare_heads_vs_layer, fit_head_directions, max_safe_strength, select_heads, split_sets,
                              subsample, sweep, tradeoff_figure, unsteered_point)
 
 GEN = GenerationConfig(max_new_tokens=4, batch_size=64)
@@ -40,10 +40,10 @@ def test_sweep_rows_and_figure(organism, dirs_and_heads, small_sets):
     assert count_hooks(organism) == 0
     r0, r1 = rows
     for r in rows:
-        assert {"method", "alpha", "harmful", "jailbreak", "harmless", "effect", "kl", "utility", "by_family"} <= set(r)
+        assert {"method", "strength", "harmful", "jailbreak", "harmless", "effect", "kl", "utility", "by_family"} <= set(r)
     assert r0["kl"]["harmless"] == pytest.approx(0.0, abs=1e-6)
     assert all(abs(v) < 1e-5 for v in r0["effect"].values())
-    # + alpha raises refusal: scores up on harmless and jailbreak, refusal rates never drop
+    # a positive strength raises refusal: scores up on harmless and jailbreak, refusal rates never drop
     assert r1["effect"]["harmless"] > 0 and r1["effect"]["jailbreak"] > 0
     assert r1["jailbreak"] >= r0["jailbreak"] and r1["harmless"] >= r0["harmless"]
     assert r1["kl"]["harmless"] > 0
@@ -67,17 +67,17 @@ def test_unsteered_point_is_the_unsteered_sweep_row_and_reference(organism, dirs
         assert row[f"{k}_score"] == pytest.approx(old_row[f"{k}_score"], abs=1e-4)
         assert row["kl"][k] == 0.0 and row["effect"][k] == 0.0
         assert (ref.logp[k] - old_ref.logp[k]).abs().max() < 1e-4
-    assert row["method"] == "unsteered" and row["alpha"] == 0.0 and row["by_family"] == old_row["by_family"]
+    assert row["method"] == "unsteered" and row["strength"] == 0.0 and row["by_family"] == old_row["by_family"]
     hd, heads = dirs_and_heads
     (steered,) = sweep(organism, Intervention.steer_heads(hd, heads, 1.5), [1.5], small_sets, "hsi", RefusalJudge(), GEN, ref)
     assert steered["effect"]["harmless"] > 0 and steered["kl"]["harmless"] > 0
 
 
-def test_max_safe_alpha(organism, dirs_and_heads, plain_prompts):
+def test_max_safe_strength(organism, dirs_and_heads, plain_prompts):
     hd, heads = dirs_and_heads
     harmless = plain_prompts.filter(label="harmless")[:12]
     grid = (0.1, 0.5, 2.0, 8.0)
-    a = max_safe_alpha(organism, Intervention.steer_heads(hd, heads, 1.0), harmless, grid, 0.1)
+    a = max_safe_strength(organism, Intervention.steer_heads(hd, heads, 1.0), harmless, grid, 0.1)
     assert a in grid and a < 8.0  # strong steering makes harmless prompts lean to refuse
 
 
@@ -112,7 +112,7 @@ def test_report_stage_runs(tiny, plain_prompts):
 
     assert [tuple(h) for h in out["hsi"]["heads"]] == [tuple(h) for h in res.heads]
     effect_sets = _held_out(ev, plain_n=40, cell_n=4, seed=study.seed)
-    hsi = effect(tiny, Intervention.steer_heads(res.head_directions, res.heads, out["hsi"]["alpha"]), effect_sets["jailbreak"])
+    hsi = effect(tiny, Intervention.steer_heads(res.head_directions, res.heads, out["hsi"]["sigmas"]), effect_sets["jailbreak"])
     assert out["hsi"]["effect"] == pytest.approx(hsi, abs=2e-4)
     gen_sets = _held_out(ev, plain_n=20, cell_n=2, seed=study.seed + 1)
     with Intervention.ablate_direction(res.refusal_direction).apply(tiny):

@@ -24,17 +24,17 @@ from interp.steering.antidote import fit_antidote
 from interp.steering.effect import EFFECT_DEFINITION, EffectMeter
 from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select_heads
 from interp.steering.layer import compare_heads_vs_layer
-from interp.steering.tradeoff import compact, max_safe_alpha, sweep, tradeoff_figure, unsteered_point
+from interp.steering.tradeoff import compact, max_safe_strength, sweep, tradeoff_figure, unsteered_point
 from interp.direction import Direction
 from probes.directions import calibrate_direction, find_refusal_direction, resolve_direction
 
 K_HEADS = ORGANISM_DEFAULTS.k
-SELECT_ALPHA = 1.0  # single-head steering strength for HSI's head choice (sigma units)
-# calibration grids: geometric, ~19% apart (alpha: sigma units for heads, residual-norm units for the antidote)
+SELECT_SIGMAS = 1.0  # single-head steering strength for HSI's head choice (sigma units)
+# calibration grids: geometric, ~19% apart (sigmas for heads, fractions of the residual norm for the antidote)
 HEAD_GRID = tuple(round(0.05 * 1.19 ** i, 4) for i in range(30))  # 0.05 .. ~7
 ANTIDOTE_GRID = tuple(round(0.01 * 1.19 ** i, 4) for i in range(30))  # 0.01 .. ~1.5
 MAX_HARMLESS_REFUSAL = 0.10
-SWEEP_FACTORS = (0.5, 1.0, 1.5, 2.0)  # trade-off points per method, as multiples of its calibrated alpha
+SWEEP_FACTORS = (0.5, 1.0, 1.5, 2.0)  # trade-off points per method, as multiples of its calibrated strength
 SWEEP_FACTORS_REDUCED = (1.0, 2.0)  # at the demo's real-model scale
 
 
@@ -68,7 +68,7 @@ def _best_safe_gains(rows: list[dict]) -> dict:
         ok = [r for r in rows if r["method"] == m and r["harmless"] <= MAX_HARMLESS_REFUSAL]
         if ok:
             b = max(ok, key=lambda r: r["jailbreak"])
-            out[m] = {"alpha": round(b["alpha"], 4), "jailbreak_gain": round(b["jailbreak"] - base["jailbreak"], 4),
+            out[m] = {"strength": round(b["strength"], 4), "jailbreak_gain": round(b["jailbreak"] - base["jailbreak"], 4),
                       "jailbreak": round(b["jailbreak"], 4), "harmless": round(b["harmless"], 4)}
         else:
             out[m] = None
@@ -79,7 +79,7 @@ def _best_safe_gains(rows: list[dict]) -> dict:
 class SteeringResult(StageResult):
     head_directions: object = None  # interp.steering.heads.HeadDirections
     heads: list = None
-    antidote: object = None  # the Jailbreak Antidote Intervention at its calibrated alpha
+    antidote: object = None  # the Jailbreak Antidote Intervention at its calibrated strength
     refusal_direction: object = None
 
 
@@ -181,11 +181,11 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
         except InputError:
             got = None
     if got is None:
-        heads = select_heads(model, hd, K_HEADS, harmless_tr[: min(16, len(harmless_tr))], SELECT_ALPHA, by="steering")
-        heads_source = f"HSI: largest single-head effect at alpha={SELECT_ALPHA} on training harmless prompts"
+        heads = select_heads(model, hd, K_HEADS, harmless_tr[: min(16, len(harmless_tr))], SELECT_SIGMAS, by="steering")
+        heads_source = f"HSI: largest single-head effect at {SELECT_SIGMAS:g} sigma on training harmless prompts"
     on_heads = Intervention.steer_heads(hd, heads, 1.0)
-    alpha_h = max_safe_alpha(model, on_heads, harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
-    cmp = compare_heads_vs_layer(model, hd, heads, alpha_h, {k: effect_sets[k] for k in (jb_key, "harmless") if k in effect_sets})
+    sigmas_h = max_safe_strength(model, on_heads, harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
+    cmp = compare_heads_vs_layer(model, hd, heads, sigmas_h, {k: effect_sets[k] for k in (jb_key, "harmless") if k in effect_sets})
     layers = cmp["layers"]
     timings["heads"] = time.perf_counter() - t0
 
@@ -193,12 +193,12 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     t = time.perf_counter()
     anti = fit_antidote(model, harmful_tr, harmless_tr, sparsity=0.05)
     sparse_iv, dense_iv = anti.intervention(), anti.with_sparsity(1.0).intervention()
-    a_s = max_safe_alpha(model, sparse_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
-    a_d = max_safe_alpha(model, dense_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    nf_s = max_safe_strength(model, sparse_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    nf_d = max_safe_strength(model, dense_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
     jb_meter = EffectMeter(model, effect_sets[jb_key])
-    e_s = jb_meter(sparse_iv.with_alpha(a_s))
-    e_d = jb_meter(dense_iv.with_alpha(a_d))
-    e_d_same = jb_meter(dense_iv.with_alpha(a_s))
+    e_s = jb_meter(sparse_iv.with_alpha(nf_s))
+    e_d = jb_meter(dense_iv.with_alpha(nf_d))
+    e_d_same = jb_meter(dense_iv.with_alpha(nf_s))
     timings["antidote"] = time.perf_counter() - t
 
     # ---- refusal direction: ablation and addition, judged on generated answers
@@ -223,11 +223,11 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     t = time.perf_counter()
     unsteered, row = unsteered_point(model, gen_sets, study.judge, study.gen)
     rows = [row]
-    rows += sweep(model, on_heads, [f * alpha_h for f in factors], gen_sets,
+    rows += sweep(model, on_heads, [f * sigmas_h for f in factors], gen_sets,
                   "hsi (heads)", study.judge, study.gen, unsteered)
-    rows += sweep(model, Intervention.steer_layer(hd, layers, 1.0), [f * alpha_h for f in factors], gen_sets,
+    rows += sweep(model, Intervention.steer_layer(hd, layers, 1.0), [f * sigmas_h for f in factors], gen_sets,
                   "layer (all heads)", study.judge, study.gen, unsteered)
-    rows += sweep(model, sparse_iv, [f * a_s for f in factors], gen_sets,
+    rows += sweep(model, sparse_iv, [f * nf_s for f in factors], gen_sets,
                   "antidote (5%)", study.judge, study.gen, unsteered)
     timings["tradeoff"] = time.perf_counter() - t
     figures = {"steering_tradeoff": tradeoff_figure(rows, x="harmless", title=f"Safety-utility trade-off: {model.name}"),
@@ -236,21 +236,21 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     summary = _best_safe_gains(rows)
     r4 = lambda x: round(float(x), 4)  # noqa: E731
     report = {
-        "hsi": {"heads": [list(h) for h in heads], "alpha": r4(alpha_h), "effect": r4(cmp["effect_heads"][jb_key]),
+        "hsi": {"heads": [list(h) for h in heads], "sigmas": r4(sigmas_h), "effect": r4(cmp["effect_heads"][jb_key]),
                 "effect_harmless": r4(cmp["effect_heads"].get("harmless", float("nan"))), "heads_source": heads_source,
                 "kind": hd.kind},
-        "layer": {"layer": layers[0] if len(layers) == 1 else layers, "layers": layers, "alpha": r4(alpha_h),
+        "layer": {"layer": layers[0] if len(layers) == 1 else layers, "layers": layers, "sigmas": r4(sigmas_h),
                   "effect": r4(cmp["effect_layer"][jb_key]), "ratio_heads_to_layer": r4(cmp["ratio"][jb_key]),
                   "effect_harmless": r4(cmp["effect_layer"].get("harmless", float("nan")))},
-        "antidote": {"sparsity": anti.sparsity, "alpha": r4(a_s), "effect": r4(e_s), "dense_alpha": r4(a_d),
+        "antidote": {"sparsity": anti.sparsity, "norm_fraction": r4(nf_s), "effect": r4(e_s), "dense_norm_fraction": r4(nf_d),
                      "dense_effect": r4(e_d), "ratio_sparse_to_dense": r4(e_s / e_d) if e_d else float("nan"),
-                     "dense_effect_same_alpha": r4(e_d_same), "layers": anti.layers, "paired": anti.paired,
+                     "dense_effect_same_norm_fraction": r4(e_d_same), "layers": anti.layers, "paired": anti.paired,
                      "best_safe_jailbreak_gain": summary.get("antidote (5%)")},
         "direction": d_report,
         "tradeoff": compact(rows),
         "tradeoff_best": summary,
         "effect_definition": EFFECT_DEFINITION + f"; reported effects are on the held-out {jb_key} prompts",
-        "calibration": f"each method's alpha = the largest grid value at which <= {MAX_HARMLESS_REFUSAL:.0%} of training "
+        "calibration": f"each method's strength = the largest grid value at which <= {MAX_HARMLESS_REFUSAL:.0%} of training "
                        "harmless prompts lean to refuse (refusal score > 0)",
         "n_prompts": {"effect": {k: len(v) for k, v in effect_sets.items()}, "generation": {k: len(v) for k, v in gen_sets.items()}},
         "jailbreak_cells": "each family's strongest (the demo's real-model scale)" if reduced else "every (family, strength)",
@@ -258,4 +258,4 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
         "figure": figure_ref("steering_tradeoff"), "figure_kl": figure_ref("steering_tradeoff_kl"),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
-    return SteeringResult(report, figures, {}, hd, heads, sparse_iv.with_alpha(a_s), direction)
+    return SteeringResult(report, figures, {}, hd, heads, sparse_iv.with_alpha(nf_s), direction)

@@ -13,7 +13,7 @@ from interp.steering.effect import EFFECT_DEFINITION, EffectMeter, effect, score
 from interp.steering.heads import (HSI_DEFAULTS, ITI_DEFAULTS, ORGANISM_DEFAULTS, HeadDirections, HeadSteeringConfig,
                                    fit_head_directions, select_heads, single_head_steering_effects)
 from interp.steering.layer import compare_heads_vs_layer
-from interp.steering.tradeoff import Unsteered, max_safe_alpha, split_sets, subsample, sweep, tradeoff_figure, unsteered_point
+from interp.steering.tradeoff import Unsteered, max_safe_strength, split_sets, subsample, sweep, tradeoff_figure, unsteered_point
 
 __all__ = [
     "Intervention",
@@ -22,5 +22,5 @@ __all__ = [
     "HSI_DEFAULTS", "ITI_DEFAULTS", "ORGANISM_DEFAULTS", "HeadDirections", "HeadSteeringConfig", "fit_head_directions",
     "select_heads", "single_head_steering_effects",
     "compare_heads_vs_layer",
-    "Unsteered", "max_safe_alpha", "split_sets", "subsample", "sweep", "tradeoff_figure", "unsteered_point",
+    "Unsteered", "max_safe_strength", "split_sets", "subsample", "sweep", "tradeoff_figure", "unsteered_point",
 ]

@@ -5,14 +5,15 @@ harmful and harmless prompts: the first principal component of the paired differ
 difference in means when the prompts are not paired). Layers are kept by how well the projection
 on their direction separates harmful from harmless (the paper keeps the top ~90%), and only the
 top k% coordinates of |direction| are used (the paper's grid: 1, 2.5, 5, 10, 25%; 5% is its
-default). At run time `h <- h + alpha * (mask * direction)` at the block output of each kept layer,
-at the last position only: in the prompt pass that is the last prompt token, and with the key/value
-cache every generation step sees only its own (last) position. `alpha` is a plain number read at
-call time: `antidote.intervention(alpha).with_alpha(other)` changes it with no refit.
+default). At run time `h <- h + norm_fraction * scale * (mask * direction)` at the block output of
+each kept layer, at the last position only: in the prompt pass that is the last prompt token, and
+with the key/value cache every generation step sees only its own (last) position. The strength is
+a plain number read at call time: `antidote.intervention(0.3).with_alpha(0.1)` changes it with no refit.
 
-Units: the paper notes that alpha's useful range follows the model's residual norm. Here the unit
-direction of each layer is scaled by that layer's mean last-token residual norm, so alpha is a
-fraction of the residual norm and the same grid serves any model. Sign: + raises refusal; the
+Units: the paper (its alpha) notes that the strength's useful range follows the model's residual
+norm. Here the unit direction of each layer is scaled by that layer's mean last-token residual norm
+(`scale`), so the strength, `norm_fraction`, is a fraction of the residual norm and the same grid
+serves any model. Sign: + raises refusal; the
 geometric sign (harmful minus harmless) is checked behaviourally at fit time and flipped if adding
 it lowers refusal of the training harmless prompts.
 """
@@ -42,7 +43,7 @@ class AntidoteConfig:
 
     sparsity: float = 0.05
     keep_layers: float = 0.9
-    alpha: float = 0.0
+    norm_fraction: float = 0.0  # the strength: a fraction of each layer's mean residual norm
 
 
 def _check_sparsity(s: float) -> float:
@@ -60,12 +61,12 @@ def _top_mask(u: Float[Tensor, "layer d_model"], sparsity: float) -> Bool[Tensor
 
 @dataclass(frozen=True)
 class Antidote:
-    """Fitted safety directions (build with `fit_antidote`). It holds no strength: `intervention(alpha)`
-    returns the `Intervention` adding `alpha * scale * (mask * direction)` at the last position of
+    """Fitted safety directions (build with `fit_antidote`). It holds no strength: `intervention(norm_fraction)`
+    returns the `Intervention` adding `norm_fraction * scale * (mask * direction)` at the last position of
     each kept layer's block output; `with_alpha` on that value changes the strength, no refit."""
 
     directions: Float[Tensor, "layer d_model"]  # unit, dense; + raises refusal
-    scale: Float[Tensor, "layer"]  # mean last-token residual norm per layer (alpha's unit)
+    scale: Float[Tensor, "layer"]  # mean last-token residual norm per layer (the strength's unit)
     separation: Float[Tensor, "layer"]  # AUROC of the projection, harmful vs harmless
     layers: list[int]  # kept layers
     sparsity: float
@@ -84,12 +85,13 @@ class Antidote:
                         self.paired, self.model_fingerprint)
 
     def vectors(self) -> Float[Tensor, "layer d_model"]:
-        """`scale * (mask * direction)` per layer: the shift at alpha=1."""
+        """`scale * (mask * direction)` per layer: the shift at norm_fraction=1."""
         return (self.directions * self.mask) * self.scale[:, None]
 
-    def intervention(self, alpha: float = AntidoteConfig.alpha) -> Intervention:
-        """The adjustment at strength `alpha` (a fraction of the residual norm; negative -> compliance)."""
-        return Intervention.add(self.vectors()[list(self.layers)], "resid_post", list(self.layers), alpha, positions="last",
+    def intervention(self, norm_fraction: float = AntidoteConfig.norm_fraction) -> Intervention:
+        """The adjustment at `norm_fraction` of the residual norm (negative -> compliance)."""
+        return Intervention.add(self.vectors()[list(self.layers)], "resid_post", list(self.layers), norm_fraction,
+                                positions="last",
                                 label=f"Jailbreak Antidote ({self.sparsity:g} sparsity), alpha={{alpha:g}}",
                                 meta={"made_on": {"model": self.model_name, "model_fingerprint": self.model_fingerprint},
                                       "method": "antidote", "sparsity": self.sparsity, "paired": self.paired})
@@ -142,12 +144,12 @@ def fit_antidote(model: ChatModel, harmful, harmless, layers=None, sparsity: flo
     return anti
 
 
-def _calibrate_sign(model: ChatModel, anti: Antidote, harmless_texts: list[str], alpha: float = 0.25) -> Antidote:
-    """The antidote with flipped directions if adding them (dense, small alpha) lowers refusal of
+def _calibrate_sign(model: ChatModel, anti: Antidote, harmless_texts: list[str], norm_fraction: float = 0.25) -> Antidote:
+    """The antidote with flipped directions if adding them (dense, a small strength) lowers refusal of
     harmless prompts, else the antidote itself."""
     from interp.steering.effect import EffectMeter
 
     meter = EffectMeter(model, harmless_texts)
-    if meter(anti.with_sparsity(1.0).intervention(alpha)) < 0:
+    if meter(anti.with_sparsity(1.0).intervention(norm_fraction)) < 0:
         return replace(anti, directions=-anti.directions)
     return anti

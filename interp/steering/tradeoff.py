@@ -1,4 +1,4 @@
-"""Safety-utility trade-off sweeps: one row per (method, alpha) with refusal on harmful, jailbreak
+"""Safety-utility trade-off sweeps: one row per (method, strength) with refusal on harmful, jailbreak
 and harmless prompts, utility on harmless prompts, and the `effect` of `interp.steering.effect`.
 
 Utility is read two ways on the harmless set: does the answer still comply (1 - harmless refusal
@@ -25,21 +25,22 @@ from interp.intervention import Intervention
 from interp.steering._util import texts_of
 
 SET_NAMES = ("harmful", "jailbreak", "harmless")
-# what a sweep varies: an Intervention (taken at each alpha with `with_alpha`), or a function of alpha
-# returning one (for a strength that is not the intervention's alpha)
-Strength = Union[Intervention, Callable[[float], Intervention]]
+# what a sweep varies: an Intervention (taken at each strength with `with_alpha`, in the intervention's
+# own unit: sigmas, a fraction of the residual norm, ...), or a function of a strength returning one
+# (for a knob that is not the intervention's own strength)
+Swept = Union[Intervention, Callable[[float], Intervention]]
 
 
-def at_alpha(intervention: Strength, alpha: float) -> Intervention:
-    """`intervention` at strength `alpha`."""
+def at_strength(intervention: Swept, strength: float) -> Intervention:
+    """`intervention` at `strength`."""
     if isinstance(intervention, Intervention):
-        return intervention.with_alpha(alpha)
+        return intervention.with_alpha(strength)
     if callable(intervention):
-        out = intervention(alpha)
+        out = intervention(strength)
         if isinstance(out, Intervention):
             return out
-        raise InputError(f"the function of alpha returned {type(out).__name__}, not an interp.intervention.Intervention")
-    raise InputError(f"expected an Intervention (or a function of alpha returning one), got {type(intervention).__name__}")
+        raise InputError(f"the function of the strength returned {type(out).__name__}, not an interp.intervention.Intervention")
+    raise InputError(f"expected an Intervention (or a function of a strength returning one), got {type(intervention).__name__}")
 
 
 def split_sets(prompts: PromptSet, harmless_wrapped: bool = True) -> dict[str, PromptSet]:
@@ -96,11 +97,11 @@ def evaluate_point(model: ChatModel, sets, unsteered: Unsteered, judge: RefusalJ
 
 def unsteered_point(model: ChatModel, sets, judge: RefusalJudge = RefusalJudge(),
                     gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64)) -> tuple[Unsteered, dict]:
-    """The unsteered model's sweep row ("unsteered", alpha 0) and the reference of every other
+    """The unsteered model's sweep row ("unsteered", strength 0) and the reference of every other
     sweep, from one generation pass: the reference log-probabilities are its first step's."""
     sets = _as_sets(sets)
     row, unsteered = _evaluate(model, sets, None, judge, gen)
-    return unsteered, {"method": "unsteered", "alpha": 0.0, **row}
+    return unsteered, {"method": "unsteered", "strength": 0.0, **row}
 
 
 def _evaluate(model: ChatModel, sets: dict, unsteered: Unsteered | None, judge: RefusalJudge,
@@ -139,35 +140,35 @@ def _evaluate(model: ChatModel, sets: dict, unsteered: Unsteered | None, judge: 
     return out, unsteered
 
 
-def sweep(model: ChatModel, intervention: Strength, alphas: Sequence[float], sets,
+def sweep(model: ChatModel, intervention: Swept, strengths: Sequence[float], sets,
           method: str = "intervention", judge: RefusalJudge = RefusalJudge(),
           gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64),
           unsteered: Unsteered | None = None) -> list[dict]:
-    """Evaluate `intervention.with_alpha(alpha)` at each alpha on held-out `sets` (`Intervention.none()`
+    """Evaluate `intervention` at each of `strengths` on held-out `sets` (`Intervention.none()`
     gives the unsteered row).
 
-    Returns one dict per alpha: {"method", "alpha", "harmful", "jailbreak", "harmless" (refusal
+    Returns one dict per strength: {"method", "strength", "harmful", "jailbreak", "harmless" (refusal
     rates), "<set>_score" (mean refusal score), "effect" {set: effect}, "kl" {set: KL},
     "by_family" {set: {family: {strength: rate}}}, "utility" {"harmless_comply", "kl"}}.
     """
-    if not alphas:
-        raise InputError("alphas is empty: pass at least one strength")
-    alphas = [check_alpha(a) for a in alphas]
+    if not strengths:
+        raise InputError("strengths is empty: pass at least one strength")
+    strengths = [check_alpha(a, "strength") for a in strengths]
     sets = _as_sets(sets)
     unsteered = unsteered or Unsteered.measure(model, sets)
     rows = []
-    for a in alphas:
+    for a in strengths:
         try:
-            with at_alpha(intervention, a).apply(model):
+            with at_strength(intervention, a).apply(model):
                 row = evaluate_point(model, sets, unsteered, judge, gen)
         except NonFiniteError as e:
-            raise NonFiniteError(f"sweep of {method!r} at alpha={a:g}: {e}") from None
-        rows.append({"method": method, "alpha": a, **row})
+            raise NonFiniteError(f"sweep of {method!r} at strength {a:g}: {e}") from None
+        rows.append({"method": method, "strength": a, **row})
     return rows
 
 
 def tradeoff_figure(rows: list[dict], x: str = "harmless", y: str = "jailbreak", title: str | None = None):
-    """Safety-utility curve: one line per method, points labelled by alpha. x: "harmless" (refusal
+    """Safety-utility curve: one line per method, points labelled by strength. x: "harmless" (refusal
     rate of harmless prompts) or "kl" (KL on harmless); y: refusal rate of a set (default jailbreak)."""
     import plotly.graph_objects as go
 
@@ -176,12 +177,12 @@ def tradeoff_figure(rows: list[dict], x: str = "harmless", y: str = "jailbreak",
     fig = go.Figure()
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for m in methods:
-        pts = sorted((r for r in rows if r["method"] == m), key=lambda r: r["alpha"])
+        pts = sorted((r for r in rows if r["method"] == m), key=lambda r: r["strength"])
         xs = [r["kl"]["harmless"] if x == "kl" else r["harmless"] for r in pts]
         fig.add_trace(go.Scatter(x=xs, y=[r[y] for r in pts], mode="lines+markers+text", name=m,
-                                 text=[f"{r['alpha']:g}" for r in pts], textposition="top center",
-                                 hovertemplate=f"{m}<br>alpha %{{text}}<br>{x} %{{x:.3f}}<br>{y} refusal %{{y:.0%}}<extra></extra>"))
-    fig.update_layout(title=title or "Safety-utility trade-off (labels: alpha)",
+                                 text=[f"{r['strength']:g}" for r in pts], textposition="top center",
+                                 hovertemplate=f"{m}<br>strength %{{text}}<br>{x} %{{x:.3f}}<br>{y} refusal %{{y:.0%}}<extra></extra>"))
+    fig.update_layout(title=title or "Safety-utility trade-off (labels: strength)",
                       xaxis_title="harmless refusal rate" if x == "harmless" else "KL(unsteered || steered) on harmless",
                       yaxis_title=f"{y} refusal rate", yaxis={"range": [-0.02, 1.02], "tickformat": ".0%"},
                       template="plotly_white", hovermode="closest")
@@ -189,8 +190,8 @@ def tradeoff_figure(rows: list[dict], x: str = "harmless", y: str = "jailbreak",
 
 
 def compact(rows: list[dict]) -> list[dict]:
-    """The report's short form of sweep rows: {"method", "alpha", "harmful", "jailbreak", "harmless", ...}."""
-    keep = ("method", "alpha", "harmful", "jailbreak", "harmless")
+    """The report's short form of sweep rows: {"method", "strength", "harmful", "jailbreak", "harmless", ...}."""
+    keep = ("method", "strength", "harmful", "jailbreak", "harmless")
     out = []
     for r in rows:
         c = {k: (round(r[k], 4) if isinstance(r[k], float) else r[k]) for k in keep if k in r}
@@ -202,24 +203,24 @@ def compact(rows: list[dict]) -> list[dict]:
 
 
 @torch.no_grad()
-def max_safe_alpha(model: ChatModel, intervention: Strength, harmless, grid: Sequence[float],
-                   max_refusal: float = 0.1) -> float:
-    """The largest alpha of `grid` at which at most `max_refusal` of `harmless` prompts lean to refuse
+def max_safe_strength(model: ChatModel, intervention: Swept, harmless, grid: Sequence[float],
+                      max_refusal: float = 0.1) -> float:
+    """The largest strength of `grid` at which at most `max_refusal` of `harmless` prompts lean to refuse
     (refusal score > 0, the greedy first-token decision); the smallest grid value if none qualifies.
     Calibrate on training prompts, then measure on held-out ones."""
     from interp.steering.effect import scores_under
 
     if not grid:
-        raise InputError("grid is empty: pass at least one alpha")
-    alphas = sorted(check_alpha(g) for g in grid)
+        raise InputError("grid is empty: pass at least one strength")
+    strengths = sorted(check_alpha(g, "strength") for g in grid)
 
     def safe(i: int) -> bool:
-        return float((scores_under(model, at_alpha(intervention, alphas[i]), harmless) > 0).float().mean()) <= max_refusal
+        return float((scores_under(model, at_strength(intervention, strengths[i]), harmless) > 0).float().mean()) <= max_refusal
 
-    # refusal only grows with alpha along one direction: bisect for the last safe grid value
+    # refusal only grows with the strength: bisect for the last safe grid value
     # (log2 of the grid's size in passes, not one pass per grid value)
-    lo, hi = -1, len(alphas)  # alphas[lo] safe (or none), alphas[hi] unsafe (or past the end)
+    lo, hi = -1, len(strengths)  # strengths[lo] safe (or none), strengths[hi] unsafe (or past the end)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if safe(mid) else (lo, mid)
-    return alphas[lo] if lo >= 0 else min(grid)
+    return strengths[lo] if lo >= 0 else min(grid)
