@@ -84,7 +84,7 @@ def test_png_export_failure_is_reported_not_raised(tmp_path, monkeypatch):
 def test_cli_registers_figures_command():
     import argparse
 
-    from interp import figures_cli
+    from interp.commands import figures as figures_cli
 
     parser = argparse.ArgumentParser()
     figures_cli.register(parser.add_subparsers(dest="command"))
