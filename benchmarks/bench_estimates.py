@@ -6,11 +6,11 @@ searches choose what the exhaustive ones choose.
 
 For each model:
 * heads: the estimated single-head ablation effect (one forward + backward pass) against the exact
-  one (one replica per head), for both searches (removing refusal, compliance) and both reference means (balanced, opposite):
+  one (one replica per head), for both directions and both reference means (balanced, opposite):
   Spearman over all heads, and how many of the exact top 4 fall in the estimate's top 8;
 * patching: every head's and residual cell's estimated patching effect against exact patching
-  (both searches), Spearman over all of them;
-* search: the greedy head search, fast (top 8) and exhaustive: heads, behaviour removed, judged effect;
+  (both directions), Spearman over all of them;
+* search: the greedy head search, fast (top 8) and exhaustive: heads, direction, judged effect;
 * directions: refusal-direction selection, fast and exhaustive: the chosen candidate, and where
   they differ, by how much the exhaustive choice's harmful refusal score under ablation beats the
   fast one's; Spearman of the estimated ablation / addition scores against the exact ones.
@@ -53,7 +53,7 @@ def _prompts(name: str, n_per_label: int):
 def heads_part(model, ps, n: int) -> dict:
     from interp.causal.ablate import HeadReference
     from interp.causal.runner import ablation_scores
-    from interp.causal.search import BEHAVIOURS, _estimate
+    from interp.causal.search import DIRECTIONS, _estimate
     from interp.causal.attribution import head_gradients
     from interp.causal.compare import spearman
     from interp.causal.heads import all_heads
@@ -63,11 +63,11 @@ def heads_part(model, ps, n: int) -> dict:
     t = time.perf_counter()
     g = head_gradients(model, both)
     t_est = time.perf_counter() - t
-    refs = {"balanced": {d: HeadReference(g.z_last, "last") for d in BEHAVIOURS},
+    refs = {"balanced": {d: HeadReference(g.z_last, "last") for d in DIRECTIONS},
             "opposite": {"refusal": HeadReference(g.z_last[n:], "last"), "compliance": HeadReference(g.z_last[:n], "last")}}
     out, t_exact = {}, 0.0
     for policy, rr in refs.items():
-        for d, (label, sign) in BEHAVIOURS.items():
+        for d, (label, sign) in DIRECTIONS.items():
             prompts, rows = (h, range(n)) if label == "harmful" else (l, range(n, 2 * n))
             est = _estimate(model, g.rows(rows), d, "mean", rr[d])
             t = time.perf_counter()
@@ -109,12 +109,12 @@ def search_part(model, ps, n: int) -> dict:
     for ex in (False, True):
         t = time.perf_counter()
         s = search_heads(model, h, l, SearchConfig(max_heads=4, exhaustive=ex))
-        out["exhaustive" if ex else "fast"] = {"removes": s.best.removes, "heads": [list(x) for x in s.best.heads],
+        out["exhaustive" if ex else "fast"] = {"direction": s.best.direction, "heads": [list(x) for x in s.best.heads],
                                                "reference": s.cfg.reference, "success": s.best.success,
                                                "effect": round(s.best.effect, 3), "seconds": round(time.perf_counter() - t, 1),
                                                "estimate": s.estimate_quality()}
     f, e = out["fast"], out["exhaustive"]
-    out["same_choice"] = (f["removes"], f["heads"], f["reference"]) == (e["removes"], e["heads"], e["reference"])
+    out["same_choice"] = (f["direction"], f["heads"], f["reference"]) == (e["direction"], e["heads"], e["reference"])
     return out
 
 

@@ -1,7 +1,8 @@
 """Loading `organism:smollm2`: where the adapter lives, its recipe (`Smollm2Config`), the base model,
 and merging the adapter into it with both fingerprints checked. `interp.model.load_model` builds the
-organism through this module; the training (`organisms.smollm2`) re-exports it and imports the
-model loader, so these pieces sit below both and no import runs in a circle.
+organism through this module (via the model source, `organisms.source`); the training
+(`organisms.smollm2`) re-exports it and imports the model loader, so these pieces sit below both
+and no import runs in a circle.
 """
 
 from __future__ import annotations

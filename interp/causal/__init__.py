@@ -4,7 +4,7 @@
   ablation itself is `interp.intervention.Intervention.ablate_heads(heads, method, reference)`.
 * `runner`: behaviour under ablation of many head sets at once (`measure_ablation`,
   `ablation_scores`, `ablation_refusals`).
-* `search`: greedy search for the smallest set that flips behaviour, either way
+* `search`: greedy search for the smallest set that flips behaviour in either direction
   (`search_heads`).
 * `patching`: activation patching of every head and of `resid_pre` between paired harmful and
   harmless prompts (`activation_patching`; `equal_length_pairs` pairs up any prompt sets).

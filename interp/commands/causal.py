@@ -45,7 +45,7 @@ def _causal(args) -> dict:
     path = out / "causal.json"
     path.write_text(json.dumps(result, indent=1, default=_json_default))
     ab = result["ablation"]
-    return {"out": str(path), "recommended_heads": result["recommended_heads"], "removes": ab["removes"],
+    return {"out": str(path), "recommended_heads": result["recommended_heads"], "direction": ab["direction"],
             "refusal_rate_before": {k: v["refusal_rate"] for k, v in ab["baseline"].items()},
             "refusal_rate_harmful_after": ab["refusal_rate_harmful_after"],
             "refusal_rate_harmless_after": ab["refusal_rate_harmless_after"],

@@ -93,12 +93,12 @@ def _lens_figure(lens: torch.Tensor, labels: list[str]) -> go.Figure:
     return fig
 
 
-def _reference_words(policy: str, removes: str, method: str) -> str:
+def _reference_words(policy: str, direction: str, method: str) -> str:
     if method == "zero":
         return "none (zero-ablation)"
     where = "the last prompt token, applied at every position"
     if policy == "opposite":
-        other = "harmless" if removes == "refusal" else "harmful"
+        other = "harmless" if direction == "refusal" else "harmful"
         return (f"{other} training prompts ({method} at {where}): the label-free mean flipped nothing, so the "
                 "heads were tested by replacing their output with the other label's")
     return f"harmful + harmless training prompts ({method} at {where})"
@@ -146,7 +146,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     sets = _eval_sets(study, cfg)
     heads = rec.heads or rec.candidates
     K = len(heads) or cfg.k
-    ref = search.references[rec.removes]
+    ref = search.references[rec.direction]
     rng = random.Random(cfg.seed)
     others = [h for h in all_heads(model) if h not in heads]
     random_sets = [rng.sample(others, min(K, len(others))) for _ in range(cfg.n_random)]
@@ -174,9 +174,9 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
         return sum(m[label]["refusal_rate_after"] for m in rand_m) / len(rand_m) if rand_m else float("nan")
 
     ablation = {
-        "heads": [list(h) for h in heads], "k": K, "method": cfg.method, "removes": rec.removes,
+        "heads": [list(h) for h in heads], "k": K, "method": cfg.method, "direction": rec.direction,
         "confident": rec.confident,
-        "reference": _reference_words(search.cfg.reference, rec.removes, cfg.method),
+        "reference": _reference_words(search.cfg.reference, rec.direction, cfg.method),
         "mechanism": search.neutral.get("mechanism"),
         "refusal_rate_harmful_after": rec_m["harmful"]["refusal_rate_after"] if rec_m else None,
         "refusal_rate_harmless_after": rec_m["harmless"]["refusal_rate_after"] if rec_m else None,
