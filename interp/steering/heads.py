@@ -196,30 +196,45 @@ def fit_head_directions(model: ChatModel, prompts, labels=None, heads=None, kind
 
 
 # ---------------------------------------------------------------- steering
-# Head steering is `interp.intervention.Intervention.steer_heads(head_dirs, heads, alpha)`: one hook
+# Head steering is `interp.intervention.Intervention.steer_heads(head_dirs, heads, sigmas)`: one hook
 # per touched layer adding the precomputed [head, d_head] shift to `hook_z` at every position.
 
 
 # ---------------------------------------------------------------- choosing heads
 @torch.no_grad()
-def single_head_steering_effects(model: ChatModel, head_dirs: HeadDirections, prompts, alpha: float) -> Float[Tensor, "layer head"]:
-    """HSI's selection signal: the effect (interp.steering.effect) of steering each fitted head alone."""
-    from interp.steering.effect import EffectMeter
+def single_head_steering_effects(model: ChatModel, head_dirs: HeadDirections, prompts, sigmas: float,
+                                 max_rows: int = 512) -> Float[Tensor, "layer head"]:
+    """HSI's selection signal: the effect (interp.steering.effect: mean change of the refusal score)
+    of steering each fitted head alone by `sigmas`. One stacked run per prompt batch (a replica per
+    head, each resumed at its head's layer from a clean run's cached block inputs)."""
+    from interp.hooks import check_finite
+    from interp.runner import RESUME_PROMPTS, cache_block_inputs, prompt_batches, run
+    from interp.scoring import refusal_log_odds
 
-    alpha = check_alpha(alpha)
+    sigmas = check_alpha(sigmas, "sigmas")
     head_dirs.check(model)
-    meter = EffectMeter(model, prompts)
+    texts = texts_of(prompts, "effect prompts")
+    heads = [(int(l), int(h)) for l, h in zip(*torch.nonzero(head_dirs.fitted, as_tuple=True))]
+    stack = Intervention.stack([Intervention.steer_heads(head_dirs, [p], sigmas) for p in heads])
+    change = torch.zeros(len(heads))
+    for idx, b, _ in prompt_batches(model, texts, max_rows, max_prompts=RESUME_PROMPTS):
+        cached = cache_block_inputs(model, b, min(l for l, _ in heads))
+        base = refusal_log_odds(model, cached.logits).cpu()
+        s = run(model, cached, stack, read=lambda logits: refusal_log_odds(model, logits).cpu(), from_layer="auto",
+                max_rows=max_rows)
+        change += (check_finite(s, "refusal scores").view(len(heads), len(idx)) - base).sum(1)
     out = torch.full((model.n_layers, model.n_heads), float("nan"))
-    for l, h in zip(*torch.nonzero(head_dirs.fitted, as_tuple=True)):
-        l, h = int(l), int(h)
-        out[l, h] = meter(Intervention.steer_heads(head_dirs, [(l, h)], alpha))
+    for (l, h), c in zip(heads, (change / len(texts)).tolist()):
+        out[l, h] = c
     return out
 
 
-def select_heads(model: ChatModel, head_dirs: HeadDirections, k: int, prompts=None, alpha: float | None = None,
+def select_heads(model: ChatModel, head_dirs: HeadDirections, k: int, prompts=None, sigmas: float | None = None,
                  by: str = "steering") -> list[tuple[int, int]]:
     """The K heads to steer: by="steering" (HSI: largest single-head effect toward refusal on
-    `prompts` at `alpha`) or by="auroc" (ITI: best-separating projection on the training set)."""
+    `prompts` when steered by `sigmas`, required: a strength in sigmas that suits this model, e.g.
+    one calibrated with `interp.steering.tradeoff.max_safe_alpha`; toy-model values do not carry
+    over) or by="auroc" (ITI: best-separating projection on the training set)."""
     check_k(model, k)
     if by == "auroc":
         return head_dirs.top(k)
@@ -227,11 +242,13 @@ def select_heads(model: ChatModel, head_dirs: HeadDirections, k: int, prompts=No
         raise InputError(f"by must be 'steering' or 'auroc', got {by!r}")
     if prompts is None:
         raise InputError("select_heads(by='steering') needs prompts to measure single-head effects on")
-    a = ORGANISM_DEFAULTS.alpha if alpha is None else alpha
-    eff = single_head_steering_effects(model, head_dirs, prompts, a)
+    if sigmas is None:
+        raise InputError("select_heads(by='steering') needs sigmas=, the steering strength in sigmas of each head "
+                         "(calibrate it on this model, e.g. with interp.steering.tradeoff.max_safe_alpha)")
+    eff = single_head_steering_effects(model, head_dirs, prompts, sigmas)
     n = int(head_dirs.fitted.sum())
     if k > n:
         raise InputError(f"K={k} is larger than the number of fitted heads ({n})")
-    score = torch.nan_to_num(eff * (1.0 if a >= 0 else -1.0), nan=-float("inf"))
+    score = torch.nan_to_num(eff * (1.0 if sigmas >= 0 else -1.0), nan=-float("inf"))
     idx = score.flatten().argsort(descending=True, stable=True)[:k]
     return [(int(i) // model.n_heads, int(i) % model.n_heads) for i in idx]

@@ -25,7 +25,7 @@ from interp.intervention import Intervention
 from interp.steering._util import texts_of
 
 SET_NAMES = ("harmful", "jailbreak", "harmless")
-# what a sweep varies: an Intervention (taken at each alpha with `with_alpha`), or a function of alpha
+# what a sweep varies: an Intervention (taken at each alpha with `with_strength`), or a function of alpha
 # returning one (for a strength that is not the intervention's alpha)
 Strength = Union[Intervention, Callable[[float], Intervention]]
 
@@ -33,7 +33,7 @@ Strength = Union[Intervention, Callable[[float], Intervention]]
 def at_alpha(intervention: Strength, alpha: float) -> Intervention:
     """`intervention` at strength `alpha`."""
     if isinstance(intervention, Intervention):
-        return intervention.with_alpha(alpha)
+        return intervention.with_strength(alpha)
     if callable(intervention):
         out = intervention(alpha)
         if isinstance(out, Intervention):
@@ -143,7 +143,7 @@ def sweep(model: ChatModel, intervention: Strength, alphas: Sequence[float], set
           method: str = "intervention", judge: RefusalJudge = RefusalJudge(),
           gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64),
           unsteered: Unsteered | None = None) -> list[dict]:
-    """Evaluate `intervention.with_alpha(alpha)` at each alpha on held-out `sets` (`Intervention.none()`
+    """Evaluate `intervention.with_strength(alpha)` at each alpha on held-out `sets` (`Intervention.none()`
     gives the unsteered row).
 
     Returns one dict per alpha: {"method", "alpha", "harmful", "jailbreak", "harmless" (refusal
