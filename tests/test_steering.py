@@ -30,7 +30,7 @@ def head_dirs(organism, plain_prompts):
 
 @pytest.fixture(scope="module")
 def top_heads(organism, head_dirs, plain_prompts):
-    return select_heads(organism, head_dirs, 4, plain_prompts.filter(label="harmless")[:8], alpha=1.0)
+    return select_heads(organism, head_dirs, 4, plain_prompts.filter(label="harmless")[:8], sigmas=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +117,13 @@ def test_antidote_moves_refusal_and_alpha_is_live(organism, antidote, held_out):
     weak = antidote.intervention(0.1)
     with weak.apply(organism):
         a = _logits(organism, texts)
-    with weak.with_alpha(0.4).apply(organism):  # a new value from the same fit: no refit
+    with weak.with_strength(0.4).apply(organism):  # a new value from the same fit: no refit
         b = _logits(organism, texts)
     with antidote.intervention(0.4).apply(organism):
         c = _logits(organism, texts)
     assert not torch.equal(a, b) and torch.equal(b, c)
-    assert weak.with_alpha(0.4) == antidote.intervention(0.4) and weak.alpha == 0.1  # nothing was mutated
+    assert weak.with_strength(0.4) == antidote.intervention(0.4) and weak.strength == 0.1  # nothing was mutated
+    assert weak.unit == "norm_fraction"  # the antidote's strength is a fraction of the residual norm
     with weak.scaled(4.0).apply(organism):
         assert torch.allclose(_logits(organism, texts), c, atol=1e-6)
 
@@ -157,7 +158,7 @@ def _interventions(organism, head_dirs, top_heads, antidote, direction):
         "layer_heads": Intervention.steer_layer(head_dirs, 0, 2.0, mode="heads"),
         "layer_resid": Intervention.steer_layer(head_dirs, 1, 2.0, mode="resid"),
         "ablate": Intervention.ablate_direction(direction),
-        "add": Intervention.add_direction(direction, alpha=2.0),
+        "add": Intervention.add_direction(direction, factor=2.0),
         "antidote": antidote.intervention(0.5),
     }
 

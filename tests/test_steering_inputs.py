@@ -38,11 +38,11 @@ def test_alpha_not_finite(tiny, tiny_dirs, tiny_antidote, alpha):
     with pytest.raises(InputError, match="finite"):
         _enter(Intervention.steer_layer(tiny_dirs, 0, alpha).apply(tiny))
     with pytest.raises(InputError, match="finite"):
-        tiny_antidote.intervention(0.1).with_alpha(alpha)
+        tiny_antidote.intervention(0.1).with_strength(alpha)
     with pytest.raises(InputError, match="finite"):
         _enter(tiny_antidote.intervention(alpha).apply(tiny))
     with pytest.raises(InputError, match="finite"):
-        _enter(Intervention.add_direction(torch.ones(tiny.d_model), layer=0, alpha=alpha).apply(tiny))
+        _enter(Intervention.add_direction(torch.ones(tiny.d_model), layer=0, factor=alpha).apply(tiny))
     with pytest.raises(InputError, match="finite"):
         sweep(tiny, Intervention.steer_heads(tiny_dirs, [(0, 0)], 1.0), [alpha], {"harmless": ["hi"]})
     assert count_hooks(tiny) == 0
