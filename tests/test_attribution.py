@@ -106,19 +106,19 @@ def test_estimate_top_k_holds_the_heads_exact_ablation_finds(organism, searches)
     ex = searches[True]
     best = ex.best
     assert best.success and best.heads
-    est = ex.estimate[best.direction]  # the estimate at the unablated run, every head
+    est = ex.estimate[best.flip]  # the estimate at the unablated run, every head
     top = {divmod(i, organism.n_heads) for i in est.flatten().argsort(descending=True)[:8].tolist()}
     assert best.heads[0] in top  # the head the exhaustive scan ranks first is measured by the fast search
-    q = ex.estimate_quality()[best.direction]
+    q = ex.estimate_quality()[best.flip]
     assert q["n_exact"] == organism.n_layers * organism.n_heads and q["spearman"] > 0.6
 
 
 def test_fast_head_search_finds_the_exhaustive_heads(organism, searches):
     fast, ex = searches[False], searches[True]
-    assert fast.best.direction == ex.best.direction
+    assert fast.best.flip == ex.best.flip
     assert fast.best.heads == ex.best.heads and fast.cfg.reference == ex.cfg.reference
     assert fast.best.success and fast.best.effect == pytest.approx(ex.best.effect)
-    d = fast.best.direction
+    d = fast.best.flip
     assert int(fast.measured[d].sum()) == 8 and bool(ex.measured[d].all())
     # where the fast search measured a head, it holds the exhaustive scan's exact number
     m = fast.measured[d]

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from interp.errors import InputError
 from interp.generation import GenerationConfig, generate
 from interp.hooks import count_hooks
 from interp.organism.data import eval_prompts as make_eval
@@ -75,6 +76,21 @@ def test_selected_heads_beat_random_heads(organism, head_dirs, top_heads, held_o
     draws = [rng.sample(every, len(top_heads)) for _ in range(10)]
     rand = [meter(Intervention.steer_heads(head_dirs, d, 1.0)) for d in draws]
     assert chosen > max(rand), (chosen, rand)
+
+
+def test_single_head_scan_is_each_head_steered_alone(organism, head_dirs, plain_prompts):
+    """HSI's per-head scan runs as one stacked, resumed pass per prompt batch and gives each head's
+    effect as steering it alone does; its strength must be given (no toy default on other models)."""
+    from interp.steering import single_head_steering_effects
+
+    prompts = plain_prompts.filter(label="harmless")[:6]
+    eff = single_head_steering_effects(organism, head_dirs, prompts, 1.0)
+    meter = EffectMeter(organism, prompts)
+    for l, h in [(0, 4), (1, 0), (2, 5), (3, 7)]:
+        assert eff[l, h] == pytest.approx(meter(Intervention.steer_heads(head_dirs, [(l, h)], 1.0)), abs=1e-4), (l, h)
+    assert eff.abs().max() > 0.1 and count_hooks(organism) == 0
+    with pytest.raises(InputError, match="needs sigmas="):
+        select_heads(organism, head_dirs, 4, prompts)
 
 
 def test_heads_vs_layer_one_call(organism, head_dirs, top_heads, held_out):

@@ -1,18 +1,20 @@
 """Head-specific steering: ITI (Li et al. 2023) and HSI (head-specific intervention).
 
-Both add `alpha * sigma * u` to the output of chosen attention heads (`hook_z`, the input of the
+Both add `sigmas * sigma * u` to the output of chosen attention heads (`hook_z`, the input of the
 output projection), where `u` is a unit direction per head that separates harmful from harmless
 prompts at the last token and `sigma` is the standard deviation of the head's activations projected
 on `u` over the training prompts. The shift is the same at every position, so it is correct under
 the key/value cache (later generation steps see one position).
 
-Defaults from the papers' code (see `HeadSteeringConfig`): ITI steers the top K=48 heads at alpha=15
-on 7B models (mass-mean shift, heads ranked by probe accuracy); HSI steers ~4 heads at alpha~35,
+The strength is in sigmas (the papers' alpha). Defaults from the papers' code (see
+`HeadSteeringConfig`): ITI steers the top K=48 heads at 15 sigmas on 7B models (mass-mean shift,
+heads ranked by probe accuracy); HSI steers ~4 heads at ~35 sigmas,
 choosing heads by steering each one alone and counting flipped answers. The organism defaults were
-measured on held-out prompts (docs/steering.md).
+measured on held-out prompts (docs/steering.md); they are the organism's, not a default for other
+models: `select_heads(by="steering")` takes the strength from its caller.
 
-Sign convention: `u` points from the harmless mean to the harmful mean, so `alpha > 0` raises
-refusal and `alpha < 0` lowers it.
+Sign convention: `u` points from the harmless mean to the harmful mean, so `sigmas > 0` raises
+refusal and `sigmas < 0` lowers it.
 """
 
 from __future__ import annotations
@@ -40,21 +42,21 @@ Kind = Literal["mass_mean", "probe"]
 
 @dataclass(frozen=True)
 class HeadSteeringConfig:
-    """How many heads to steer and how hard (alpha in units of each head's sigma)."""
+    """How many heads to steer and how hard (`sigmas`: in units of each head's sigma)."""
 
     k: int
-    alpha: float
+    sigmas: float
     kind: Kind = "mass_mean"
     source: str = ""
 
 
-# Li et al. 2023 (ITI), LLaMA-7B: K=48 heads, alpha=15, mass-mean shift ("center of mass").
-ITI_DEFAULTS = HeadSteeringConfig(k=48, alpha=15.0, source="ITI (Li et al. 2023), LLaMA-7B")
-# Head-specific intervention: a handful of heads (4) steered much harder (alpha ~35) on 7B chat models.
-HSI_DEFAULTS = HeadSteeringConfig(k=4, alpha=35.0, source="HSI, 7B chat models")
+# Li et al. 2023 (ITI), LLaMA-7B: K=48 heads, alpha=15 (sigmas), mass-mean shift ("center of mass").
+ITI_DEFAULTS = HeadSteeringConfig(k=48, sigmas=15.0, source="ITI (Li et al. 2023), LLaMA-7B")
+# Head-specific intervention: a handful of heads (4) steered much harder (~35 sigmas) on 7B chat models.
+HSI_DEFAULTS = HeadSteeringConfig(k=4, sigmas=35.0, source="HSI, 7B chat models")
 # Measured on the organism (4 layers x 8 heads): the top 4 heads by single-head steering effect;
-# alpha=0.5 raises held-out jailbreak refusal while harmless refusal stays near 0 (docs/steering.md).
-ORGANISM_DEFAULTS = HeadSteeringConfig(k=4, alpha=0.5, source="measured on the organism (docs/steering.md)")
+# 0.5 sigmas raise held-out jailbreak refusal while harmless refusal stays near 0 (docs/steering.md).
+ORGANISM_DEFAULTS = HeadSteeringConfig(k=4, sigmas=0.5, source="measured on the organism (docs/steering.md)")
 
 
 @dataclass(frozen=True)
@@ -111,14 +113,14 @@ class HeadDirections:
         idx = score.flatten().argsort(descending=True, stable=True)[:k]
         return [(int(i) // self.n_heads, int(i) % self.n_heads) for i in idx]
 
-    def shift(self, heads: Sequence[tuple[int, int]], alpha: float) -> Float[Tensor, "layer head d_head"]:
-        """The full shift `alpha * sigma * u` for the chosen heads (zero elsewhere)."""
+    def shift(self, heads: Sequence[tuple[int, int]], sigmas: float) -> Float[Tensor, "layer head d_head"]:
+        """The full shift `sigmas * sigma * u` for the chosen heads (zero elsewhere)."""
         mask = torch.zeros(self.n_layers, self.n_heads, dtype=torch.bool)
         for l, h in heads:
             if not self.fitted[l, h]:
                 raise InputError(f"head ({l}, {h}) has no fitted direction; fit_head_directions(..., heads=...) must include it")
             mask[l, h] = True
-        scale = torch.where(mask, alpha * self.sigma, torch.zeros_like(self.sigma))
+        scale = torch.where(mask, sigmas * self.sigma, torch.zeros_like(self.sigma))
         return self.directions * scale[..., None]
 
     # ------------------------------------------------------------ artifacts
