@@ -6,12 +6,10 @@ import pytest
 import torch
 
 from interp.causal.ablate import head_reference
-from interp.causal.runner import ablation_scores
 from interp.errors import ArtifactError, InputError
 from interp.hooknames import act_name
 from interp.hooks import count_hooks, hooked
-from interp.intervention import (AblateHeads, Intervention, Patch, ProjectOut, ScaleActivation, ScaleHeads,
-                                 SharpenAttention, SteerHeads)
+from interp.intervention import Intervention, ScaleActivation, SteerHeads
 from interp.steering import fit_antidote, fit_head_directions
 from probes.directions import mean_difference_direction
 
