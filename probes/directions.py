@@ -17,7 +17,7 @@ every candidate's ablation and addition scores are first *estimated* by attribut
 (`interp.causal.attribution`: one forward and one backward pass over the val prompts gives them
 all), candidates in pruned layers are dropped before anything is measured, and only the `top_k`
 (8) with the lowest estimated ablation score are measured exactly, in replicated batches, the
-additions resumed at their own layer (`interp.causal.resume`). If none of those passes the filters,
+additions resumed at their own layer (`interp.runner.run`). If none of those passes the filters,
 a second round measures the `top_k` not yet measured whose estimated addition raises harmless
 refusal most (the first-order addition estimate is too small for a large vector, so it ranks
 rather than filters). The choice
@@ -40,7 +40,7 @@ from interp.capture import Activations, Positions, capture
 from interp.errors import InputError
 from interp.fingerprint import check_made_on
 from interp.hooknames import act_name
-from interp.hooks import check_direction, check_layer, hooked
+from interp.hooks import check_direction, check_layer
 from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
 from interp.scoring import last_logits, refusal_log_odds

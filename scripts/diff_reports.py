@@ -1,6 +1,6 @@
 """Differences between two `report.json` files, ignoring what changes from run to run (keys naming
-times, seconds or library versions), so that a refactoring can show that a study's results did
-not move.
+times, timings, seconds or library versions, the output folder, and the time columns of markdown
+tables), so that a refactoring can show that a study's results did not move.
 
     python scripts/diff_reports.py OLD/report.json NEW/report.json [--rel 1e-5]
 
@@ -16,7 +16,16 @@ import json
 import math
 import sys
 
-IGNORED = ("time", "seconds", "libraries", "toolkit_version")
+IGNORED = ("time", "timing", "seconds", "libraries", "toolkit_version")
+IGNORED_PATHS = ("/config/out",)  # where the report was written
+TIME_COLUMNS = ("ms/", "seconds", "time")  # markdown table headers holding timings
+
+
+def _table(text: str) -> str:
+    """A markdown table without its timing columns."""
+    rows = [r.split("|") for r in text.split("\n")]
+    drop = {i for i, h in enumerate(rows[0]) if any(w in h.lower() for w in TIME_COLUMNS)}
+    return "\n".join("|".join(c for i, c in enumerate(r) if i not in drop) for r in rows)
 
 
 def _ignored(key: str) -> bool:
@@ -25,6 +34,10 @@ def _ignored(key: str) -> bool:
 
 def diff(a, b, path: str = ""):
     """Yield (path, old, new) for every differing leaf."""
+    if path in IGNORED_PATHS:
+        return
+    if isinstance(a, str) and isinstance(b, str) and a.startswith("|") and b.startswith("|"):
+        a, b = _table(a), _table(b)
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             if _ignored(str(k)):
