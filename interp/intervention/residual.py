@@ -7,7 +7,7 @@ are the per-row kernels the batched searches used."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import einops
