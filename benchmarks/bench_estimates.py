@@ -53,7 +53,7 @@ def _prompts(name: str, n_per_label: int):
 def heads_part(model, ps, n: int) -> dict:
     from interp.causal.ablate import HeadReference
     from interp.causal.runner import ablation_scores
-    from interp.causal.search import DIRECTIONS, _estimate
+    from interp.causal.search import FLIPS, _estimate
     from interp.causal.attribution import head_gradients
     from interp.causal.compare import spearman
     from interp.causal.heads import all_heads
@@ -63,11 +63,11 @@ def heads_part(model, ps, n: int) -> dict:
     t = time.perf_counter()
     g = head_gradients(model, both)
     t_est = time.perf_counter() - t
-    refs = {"balanced": {d: HeadReference(g.z_last, "last") for d in DIRECTIONS},
+    refs = {"balanced": {d: HeadReference(g.z_last, "last") for d in FLIPS},
             "opposite": {"refusal": HeadReference(g.z_last[n:], "last"), "compliance": HeadReference(g.z_last[:n], "last")}}
     out, t_exact = {}, 0.0
     for policy, rr in refs.items():
-        for d, (label, sign) in DIRECTIONS.items():
+        for d, (label, sign) in FLIPS.items():
             prompts, rows = (h, range(n)) if label == "harmful" else (l, range(n, 2 * n))
             est = _estimate(model, g.rows(rows), d, "mean", rr[d])
             t = time.perf_counter()
@@ -109,7 +109,7 @@ def search_part(model, ps, n: int) -> dict:
     for ex in (False, True):
         t = time.perf_counter()
         s = search_heads(model, h, l, SearchConfig(max_heads=4, exhaustive=ex))
-        out["exhaustive" if ex else "fast"] = {"direction": s.best.direction, "heads": [list(x) for x in s.best.heads],
+        out["exhaustive" if ex else "fast"] = {"direction": s.best.flip, "heads": [list(x) for x in s.best.heads],
                                                "reference": s.cfg.reference, "success": s.best.success,
                                                "effect": round(s.best.effect, 3), "seconds": round(time.perf_counter() - t, 1),
                                                "estimate": s.estimate_quality()}

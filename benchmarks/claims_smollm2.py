@@ -137,10 +137,10 @@ def row_antidote(study, args) -> dict:
     a_d = max_safe_strength(m, dense, l_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
     sets = held_out(study, args.per_cell)
     meter = EffectMeter(m, sets["jailbreak"])
-    e_s, e_d, e_same = meter(sparse.with_alpha(a_s)), meter(dense.with_alpha(a_d)), meter(dense.with_alpha(a_s))
+    e_s, e_d, e_same = meter(sparse.with_strength(a_s)), meter(dense.with_strength(a_d)), meter(dense.with_strength(a_s))
     judged = {}
-    for name, iv in (("unsteered", Intervention.none()), ("sparse_5pct", sparse.with_alpha(a_s)),
-                     ("dense", dense.with_alpha(a_d))):
+    for name, iv in (("unsteered", Intervention.none()), ("sparse_5pct", sparse.with_strength(a_s)),
+                     ("dense", dense.with_strength(a_d))):
         with iv.apply(m):
             judged[name] = {k: round(evaluate_refusal(m, sets[k], study.judge, study.gen, with_scores=False).rate(), 4)
                             for k in ("jailbreak", "harmless")}

@@ -23,8 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PLUMBING = {"_forward_cached", "generate_batch", "_read", "capture_hooks", "_generate", "capture", "generate",
-            "generate_with_logits", "capture_with_answers", "hook", "<lambda>"}
+PLUMBING = {"_step", "generate_batch", "_read", "capture_hooks", "_generate", "capture", "generate",
+            "generate_with_logits", "capture_with_answers", "hook", "<lambda>",
+            # interp.runner: the forward pass, stacked runs and their reads
+            "forward", "last_logits", "run", "_full", "cache_block_inputs", "__call__"}
 
 
 def main(argv: list[str]) -> int:

@@ -28,6 +28,7 @@ from interp.errors import InputError
 from interp.hooks import FwdHook, check_finite, hooked
 from interp.model import ChatModel, EncodedBatch, texts
 from interp.provenance import library_versions
+from interp.runner import PassRead, forward
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,11 @@ def broken_cache_message(model: ChatModel, held, expected: int) -> str:
             "pip install -r requirements.lock), or pass GenerationConfig(use_kv_cache=False) to silence this.")
 
 
-def _forward_cached(bridge, step_input, mask, past, pos):
-    # logits_to_keep=1: only the next token's logits (a replicated batch's logits at every prompt
-    # position would take rows x positions x vocabulary floats)
-    return bridge(step_input, attention_mask=mask, past_key_values=past, position_ids=pos[:, -step_input.shape[1]:],
-                  use_cache=True, return_type="logits_and_cache", logits_to_keep=1)
+def _step(model: ChatModel, step_input, mask, past, use_cache: bool):
+    """One generation step through the runner's forward pass (its positions, only the next token's
+    logits: a replicated batch's logits at every prompt position would take rows x positions x
+    vocabulary floats)."""
+    return forward(model, step_input, mask, past_key_values=past, use_cache=use_cache)
 
 
 @torch.no_grad()
@@ -81,7 +82,6 @@ def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, u
     position: what `interp.scoring.last_logits` computes, without a pass of its own).
     `prompt_hooks`: forward hooks active in the first step only, the pass over the whole prompt
     (`interp.capture.capture_with_answers` reads activations there)."""
-    bridge = model.bridge
     eos = model.tokenizer.eos_token_id
     tokens, mask = batch.tokens, batch.attention_mask
     n = tokens.shape[0]
@@ -91,13 +91,11 @@ def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, u
     step_input = tokens
     use_cache = use_kv_cache and model.cache_works is not False
     for step in range(max_new_tokens):
-        # positions follow the mask so that left padding does not shift rotary positions
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
         reads = (hooked(model, prompt_hooks, label="reads of the prompt pass") if step == 0 and prompt_hooks
                  else nullcontext())
         if use_cache:
             with reads:
-                logits, past = _forward_cached(bridge, step_input, mask, past, pos)
+                logits, past = _step(model, step_input, mask, past, use_cache=True)
             if step == 0:
                 held = _cache_length(past)
                 if held != tokens.shape[1]:
@@ -109,7 +107,7 @@ def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, u
                     model.cache_works = True
         else:
             with reads:
-                logits = bridge(tokens, attention_mask=mask, position_ids=pos, logits_to_keep=1)
+                logits = _step(model, tokens, mask, None, use_cache=False)
         # NaN logits would argmax to an arbitrary token and come out as an empty answer
         step_logits = check_finite(logits[:, -1, :], f"logits at generation step {step}", rows)
         if step == 0 and first_logits is not None:
@@ -126,6 +124,24 @@ def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, u
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         step_input = nxt[:, None]
     return [[t for t in row if t != eos] for row in out]
+
+
+@dataclass(frozen=True)
+class Greedy(PassRead):
+    """`interp.runner.run`'s read for greedy generation: per row, (new token ids, the first step's
+    next-token logits) - the answer and the refusal score's logits from one prompt pass."""
+
+    max_new_tokens: int
+    use_kv_cache: bool = True
+
+    @property
+    def new_tokens(self) -> int:
+        return self.max_new_tokens
+
+    def __call__(self, model: ChatModel, batch: EncodedBatch) -> list[tuple[list[int], Tensor]]:
+        first: list[Tensor] = []
+        new = generate_batch(model, batch, self.max_new_tokens, self.use_kv_cache, first_logits=first)
+        return list(zip(new, first[0]))
 
 
 def generate(model: ChatModel, prompts, cfg: GenerationConfig = GenerationConfig(), truncate: bool | None = None,

@@ -16,6 +16,7 @@ from interp.batching import prompt_chunks
 from interp.errors import InputError
 from interp.hooks import check_finite
 from interp.model import ChatModel, texts
+from interp.runner import run
 
 # JailbreakBench's refusal prefixes (its StringClassifier list), matched anywhere in the answer and
 # without case, plus two phrasings common in small models' refusals.
@@ -99,10 +100,8 @@ def last_logits(model: ChatModel, prompts, batch_size: int = 64, truncate: bool 
     mine = chunks if world is None else world.share(chunks)
     for chunk in tqdm(mine, desc="scoring", disable=not progress):
         b = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)
-        # logits_to_keep=1: the other positions' logits are never read (64 prompts x 60 tokens x a
-        # 49k vocabulary would be 750 MB)
-        logits = model.bridge(b.tokens, attention_mask=b.attention_mask, logits_to_keep=1)[:, -1, :]
-        logits = check_finite(logits, "next-token logits", chunk)
+        # the runner unembeds the last position only (64 prompts x 60 tokens x a 49k vocabulary would be 750 MB)
+        logits = check_finite(run(model, b), "next-token logits", chunk)
         for i, row in zip(chunk, logits):
             out[i] = row
     if world is not None and world.distributed:

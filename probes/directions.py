@@ -17,7 +17,7 @@ every candidate's ablation and addition scores are first *estimated* by attribut
 (`interp.causal.attribution`: one forward and one backward pass over the val prompts gives them
 all), candidates in pruned layers are dropped before anything is measured, and only the `top_k`
 (8) with the lowest estimated ablation score are measured exactly, in replicated batches, the
-additions resumed at their own layer (`interp.causal.resume`). If none of those passes the filters,
+additions resumed at their own layer (`interp.runner.run`). If none of those passes the filters,
 a second round measures the `top_k` not yet measured whose estimated addition raises harmless
 refusal most (the first-order addition estimate is too small for a large vector, so it ranks
 rather than filters). The choice
@@ -40,7 +40,7 @@ from interp.capture import Activations, Positions, capture
 from interp.errors import InputError
 from interp.fingerprint import check_made_on
 from interp.hooknames import act_name
-from interp.hooks import check_direction, check_layer, hooked
+from interp.hooks import check_direction, check_layer
 from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
 from interp.scoring import last_logits, refusal_log_odds
@@ -370,19 +370,6 @@ def estimate_scores(model: ChatModel, harmful: PromptSet, harmless: PromptSet, v
     return (abl / max(n_h, 1)).float(), (add / max(len(harmless), 1)).float().cpu()
 
 
-def _per_row_ablation(units: Float[Tensor, "row d_model"]):
-    def hook(act, hook):  # act: [row, pos, d_model]; each row projects out its own unit direction
-        u = units.to(act.dtype)
-        return act - einops.einsum(act, u, "r p d, r d -> r p")[..., None] * u[:, None, :]
-    return hook
-
-
-def _per_row_addition(vectors: Float[Tensor, "row d_model"]):
-    def hook(act, hook):
-        return act + vectors.to(act.dtype)[:, None, :]
-    return hook
-
-
 @torch.no_grad()
 def measure_candidates(model: ChatModel, harmful: PromptSet, harmless: PromptSet, vectors: Float[Tensor, "cand d_model"],
                        where: Sequence[tuple[str, int]], alpha: float, base_harmless: Float[Tensor, "n d_vocab"],
@@ -390,67 +377,52 @@ def measure_candidates(model: ChatModel, harmful: PromptSet, harmless: PromptSet
                        ) -> tuple[Float[Tensor, "cand"], Float[Tensor, "cand"], Float[Tensor, "cand"]]:
     """Exact scores of each candidate: mean refusal score of `harmful` with the direction ablated,
     of `harmless` with `alpha * vector` added at its (site, layer), and KL(unsteered || ablated) on
-    `harmless` (`base_harmless`: its unsteered last-position logits, in order). Candidates share
-    replicated batches (one replica per candidate); additions start at their own layer from the
-    clean run's cached block inputs."""
+    `harmless` (`base_harmless`: its unsteered last-position logits, in order). Candidates are
+    stacked (`interp.runner.run`: one replica per candidate); additions resume at their own layer
+    from the clean run's cached block inputs."""
     from interp.causal.attribution import progress_bar
-    from interp.causal.resume import cache_block_inputs, last_position_logits, prompt_batches, run_from_layer
+    from interp.intervention import AddToResidual, Intervention
+    from interp.runner import cache_block_inputs, prompt_batches, run
 
-    C, L = len(vectors), model.n_layers
-    dtype = model.dtype
-    V = vectors.to(model.device, dtype)
-    U = V / V.norm(dim=-1, keepdim=True)
+    C = len(vectors)
     both = harmful.concat(harmless)
     n_h, n = len(harmful), len(both)
     abl_scores = torch.zeros(C, n)
     kl = torch.zeros(C)
     add = torch.zeros(C, len(harmless))
-    abl_names = [act_name(x, l) for l in range(L) for x in ("resid_pre", "attn_out", "mlp_out")]
     base_lp = base_harmless.float().log_softmax(-1).cpu()
+    ablations = Intervention.stack([Intervention.ablate_direction(v) for v in vectors])
+    additions = Intervention.stack([Intervention.of(AddToResidual(site, (l,), vectors[c][None], alpha))
+                                    for c, (site, l) in enumerate(where)])
     with progress_bar(2 * C, progress, "pass") as bar:
-        # ablation: every val prompt, one replica per candidate
-        first_batch = True
-        for idx, b, budget in prompt_batches(model, both.texts, max_rows):
+        # ablation: every val prompt, one replica per candidate (the bar counts the first batch)
+        tick = bar.update
+        for idx, b, _ in prompt_batches(model, both.texts, max_rows):
             n_b = len(idx)
             safe_rows = [r for r, i in enumerate(idx) if i >= n_h]
-            per = max(1, budget // n_b)
-            for c0 in range(0, C, per):
-                cs = list(range(c0, min(C, c0 + per)))
-                hook = _per_row_ablation(U[cs].repeat_interleave(n_b, 0))
-                with hooked(model, [(nm, hook) for nm in abl_names]):
-                    logits = last_position_logits(model, b.tokens.repeat(len(cs), 1), b.attention_mask.repeat(len(cs), 1))
-                logits = logits.float().cpu().view(len(cs), n_b, -1)
-                abl_scores[torch.tensor(cs)[:, None], torch.tensor(idx)[None, :]] = refusal_log_odds(
-                    model, logits.flatten(0, 1)).view(len(cs), n_b)
+            lp = base_lp[[idx[r] - n_h for r in safe_rows]][None]
+
+            def read(logits):  # per row: refusal score, and its KL term on the harmless rows
+                logits = logits.float().cpu().view(-1, n_b, logits.shape[-1])
+                out = torch.zeros(*logits.shape[:2], 2)
+                out[..., 0] = refusal_log_odds(model, logits.flatten(0, 1)).view(logits.shape[:2])
                 if safe_rows:
                     lq = logits[:, safe_rows].log_softmax(-1)  # [cand, harmless rows, vocab]
-                    lp = base_lp[[idx[r] - n_h for r in safe_rows]][None]
-                    kl[cs] += (lp.exp() * (lp - lq)).sum(-1).sum(-1)
-                if first_batch:
-                    bar.update(len(cs))
-            first_batch = False
-        # addition: harmless prompts only, each group of candidates resumed at its layer
-        groups: dict[int, list[int]] = {}
-        for c, (_, l) in enumerate(where):
-            groups.setdefault(l, []).append(c)
-        first_batch = True
-        for idx, b, budget in prompt_batches(model, harmless.texts, max_rows):
-            n_b = len(idx)
-            cached = cache_block_inputs(model, b, min(groups))
-            per = max(1, budget // n_b)
-            for layer in sorted(groups):
-                for c0 in range(0, len(groups[layer]), per):
-                    cs = groups[layer][c0:c0 + per]
-                    hooks = []
-                    for site in sorted({where[c][0] for c in cs}):  # rows of another site's candidates add zero
-                        vec = torch.stack([alpha * V[c] if where[c][0] == site else torch.zeros_like(V[c]) for c in cs])
-                        hooks.append((act_name(site, layer), _per_row_addition(vec.repeat_interleave(n_b, 0))))
-                    logits = run_from_layer(model, cached, layer, repeat=len(cs), hooks=hooks)
-                    add[torch.tensor(cs)[:, None], torch.tensor(idx)[None, :]] = refusal_log_odds(
-                        model, logits).cpu().view(len(cs), n_b)
-                    if first_batch:
-                        bar.update(len(cs))
-            first_batch = False
+                    out[:, safe_rows, 1] = (lp.exp() * (lp - lq)).sum(-1)
+                return out.flatten(0, 1)
+
+            res = run(model, b, ablations, read=read, max_rows=max_rows, progress=tick).view(C, n_b, 2)
+            abl_scores[:, idx] = res[..., 0]
+            if safe_rows:
+                kl += res[:, safe_rows, 1].sum(-1)
+            tick = None
+        # addition: harmless prompts only, each candidate resumed at its layer
+        tick = bar.update
+        for idx, b, _ in prompt_batches(model, harmless.texts, max_rows):
+            cached = cache_block_inputs(model, b, min(l for _, l in where))
+            add[:, idx] = run(model, cached, additions, read=lambda logits: refusal_log_odds(model, logits).cpu(),
+                              from_layer="auto", max_rows=max_rows, progress=tick).view(C, len(idx))
+            tick = None
     return abl_scores[:, :n_h].mean(1), add.mean(1), kl / max(len(harmless), 1)
 
 

@@ -17,7 +17,7 @@ from interp.causal.heads import all_heads
 from interp.hooknames import act_name
 from interp.causal.patching import activation_patching
 from organisms.provider import make_pairs
-from interp.causal.resume import cache_block_inputs, last_position_logits, run_from_layer
+from interp.runner import last_logits
 from interp.threads import model_threads
 
 
@@ -38,43 +38,7 @@ def searches(organism, split):
         return {ex: search_heads(organism, *split, SearchConfig(max_heads=4, exhaustive=ex)) for ex in (False, True)}
 
 
-# ------------------------------------------------------------------ resumed runs
-def test_run_from_any_layer_matches_the_full_forward_with_the_same_hooks(organism, plain_prompts):
-    b = organism.encode(plain_prompts[:5].texts)
-    zero = torch.zeros(organism.n_heads, organism.d_head)
-    late = organism.n_layers - 1
-    hook = (act_name("z", late), lambda z, hook: torch.where(torch.arange(z.shape[2])[None, None, :, None] == 1, zero, z))
-    with hooked(organism, [hook]):
-        full = last_position_logits(organism, b.tokens, b.attention_mask)
-    cached = cache_block_inputs(organism, b)
-    for layer in range(organism.n_layers):
-        out = run_from_layer(organism, cached, layer, repeat=3, hooks=[hook])
-        assert out.shape == (15, full.shape[-1])
-        assert torch.allclose(out.view(3, 5, -1), full.expand(3, 5, -1), atol=1e-4)
-    assert torch.allclose(run_from_layer(organism, cached, 0), cached.logits, atol=1e-4)
-    assert count_hooks(organism) == 0
-    with pytest.raises(InputError, match="rows"):
-        run_from_layer(organism, cached, 1, repeat=2, resid=cached.resid_at(1))
-
-
-def test_resumed_runs_leave_no_hooks_on_error(organism, plain_prompts):
-    b = organism.encode(plain_prompts[:2].texts)
-
-    def boom(z, hook):
-        raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError, match="boom"):
-        cache_block_inputs(organism, b, 1, hooks=[(act_name("z", 2), boom)])
-    assert count_hooks(organism) == 0
-    assert all(not blk._forward_pre_hooks for blk in organism.bridge.blocks)  # the block-input grabbers are gone
-    cached = cache_block_inputs(organism, b, 1)
-    with pytest.raises(RuntimeError, match="boom"):
-        run_from_layer(organism, cached, 2, hooks=[(act_name("z", 3), boom)])
-    assert count_hooks(organism) == 0
-    with pytest.raises(InputError, match="cached from layer 1"):
-        run_from_layer(organism, cached, 0)
-
-
+# ------------------------------------------------------------------ resumed runs (interp.runner)
 def test_resumed_ablation_scores_equal_full_passes(organism, split):
     h, l = split
     ref = head_reference(organism, h.concat(l))
@@ -108,7 +72,7 @@ def test_attribution_leaves_no_hooks_and_restores_parameters_also_on_error(organ
     assert count_hooks(organism) == 0 and all(p.requires_grad for p in organism.bridge.parameters())
     red, m = attribute(organism, b, ["blocks.1.hook_resid_pre"], refusal_score_metric(organism), lambda n, a, g: g.shape)
     assert red["blocks.1.hook_resid_pre"] == (3, b.tokens.shape[1], organism.d_model)
-    assert torch.allclose(m, refusal_log_odds(organism, last_position_logits(organism, b.tokens, b.attention_mask)), atol=1e-4)
+    assert torch.allclose(m, refusal_log_odds(organism, last_logits(organism, b)), atol=1e-4)
     assert count_hooks(organism) == 0 and all(p.requires_grad for p in organism.bridge.parameters())
     assert all(p.grad is None for p in organism.bridge.parameters())  # no weight gradients were taken
     with pytest.raises(InputError, match="at least one hook"):
@@ -132,7 +96,7 @@ def test_head_estimate_is_exact_for_a_small_change(organism, split):
 
         b = organism.encode(h[:4].texts)
         with hooked(organism, [(act_name("z", l), nudge)]):
-            after = refusal_log_odds(organism, last_position_logits(organism, b.tokens, b.attention_mask))
+            after = refusal_log_odds(organism, last_logits(organism, b))
         order = sorted(range(4), key=lambda i: len(h[i].text))  # `b` is in the caller's order, like g
         exact = after - g.metric
         assert torch.allclose(est, exact, atol=1e-3 + 0.05 * float(exact.abs().max())), (l, hd, est, exact, order)
@@ -142,19 +106,19 @@ def test_estimate_top_k_holds_the_heads_exact_ablation_finds(organism, searches)
     ex = searches[True]
     best = ex.best
     assert best.success and best.heads
-    est = ex.estimate[best.direction]  # the estimate at the unablated run, every head
+    est = ex.estimate[best.flip]  # the estimate at the unablated run, every head
     top = {divmod(i, organism.n_heads) for i in est.flatten().argsort(descending=True)[:8].tolist()}
     assert best.heads[0] in top  # the head the exhaustive scan ranks first is measured by the fast search
-    q = ex.estimate_quality()[best.direction]
+    q = ex.estimate_quality()[best.flip]
     assert q["n_exact"] == organism.n_layers * organism.n_heads and q["spearman"] > 0.6
 
 
 def test_fast_head_search_finds_the_exhaustive_heads(organism, searches):
     fast, ex = searches[False], searches[True]
-    assert fast.best.direction == ex.best.direction
+    assert fast.best.flip == ex.best.flip
     assert fast.best.heads == ex.best.heads and fast.cfg.reference == ex.cfg.reference
     assert fast.best.success and fast.best.effect == pytest.approx(ex.best.effect)
-    d = fast.best.direction
+    d = fast.best.flip
     assert int(fast.measured[d].sum()) == 8 and bool(ex.measured[d].all())
     # where the fast search measured a head, it holds the exhaustive scan's exact number
     m = fast.measured[d]

@@ -140,12 +140,12 @@ def test_recommended_heads_move_held_out_refusal_far_more_than_random_heads(orga
     import random
 
     s, rec = organism_search
-    label = "harmful" if rec.direction == "refusal" else "harmless"
+    label = "harmful" if rec.flip == "refusal" else "harmless"
     held = {label: eval_prompts.filter(label=label, family=None)}
     others = [(l, h) for l in range(organism.n_layers) for h in range(organism.n_heads) if (l, h) not in rec.heads]
     rng = random.Random(0)
     rand = [rng.sample(others, len(rec.heads)) for _ in range(10)]
-    res = measure_head_sets(organism, [rec.heads] + rand, held, reference=s.references[rec.direction])
+    res = measure_head_sets(organism, [rec.heads] + rand, held, reference=s.references[rec.flip])
     moved = abs(res[0]["sets"][label]["delta_rate"])
     random_moved = abs(sum(r["sets"][label]["delta_rate"] for r in res[1:]) / len(rand))
     assert moved >= 0.5
@@ -217,5 +217,5 @@ def test_single_head_ablation_effects_are_the_signed_mean_score_change(organism,
     with ablate_heads(organism, [head], method="zero"):
         after = refusal_log_odds(organism, last_logits(organism, harmless)).mean()
     assert float(comp[head]) == pytest.approx(float(after - base), abs=1e-4)
-    with pytest.raises(InputError, match="unknown direction"):
+    with pytest.raises(InputError, match="unknown flip"):
         single_head_ablation_effects(organism, harmful, "sideways", method="zero")

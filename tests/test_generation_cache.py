@@ -48,15 +48,17 @@ class _OpaqueCache:
 def test_a_cache_that_does_not_hold_the_prompt_falls_back_with_a_warning(organism, monkeypatch, stub):
     import interp.generation as gen
 
-    real = gen._forward_cached
+    real = gen._step
     calls = {"n": 0}
 
-    def broken(bridge, step_input, mask, past, pos):
+    def broken(model, step_input, mask, past, use_cache):
+        if not use_cache:
+            return real(model, step_input, mask, past, use_cache)
         calls["n"] += 1
-        logits, _ = real(bridge, step_input, mask, past, pos)
+        logits, _ = real(model, step_input, mask, past, use_cache)
         return logits, stub()
 
-    monkeypatch.setattr(gen, "_forward_cached", broken)
+    monkeypatch.setattr(gen, "_step", broken)
     model = dataclasses.replace(organism, cache_works=None)  # same bridge, unchecked cache state
     ps = org.plain_prompts(seed=3, n_per_label=3, templates="heldout")
     with pytest.warns(BrokenCacheWarning, match=r"transformers \S+, transformer-lens \S+"):

@@ -1,15 +1,15 @@
-"""`Intervention`: one value for every change to the model. Identity, composition, strength,
-save/load, hook hygiene, and each op against the arithmetic it stands for."""
+"""`Intervention`: one value for every change to the model, a tuple of typed operations. Identity,
+composition, strength (named after its unit, only on operations that have one), save/load, hook
+hygiene, and each operation against the arithmetic it stands for."""
 
 import pytest
 import torch
 
 from interp.causal.ablate import head_reference
-from interp.causal.runner import ablation_scores
 from interp.errors import ArtifactError, InputError
 from interp.hooknames import act_name
 from interp.hooks import count_hooks, hooked
-from interp.intervention import Intervention
+from interp.intervention import Intervention, ScaleActivation, SteerHeads
 from interp.steering import fit_antidote, fit_head_directions
 from probes.directions import mean_difference_direction
 
@@ -27,7 +27,7 @@ def parts(organism, plain_prompts):
     anti = fit_antidote(organism, harmful, harmless, calibrate=False)
     return {"heads": Intervention.steer_heads(hd, hd.top(3), 1.5),
             "layer": Intervention.steer_layer(hd, 1, 1.0, mode="resid"),
-            "add": Intervention.add_direction(d, alpha=0.7),
+            "add": Intervention.add_direction(d, factor=0.7),
             "ablate": Intervention.ablate_direction(d),
             "antidote": anti.intervention(0.3),
             "sharpen": Intervention.sharpen(0.5, layers=[0, 1], heads=[1, 2]),
@@ -48,7 +48,7 @@ def test_identity_is_the_unmodified_model(organism, texts):
     with none.apply(organism):
         assert count_hooks(organism) == 0
         assert torch.equal(_logits(organism, texts), base)
-    assert none.with_alpha(3.0) == none and none + none == none
+    assert none.with_strength(3.0) == none and none + none == none
 
 
 def test_every_op_changes_the_model_and_cleans_up_also_on_exception(organism, texts, parts):
@@ -71,29 +71,50 @@ def test_sum_equals_applying_both(organism, texts, parts):
     with a.apply(organism), b.apply(organism):
         nested = _logits(organism, texts)
     both = a + b
-    assert both.leaves == (a, b)
+    assert both.ops == a.ops + b.ops and len(both) == 2
     with both.apply(organism):
         summed = _logits(organism, texts)
     assert torch.equal(nested, summed)
     assert [n for n, _ in both.hooks(organism)] == [n for n, _ in a.hooks(organism) + b.hooks(organism)]
     assert Intervention.none() + a == a and a + Intervention.none() == a
-    assert (a + b) + parts["antidote"] == a + (b + parts["antidote"])  # flat: one level of parts
+    assert (a + b) + parts["antidote"] == a + (b + parts["antidote"])  # a flat tuple of operations
     assert "head steering" in both.describe() and "directional ablation" in both.describe()
 
 
-def test_with_alpha_and_scaled_return_new_values(organism, texts, parts):
+def test_strength_is_named_after_its_unit_and_returns_new_values(organism, texts, parts):
     iv = parts["heads"]
-    stronger = iv.with_alpha(3.0)
-    assert iv.alpha == 1.5 and stronger.alpha == 3.0 and iv.scaled(2.0) == stronger
+    stronger = iv.with_strength(3.0)
+    assert iv.strength == 1.5 and iv.unit == "sigmas" and stronger.strength == 3.0 and iv.scaled(2.0) == stronger
+    assert isinstance(iv.ops[0], SteerHeads) and iv.ops[0].sigmas == 1.5
     with stronger.apply(organism):
         a = _logits(organism, texts)
     with iv.scaled(2.0).apply(organism):
         b = _logits(organism, texts)
     assert torch.equal(a, b)
-    with iv.with_alpha(0.0).apply(organism):  # zero strength: exactly the unmodified model
+    with iv.with_strength(0.0).apply(organism):  # zero strength: exactly the unmodified model
         assert torch.equal(_logits(organism, texts), _logits_base(organism, texts))
     with pytest.raises(InputError, match="finite"):
-        iv.with_alpha(float("nan"))
+        iv.with_strength(float("nan"))
+    units = {name: p.unit for name, p in parts.items() if name not in ("ablate", "zero_heads", "mean_heads")}
+    assert units == {"heads": "sigmas", "layer": "sigmas", "add": "factor", "antidote": "norm_fraction",
+                     "sharpen": "temperature"}
+    # sweeping the temperature of sharpening changes the model (its strength is the temperature)
+    sharp = parts["sharpen"]
+    with sharp.with_strength(0.2).apply(organism):
+        hot = _logits(organism, texts)
+    with sharp.apply(organism):
+        assert not torch.allclose(_logits(organism, texts), hot)
+    with pytest.raises(InputError, match="temperature"):
+        sharp.with_strength(0.0)
+    # an operation without a strength has no with_strength, and an intervention of such says so
+    assert not hasattr(parts["ablate"].ops[0], "with_strength")
+    for name in ("ablate", "zero_heads"):
+        with pytest.raises(InputError, match="no strength"):
+            parts[name].with_strength(2.0)
+    with pytest.raises(InputError, match="different units"):
+        (parts["heads"] + parts["sharpen"]).with_strength(1.0)
+    mixed = parts["heads"] + parts["ablate"]  # only the part with a strength changes
+    assert mixed.with_strength(2.0).ops[1] is mixed.ops[1] and mixed.with_strength(2.0).strength == 2.0
 
 
 def _logits_base(model, texts):
@@ -120,19 +141,11 @@ def test_save_load_round_trip(organism, texts, parts, tmp_path):
         Intervention.load(tmp_path / "nothing")
 
 
-def test_ablate_heads_matches_the_batched_causal_runner(organism, texts, plain_prompts):
-    """The one ablation type gives the scores the causal search's replicated batches measure."""
+def test_ablate_heads(organism, texts, plain_prompts):
+    """Each ablation method replaces exactly the chosen heads' outputs; resample is seeded."""
     from interp.scoring import last_logits, refusal_log_odds
 
     ref = head_reference(organism, plain_prompts[-8:])
-    sets = [[(1, 2), (3, 0)], [(0, 4)]]
-    for method in ("zero", "mean"):
-        batched = ablation_scores(organism, texts, sets, method=method, reference=ref, resume=False)
-        for k, heads in enumerate(sets):
-            with Intervention.ablate_heads(heads, method, ref).apply(organism):
-                one = refusal_log_odds(organism, last_logits(organism, texts))
-            assert torch.allclose(one, batched[k], atol=1e-4), method
-    # resample: seeded, and each row takes a reference prompt's own outputs
     a, b = (Intervention.ablate_heads([(1, 2)], "resample", ref, seed=2) for _ in range(2))
     with a.apply(organism):
         la = _logits(organism, texts)
@@ -143,7 +156,10 @@ def test_ablate_heads_matches_the_batched_causal_runner(organism, texts, plain_p
     with Intervention.ablate_heads([(2, 1)], "values", values=values).apply(organism):
         with hooked(organism, [(act_name("z", 2), lambda z, hook: got.setdefault("z", z.clone()))]):
             _logits(organism, texts)
-    assert torch.all(got["z"][:, :, 1] == 0.25)
+    assert torch.all(got["z"][:, :, 1] == 0.25) and not torch.all(got["z"][:, :, 0] == 0.25)
+    with Intervention.ablate_heads([(0, 1)], "mean", ref).apply(organism):
+        moved = refusal_log_odds(organism, last_logits(organism, texts))
+    assert not torch.allclose(moved, refusal_log_odds(organism, last_logits(organism, texts)))
     with pytest.raises(InputError, match="pass reference="):
         Intervention.ablate_heads([(0, 0)], "mean")
     with pytest.raises(InputError, match="layer 9"):
@@ -163,18 +179,18 @@ def test_patch_and_scale(organism, texts):
         out = _logits(organism, texts)
     real = b.attention_mask.bool()[:, :-1]  # pad positions carry no meaning
     assert torch.equal(out[:, :-1][real], base[:, :-1][real]) and not torch.equal(out[:, -1], base[:, -1])
-    with Intervention.scale("z", [0], 1.0).apply(organism):
+    with Intervention.of(ScaleActivation("z", [0], 1.0)).apply(organism):
         assert torch.equal(_logits(organism, texts), base)
     got = {}
-    with Intervention.scale("z", [0], 0.0, heads=[3]).apply(organism):
+    with Intervention.scale_heads([(0, 3)], 0.0).apply(organism):
         with hooked(organism, [(act_name("z", 0), lambda z, hook: got.setdefault("z", z.clone()))]):
             _logits(organism, texts)
     assert torch.all(got["z"][:, :, 3] == 0) and got["z"][:, :, 2].abs().sum() > 0
 
 
 def test_bad_input(organism, parts):
-    with pytest.raises(InputError, match="unknown intervention op"):
-        Intervention(op="rotate")
+    with pytest.raises(InputError, match="holds operations"):
+        Intervention(("rotate",))
     with pytest.raises(InputError, match="unknown activation kind"):
         Intervention.patch("resid", 0, torch.zeros(1))
     with pytest.raises(InputError, match="temperature"):

@@ -26,7 +26,7 @@ def test_huge_alpha_in_a_sweep_names_the_intervention(organism, small):
     train, sets = small
     hd = fit_head_directions(organism, train)
     heads = hd.top(2)
-    with pytest.raises(NonFiniteError, match=r"sweep of 'hsi' at strength 1e\+30: .*head steering of 2 head\(s\).*alpha=1e\+30"):
+    with pytest.raises(NonFiniteError, match=r"sweep of 'hsi' at strength 1e\+30: .*head steering of 2 head\(s\).*sigmas=1e\+30"):
         sweep(organism, Intervention.steer_heads(hd, heads, 1.0), [1.0, 1e30], sets, "hsi", gen=GEN)
     assert count_hooks(organism) == 0
     # a sane strength still gives a finite row, and no answer was empty
@@ -37,10 +37,10 @@ def test_huge_alpha_in_a_sweep_names_the_intervention(organism, small):
 def test_huge_alpha_in_generation_and_effects(organism, small, plain_prompts):
     train, sets = small
     d = mean_difference_direction(organism, train.filter(label="harmful"), train.filter(label="harmless"), 1)
-    with pytest.raises(NonFiniteError, match=r"direction addition at resid_pre of layer 1, alpha=1e\+30"):
-        effect(organism, Intervention.add_direction(d, alpha=1e30), sets["harmless"])
+    with pytest.raises(NonFiniteError, match=r"direction addition at resid_pre of layer 1, factor=1e\+30"):
+        effect(organism, Intervention.add_direction(d, factor=1e30), sets["harmless"])
     anti = fit_antidote(organism, train.filter(label="harmful"), train.filter(label="harmless"), calibrate=False)
-    with pytest.raises(NonFiniteError, match=r"Jailbreak Antidote.*alpha=1e\+30"):
+    with pytest.raises(NonFiniteError, match=r"Jailbreak Antidote.*norm_fraction=1e\+30"):
         with anti.intervention(1e30).apply(organism):
             generate(organism, sets["harmless"], GEN)
     assert count_hooks(organism) == 0

@@ -57,16 +57,16 @@ def test_steering_effects_match_the_model_in_memory(organism, offloaded, plain_p
     direction = r[torch.tensor(plain_prompts.is_harmful())].mean(0) - r[~torch.tensor(plain_prompts.is_harmful())].mean(0)
     for model in (organism, offloaded):
         assert count_hooks(model) == 0
-    with Intervention.add_direction(direction, layer=3, alpha=1.0).apply(organism):  # layer 3 lives on disk in the split model
+    with Intervention.add_direction(direction, layer=3, factor=1.0).apply(organism):  # layer 3 lives on disk in the split model
         want = refusal_score(organism, harmless)
-    with Intervention.add_direction(direction, layer=3, alpha=1.0).apply(offloaded):
+    with Intervention.add_direction(direction, layer=3, factor=1.0).apply(offloaded):
         got = refusal_score(offloaded, harmless)
     assert torch.allclose(got, want, atol=1e-5)
     assert (want - refusal_score(organism, harmless)).mean() > 1.0  # the addition moves refusal at all
     heads = dirs.top(4)
-    with Intervention.steer_heads(dirs, heads, alpha=-8.0).apply(organism):
+    with Intervention.steer_heads(dirs, heads, sigmas=-8.0).apply(organism):
         want = refusal_score(organism, harmful)
-    with Intervention.steer_heads(dirs, heads, alpha=-8.0).apply(offloaded):
+    with Intervention.steer_heads(dirs, heads, sigmas=-8.0).apply(offloaded):
         got = refusal_score(offloaded, harmful)
     assert torch.allclose(got, want, atol=1e-5)
     assert count_hooks(offloaded) == 0

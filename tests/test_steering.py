@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from interp.errors import InputError
 from interp.generation import GenerationConfig, generate
 from interp.hooks import count_hooks
 from organisms.data import eval_prompts as make_eval
@@ -30,7 +31,7 @@ def head_dirs(organism, plain_prompts):
 
 @pytest.fixture(scope="module")
 def top_heads(organism, head_dirs, plain_prompts):
-    return select_heads(organism, head_dirs, 4, plain_prompts.filter(label="harmless")[:8], alpha=1.0)
+    return select_heads(organism, head_dirs, 4, plain_prompts.filter(label="harmless")[:8], sigmas=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,21 @@ def test_selected_heads_beat_random_heads(organism, head_dirs, top_heads, held_o
     assert chosen > max(rand), (chosen, rand)
 
 
+def test_single_head_scan_is_each_head_steered_alone(organism, head_dirs, plain_prompts):
+    """HSI's per-head scan runs as one stacked, resumed pass per prompt batch and gives each head's
+    effect as steering it alone does; its strength must be given (no toy default on other models)."""
+    from interp.steering import single_head_steering_effects
+
+    prompts = plain_prompts.filter(label="harmless")[:6]
+    eff = single_head_steering_effects(organism, head_dirs, prompts, 1.0)
+    meter = EffectMeter(organism, prompts)
+    for l, h in [(0, 4), (1, 0), (2, 5), (3, 7)]:
+        assert eff[l, h] == pytest.approx(meter(Intervention.steer_heads(head_dirs, [(l, h)], 1.0)), abs=1e-4), (l, h)
+    assert eff.abs().max() > 0.1 and count_hooks(organism) == 0
+    with pytest.raises(InputError, match="needs sigmas="):
+        select_heads(organism, head_dirs, 4, prompts)
+
+
 def test_heads_vs_layer_one_call(organism, head_dirs, top_heads, held_out):
     out = compare_heads_vs_layer(organism, head_dirs, top_heads, 1.0, {"harmless": held_out["harmless"]})
     assert set(out) >= {"effect_heads", "effect_layer", "ratio", "layers"}
@@ -117,12 +133,13 @@ def test_antidote_moves_refusal_and_alpha_is_live(organism, antidote, held_out):
     weak = antidote.intervention(0.1)
     with weak.apply(organism):
         a = _logits(organism, texts)
-    with weak.with_alpha(0.4).apply(organism):  # a new value from the same fit: no refit
+    with weak.with_strength(0.4).apply(organism):  # a new value from the same fit: no refit
         b = _logits(organism, texts)
     with antidote.intervention(0.4).apply(organism):
         c = _logits(organism, texts)
     assert not torch.equal(a, b) and torch.equal(b, c)
-    assert weak.with_alpha(0.4) == antidote.intervention(0.4) and weak.alpha == 0.1  # nothing was mutated
+    assert weak.with_strength(0.4) == antidote.intervention(0.4) and weak.strength == 0.1  # nothing was mutated
+    assert weak.unit == "norm_fraction"  # the antidote's strength is a fraction of the residual norm
     with weak.scaled(4.0).apply(organism):
         assert torch.allclose(_logits(organism, texts), c, atol=1e-6)
 
@@ -157,7 +174,7 @@ def _interventions(organism, head_dirs, top_heads, antidote, direction):
         "layer_heads": Intervention.steer_layer(head_dirs, 0, 2.0, mode="heads"),
         "layer_resid": Intervention.steer_layer(head_dirs, 1, 2.0, mode="resid"),
         "ablate": Intervention.ablate_direction(direction),
-        "add": Intervention.add_direction(direction, alpha=2.0),
+        "add": Intervention.add_direction(direction, factor=2.0),
         "antidote": antidote.intervention(0.5),
     }
 

@@ -38,11 +38,11 @@ def test_alpha_not_finite(tiny, tiny_dirs, tiny_antidote, alpha):
     with pytest.raises(InputError, match="finite"):
         _enter(Intervention.steer_layer(tiny_dirs, 0, alpha).apply(tiny))
     with pytest.raises(InputError, match="finite"):
-        tiny_antidote.intervention(0.1).with_alpha(alpha)
+        tiny_antidote.intervention(0.1).with_strength(alpha)
     with pytest.raises(InputError, match="finite"):
         _enter(tiny_antidote.intervention(alpha).apply(tiny))
     with pytest.raises(InputError, match="finite"):
-        _enter(Intervention.add_direction(torch.ones(tiny.d_model), layer=0, alpha=alpha).apply(tiny))
+        _enter(Intervention.add_direction(torch.ones(tiny.d_model), layer=0, factor=alpha).apply(tiny))
     with pytest.raises(InputError, match="finite"):
         sweep(tiny, Intervention.steer_heads(tiny_dirs, [(0, 0)], 1.0), [alpha], {"harmless": ["hi"]})
     assert count_hooks(tiny) == 0
@@ -71,11 +71,11 @@ def test_direction_from_another_model(tiny, organism, tiny_dirs, tiny_antidote):
     with pytest.raises(InputError, match="another model|made on model"):
         _enter(Intervention.ablate_direction(other).apply(tiny))
 
-    class Foreign:  # duck typing is not a direction: one type, probes.Direction
+    class Foreign:  # duck typing is not a direction: one type, interp.Direction
         vector = torch.ones(tiny.d_model)
         layer = 0
 
-    with pytest.raises(InputError, match="must be a probes.Direction"):
+    with pytest.raises(InputError, match="must be an interp.Direction"):
         _enter(Intervention.add_direction(Foreign()).apply(tiny))
     with pytest.raises(InputError, match="made on model"):
         _enter(Intervention.add_direction(Direction(torch.ones(tiny.d_model), 0, -1, meta={"model": "organism:xyz"})).apply(tiny))

@@ -25,7 +25,7 @@ def small_sets():
 @pytest.fixture(scope="module")
 def dirs_and_heads(organism, plain_prompts):
     hd = fit_head_directions(organism, plain_prompts)
-    return hd, select_heads(organism, hd, 4, plain_prompts.filter(label="harmless")[:8], alpha=1.0)
+    return hd, select_heads(organism, hd, 4, plain_prompts.filter(label="harmless")[:8], sigmas=1.0)
 
 
 def test_split_sets(small_sets):

@@ -87,24 +87,3 @@ def resolve_reference(model: ChatModel, method: str, reference, positions: str =
             raise InputError("the reference activations hold no prompt: capture them on a non-empty reference set")
         return reference
     return head_reference(model, reference, positions)
-
-
-def replacement_values(model: ChatModel, method: str, ref: HeadReference | None, seed: int):
-    """Per layer: the replacement values (a tensor broadcasting over [batch, pos, head, d_head], or a
-    callable of the batch size for resampling)."""
-    dtype = model.dtype
-    if method == "zero":
-        zero = torch.zeros(model.n_heads, model.d_head, dtype=dtype, device=model.device)
-        return lambda l: zero
-    if method == "mean":
-        mean = ref.mean.to(model.device, dtype)
-        return lambda l: mean[l]
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(ref.z.shape[0], generator=g)
-    z = ref.z.to(model.device, dtype)
-
-    def per_layer(l):
-        # row r takes reference prompt perm[r mod n]: stable across generation steps (same rows)
-        return lambda batch: z[perm[torch.arange(batch) % len(perm)], l][:, None]
-
-    return per_layer

@@ -41,7 +41,7 @@ from interp.hooknames import EMBED, act_name
 from interp.hooks import FwdHook, hooked
 from interp.model import ChatModel, EncodedBatch, texts
 from interp.scoring import refusal_log_odds
-from interp.causal.resume import last_position_logits, prompt_batches
+from interp.runner import last_logits, prompt_batches
 
 # the leaf of the backward pass: every hook an intervention touches lies downstream of it
 LEAF_HOOK = EMBED
@@ -92,7 +92,7 @@ def attribute(model: ChatModel, batch: EncodedBatch, names: Sequence[str], metri
 
     hooks = [(LEAF_HOOK, leaf)] + list(hooks) + [(n, record(n)) for n in names]
     with frozen_parameters(model), torch.enable_grad(), hooked(model, hooks):
-        m = metric(last_position_logits(model, batch.tokens, batch.attention_mask))
+        m = metric(last_logits(model, batch))
         missing = [n for n in names if n not in acts]
         if missing:
             raise InputError(f"hooks {missing[:3]} did not fire on {model.name}; they cannot be attributed")

@@ -29,7 +29,7 @@ from interp.errors import InputError
 from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.causal.runner import ablation_scores
-from interp.causal.search import DIRECTIONS, HeadSearch, SearchConfig, search_heads
+from interp.causal.search import FLIPS, HeadSearch, SearchConfig, search_heads
 from interp.causal.heads import Head, all_heads
 from interp.stats import spearman  # in interp.stats: search, patching and the probes use it without importing this module
 
@@ -140,11 +140,11 @@ def compare_maps(maps: dict[str, Tensor], notes: dict[str, str] | None = None, k
 
 
 def compare_methods(model: ChatModel, search: HeadSearch | None = None, patching=None, dla=None, ranking=None,
-                    direction: str | None = None, k: int = 4) -> Comparison:
+                    flip: str | None = None, k: int = 4) -> Comparison:
     """The comparison table and figure from whichever results are at hand."""
     maps, notes = {}, {}
     if search is not None:
-        d = direction or search.best.direction
+        d = flip or search.best.flip
         maps["ablation"] = search.single[d]
         m = search.measured.get(d)
         # unless exhaustive, most heads carry the attribution estimate and only the top few an exact value
@@ -190,7 +190,7 @@ class Recommendation:
     heads: list[Head]  # recommended with confidence (empty when none is)
     candidates: list[Head]  # the search's best set, whether or not it passed
     confident: bool
-    direction: str
+    flip: str  # "refusal" or "compliance": what the heads' ablation removes (interp.causal.search.FLIPS)
     reasons: list[str]  # why (not) confident, in words
     evidence: dict[Head, dict]  # per candidate head: every method's number
     set_effect: float  # wanted-way change of the mean refusal score (log-odds) under the set's ablation
@@ -199,7 +199,7 @@ class Recommendation:
 
     def to_dict(self) -> dict:
         return {"heads": [list(h) for h in self.heads], "candidates": [list(h) for h in self.candidates],
-                "confident": self.confident, "direction": self.direction, "reasons": self.reasons,
+                "confident": self.confident, "direction": self.flip, "reasons": self.reasons,
                 "set_effect": self.set_effect, "null": self.null,
                 "evidence": [{"head": list(h), **ev} for h, ev in self.evidence.items()]}
 
@@ -219,14 +219,14 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
     if search is None:
         search = search_heads(model, harmful, harmless, scfg)
     best = search.best
-    label, sign = DIRECTIONS[best.direction]
+    label, sign = FLIPS[best.flip]
     prompts = harmful if label == "harmful" else harmless
-    ref = search.references[best.direction]
+    ref = search.references[best.flip]
     cand = best.heads[:cfg.k]
     reasons: list[str] = []
     if not cand:
         reasons.append("no head moved behaviour at all in either direction")
-        return Recommendation([], [], False, best.direction, reasons, {}, 0.0, {}, search)
+        return Recommendation([], [], False, best.flip, reasons, {}, 0.0, {}, search)
     # one batched pass: unablated, the set, the set minus each head, and the random null sets
     rng = random.Random(cfg.seed)
     others = [h for h in all_heads(model) if h not in cand]
@@ -246,7 +246,7 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
     if not best.success:
         confident = False
         reasons.append(f"ablating {len(cand)} head(s) moved the judged refusal rate by only {best.effect:+.2f} "
-                       f"(target {scfg.target:.2f}) in the best direction ({best.direction})")
+                       f"(target {scfg.target:.2f}) in the best direction ({best.flip})")
     if set_eff < cfg.min_score_effect:
         confident = False
         reasons.append(f"the set moves the mean refusal score by {set_eff:.3f} log-odds, below {cfg.min_score_effect}")
@@ -258,13 +258,13 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
     if confident and weak:
         reasons.append(f"heads {weak} add nothing to the set (drop-one effect <= 0) and are left out")
     if confident:
-        reasons.insert(0, f"ablating {cand} flips behaviour ({best.direction}: judged rate "
+        reasons.insert(0, f"ablating {cand} flips behaviour ({best.flip}: judged rate "
                           f"{best.rate_before:.2f} -> {best.rate_after:.2f}) and moves the score by {set_eff:.2f} "
                           f"log-odds, more than all {len(null)} random sets (max {null_d['max']:.2f})")
     evidence = {}
     for h in cand:
-        ev = {"single_ablation": float(search.single[best.direction][h]),
-              "single_ablation_rank": _rank_of(search.single[best.direction], h), "drop_one": marg[h]}
+        ev = {"single_ablation": float(search.single[best.flip][h]),
+              "single_ablation_rank": _rank_of(search.single[best.flip], h), "drop_one": marg[h]}
         if comparison is not None:
             for name, m in comparison.maps.items():
                 v = float(m[h])
@@ -272,4 +272,4 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
                 ev[f"{name}_rank"] = _rank_of(m, h)
         evidence[h] = ev
     heads = [h for h in cand if marg[h] > 0] if confident else []
-    return Recommendation(heads, cand, confident, best.direction, reasons, evidence, set_eff, null_d, search)
+    return Recommendation(heads, cand, confident, best.flip, reasons, evidence, set_eff, null_d, search)

@@ -3,7 +3,7 @@
 Patching copies one activation from a *source* run into a *target* run and reads the refusal
 logit difference (`interp.causal.dla.refusal_logit_diff`) at the last position. The effect is
 normalised, `(patched - target) / (source - target)`: 0 = no change, 1 = the patch alone carries
-the source's behaviour over. Both directions are computed: harmful -> harmless (does this head's
+the source's behaviour over. Both routes (source -> target) are computed: harmful -> harmless (does this head's
 output make a harmless run refuse?) and harmless -> harmful (does it make a harmful run comply?).
 
 * Heads: `hook_z` of one head, at every position or at the last one only.
@@ -33,9 +33,10 @@ from interp.model import ChatModel, EncodedBatch, texts
 from interp.prompts import PromptSet
 from interp.causal.attribution import attribute, progress_bar
 from interp.causal.dla import refusal_logit_diff
-from interp.causal.heads import Head, all_heads, row_masks, z_replace_hook
+from interp.causal.heads import Head, all_heads
 from interp.batching import rows_per_pass
-from interp.causal.resume import BlockInputs, cache_block_inputs, run_from_layer
+from interp.intervention import Intervention
+from interp.runner import BlockInputs, cache_block_inputs, run
 
 HEAD_POSITIONS = ("all", "last")
 
@@ -133,55 +134,46 @@ def _clean_run(model: ChatModel, b: EncodedBatch, first: int = 0, z_layers=()) -
 def _patch_heads_exact(model: ChatModel, src: _Run, tgt: _Run, heads: list[Head], positions: str, max_rows: int,
                        progress: str | None = None) -> Float[Tensor, "head"]:
     """Mean refusal logit difference of the target run with each head's `hook_z` taken from the
-    source run; each head's replica starts at its own layer from the target's cached block input."""
-    n, P = tgt.blocks.batch.tokens.shape
-    per = max(1, rows_per_pass(model, P, max_rows) // n)
-    out = torch.empty(len(heads))
-    groups: dict[int, list[int]] = {}
-    for i, (l, _) in enumerate(heads):
-        groups.setdefault(l, []).append(i)
+    source run (one replica per head, each resumed at its own layer from the target's cached
+    block input)."""
+    n = tgt.blocks.batch.tokens.shape[0]
+    at = slice(None) if positions == "all" else -1  # "last": the values of the last position only
+    stack = Intervention.stack([Intervention.patch("z", l, src.z[l][:, at, [h]], positions, heads=[(l, h)])
+                                for l, h in heads])
     with progress_bar(len(heads), progress, "head") as bar:
-        for l in sorted(groups):
-            for c0 in range(0, len(groups[l]), per):
-                chunk = groups[l][c0:c0 + per]
-                k = len(chunk)
-                m = row_masks(model, [[heads[i]] for i in chunk], n)[:, l].to(model.device)  # [rows, head]
-                if positions == "last":  # rows x positions x heads: only the last position is patched
-                    m = m[:, None, :] & (torch.arange(P, device=model.device) == P - 1)[None, :, None]
-                hook = z_replace_hook(m, src.z[l].repeat(k, 1, 1, 1))
-                logits = run_from_layer(model, tgt.blocks, l, repeat=k, hooks=[(act_name("z", l), hook)])
-                out[torch.tensor(chunk)] = refusal_logit_diff(model, logits).cpu().view(k, n).mean(1)
-                bar.update(k)
-    return out
+        diff = run(model, tgt.blocks, stack, read=_logit_diff(model), from_layer="auto", max_rows=max_rows,
+                   progress=bar.update)
+    return diff.view(len(heads), n).mean(1)
 
 
 @torch.no_grad()
 def _patch_resid_exact(model: ChatModel, src: _Run, tgt: _Run, cells: list[tuple[int, int]], pos_idx: Tensor,
                        max_rows: int, progress: str | None = None) -> Float[Tensor, "cell"]:
     """Mean refusal logit difference of the target run with `resid_pre` of layer l at
-    post-instruction position p taken from the source run, for each cell (l, p); the run starts at
-    block l from the target's block input with that position replaced."""
-    n, P = tgt.blocks.batch.tokens.shape
-    per = max(1, rows_per_pass(model, P, max_rows) // n)
+    post-instruction position p taken from the source run, for each cell (l, p); each replica
+    starts at block l from the target's block input, which its patch replaces."""
+    n = tgt.blocks.batch.tokens.shape[0]
     out = torch.empty(len(cells))
     rows_n = torch.arange(n, device=model.device)
     groups: dict[int, list[int]] = {}
     for i, (l, _) in enumerate(cells):
         groups.setdefault(l, []).append(i)
     with progress_bar(len(cells), progress, "cell") as bar:
-        for l in sorted(groups):
+        for l in sorted(groups):  # one layer at a time: the patched block inputs of its cells only
             t_l, s_l = tgt.blocks.resid_at(l), src.blocks.resid_at(l)
-            for c0 in range(0, len(groups[l]), per):
-                chunk = groups[l][c0:c0 + per]
-                k = len(chunk)
-                resid = t_l.repeat(k, 1, 1)
-                for j, i in enumerate(chunk):
-                    cols = pos_idx[:, cells[i][1]].to(model.device)
-                    resid[j * n + rows_n, cols] = s_l[rows_n, cols]
-                logits = run_from_layer(model, tgt.blocks, l, repeat=k, resid=resid)
-                out[torch.tensor(chunk)] = refusal_logit_diff(model, logits).cpu().view(k, n).mean(1)
-                bar.update(k)
+            patches = []
+            for i in groups[l]:
+                resid, cols = t_l.clone(), pos_idx[:, cells[i][1]].to(model.device)
+                resid[rows_n, cols] = s_l[rows_n, cols]
+                patches.append(Intervention.patch("resid_pre", l, resid))
+            diff = run(model, tgt.blocks, Intervention.stack(patches), read=_logit_diff(model), from_layer=l,
+                       max_rows=max_rows, progress=bar.update)
+            out[torch.tensor(groups[l])] = diff.view(len(patches), n).mean(1)
     return out
+
+
+def _logit_diff(model: ChatModel):
+    return lambda logits: refusal_logit_diff(model, logits).cpu()
 
 
 @torch.no_grad()
@@ -212,16 +204,17 @@ def patch_resid(model: ChatModel, source, target, min_gap: float = 1.0,
     return _normalise(out, src.diff, tgt.diff, min_gap).view(model.n_layers, pos_idx.shape[1]), labels
 
 
-DIRECTION_NAMES = ("harmful->harmless", "harmless->harmful")
+# a route names the source run and the target run a patch copies between (the keys of every map)
+ROUTES = ("harmful->harmless", "harmless->harmful")
 
 
 def patching_estimates(model: ChatModel, harmful, harmless, head_positions: str = "all", resid: bool = True,
                        batch_pairs: int = GRAD_PAIRS) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Attribution-patching estimate of every head's and every residual cell's patching effect,
-    both directions, from one forward and one backward pass over the pairs: for a target run t
+    both routes, from one forward and one backward pass over the pairs: for a target run t
     and source s, patched - target ~ sum over patched positions of dm/da(t) . (a(s) - a(t)), m the
     refusal logit difference. Returns mean changes over the pairs (not yet normalised):
-    ({direction: [layer, head]}, {direction: [layer, post-instruction position]})."""
+    ({route: [layer, head]}, {route: [layer, post-instruction position]})."""
     if head_positions not in HEAD_POSITIONS:
         raise InputError(f"head positions must be one of {HEAD_POSITIONS}, got {head_positions!r}")
     bh, _ = check_pairs(model, harmful, harmless)
@@ -231,8 +224,8 @@ def patching_estimates(model: ChatModel, harmful, harmless, head_positions: str 
     n_pos = pos_idx.shape[1]
     z_names = [act_name("z", l) for l in range(L)]
     r_names = [act_name("resid_pre", l) for l in range(L)] if resid else []
-    heads = {d: torch.zeros(L, model.n_heads) for d in DIRECTION_NAMES}
-    cells = {d: torch.zeros(L, n_pos) for d in DIRECTION_NAMES}
+    heads = {d: torch.zeros(L, model.n_heads) for d in ROUTES}
+    cells = {d: torch.zeros(L, n_pos) for d in ROUTES}
     metric = lambda logits: refusal_logit_diff(model, logits)  # noqa: E731
     c0 = 0
     while c0 < n:
@@ -262,17 +255,17 @@ def patching_estimates(model: ChatModel, harmful, harmless, head_positions: str 
 
         red, _ = attribute(model, batch, z_names + r_names, metric, reduce)
         for l in range(L):
-            for d, v in zip(DIRECTION_NAMES, red[z_names[l]]):
-                heads[d][l] += v
+            for r, v in zip(ROUTES, red[z_names[l]]):
+                heads[r][l] += v
             if resid:
-                for d, v in zip(DIRECTION_NAMES, red[r_names[l]]):
-                    cells[d][l] += v
+                for r, v in zip(ROUTES, red[r_names[l]]):
+                    cells[r][l] += v
     return {d: v / n for d, v in heads.items()}, ({d: v / n for d, v in cells.items()} if resid else {})
 
 
 @dataclass(frozen=True)
 class Patching:
-    """Both directions of head and residual patching between paired harmful/harmless prompts.
+    """Both routes of head and residual patching between paired harmful/harmless prompts.
 
     Unless exhaustive, every entry of `heads` / `resid` is the attribution-patching estimate except
     the `top_k` heads (cells) with the largest estimated effect, which are patched exactly
@@ -284,18 +277,18 @@ class Patching:
     logit_diff: dict[str, float]  # mean refusal logit difference of the unpatched runs
     head_positions: str
     pairs: dict = field(default_factory=dict)
-    estimate: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # {"heads"|"resid": {direction: map}}
+    estimate: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # {"heads"|"resid": {route: map}}
     measured: dict[str, Bool[Tensor, "..."]] = field(default_factory=dict)  # {"heads"|"resid": mask of exact entries}
     exhaustive: bool = False
 
     @property
     def head_effect(self) -> Float[Tensor, "layer head"]:
-        """One number per head: the mean of the two directions' effects."""
+        """One number per head: the mean of the two routes' effects."""
         return (self.heads["harmful->harmless"] + self.heads["harmless->harmful"]) / 2
 
     def estimate_quality(self) -> dict:
         """Spearman of the estimate against the exact effects over the exactly measured entries (every
-        entry when exhaustive), per kind and direction."""
+        entry when exhaustive), per kind and route."""
         from interp.stats import spearman
 
         out = {}
@@ -327,7 +320,7 @@ def activation_patching(model: ChatModel, harmful, harmless, head_positions: str
 
     Default: estimate every entry by attribution patching (one forward and one backward pass),
     then patch exactly the `top_k` heads and `top_k` cells with the largest estimated effect
-    (summed over both directions), each run resumed at its own layer. `exhaustive`: patch every
+    (summed over both routes), each run resumed at its own layer. `exhaustive`: patch every
     head and cell exactly (the estimate is still computed, to report how well it ranks)."""
     if head_positions not in HEAD_POSITIONS:
         raise InputError(f"head positions must be one of {HEAD_POSITIONS}, got {head_positions!r}")
@@ -339,16 +332,16 @@ def activation_patching(model: ChatModel, harmful, harmless, head_positions: str
     heads = all_heads(model)
     pos_idx = resolve_positions(model, bl, "post_instruction")[0] if resid else None
     cells = [(l, p) for l in range(L) for p in range(pos_idx.shape[1])] if resid else []
-    # what to measure exactly: the largest estimated effects, summed over both directions (the
-    # ranking is the same before and after normalising: one gap per direction)
+    # what to measure exactly: the largest estimated effects, summed over both routes (the
+    # ranking is the same before and after normalising: one gap per route)
     pick = list(range(len(heads))) if exhaustive else _top(sum(v.abs() for v in est_h.values()), top_k)
     pick_r = list(range(len(cells))) if exhaustive or not resid else _top(sum(v.abs() for v in est_r.values()), top_k)
     first = min([heads[i][0] for i in pick] + [cells[i][0] for i in pick_r])
     z_layers = sorted({heads[i][0] for i in pick})
-    # the two clean runs: each is the source of one direction and the target of the other
+    # the two clean runs: each is the source of one route and the target of the other
     runs = {"harmful": _clean_run(model, bh, first, z_layers), "harmless": _clean_run(model, bl, first, z_layers)}
     diffs = {k: r.diff for k, r in runs.items()}
-    ends = {d: (runs[d.split("->")[0]], runs[d.split("->")[1]]) for d in DIRECTION_NAMES}
+    ends = {d: (runs[d.split("->")[0]], runs[d.split("->")[1]]) for d in ROUTES}
 
     def norm(v, d):
         return _normalise(v, ends[d][0].diff, ends[d][1].diff, min_gap)
@@ -361,7 +354,7 @@ def activation_patching(model: ChatModel, harmful, harmless, head_positions: str
     mask = torch.zeros(L * H, dtype=torch.bool)
     mask[pick] = True
     measured["heads"] = mask.view(L, H)
-    for d in DIRECTION_NAMES:
+    for d in ROUTES:
         exact = _patch_heads_exact(model, *ends[d], [heads[i] for i in pick], head_positions, max_rows,
                                    f"head patching {d}")
         m = est_h[d].flatten().clone()
@@ -376,7 +369,7 @@ def activation_patching(model: ChatModel, harmful, harmless, head_positions: str
         mask = torch.zeros(len(cells), dtype=torch.bool)
         mask[pick] = True
         measured["resid"] = mask.view(L, n_pos)
-        for d in DIRECTION_NAMES:
+        for d in ROUTES:
             exact = _patch_resid_exact(model, *ends[d], [cells[i] for i in pick], pos_idx, max_rows,
                                        f"residual patching {d}")
             m = est_r[d].flatten().clone()

@@ -24,7 +24,8 @@ from interp.causal.attribution import HeadGradients, head_gradients
 from interp.causal.heads import Head, all_heads
 from interp.causal.runner import FAST_GEN, ablation_refusals, ablation_scores
 
-DIRECTIONS = {
+# the two flips a search looks for (the word "direction" means only a residual `Direction`)
+FLIPS = {
     # name: (label whose behaviour the ablation should flip, sign of the wanted change in refusal)
     "refusal": ("harmful", -1.0),  # ablation removes refusal of harmful requests: the heads detect harm
     "compliance": ("harmless", +1.0),  # ablation removes compliance: the heads detect harmless requests
@@ -51,19 +52,19 @@ class SearchConfig:
 
     `reference` says what mean/resample ablation replaces a head's output with:
     ``"balanced"``: the mean over harmful and harmless prompts together. It carries no label, so
-    it removes the heads' signal; the direction that flips then says how the model decides
+    it removes the heads' signal; the flip that succeeds then says how the model decides
     (refuses on detecting harm, or complies on detecting a harmless request).
     ``"opposite"``: the other label's prompts, as in IOI-style mean ablation over a distribution
     that lacks the signal under test: on harmful prompts a head's output is replaced by its mean
     over harmless ones (and conversely). It asks "does this head carry the signal?" and succeeds
-    even when other heads carry it too (redundancy), but cannot tell the two directions apart:
+    even when other heads carry it too (redundancy), but cannot tell the two flips apart:
     a two-sided signal flips both ways.
-    ``"auto"`` (default): balanced first; if no direction flips, opposite (recorded in `tried`)."""
+    ``"auto"`` (default): balanced first; if neither flip succeeds, opposite (recorded in `tried`)."""
 
     max_heads: int = 4
     target: float = 0.5
     min_gain: float = 0.05  # log-odds: stop when the best next head moves the mean score by less
-    n_candidates: int = 16  # heads kept per direction after an exhaustive single-head scan (largest effects)
+    n_candidates: int = 16  # heads kept per flip after an exhaustive single-head scan (largest effects)
     method: str = "mean"
     positions: str = "last"
     reference: str = "auto"
@@ -87,13 +88,13 @@ class SearchConfig:
                 raise InputError(f"{name} must be a positive integer (heads ablated exactly), got {v!r}")
 
 
-def direction_references(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig,
+def flip_references(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig,
                          grads: HeadGradients | None = None) -> dict:
-    """The reference activations each direction ablates with (None for zero-ablation). `grads`
+    """The reference activations each flip ablates with (None for zero-ablation). `grads`
     (the attribution pass over harmful + harmless, in that order) already holds every head's
     last-token output, so the last-token references need no pass of their own."""
     if cfg.method == "zero":
-        return {d: None for d in DIRECTIONS}
+        return {d: None for d in FLIPS}
     n = len(harmful)
 
     def ref(prompts: PromptSet, rows: slice) -> HeadReference:
@@ -103,14 +104,14 @@ def direction_references(model: ChatModel, harmful: PromptSet, harmless: PromptS
 
     if cfg.reference == "balanced":
         r = ref(harmful.concat(harmless), slice(0, None))
-        return {d: r for d in DIRECTIONS}
+        return {d: r for d in FLIPS}
     return {"refusal": ref(harmless.require("harmless reference set"), slice(n, None)),
             "compliance": ref(harmful.require("harmful reference set"), slice(0, n))}
 
 
 @dataclass(frozen=True)
-class DirectionSearch:
-    direction: str  # "refusal" or "compliance" (see DIRECTIONS)
+class FlipSearch:
+    flip: str  # "refusal" or "compliance" (see FLIPS)
     heads: list[Head]
     steps: list[dict]  # per added head: the set so far, flipped fraction, mean score, judged refusal rate
     rate_before: float
@@ -120,25 +121,26 @@ class DirectionSearch:
 
     @property
     def effect(self) -> float:
-        """Judged refusal-rate change in the wanted direction (positive = behaviour flipped)."""
-        return DIRECTIONS[self.direction][1] * (self.rate_after - self.rate_before)
+        """Judged refusal-rate change the wanted way (positive = behaviour flipped)."""
+        return FLIPS[self.flip][1] * (self.rate_after - self.rate_before)
 
     def to_dict(self) -> dict:
-        return {"direction": self.direction, "heads": [list(h) for h in self.heads], "success": self.success,
+        # the key "direction" is kept: reports written before name the flip so
+        return {"direction": self.flip, "heads": [list(h) for h in self.heads], "success": self.success,
                 "rate_before": self.rate_before, "rate_after": self.rate_after, "effect": self.effect, "steps": self.steps,
                 **({"note": self.note} if self.note else {})}
 
 
 @dataclass(frozen=True)
 class HeadSearch:
-    """Both directions' searches and the single-head scans they started from."""
+    """Both flips' searches and the single-head scans they started from."""
 
-    refusal: DirectionSearch
-    compliance: DirectionSearch
-    # per direction: wanted-way change of the mean score per head; exact where `measured`, the
+    refusal: FlipSearch
+    compliance: FlipSearch
+    # per flip: wanted-way change of the mean score per head; exact where `measured`, the
     # attribution estimate elsewhere
     single: dict[str, Float[Tensor, "layer head"]]
-    references: dict  # per direction: the HeadReference ablated with (None for zero-ablation)
+    references: dict  # per flip: the HeadReference ablated with (None for zero-ablation)
     cfg: SearchConfig
     neutral: dict = field(default_factory=dict)  # the best set under label-free ablation, and what it says
     tried: list = field(default_factory=list)  # summaries of reference policies tried before this one ("auto")
@@ -146,12 +148,12 @@ class HeadSearch:
     measured: dict[str, Bool[Tensor, "layer head"]] = field(default_factory=dict)  # heads ablated exactly
 
     @property
-    def best(self) -> DirectionSearch:
-        """The direction that flipped behaviour (fewest heads, then largest effect)."""
+    def best(self) -> FlipSearch:
+        """The flip that succeeded (fewest heads, then largest effect)."""
         return max((self.refusal, self.compliance), key=lambda d: (d.success, -len(d.heads) if d.success else 0, d.effect))
 
     def estimate_quality(self) -> dict:
-        """Per direction: Spearman of the attribution estimate against the exact single-head
+        """Per flip: Spearman of the attribution estimate against the exact single-head
         effects over the heads measured exactly (all of them with `exhaustive`), and whether the
         exact scan's best heads are among the estimate's top k."""
         from interp.stats import spearman
@@ -172,42 +174,42 @@ class HeadSearch:
         return out
 
     def to_dict(self) -> dict:
-        return {"best": self.best.direction, "method": self.cfg.method, "reference": self.cfg.reference,
+        return {"best": self.best.flip, "method": self.cfg.method, "reference": self.cfg.reference,
                 "refusal": self.refusal.to_dict(), "compliance": self.compliance.to_dict(), "neutral": self.neutral,
                 "tried": self.tried, "exhaustive": self.cfg.exhaustive, "top_k": self.cfg.top_k,
                 "estimate": self.estimate_quality()}
 
 
-def single_head_ablation_effects(model: ChatModel, prompts, direction: str, method: str = "mean", reference=None, seed: int = 0,
+def single_head_ablation_effects(model: ChatModel, prompts, flip: str, method: str = "mean", reference=None, seed: int = 0,
                         positions: str = "last") -> Float[Tensor, "layer head"]:
     """Change of the mean refusal score when each head alone is ablated (exactly, one head per
-    replica), signed so that positive is the direction's wanted way (refusal: lower score on
+    replica), signed so that positive is the flip's wanted way (refusal: lower score on
     harmful prompts; compliance: higher score on harmless ones)."""
-    return _single_scan(model, prompts, direction, method, reference, seed, positions)[0]
+    return _single_scan(model, prompts, flip, method, reference, seed, positions)[0]
 
 
-def _estimate(model: ChatModel, grads: HeadGradients, direction: str, method: str, ref: HeadReference | None) -> Tensor:
+def _estimate(model: ChatModel, grads: HeadGradients, flip: str, method: str, ref: HeadReference | None) -> Tensor:
     # resample ablation draws a reference prompt per row; to first order its expected effect is
     # that of the reference mean, which ranks the heads just as well
     values = None if method == "zero" else ref.mean
-    return DIRECTIONS[direction][1] * grads.ablation_estimate(values).mean(0)
+    return FLIPS[flip][1] * grads.ablation_estimate(values).mean(0)
 
 
-def _single_scan(model, prompts, direction, method, reference, seed, positions, heads=None):
-    if direction not in DIRECTIONS:
-        raise InputError(f"unknown direction {direction!r}; choose one of {list(DIRECTIONS)}")
+def _single_scan(model, prompts, flip, method, reference, seed, positions, heads=None):
+    if flip not in FLIPS:
+        raise InputError(f"unknown flip {flip!r}; choose one of {list(FLIPS)}")
     every = heads is None
     heads = all_heads(model) if every else heads
     s = ablation_scores(model, prompts, [[]] + [[h] for h in heads], method, reference, seed, positions,
-                        progress=f"single-head ablation ({direction}, {len(prompts)} prompts)")
-    eff = DIRECTIONS[direction][1] * (s[1:] - s[:1]).mean(1)
+                        progress=f"single-head ablation ({flip}, {len(prompts)} prompts)")
+    eff = FLIPS[flip][1] * (s[1:] - s[:1]).mean(1)
     return (eff.view(model.n_layers, model.n_heads) if every else eff), s
 
 
-def _search_direction(model, prompts: PromptSet, direction: str, cfg: SearchConfig, ref, rate0: float, judge,
-                      max_new_tokens, grads: HeadGradients) -> tuple[DirectionSearch, Tensor, Tensor, Tensor]:
-    label, sign = DIRECTIONS[direction]
-    estimate = _estimate(model, grads, direction, cfg.method, ref)
+def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, rate0: float, judge,
+                      max_new_tokens, grads: HeadGradients) -> tuple[FlipSearch, Tensor, Tensor, Tensor]:
+    label, sign = FLIPS[flip]
+    estimate = _estimate(model, grads, flip, cfg.method, ref)
     H = model.n_heads
     room = rate0 if sign < 0 else 1.0 - rate0
     if room < cfg.target - 1e-9:
@@ -216,20 +218,20 @@ def _search_direction(model, prompts: PromptSet, direction: str, cfg: SearchConf
         note = (f"not searched: the judged refusal rate of the {label} prompts is {rate0:.2f}, so it cannot "
                 f"{'fall' if sign < 0 else 'rise'} by the target {cfg.target}")
         if cfg.exhaustive:  # the exhaustive scan still maps every head's effect
-            single, _ = _single_scan(model, prompts, direction, cfg.method, ref, cfg.seed, cfg.positions)
+            single, _ = _single_scan(model, prompts, flip, cfg.method, ref, cfg.seed, cfg.positions)
             measured = torch.ones_like(single, dtype=torch.bool)
         else:
             single, measured = estimate.clone(), torch.zeros_like(estimate, dtype=torch.bool)
-        return DirectionSearch(direction, [], [], rate0, rate0, False, note), single, estimate, measured
+        return FlipSearch(flip, [], [], rate0, rate0, False, note), single, estimate, measured
     if cfg.exhaustive:
-        single, scan = _single_scan(model, prompts, direction, cfg.method, ref, cfg.seed, cfg.positions)
+        single, scan = _single_scan(model, prompts, flip, cfg.method, ref, cfg.seed, cfg.positions)
         measured = torch.ones_like(single, dtype=torch.bool)
         row_of = {h: 1 + i for i, h in enumerate(all_heads(model))}
         order = single.flatten().argsort(descending=True).tolist()
         cands = [divmod(i, H) for i in order[:max(cfg.n_candidates, cfg.max_heads)]]
     else:  # estimate every head, measure the top k exactly, search among those
         top = [divmod(i, H) for i in estimate.flatten().argsort(descending=True)[:cfg.top_k].tolist()]
-        exact, scan = _single_scan(model, prompts, direction, cfg.method, ref, cfg.seed, cfg.positions, heads=top)
+        exact, scan = _single_scan(model, prompts, flip, cfg.method, ref, cfg.seed, cfg.positions, heads=top)
         single, measured = estimate.clone(), torch.zeros_like(estimate, dtype=torch.bool)
         for h, e in zip(top, exact.tolist()):
             single[h], measured[h] = e, True
@@ -254,7 +256,7 @@ def _search_direction(model, prompts: PromptSet, direction: str, cfg: SearchConf
                 # estimate again around the run with the current set ablated: a head whose effect
                 # only shows once another is gone (saturated downstream) is found at this step
                 g = head_gradients(model, prompts, hooks=Intervention.ablate_heads(current, cfg.method, ref, cfg.seed).hooks(model))
-                est = _estimate(model, g, direction, cfg.method, ref)
+                est = _estimate(model, g, flip, cfg.method, ref)
                 for h in current:
                     est[h] = -float("inf")
                 options = [divmod(i, H) for i in est.flatten().argsort(descending=True)[:cfg.top_k_step].tolist()
@@ -284,18 +286,18 @@ def _search_direction(model, prompts: PromptSet, direction: str, cfg: SearchConf
         rate = float(r[0].float().mean())
         steps[-1]["refusal_rate"] = rate
         success = sign * (rate - rate0) >= cfg.target
-    return DirectionSearch(direction, current, steps, rate0, rate, success), single, estimate, measured
+    return FlipSearch(flip, current, steps, rate0, rate, success), single, estimate, measured
 
 
 def search_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig = SearchConfig(),
                  judge: RefusalJudge = RefusalJudge(), max_new_tokens: int = FAST_GEN.max_new_tokens) -> HeadSearch:
-    """Greedy search, in both directions, for the smallest head set whose ablation flips behaviour:
+    """Greedy search, both ways, for the smallest head set whose ablation flips behaviour:
     removes refusal of `harmful` prompts ("refusal"), or removes compliance with `harmless` ones
-    ("compliance"). `best` says which direction this model's heads work in."""
+    ("compliance"). `best` says which way this model's heads work."""
     harmful = harmful.require("harmful search set")
     harmless = harmless.require("harmless search set")
     both = harmful.concat(harmless)
-    # one forward+backward pass serves both directions and both reference policies, and its
+    # one forward+backward pass serves both flips and both reference policies, and its
     # last-token head outputs are the reference means
     grads = head_gradients(model, both)
     refused, _ = ablation_refusals(model, both, [[]], judge=judge, max_new_tokens=max_new_tokens, method="zero")
@@ -314,14 +316,14 @@ def search_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg:
 
 def _search(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig, judge, max_new_tokens,
             grads: HeadGradients, rates: dict[str, float]) -> HeadSearch:
-    refs = direction_references(model, harmful, harmless, cfg, grads)
+    refs = flip_references(model, harmful, harmless, cfg, grads)
     n = len(harmful)
     rows = {"harmful": range(n), "harmless": range(n, n + len(harmless))}
     single, estimate, measured, results = {}, {}, {}, {}
-    for direction, (label, _) in DIRECTIONS.items():
+    for flip, (label, _) in FLIPS.items():
         prompts = harmful if label == "harmful" else harmless
-        results[direction], single[direction], estimate[direction], measured[direction] = _search_direction(
-            model, prompts, direction, cfg, refs[direction], rates[label], judge, max_new_tokens, grads.rows(rows[label]))
+        results[flip], single[flip], estimate[flip], measured[flip] = _search_flip(
+            model, prompts, flip, cfg, refs[flip], rates[label], judge, max_new_tokens, grads.rows(rows[label]))
     found = HeadSearch(results["refusal"], results["compliance"], single, refs, cfg, estimate=estimate, measured=measured)
     return replace(found, neutral=_neutral(model, found.best.heads, harmful, harmless, cfg, grads))
 

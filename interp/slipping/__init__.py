@@ -5,7 +5,7 @@ defend with attention sharpening, against SmoothLLM and Token Highlighter (docs/
     from interp.intervention import Intervention
     tr = trace_attention(model, prompts)                      # [batch, step, layer, head, span]
     s = family_series(model, eval_set, "distractor")          # per strength + refusal, correlations
-    with Intervention.sharpen(T=0.5).apply(model):            # softmax temperature 0.5 everywhere
+    with Intervention.sharpen(temperature=0.5).apply(model):  # softmax temperature 0.5 everywhere
         answers = generate(model, prompts)
 
 The pipeline stages live in `interp.stages.slipping` (called by `interp.pipeline`, not imported here).

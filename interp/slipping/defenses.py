@@ -45,6 +45,7 @@ from interp.hooknames import EMBED
 from interp.hooks import hooked
 from interp.model import ChatModel
 from interp.prompts import Prompt
+from interp.runner import forward
 from interp.scoring import RefusalJudge
 from interp.intervention import Intervention, check_temperature
 from interp.slipping.trace import as_prompts
@@ -279,7 +280,6 @@ def token_influence(model: ChatModel, batch, affirmation: str) -> Float[Tensor, 
     aff_t = torch.tensor(aff, device=batch.tokens.device).expand(B, -1)
     tokens = torch.cat([batch.tokens, aff_t], 1)
     mask = torch.cat([batch.attention_mask, torch.ones_like(aff_t)], 1)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
     # rows are independent: as many per backward pass as the activation budget allows (a batch of
     # long prompts kept every layer's attention for the backward pass at once and ran out of memory)
     step = rows_per_pass(model, tokens.shape[1], B, grad=True)
@@ -295,8 +295,7 @@ def token_influence(model: ChatModel, batch, affirmation: str) -> Float[Tensor, 
 
         with torch.enable_grad(), hooked(model, [(EMBED, add_delta)]):
             # only the positions that predict the affirmation: position L-1+i predicts token i
-            logits = model.bridge(tokens[rows], attention_mask=mask[rows], position_ids=pos[rows],
-                                  logits_to_keep=len(aff) + 1)
+            logits = forward(model, tokens[rows], mask[rows], logits_to_keep=len(aff) + 1)
             pred = logits[:, :len(aff)].float().log_softmax(-1)
             loss = -pred.gather(-1, aff_t[rows][..., None]).sum()
             (grad,) = torch.autograd.grad(loss, holder["delta"])

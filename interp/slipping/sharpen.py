@@ -1,6 +1,6 @@
 """Attention sharpening: divide attention scores by a temperature T < 1 before the softmax.
 
-    with Intervention.sharpen(T=0.5, layers=None, heads=None).apply(model):   # interp.intervention
+    with Intervention.sharpen(temperature=0.5, layers=None, heads=None).apply(model):   # interp.intervention
 
 The op lives in `interp.intervention` (op "temperature"); this note says why it is built as it is.
 

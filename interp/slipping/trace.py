@@ -29,6 +29,7 @@ from interp.hooknames import LOGITS, act_name
 from interp.hooks import hooked
 from interp.model import ChatModel, EncodedBatch
 from interp.prompts import Prompt, PromptSet
+from interp.runner import forward
 from interp.scoring import RefusalJudge, refusal_log_odds
 from interp.threads import model_threads
 
@@ -208,8 +209,7 @@ def _trace_batch(model: ChatModel, batch: EncodedBatch, spans: list[dict[str, li
             new = generate_batch(model, batch, max_new_tokens)
         else:
             with torch.no_grad():
-                pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-                model.bridge(batch.tokens, attention_mask=batch.attention_mask, position_ids=pos)
+                forward(model, batch.tokens, batch.attention_mask)
             new = [[] for _ in range(batch.tokens.shape[0])]
     mass = torch.stack([torch.stack(per_layer[l], 1) for l in layers], 2)  # [b, step, layer, head, span]
     return mass, logits_first[0], new

@@ -146,7 +146,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     sets = _eval_sets(study, cfg)
     heads = rec.heads or rec.candidates
     K = len(heads) or cfg.k
-    ref = search.references[rec.direction]
+    ref = search.references[rec.flip]
     rng = random.Random(cfg.seed)
     others = [h for h in all_heads(model) if h not in heads]
     random_sets = [rng.sample(others, min(K, len(others))) for _ in range(cfg.n_random)]
@@ -174,9 +174,9 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
         return sum(m[label]["refusal_rate_after"] for m in rand_m) / len(rand_m) if rand_m else float("nan")
 
     ablation = {
-        "heads": [list(h) for h in heads], "k": K, "method": cfg.method, "direction": rec.direction,
+        "heads": [list(h) for h in heads], "k": K, "method": cfg.method, "direction": rec.flip,
         "confident": rec.confident,
-        "reference": _reference_words(search.cfg.reference, rec.direction, cfg.method),
+        "reference": _reference_words(search.cfg.reference, rec.flip, cfg.method),
         "mechanism": search.neutral.get("mechanism"),
         "refusal_rate_harmful_after": rec_m["harmful"]["refusal_rate_after"] if rec_m else None,
         "refusal_rate_harmless_after": rec_m["harmless"]["refusal_rate_after"] if rec_m else None,

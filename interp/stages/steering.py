@@ -196,9 +196,9 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     nf_s = max_safe_strength(model, sparse_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
     nf_d = max_safe_strength(model, dense_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
     jb_meter = EffectMeter(model, effect_sets[jb_key])
-    e_s = jb_meter(sparse_iv.with_alpha(nf_s))
-    e_d = jb_meter(dense_iv.with_alpha(nf_d))
-    e_d_same = jb_meter(dense_iv.with_alpha(nf_s))
+    e_s = jb_meter(sparse_iv.with_strength(nf_s))
+    e_d = jb_meter(dense_iv.with_strength(nf_d))
+    e_d_same = jb_meter(dense_iv.with_strength(nf_s))
     timings["antidote"] = time.perf_counter() - t
 
     # ---- refusal direction: ablation and addition, judged on generated answers
@@ -258,4 +258,4 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
         "figure": figure_ref("steering_tradeoff"), "figure_kl": figure_ref("steering_tradeoff_kl"),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
-    return SteeringResult(report, figures, {}, hd, heads, sparse_iv.with_alpha(nf_s), direction)
+    return SteeringResult(report, figures, {}, hd, heads, sparse_iv.with_strength(nf_s), direction)

@@ -8,7 +8,7 @@ top k% coordinates of |direction| are used (the paper's grid: 1, 2.5, 5, 10, 25%
 default). At run time `h <- h + norm_fraction * scale * (mask * direction)` at the block output of
 each kept layer, at the last position only: in the prompt pass that is the last prompt token, and
 with the key/value cache every generation step sees only its own (last) position. The strength is
-a plain number read at call time: `antidote.intervention(0.3).with_alpha(0.1)` changes it with no refit.
+a plain number read at call time: `antidote.intervention(0.3).with_strength(0.1)` changes it with no refit.
 
 Units: the paper (its alpha) notes that the strength's useful range follows the model's residual
 norm. Here the unit direction of each layer is scaled by that layer's mean last-token residual norm
@@ -29,7 +29,7 @@ from torch import Tensor
 
 from interp.capture import capture
 from interp.errors import InputError
-from interp.intervention import Intervention
+from interp.intervention import Intervention, ShiftResidual
 from interp.model import ChatModel
 from interp.steering._util import texts_of
 from probes import fit
@@ -63,7 +63,7 @@ def _top_mask(u: Float[Tensor, "layer d_model"], sparsity: float) -> Bool[Tensor
 class Antidote:
     """Fitted safety directions (build with `fit_antidote`). It holds no strength: `intervention(norm_fraction)`
     returns the `Intervention` adding `norm_fraction * scale * (mask * direction)` at the last position of
-    each kept layer's block output; `with_alpha` on that value changes the strength, no refit."""
+    each kept layer's block output; `with_strength` on that value changes the strength, no refit."""
 
     directions: Float[Tensor, "layer d_model"]  # unit, dense; + raises refusal
     scale: Float[Tensor, "layer"]  # mean last-token residual norm per layer (the strength's unit)
@@ -90,11 +90,10 @@ class Antidote:
 
     def intervention(self, norm_fraction: float = AntidoteConfig.norm_fraction) -> Intervention:
         """The adjustment at `norm_fraction` of the residual norm (negative -> compliance)."""
-        return Intervention.add(self.vectors()[list(self.layers)], "resid_post", list(self.layers), norm_fraction,
-                                positions="last",
-                                label=f"Jailbreak Antidote ({self.sparsity:g} sparsity), alpha={{alpha:g}}",
-                                meta={"made_on": {"model": self.model_name, "model_fingerprint": self.model_fingerprint},
-                                      "method": "antidote", "sparsity": self.sparsity, "paired": self.paired})
+        return Intervention.of(ShiftResidual(
+            "resid_post", tuple(self.layers), self.vectors()[list(self.layers)], norm_fraction, "last",
+            label=f"Jailbreak Antidote ({self.sparsity:g} sparsity), norm_fraction={{strength:g}}",
+            made_on={"model": self.model_name, "model_fingerprint": self.model_fingerprint}))
 
     def describe(self) -> dict:
         return {"layers": list(self.layers), "sparsity": self.sparsity, "paired": self.paired,

@@ -1,18 +1,20 @@
 """Head-specific steering: ITI (Li et al. 2023) and HSI (head-specific intervention).
 
-Both add `alpha * sigma * u` to the output of chosen attention heads (`hook_z`, the input of the
+Both add `sigmas * sigma * u` to the output of chosen attention heads (`hook_z`, the input of the
 output projection), where `u` is a unit direction per head that separates harmful from harmless
 prompts at the last token and `sigma` is the standard deviation of the head's activations projected
 on `u` over the training prompts. The shift is the same at every position, so it is correct under
 the key/value cache (later generation steps see one position).
 
-Defaults from the papers' code (see `HeadSteeringConfig`): ITI steers the top K=48 heads at alpha=15
-on 7B models (mass-mean shift, heads ranked by probe accuracy); HSI steers ~4 heads at alpha~35,
+The strength is in sigmas (the papers' alpha). Defaults from the papers' code (see
+`HeadSteeringConfig`): ITI steers the top K=48 heads at 15 sigmas on 7B models (mass-mean shift,
+heads ranked by probe accuracy); HSI steers ~4 heads at ~35 sigmas,
 choosing heads by steering each one alone and counting flipped answers. The organism defaults were
-measured on held-out prompts (docs/steering.md).
+measured on held-out prompts (docs/steering.md); they are the organism's, not a default for other
+models: `select_heads(by="steering")` takes the strength from its caller.
 
-Sign convention: `u` points from the harmless mean to the harmful mean, so `alpha > 0` raises
-refusal and `alpha < 0` lowers it.
+Sign convention: `u` points from the harmless mean to the harmful mean, so `sigmas > 0` raises
+refusal and `sigmas < 0` lowers it.
 """
 
 from __future__ import annotations
@@ -40,21 +42,21 @@ Kind = Literal["mass_mean", "probe"]
 
 @dataclass(frozen=True)
 class HeadSteeringConfig:
-    """How many heads to steer and how hard (alpha in units of each head's sigma)."""
+    """How many heads to steer and how hard (`sigmas`: in units of each head's sigma)."""
 
     k: int
-    alpha: float
+    sigmas: float
     kind: Kind = "mass_mean"
     source: str = ""
 
 
-# Li et al. 2023 (ITI), LLaMA-7B: K=48 heads, alpha=15, mass-mean shift ("center of mass").
-ITI_DEFAULTS = HeadSteeringConfig(k=48, alpha=15.0, source="ITI (Li et al. 2023), LLaMA-7B")
-# Head-specific intervention: a handful of heads (4) steered much harder (alpha ~35) on 7B chat models.
-HSI_DEFAULTS = HeadSteeringConfig(k=4, alpha=35.0, source="HSI, 7B chat models")
+# Li et al. 2023 (ITI), LLaMA-7B: K=48 heads, alpha=15 (sigmas), mass-mean shift ("center of mass").
+ITI_DEFAULTS = HeadSteeringConfig(k=48, sigmas=15.0, source="ITI (Li et al. 2023), LLaMA-7B")
+# Head-specific intervention: a handful of heads (4) steered much harder (~35 sigmas) on 7B chat models.
+HSI_DEFAULTS = HeadSteeringConfig(k=4, sigmas=35.0, source="HSI, 7B chat models")
 # Measured on the organism (4 layers x 8 heads): the top 4 heads by single-head steering effect;
-# alpha=0.5 raises held-out jailbreak refusal while harmless refusal stays near 0 (docs/steering.md).
-ORGANISM_DEFAULTS = HeadSteeringConfig(k=4, alpha=0.5, source="measured on the organism (docs/steering.md)")
+# 0.5 sigmas raise held-out jailbreak refusal while harmless refusal stays near 0 (docs/steering.md).
+ORGANISM_DEFAULTS = HeadSteeringConfig(k=4, sigmas=0.5, source="measured on the organism (docs/steering.md)")
 
 
 @dataclass(frozen=True)
@@ -111,14 +113,14 @@ class HeadDirections:
         idx = score.flatten().argsort(descending=True, stable=True)[:k]
         return [(int(i) // self.n_heads, int(i) % self.n_heads) for i in idx]
 
-    def shift(self, heads: Sequence[tuple[int, int]], alpha: float) -> Float[Tensor, "layer head d_head"]:
-        """The full shift `alpha * sigma * u` for the chosen heads (zero elsewhere)."""
+    def shift(self, heads: Sequence[tuple[int, int]], sigmas: float) -> Float[Tensor, "layer head d_head"]:
+        """The full shift `sigmas * sigma * u` for the chosen heads (zero elsewhere)."""
         mask = torch.zeros(self.n_layers, self.n_heads, dtype=torch.bool)
         for l, h in heads:
             if not self.fitted[l, h]:
                 raise InputError(f"head ({l}, {h}) has no fitted direction; fit_head_directions(..., heads=...) must include it")
             mask[l, h] = True
-        scale = torch.where(mask, alpha * self.sigma, torch.zeros_like(self.sigma))
+        scale = torch.where(mask, sigmas * self.sigma, torch.zeros_like(self.sigma))
         return self.directions * scale[..., None]
 
     # ------------------------------------------------------------ artifacts
@@ -196,30 +198,45 @@ def fit_head_directions(model: ChatModel, prompts, labels=None, heads=None, kind
 
 
 # ---------------------------------------------------------------- steering
-# Head steering is `interp.intervention.Intervention.steer_heads(head_dirs, heads, alpha)`: one hook
+# Head steering is `interp.intervention.Intervention.steer_heads(head_dirs, heads, sigmas)`: one hook
 # per touched layer adding the precomputed [head, d_head] shift to `hook_z` at every position.
 
 
 # ---------------------------------------------------------------- choosing heads
 @torch.no_grad()
-def single_head_steering_effects(model: ChatModel, head_dirs: HeadDirections, prompts, alpha: float) -> Float[Tensor, "layer head"]:
-    """HSI's selection signal: the effect (interp.steering.effect) of steering each fitted head alone."""
-    from interp.steering.effect import EffectMeter
+def single_head_steering_effects(model: ChatModel, head_dirs: HeadDirections, prompts, sigmas: float,
+                                 max_rows: int = 512) -> Float[Tensor, "layer head"]:
+    """HSI's selection signal: the effect (interp.steering.effect: mean change of the refusal score)
+    of steering each fitted head alone by `sigmas`. One stacked run per prompt batch (a replica per
+    head, each resumed at its head's layer from a clean run's cached block inputs)."""
+    from interp.hooks import check_finite
+    from interp.runner import RESUME_PROMPTS, cache_block_inputs, prompt_batches, run
+    from interp.scoring import refusal_log_odds
 
-    alpha = check_alpha(alpha)
+    sigmas = check_alpha(sigmas, "sigmas")
     head_dirs.check(model)
-    meter = EffectMeter(model, prompts)
+    texts = texts_of(prompts, "effect prompts")
+    heads = [(int(l), int(h)) for l, h in zip(*torch.nonzero(head_dirs.fitted, as_tuple=True))]
+    stack = Intervention.stack([Intervention.steer_heads(head_dirs, [p], sigmas) for p in heads])
+    change = torch.zeros(len(heads))
+    for idx, b, _ in prompt_batches(model, texts, max_rows, max_prompts=RESUME_PROMPTS):
+        cached = cache_block_inputs(model, b, min(l for l, _ in heads))
+        base = refusal_log_odds(model, cached.logits).cpu()
+        s = run(model, cached, stack, read=lambda logits: refusal_log_odds(model, logits).cpu(), from_layer="auto",
+                max_rows=max_rows)
+        change += (check_finite(s, "refusal scores").view(len(heads), len(idx)) - base).sum(1)
     out = torch.full((model.n_layers, model.n_heads), float("nan"))
-    for l, h in zip(*torch.nonzero(head_dirs.fitted, as_tuple=True)):
-        l, h = int(l), int(h)
-        out[l, h] = meter(Intervention.steer_heads(head_dirs, [(l, h)], alpha))
+    for (l, h), c in zip(heads, (change / len(texts)).tolist()):
+        out[l, h] = c
     return out
 
 
-def select_heads(model: ChatModel, head_dirs: HeadDirections, k: int, prompts=None, alpha: float | None = None,
+def select_heads(model: ChatModel, head_dirs: HeadDirections, k: int, prompts=None, sigmas: float | None = None,
                  by: str = "steering") -> list[tuple[int, int]]:
     """The K heads to steer: by="steering" (HSI: largest single-head effect toward refusal on
-    `prompts` at `alpha`) or by="auroc" (ITI: best-separating projection on the training set)."""
+    `prompts` when steered by `sigmas`, required: a strength in sigmas that suits this model, e.g.
+    one calibrated with `interp.steering.tradeoff.max_safe_strength`; toy-model values do not carry
+    over) or by="auroc" (ITI: best-separating projection on the training set)."""
     check_k(model, k)
     if by == "auroc":
         return head_dirs.top(k)
@@ -227,11 +244,13 @@ def select_heads(model: ChatModel, head_dirs: HeadDirections, k: int, prompts=No
         raise InputError(f"by must be 'steering' or 'auroc', got {by!r}")
     if prompts is None:
         raise InputError("select_heads(by='steering') needs prompts to measure single-head effects on")
-    a = ORGANISM_DEFAULTS.alpha if alpha is None else alpha
-    eff = single_head_steering_effects(model, head_dirs, prompts, a)
+    if sigmas is None:
+        raise InputError("select_heads(by='steering') needs sigmas=, the steering strength in sigmas of each head "
+                         "(calibrate it on this model, e.g. with interp.steering.tradeoff.max_safe_strength)")
+    eff = single_head_steering_effects(model, head_dirs, prompts, sigmas)
     n = int(head_dirs.fitted.sum())
     if k > n:
         raise InputError(f"K={k} is larger than the number of fitted heads ({n})")
-    score = torch.nan_to_num(eff * (1.0 if a >= 0 else -1.0), nan=-float("inf"))
+    score = torch.nan_to_num(eff * (1.0 if sigmas >= 0 else -1.0), nan=-float("inf"))
     idx = score.flatten().argsort(descending=True, stable=True)[:k]
     return [(int(i) // model.n_heads, int(i) % model.n_heads) for i in idx]

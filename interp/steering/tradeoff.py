@@ -25,7 +25,7 @@ from interp.intervention import Intervention
 from interp.steering._util import texts_of
 
 SET_NAMES = ("harmful", "jailbreak", "harmless")
-# what a sweep varies: an Intervention (taken at each strength with `with_alpha`, in the intervention's
+# what a sweep varies: an Intervention (taken at each strength with `with_strength`, in the intervention's
 # own unit: sigmas, a fraction of the residual norm, ...), or a function of a strength returning one
 # (for a knob that is not the intervention's own strength)
 Swept = Union[Intervention, Callable[[float], Intervention]]
@@ -34,7 +34,7 @@ Swept = Union[Intervention, Callable[[float], Intervention]]
 def at_strength(intervention: Swept, strength: float) -> Intervention:
     """`intervention` at `strength`."""
     if isinstance(intervention, Intervention):
-        return intervention.with_alpha(strength)
+        return intervention.with_strength(strength)
     if callable(intervention):
         out = intervention(strength)
         if isinstance(out, Intervention):

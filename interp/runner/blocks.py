@@ -1,0 +1,117 @@
+"""Resuming a run at a block: one clean pass caches each block's input and call arguments; a later
+run re-executes blocks l..L-1 only, tiled once per replica. Exact (the blocks see the inputs and
+arguments they saw), and a scan of many interventions that start late costs a fraction of a pass
+each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.errors import InputError
+from interp.model import ChatModel, EncodedBatch
+from interp.runner.forward import last_logits
+
+
+def tile(batch: EncodedBatch, k: int) -> EncodedBatch:
+    """The batch repeated k times (replica-major: row r is prompt r mod n of replica r // n)."""
+    if k == 1:
+        return batch
+    return replace(batch, tokens=batch.tokens.repeat(k, 1), attention_mask=batch.attention_mask.repeat(k, 1),
+                   lengths=batch.lengths * k, formatted=batch.formatted * k, offsets=batch.offsets * k,
+                   content_starts=batch.content_starts * k, content_ends=batch.content_ends * k)
+
+
+@dataclass
+class BlockInputs:
+    """Each block's input and call arguments in one run of a batch, from block `first` on."""
+
+    batch: EncodedBatch
+    first: int
+    resid: list[Float[Tensor, "batch pos d_model"]]  # resid[i]: input of block first + i
+    args: list[tuple]  # args[i]: the other positional arguments the model passed block first + i (GPT-2: the mask)
+    kwargs: list[dict]  # kwargs[i]: its keyword arguments
+    logits: Float[Tensor, "batch d_vocab"]  # the run's last-position logits
+
+    def resid_at(self, layer: int) -> Float[Tensor, "batch pos d_model"]:
+        return self.resid[layer - self.first]
+
+
+@torch.no_grad()
+def cache_block_inputs(model: ChatModel, batch: EncodedBatch, first: int = 0, intervention=None) -> BlockInputs:
+    """One pass over `batch` (under `intervention`, an `Intervention`, when given), keeping the
+    input of blocks first..L-1."""
+    if not 0 <= first < model.n_layers:
+        raise InputError(f"first layer {first} is out of range for {model.name} (layers 0..{model.n_layers - 1})")
+    blocks = model.bridge.blocks
+    resid: list = [None] * (model.n_layers - first)
+    rest: list = [None] * (model.n_layers - first)
+    kwargs: list = [None] * (model.n_layers - first)
+
+    def grab(i):
+        def pre(module, args, kw):
+            resid[i] = (args[0] if args else kw["hidden_states"]).detach()
+            rest[i] = tuple(args[1:])
+            kwargs[i] = {k: v for k, v in kw.items() if k != "hidden_states"}
+        return pre
+
+    handles = [blocks[l].register_forward_pre_hook(grab(l - first), with_kwargs=True) for l in range(first, model.n_layers)]
+    try:
+        if intervention is None:
+            logits = last_logits(model, batch)
+        else:
+            with intervention.apply(model):
+                logits = last_logits(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    if any(r is None for r in resid):
+        raise InputError(f"{model.name}: the blocks were not called one after another with the residual stream as "
+                         "input, so a run cannot be resumed at a block; pass resume=False")
+    return BlockInputs(batch, first, resid, rest, kwargs, logits)
+
+
+def _tile(x, n: int, k: int, n_heads: int):
+    """Tile every per-row tensor k times: a first axis of the batch (masks, rotary tables, position
+    ids) or of batch x heads (ALiBi biases, [batch * heads, 1, key]); shared tensors (one row,
+    1-d cache positions) pass unchanged."""
+    if isinstance(x, Tensor):
+        per_row = x.ndim >= 2 and x.shape[0] in (n, n * n_heads)
+        return x.repeat(k, *([1] * (x.ndim - 1))) if k > 1 and per_row else x
+    if isinstance(x, tuple):
+        return tuple(_tile(v, n, k, n_heads) for v in x)
+    if isinstance(x, list):
+        return [_tile(v, n, k, n_heads) for v in x]
+    if isinstance(x, dict):
+        return {key: _tile(v, n, k, n_heads) for key, v in x.items()}
+    return x
+
+
+def _softcap(model: ChatModel, logits: Tensor) -> Tensor:
+    # Gemma 2 caps its final logits; a resumed run applies the same cap the model's forward would
+    cap = getattr(getattr(model.bridge, "original_model", None), "config", None)
+    cap = getattr(cap, "final_logit_softcapping", None)
+    return logits if not cap else torch.tanh(logits / cap) * cap
+
+
+@torch.no_grad()
+def resume_logits(model: ChatModel, inputs: BlockInputs, layer: int, repeat: int = 1) -> Float[Tensor, "row d_vocab"]:
+    """Last-position logits of the run that starts at block `layer` from the cached block input,
+    tiled `repeat` times (one replica per intervention; the caller installs their hooks). Hooks on
+    earlier blocks never fire."""
+    if not inputs.first <= layer < model.n_layers:
+        raise InputError(f"cannot resume at layer {layer}: block inputs were cached from layer {inputs.first} on")
+    n = inputs.batch.tokens.shape[0]
+    h = inputs.resid_at(layer).repeat(repeat, 1, 1)
+    blocks = model.bridge.blocks
+    for l in range(layer, model.n_layers):
+        i = l - inputs.first  # new containers: the cache stays as captured
+        args, kw = (_tile(x[i], n, repeat, model.n_heads) for x in (inputs.args, inputs.kwargs))
+        out = blocks[l](h, *args, **kw)
+        h = out[0] if isinstance(out, tuple) else out
+    # norms act per position: normalising the last position alone gives the same logits
+    logits = model.bridge.unembed(model.bridge.ln_final(h[:, -1:]))
+    return _softcap(model, logits[:, -1])
