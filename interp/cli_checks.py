@@ -18,7 +18,7 @@ from interp.errors import InputError
 # name -> smallest allowed value
 MIN_INT = {"per_cell": 1, "shard_size": 1, "k": 1, "top": 0, "k_folds": 2, "steps": 1, "n_train": 2, "batch_size": 1,
            "max_new_tokens": 1, "n_null": 1, "control_per_cell": 1, "attack_prompts": 1,
-           "per_label": 1, "n_lookalike": 1}
+           "per_label": 1, "n_lookalike": 1, "max_per_label": 1}
 OPEN_UNIT_INTERVAL = {"val_fraction"}  # strictly between 0 and 1
 POSITIVE_FLOAT = {"C", "temperature"}
 NON_NEGATIVE_FLOAT = {"cpo_weight"}
@@ -66,6 +66,8 @@ def check_args(args: argparse.Namespace) -> None:
         parse_positions(values["positions"])
     if isinstance(values.get("sites"), str):
         _check_sites(values["sites"])
+    if isinstance(values.get("strengths"), tuple) and (not values["strengths"] or min(values["strengths"]) < 1):
+        raise InputError(f"--strengths takes whole numbers of at least 1, e.g. 1,2,4; got {list(values['strengths'])}")
     if isinstance(values.get("sections"), str):
         _check_sections(values["sections"])
 
@@ -85,7 +87,12 @@ def _check_input_file(flag: str, value) -> None:
         if not p.exists():
             raise InputError(f"{flag}: file {v} does not exist; check the path")
         if p.is_dir():
-            raise InputError(f"{flag}: {v} is a directory; pass a file")
+            from interp.dataset_readers import is_saved_dataset
+
+            if is_saved_dataset(p):  # a Hugging Face dataset saved with save_to_disk is read as a file
+                continue
+            raise InputError(f"{flag}: {v} is a directory; pass a file (or a dataset directory written by "
+                             "datasets' save_to_disk)")
         if not os.access(p, os.R_OK):
             raise InputError(f"{flag}: file {v} is not readable (permissions)")
 

@@ -18,7 +18,8 @@ def register(sub) -> None:
 
     e = sub.add_parser("eval", help="behaviour table (refusal rate and score on harmful, harmless, jailbreak and "
                                     "over-refusal prompts) as JSON on stdout")
-    add_study_options(e, out_help="also write the table here (a .json file, or a directory for eval.json)")
+    add_study_options(e, out_help="also write the table here (a .json file, or a directory for eval.json)",
+                      families_default="none")
     e.set_defaults(func=_eval)
 
     org = sub.add_parser("organism", help="train or evaluate the model organism")

@@ -83,7 +83,7 @@ def load_study_data(cfg: StudyConfig, model: ChatModel) -> StudyData:
     cfg = cfg.resolved(model)
     if cfg.uses_files:
         data = files_study(model, cfg.harmful, cfg.harmless, cfg.jailbreak, cfg.over_refusal, cfg.text_column, cfg.seed,
-                           cfg.per_cell, cfg.fractions, cfg.fit_per_cell)
+                           cfg.per_cell, cfg.fractions, cfg.fit_per_cell, **cfg.data_options())
         fix = "Pass prompt files written in the model's language and vocabulary."
     elif model.kind == "smollm2":  # organism:smollm2 brings its own English sets
         from interp.organism.provider import smollm2_study
@@ -97,6 +97,7 @@ def load_study_data(cfg: StudyConfig, model: ChatModel) -> StudyData:
         fix = ("Without --harmful/--harmless the study runs on the embedded organism's prompts; for another model pass "
                "--harmful FILE --harmless FILE (e.g. AdvBench-format CSVs with a goal column) written for its vocabulary.")
     data.check_vocabulary(model, fix)
+    data.announce(model, cfg.max_new_tokens)  # how many prompts and about how long, before the first pass
     return data
 
 
