@@ -18,7 +18,8 @@ import sys
 from interp.errors import SafetyHeadsError
 
 # modules that define `register(subparsers)`; a missing optional module is skipped
-COMMANDS = ["interp.cli_core", "probes.cli", "interp.causal.cli", "interp.steering.cli", "interp.slipping.cli", "interp.r2d.cli", "interp.figures_cli"]
+COMMANDS = ["interp.cli_core", "probes.cli", "interp.causal.cli", "interp.steering.cli", "interp.slipping.cli", "interp.r2d.cli", "interp.figures_cli",
+            "interp.export_cli"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

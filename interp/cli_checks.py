@@ -25,6 +25,8 @@ NON_NEGATIVE_FLOAT = {"cpo_weight"}
 # arguments that always name an input file
 INPUT_FILES = {"prompts", "harmful", "harmless", "jailbreak", "jailbreaks", "lookalike", "lookalikes", "over_refusal",
                "train_prompts", "eval_prompts"}
+# arguments naming a saved artifact: a .pt file, or NAME(.json|.safetensors) whose pair must exist
+ARTIFACT_ARGS = {"direction"}
 # arguments that name an input file when their value looks like one (else they hold a value, e.g. a phrase list)
 MAYBE_FILES = {"phrases", "refusal_phrases", "compliance_phrases", "labels", "label_file"}
 FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".txt", ".parquet", ".yaml", ".yml")
@@ -51,6 +53,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise InputError(f"{flag} must be 0 or more, got {value}")
         if name in INPUT_FILES or name.endswith("_file") or (name in MAYBE_FILES and _looks_like_file(value)):
             _check_input_file(flag, value)
+        if name in ARTIFACT_ARGS and isinstance(value, str):
+            _check_artifact(flag, value)
         if name in MODEL_ARGS and isinstance(value, str):
             _check_model(value)
         if name in OUTPUT_DIRS and isinstance(value, str) and Path(value).exists() and not Path(value).is_dir():
@@ -95,6 +99,19 @@ def _check_input_file(flag: str, value) -> None:
                              "datasets' save_to_disk)")
         if not os.access(p, os.R_OK):
             raise InputError(f"{flag}: file {v} is not readable (permissions)")
+
+
+def _check_artifact(flag: str, value: str) -> None:
+    p = Path(value).expanduser()
+    if p.suffix == ".pt" or p.is_file() and p.suffix not in (".json", ".safetensors"):
+        _check_input_file(flag, value)
+        return
+    base = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
+    missing = [str(f) for f in (base.with_name(base.name + ".json"), base.with_name(base.name + ".safetensors"))
+               if not f.exists()]
+    if missing:
+        raise InputError(f"{flag} {value}: {', '.join(missing)} not found; pass a saved artifact (NAME.json beside "
+                         "NAME.safetensors) or a direction.pt")
 
 
 def _check_model(value: str) -> None:
