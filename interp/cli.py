@@ -29,7 +29,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     d = StudyConfig()
     p.add_argument("--model", default=d.model, help="Hugging Face name, local directory, or registry model "
                    "(smollm2-135m-instruct); default: the embedded organism (organism:mha for the MHA variant)")
-    p.add_argument("--device", default=d.device)
+    p.add_argument("--device", default=d.device,
+                   help="where the model runs: cpu (default), cuda, cuda:N or mps; checked before the weights load "
+                        "(a CPU-only torch cannot use cuda: scripts/setup.sh --cuda installs the CUDA build)")
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--chat-template", default=d.chat_template, help="Jinja chat template (string or file) for a tokenizer that has none")
     p.add_argument("--device-map", default=d.device_map,

@@ -145,7 +145,11 @@ def _organism_eval(args):
         if args.harmful or args.harmless or args.over_refusal or args.out or args.families or args.per_label or args.n_lookalike:
             raise InputError("--harmful, --harmless, --over-refusal, --families, --per-label, --n-lookalike and --out apply to "
                              "the English sets (--sets english)")
-        ev = evaluate_refusal(model, eval_prompts(seed=args.seed, per_cell=args.per_cell or 40))
+        from interp.estimate import announce
+
+        prompts = eval_prompts(seed=args.seed, per_cell=args.per_cell or 40)
+        announce(model, prompts, "organism eval", new_tokens=12)  # evaluate_refusal's default generation
+        ev = evaluate_refusal(model, prompts)
         return {"model": model.name, "refusal_rate": ev.table()}
     import json
 
@@ -177,6 +181,10 @@ def _capture(args):
     with process_group() as world:  # a world of one unless started by torchrun
         args.device = world.device(args.device)
         model = load_from_args(args)
+        if world.is_main:
+            from interp.estimate import announce
+
+            announce(model, prompts, "capture")
         out = capture_to_disk(model, prompts, args.out, sites=args.sites.split(","), positions=args.positions,
                               shard_size=args.shard_size, overwrite=args.overwrite, world=world)
     if not world.is_main:
