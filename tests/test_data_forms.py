@@ -183,3 +183,66 @@ def foreign_model_files(tmp_path_factory):
 
     d = foreign.build(tmp_path_factory.mktemp("foreign") / "model")
     return load_model(str(d), refusal_phrases=["sorry"], compliance_phrases=["certainly"]), Path(d) / "prompts"
+
+
+# ---------------------------------------------------------------- the command line
+def _cli(args, capsys):
+    from interp.cli import main
+
+    rc = main(args)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _model_args(d: Path) -> list[str]:
+    return ["--model", str(d.parent), "--refusal-phrases", "sorry", "--compliance-phrases", "certainly"]
+
+
+def test_eval_scores_only_the_files_and_says_how_many_before_it_runs(foreign_model_files, capsys):
+    _, d = foreign_model_files
+    files = ["--harmful", str(d / "harmful.csv"), "--harmless", str(d / "harmless.csv")]
+    rc, out, err = _cli(["eval", *_model_args(d), *files, "--max-per-label", "8"], capsys)
+    assert rc == 0, err
+    table = json.loads(out)
+    assert table["n_prompts"] == 16 and table["refusal_rate"]["jailbreak"] == {}  # 8 + 8, nothing built
+    assert "--max-per-label 8: kept 8 of the 24 harmful prompts" in err
+    assert "study data: 16 prompts" in err and "estimated" in err  # said before the first pass
+    assert [c["kept"] for c in table["data"]["caps"]] == [8, 8]
+    # asked for: the families are built and said, with their prompt count
+    rc, out, err = _cli(["eval", *_model_args(d), *files, "--max-per-label", "8", "--families", "distractor",
+                         "--strengths", "1"], capsys)
+    assert rc == 0, err
+    table = json.loads(out)
+    assert set(table["refusal_rate"]["jailbreak"]) == {"distractor"}
+    built = int(err.split("built ")[1].split(" jailbreak prompts")[0])
+    assert table["n_prompts"] == 16 + built and f"study data: {16 + built} prompts" in err
+
+
+def test_study_data_options_bad_input_is_one_line(foreign_model_files, tmp_path, capsys):
+    _, d = foreign_model_files
+    files = ["--harmful", str(d / "harmful.csv"), "--harmless", str(d / "harmless.csv")]
+    for extra, message in ((["--families", "rolepaly"], "unknown jailbreak family rolepaly"),
+                           (["--strengths", "0,2"], "--strengths takes whole numbers of at least 1"),
+                           (["--max-per-label", "0"], "--max-per-label must be an integer of at least 1")):
+        rc, _, err = _cli(["eval", *_model_args(d), *files, *extra], capsys)
+        assert rc == 2 and message in err and err.strip().count("\n") == 0, err
+    rc, _, err = _cli(["eval", "--max-per-label", "4"], capsys)
+    assert rc == 2 and "apply to prompt files" in err
+    (tmp_path / "folder").mkdir()
+    rc, _, err = _cli(["eval", *_model_args(d), "--harmful", str(tmp_path / "folder"), "--harmless",
+                       str(d / "harmless.csv")], capsys)
+    assert rc == 2 and "is a directory; pass a file (or a dataset directory" in err
+
+
+def test_cli_takes_a_saved_dataset_and_a_parquet_file(foreign_model_files, tmp_path, capsys):
+    datasets = pytest.importorskip("datasets")
+    import csv
+
+    _, d = foreign_model_files
+    rows = list(csv.DictReader(open(d / "harmful.csv")))
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "harmful_ds"))
+    datasets.Dataset.from_list(list(csv.DictReader(open(d / "harmless.csv")))).to_parquet(str(tmp_path / "harmless.parquet"))
+    rc, out, err = _cli(["eval", *_model_args(d), "--harmful", str(tmp_path / "harmful_ds"), "--harmless",
+                         str(tmp_path / "harmless.parquet"), "--max-per-label", "4"], capsys)
+    assert rc == 0, err
+    assert json.loads(out)["n_prompts"] == 8
