@@ -98,8 +98,11 @@ def _eval(args):
     cfg = study_config(args, per_cell=per_cell, fit_per_cell=per_cell)
     with process_group() as w:  # under torchrun every rank takes its share of the batches
         study = open_study(cfg)
-        table = {"model": study.model.name, **evaluation_table(study, world=w), "judge": study.judge.describe(),
-                 "data": study.data.describe(ids=False)}
+        from interp.threads import model_threads
+
+        with model_threads(study.model):  # a small model runs on one thread, as in every study stage
+            table = {"model": study.model.name, **evaluation_table(study, world=w), "judge": study.judge.describe(),
+                     "data": study.data.describe(ids=False)}
     if not w.is_main:
         return None  # rank 0 prints and writes the table
     if args.out:

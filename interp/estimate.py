@@ -13,7 +13,12 @@ only, no forward pass), and
 * throughput: this machine's matrix-multiply rate, measured just now on products the width of the
   model (about 0.05 s, with the threads torch uses now);
 * calls = passes x (1 + new tokens) forward calls, each paying a fixed cost per layer for hook
-  dispatch and small kernels (LAYER_OVERHEAD_S, from SmolLM2-135M's eval on 2 CPU cores).
+  dispatch and small kernels (LAYER_OVERHEAD_S: on a CPU, 32 extra decoding steps of the 4-layer
+  organism cost 0.105 s of one thread, 0.8 ms per layer and step; the CUDA figure is an assumption).
+
+Measured against the run it announces (SmolLM2-135M-Instruct, `eval` on 48 + 48 English requests,
+one torch thread, a machine under load 15): estimated 90 s, 36 s of CPU time spent. The estimate
+errs long when the matrix-multiply rate is measured on a busy machine.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from interp.batching import MAX_BATCH_TOKENS, prompt_chunks
 from interp.model import ChatModel, texts
 
 # seconds per layer per forward call beyond the arithmetic (hooks, dispatch); see the module docstring
-LAYER_OVERHEAD_S = {"cpu": 1.5e-3, "cuda": 2e-4}
+LAYER_OVERHEAD_S = {"cpu": 1e-3, "cuda": 2e-4}
 _THROUGHPUT: dict[tuple, float] = {}  # (device, dtype, width, threads) -> FLOP/s, measured once per process
 
 
