@@ -91,6 +91,7 @@ def _eval(args):
     from interp.cli import study_config
     from interp.distributed import process_group
     from interp.pipeline import evaluation_table, open_study
+    from interp.threads import model_threads
 
     # nothing is fitted, so every split is evaluated: its jailbreak cells keep up to --per-cell
     # prompts too, not the few the fitting splits keep (a user's file would lose rows)
@@ -98,8 +99,6 @@ def _eval(args):
     cfg = study_config(args, per_cell=per_cell, fit_per_cell=per_cell)
     with process_group() as w:  # under torchrun every rank takes its share of the batches
         study = open_study(cfg)
-        from interp.threads import model_threads
-
         with model_threads(study.model):  # a small model runs on one thread, as in every study stage
             table = {"model": study.model.name, **evaluation_table(study, world=w), "judge": study.judge.describe(),
                      "data": study.data.describe(ids=False)}
