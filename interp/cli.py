@@ -5,7 +5,7 @@ a model source adds its own (`interp.sources.ModelSource.commands`: `safety-head
 Every command that runs a study takes the same options, with the same defaults, through
 `add_study_options` (the defaults are `interp.study.StudyConfig`'s): loading (--model, --device,
 --dtype, --chat-template), data (--harmful, --harmless, --jailbreak, --over-refusal, --text-column,
---system-prompt), judging (--refusal-phrases, --compliance-phrases, --labels) and the study's seed
+--system-prompt, --category, --max-per-label, --families, --strengths), judging (--refusal-phrases, --compliance-phrases, --labels) and the study's seed
 and sizes. `study_config(args)` turns them into a `StudyConfig`.
 """
 
@@ -19,7 +19,7 @@ import sys
 from interp.errors import SafetyHeadsError
 
 # modules that define `register(subparsers)`; a missing optional module is skipped
-COMMANDS = ["interp.commands.core", "interp.commands.rank", "interp.commands.causal", "interp.commands.steer", "interp.commands.slipping", "interp.commands.figures"]
+COMMANDS = ["interp.commands.core", "interp.commands.rank", "interp.commands.causal", "interp.commands.steer", "interp.commands.slipping", "interp.commands.figures", "interp.commands.export"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -29,7 +29,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     d = StudyConfig()
     p.add_argument("--model", default=d.model, help="Hugging Face name, local directory, or registry model "
                    "(smollm2-135m-instruct); default: the embedded organism (organism:mha for the MHA variant)")
-    p.add_argument("--device", default=d.device)
+    p.add_argument("--device", default=d.device,
+                   help="where the model runs: cpu (default), cuda, cuda:N or mps; checked before the weights load "
+                        "(a CPU-only torch cannot use cuda: scripts/setup.sh --cuda installs the CUDA build)")
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--chat-template", default=d.chat_template, help="Jinja chat template (string or file) for a tokenizer that has none")
     p.add_argument("--device-map", default=d.device_map,
@@ -50,9 +52,31 @@ def _fractions(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"--split takes three comma-separated fractions (train,val,test), got {text!r}") from None
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--strengths takes comma-separated whole numbers, e.g. 1,2,4; got {text!r}") from None
+
+
+def families_value(text: str) -> tuple[str, ...] | None:
+    """--families: "all" -> None (every family), "none" -> (), else the names."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if names == ("all",):
+        return None
+    if names in (("none",), ()):
+        return ()
+    from interp.jailbreaks import select_families
+
+    select_families(names)  # an unknown name: one line listing the known ones
+    return names
+
+
 def add_study_options(p: argparse.ArgumentParser, out_default: str | None = None, out_required: bool = False,
-                      out_help: str = "output directory") -> None:
-    """The options every study command shares; defaults from `interp.study.StudyConfig`."""
+                      out_help: str = "output directory", families_default: str = "all") -> None:
+    """The options every study command shares; defaults from `interp.study.StudyConfig` (the
+    jailbreak families built from prompt files: all of them, except where `families_default` says
+    otherwise: `safety-heads eval` scores only the files it is given)."""
     from interp.study import StudyConfig
 
     d = StudyConfig()
@@ -65,6 +89,17 @@ def add_study_options(p: argparse.ArgumentParser, out_default: str | None = None
                    "request columns); default: built from the jailbreak families (interp.jailbreaks)")
     g.add_argument("--over-refusal", default=d.over_refusal, help="prompt file of harmless look-alikes (XSTest-style)")
     g.add_argument("--text-column", default=d.text_column, help="column holding the prompt text (default: the format's own)")
+    g.add_argument("--category", default=d.category, help="keep only these comma-separated categories of the --harmful file "
+                   "(HarmBench FunctionalCategory or SemanticCategory, JailbreakBench Category, a 'category' column)")
+    g.add_argument("--max-per-label", type=int, default=d.max_per_label,
+                   help="a seeded subsample of at most N plain prompts per label from the files (and N look-alikes); "
+                        "every cap is said on stderr and recorded in the report's data section")
+    g.add_argument("--families", default=families_default,
+                   help="jailbreak families built from the prompt files when no --jailbreak file is given: all, none, or "
+                        "comma-separated names (distractor, manyshot, topicmix, suffix, roleplay, refusal_suppression); "
+                        f"default: {families_default}")
+    g.add_argument("--strengths", type=_ints, default=d.strengths,
+                   help="comma-separated strengths for every built family (default: each family's own)")
     g.add_argument("--system-prompt", default=d.system_prompt, help="system message put before every request")
     g = p.add_argument_group("judging")
     g.add_argument("--refusal-phrases", type=_phrases, default=d.refusal_phrases,
@@ -100,7 +135,8 @@ def study_config(args, **override):
               harmful=args.harmful, harmless=args.harmless, jailbreak=args.jailbreak, over_refusal=args.over_refusal,
               text_column=args.text_column, system_prompt=args.system_prompt, refusal_phrases=args.refusal_phrases,
               compliance_phrases=args.compliance_phrases, labels=args.labels, seed=args.seed, per_cell=args.per_cell,
-              n_train=args.n_train, fractions=tuple(args.split), png=args.png)
+              n_train=args.n_train, fractions=tuple(args.split), png=args.png, category=args.category,
+              max_per_label=args.max_per_label, families=families_value(args.families), strengths=args.strengths)
     if args.out is not None:
         kw["out"] = args.out
     kw.update(override)

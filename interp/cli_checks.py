@@ -19,13 +19,15 @@ from interp.study import MIN_SIZES
 # name -> smallest allowed value
 MIN_INT = {**MIN_SIZES, "shard_size": 1, "k": 1, "top": 0, "k_folds": 2, "steps": 1, "batch_size": 1,
            "max_new_tokens": 1, "n_null": 1, "control_per_cell": 1, "attack_prompts": 1,
-           "per_label": 1, "n_lookalike": 1}
+           "per_label": 1, "n_lookalike": 1, "max_per_label": 1}
 OPEN_UNIT_INTERVAL = {"val_fraction"}  # strictly between 0 and 1
 POSITIVE_FLOAT = {"C", "temperature"}
 NON_NEGATIVE_FLOAT = {"cpo_weight"}
 # arguments that always name an input file
 INPUT_FILES = {"prompts", "harmful", "harmless", "jailbreak", "jailbreaks", "lookalike", "lookalikes", "over_refusal",
                "train_prompts", "eval_prompts"}
+# arguments naming a saved artifact: a .pt file, or NAME(.json|.safetensors) whose pair must exist
+ARTIFACT_ARGS = {"direction"}
 # arguments that name an input file when their value looks like one (else they hold a value, e.g. a phrase list)
 MAYBE_FILES = {"phrases", "refusal_phrases", "compliance_phrases", "labels", "label_file"}
 FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".txt", ".parquet", ".yaml", ".yml")
@@ -52,6 +54,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise InputError(f"{flag} must be 0 or more, got {value}")
         if name in INPUT_FILES or name.endswith("_file") or (name in MAYBE_FILES and _looks_like_file(value)):
             _check_input_file(flag, value)
+        if name in ARTIFACT_ARGS and isinstance(value, str):
+            _check_artifact(flag, value)
         if name in MODEL_ARGS and isinstance(value, str):
             _check_model(value)
         if name in OUTPUT_DIRS and isinstance(value, str) and Path(value).exists() and not Path(value).is_dir():
@@ -67,6 +71,8 @@ def check_args(args: argparse.Namespace) -> None:
         parse_positions(values["positions"])
     if isinstance(values.get("sites"), str):
         _check_sites(values["sites"])
+    if isinstance(values.get("strengths"), tuple) and (not values["strengths"] or min(values["strengths"]) < 1):
+        raise InputError(f"--strengths takes whole numbers of at least 1, e.g. 1,2,4; got {list(values['strengths'])}")
     if isinstance(values.get("sections"), str):
         _check_sections(values["sections"])
 
@@ -86,9 +92,27 @@ def _check_input_file(flag: str, value) -> None:
         if not p.exists():
             raise InputError(f"{flag}: file {v} does not exist; check the path")
         if p.is_dir():
-            raise InputError(f"{flag}: {v} is a directory; pass a file")
+            from interp.dataset_readers import is_saved_dataset
+
+            if is_saved_dataset(p):  # a Hugging Face dataset saved with save_to_disk is read as a file
+                continue
+            raise InputError(f"{flag}: {v} is a directory; pass a file (or a dataset directory written by "
+                             "datasets' save_to_disk)")
         if not os.access(p, os.R_OK):
             raise InputError(f"{flag}: file {v} is not readable (permissions)")
+
+
+def _check_artifact(flag: str, value: str) -> None:
+    p = Path(value).expanduser()
+    if p.suffix == ".pt" or p.is_file() and p.suffix not in (".json", ".safetensors"):
+        _check_input_file(flag, value)
+        return
+    base = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
+    missing = [str(f) for f in (base.with_name(base.name + ".json"), base.with_name(base.name + ".safetensors"))
+               if not f.exists()]
+    if missing:
+        raise InputError(f"{flag} {value}: {', '.join(missing)} not found; pass a saved artifact (NAME.json beside "
+                         "NAME.safetensors) or a direction.pt")
 
 
 def _check_model(value: str) -> None:

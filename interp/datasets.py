@@ -16,9 +16,19 @@ Formats (`fmt=`; `"auto"` picks one from the file extension and the columns):
   `contrast_*` types and harmless for the safe look-alikes.
 - "alpaca": Stanford Alpaca `alpaca_data.json` (github.com/tatsu-lab/stanford_alpaca), a JSON list of
   `{instruction, input, output}`; text is the instruction, plus a blank line and the input if any. Label harmless.
+- "jailbreakbench_artifact": a JailbreakBench jailbreak artifact (github.com/JailbreakBench/artifacts),
+  a JSON object with `parameters` and a `jailbreaks` list; each entry's `prompt` is the text (entries
+  whose `prompt` is null are left out: the attack produced none), `parameters.method` its family
+  (strength 1), the `goal` its request span when it appears verbatim; `goal`, `behavior`, `category`
+  and `jailbroken` (did it work on the model it was made for) are kept in `meta`. Label harmful.
 - "jsonl" / "csv": any file of one JSON object per line / any CSV. Text from `text_column` or the first of
   `text, prompt, goal, instruction, query`; label from an optional `label` column (harmful/harmless,
   unsafe/safe, 1/0, true/false); optional `id` (so `PromptSet.to_jsonl` files load back).
+
+Containers: CSV, JSON, JSONL by extension; Parquet (`.parquet`, e.g. a Hugging Face dataset
+mirror's files); and a directory written by Hugging Face `datasets`' `save_to_disk` (one split).
+Their columns are recognised as above. `category=` keeps the rows of some categories (HarmBench's
+FunctionalCategory or SemanticCategory, JailbreakBench's Category, a `category` column).
 
 Any format may carry a jailbreak's `family` and `strength` columns, and a `request` column holding
 the plain request as it appears inside the (wrapped) text: the request then gets its own span and
@@ -28,26 +38,27 @@ the text around it becomes the "wrapper" (before) and "extra" (after) spans. Oth
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from pathlib import Path
 from typing import Any
 
+from interp.dataset_readers import ARTIFACT_META, is_saved_dataset, read_file, read_saved_dataset, select_category
 from interp.errors import InputError
 from interp.prompts import LABELS, Prompt, PromptSet
 
-FORMATS = ("auto", "advbench", "harmbench", "jailbreakbench", "xstest", "alpaca", "jsonl", "csv")
+FORMATS = ("auto", "advbench", "harmbench", "jailbreakbench", "jailbreakbench_artifact", "xstest", "alpaca", "jsonl", "csv")
 TEXT_COLUMNS = ("text", "prompt", "goal", "instruction", "query")
 
-_EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_TEXT = {"advbench": "goal", "harmbench": "Behavior", "jailbreakbench": "Goal", "xstest": "prompt", "alpaca": "instruction"}
-_DEFAULT_LABEL = {"advbench": "harmful", "harmbench": "harmful", "jailbreakbench": "harmful", "alpaca": "harmless"}
+_EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+_TEXT = {"advbench": "goal", "harmbench": "Behavior", "jailbreakbench": "Goal", "xstest": "prompt", "alpaca": "instruction",
+         "jailbreakbench_artifact": "prompt"}
+_DEFAULT_LABEL = {"advbench": "harmful", "harmbench": "harmful", "jailbreakbench": "harmful", "alpaca": "harmless",
+                  "jailbreakbench_artifact": "harmful"}
 _META = {
     "advbench": ("target",),
     "harmbench": ("FunctionalCategory", "SemanticCategory", "Tags", "BehaviorID"),
     "jailbreakbench": ("Behavior", "Category", "Source", "Target"),
     "xstest": ("type", "focus", "note"),
+    "jailbreakbench_artifact": ARTIFACT_META,
 }
 _LABEL_VALUES = {"harmful": "harmful", "unsafe": "harmful", "1": "harmful", "true": "harmful",
                  "harmless": "harmless", "safe": "harmless", "0": "harmless", "false": "harmless"}
@@ -57,14 +68,16 @@ Row = tuple[str, dict]  # (where the row is, e.g. "row 3 (line 4)", its fields) 
 
 def load_prompt_file(path: str | Path, label: str | None = None, fmt: str = "auto",
                      text_column: str | None = None, name: str | None = None,
-                     fallback_label: str | None = None) -> PromptSet:
-    """Load one prompt file (see the module docstring for the formats) into a `PromptSet`.
+                     fallback_label: str | None = None, category: str | None = None) -> PromptSet:
+    """Load one prompt file or saved dataset directory (see the module docstring for the formats)
+    into a `PromptSet`.
 
     `label` sets every row's label; `fallback_label` only that of rows the file does not label
-    itself (a role: the file passed as --harmless)."""
+    itself (a role: the file passed as --harmless). `category` (comma-separated) keeps only the
+    rows of those categories."""
     if fallback_label is not None and fallback_label not in LABELS:
         raise InputError(f"fallback_label= must be one of {LABELS} or None, got {fallback_label!r}")
-    return _load(path, label, fmt, text_column, name, fallback_label=fallback_label)
+    return _load(path, label, fmt, text_column, name, fallback_label=fallback_label, category=category)
 
 
 def load_prompt_sets(harmful: str | Path | None = None, harmless: str | Path | None = None,
@@ -85,7 +98,7 @@ def load_prompt_sets(harmful: str | Path | None = None, harmless: str | Path | N
 
 
 def _load(path: str | Path, label: str | None, fmt: str, text_column: str | None, name: str | None,
-          fallback_label: str | None) -> PromptSet:
+          fallback_label: str | None, category: str | None = None) -> PromptSet:
     p = Path(path).expanduser().resolve()
     if fmt not in FORMATS:
         raise InputError(f"unknown fmt {fmt!r} for {p}; valid formats: {', '.join(FORMATS)}")
@@ -93,13 +106,21 @@ def _load(path: str | Path, label: str | None, fmt: str, text_column: str | None
         raise InputError(f"label= must be one of {LABELS} or None, got {label!r} (loading {p})")
     if not p.exists():
         raise InputError(f"prompt file {p} does not exist; check the path")
-    if not p.is_file():
-        raise InputError(f"prompt file {p} is not a file; pass the path of a CSV, JSON or JSONL file")
-
-    container = _container(p, fmt)
-    columns, rows = _read(p, container)
-    if fmt == "auto":
+    if is_saved_dataset(p):
+        container = "dataset"
+        columns, rows = read_saved_dataset(p)
+    elif not p.is_file():
+        raise InputError(f"prompt file {p} is not a file; pass the path of a CSV, JSON, JSONL or Parquet file, or a "
+                         "directory saved with datasets' save_to_disk")
+    else:
+        container = _container(p, fmt)
+        columns, rows, container = read_file(p, container)
+    if container == "jbb_artifact":
+        fmt = "jailbreakbench_artifact"
+    elif fmt == "auto":
         fmt = _detect(columns, container)
+    if category is not None:
+        rows = select_category(p, fmt, rows, category)
     text_col = text_column or _TEXT.get(fmt) or next((c for c in TEXT_COLUMNS if c in columns), None)
     if text_col not in columns:
         expected = repr(text_col) if text_col else "one of " + ", ".join(TEXT_COLUMNS)
@@ -133,69 +154,22 @@ def _container(p: Path, fmt: str) -> str:
     return "json" if fmt == "alpaca" else "csv"
 
 
-def _read(p: Path, container: str) -> tuple[list[str], list[Row]]:
-    """Parse the file into (column names, rows)."""
-    try:
-        text = p.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports often start with a BOM
-    except UnicodeDecodeError as e:
-        raise InputError(f"{p} is not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
-    if not text.strip():
-        raise InputError(f"prompt file {p} is empty; it needs at least one prompt")
-
-    if container == "csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-        rows: list[Row] = []
-        try:
-            columns = list(reader.fieldnames or [])
-            for n, rec in enumerate(reader, 1):
-                if None in rec:  # DictReader files surplus fields under None: the row does not fit the header
-                    raise InputError(f"{p}: row {n} (line {reader.line_num}) has more fields than the header's "
-                                     f"{len(columns)}; check its quoting")
-                rows.append((f"row {n} (line {reader.line_num})", rec))
-        except csv.Error as e:
-            raise InputError(f"{p} is not valid CSV (line {reader.line_num}: {e}); check its quoting") from None
-    elif container == "json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{p} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
-                             f"if it holds one object per line, pass fmt='jsonl'") from None
-        if not isinstance(data, list):
-            raise InputError(f"{p} holds a JSON {type(data).__name__}; expected a list of objects, one per prompt")
-        rows = [(f"row {n}", obj) for n, obj in enumerate(data, 1)]
-    else:
-        rows = []
-        for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): it also splits on U+2028 inside strings
-            if not line.strip():
-                continue
-            try:
-                rows.append((f"line {n}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{p}: line {n} is not valid JSON ({e.msg}); each line must hold one JSON object") from None
-    if container != "csv":
-        for where, obj in rows:
-            if not isinstance(obj, dict):
-                raise InputError(f"{p}: {where} is a JSON {type(obj).__name__}, not an object with named fields")
-        columns = list(dict.fromkeys(k for _, obj in rows for k in obj))  # union of keys, in first-seen order
-    if not rows:
-        raise InputError(f"{p} has no rows; it needs at least one prompt")
-    return columns, rows
-
-
 def _detect(columns: list[str], container: str) -> str:
-    """Recognise a public dataset by its columns; anything else is read as a generic file."""
+    """Recognise a public dataset by its columns; anything else is read as a generic file. Parquet
+    files and saved datasets are tables like a CSV, and may hold Alpaca's columns like its JSON."""
     cols = set(columns)
+    table = container in ("csv", "parquet", "dataset")
     if "Goal" in cols:
         return "jailbreakbench"
-    if container == "csv" and "Behavior" in cols:
+    if table and "Behavior" in cols:
         return "harmbench"
-    if container == "csv" and {"prompt", "type"} <= cols:
+    if table and {"prompt", "type"} <= cols:
         return "xstest"
-    if container == "csv" and "goal" in cols and "label" not in cols:
+    if table and "goal" in cols and "label" not in cols:
         return "advbench"
-    if container == "json" and "instruction" in cols:
+    if container != "csv" and "instruction" in cols and ("output" in cols or container == "json"):
         return "alpaca"
-    return "csv" if container == "csv" else "jsonl"
+    return "jsonl" if container in ("json", "jsonl") else "csv"
 
 
 def _cell(p: Path, where: str, row: dict, col: str) -> str:

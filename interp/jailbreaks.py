@@ -28,7 +28,7 @@ Two kinds:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from interp.errors import InputError
@@ -150,6 +150,22 @@ ENGLISH_FAMILIES: tuple[Family, ...] = (
            what="rules against refusing (the last asks to open with the compliance opener)"),
 )
 FAMILIES: dict[str, Family] = {f.name: f for f in GENERIC_FAMILIES + ENGLISH_FAMILIES}
+
+
+def select_families(names: Sequence[str] | None = None, strengths: Sequence[int] | None = None) -> list[Family]:
+    """The families named (None: all of them), each at `strengths` instead of its own when given.
+    An unknown name is an error listing the known ones."""
+    names = list(FAMILIES) if names is None else list(names)
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        raise InputError(f"--families: unknown jailbreak famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+                         f"choose from all, none, {', '.join(FAMILIES)}")
+    if strengths is not None:
+        bad = [s for s in strengths if isinstance(s, bool) or not isinstance(s, int) or s < 1]
+        if bad or not strengths:
+            raise InputError(f"--strengths takes whole numbers of at least 1, e.g. 1,2,4; got {list(strengths)}")
+    return [f if strengths is None else replace(f, strengths=tuple(sorted(set(strengths)))) for f in
+            (FAMILIES[n] for n in dict.fromkeys(names))]
 
 
 def english_text(family: Family, pools: Pools) -> str:

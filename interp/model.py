@@ -83,6 +83,47 @@ class ChatModel:
             self._fingerprint = compute_fingerprint(self)
         return self._fingerprint
 
+    # ------------------------------------------------------------ other ways in
+    @classmethod
+    def from_bridge(cls, bridge, tokenizer=None, refusal_phrases: Sequence[str] | None = None,
+                    compliance_phrases: Sequence[str] | None = None, name: str | None = None,
+                    chat_template: str | None = None, system_prompt: str | None = None, truncate: bool = False,
+                    meta: dict | None = None) -> "ChatModel":
+        """A model from a `TransformerBridge` the caller built (any placement, dtype or
+        quantisation). `tokenizer` defaults to the bridge's own; it needs a chat template (or pass
+        `chat_template=`, a Jinja string or file). The phrases and the rest as in `load_model`."""
+        tokenizer = tokenizer if tokenizer is not None else getattr(bridge, "tokenizer", None)
+        if tokenizer is None:
+            raise InputError("from_bridge: the bridge carries no tokenizer; pass tokenizer=")
+        name = name or str(getattr(bridge.cfg, "model_name", None) or "bridge")
+        template = read_chat_template(chat_template) if chat_template is not None else None
+        parts = chat_parts(tokenizer, name, template, refusal_phrases, compliance_phrases, system_prompt, meta)
+        bridge.eval()
+        return cls(bridge, name=name, meta=dict(meta or {}), system_prompt=system_prompt, truncate=truncate, **parts)
+
+    @classmethod
+    def from_hf(cls, model, tokenizer, refusal_phrases: Sequence[str] | None = None,
+                compliance_phrases: Sequence[str] | None = None, name: str | None = None, **kw) -> "ChatModel":
+        """A model from a Hugging Face causal LM already in memory (on a GPU, quantised, fine-tuned
+        in this session): wrapped in a `TransformerBridge` where it is, with its own weights and
+        placement (attention is switched to the eager implementation, so attention hooks fire).
+        The bridge wraps the model's modules in place: `model` becomes part of the returned
+        `ChatModel` (use `from_bridge` to wrap the same bridge again). Other keywords as in
+        `from_bridge`."""
+        from transformer_lens import TransformerBridge
+
+        if any("_original_component" in n for n, _ in model.named_modules()):
+            raise InputError("from_hf: this model is already inside a TransformerBridge (its modules are wrapped); pass "
+                             "that bridge to ChatModel.from_bridge, or a freshly loaded model")
+        name = name or str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+        template = kw.get("chat_template")  # the tokenizer and phrases are checked before the model is wrapped
+        chat_parts(tokenizer, name, read_chat_template(template) if template is not None else None, refusal_phrases,
+                   compliance_phrases, kw.get("system_prompt"), kw.get("meta"))
+        dtype = getattr(model, "dtype", None)
+        bridge = TransformerBridge.boot_transformers(name, hf_model=model, tokenizer=tokenizer,
+                                                     **({"dtype": dtype} if isinstance(dtype, torch.dtype) else {}))
+        return cls.from_bridge(bridge, tokenizer, refusal_phrases, compliance_phrases, name=name, **kw)
+
     # ------------------------------------------------------------ shape facts
     @property
     def cfg(self):
@@ -457,39 +498,7 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
             raise ModelLoadError(f"could not load the tokenizer in {path} ({type(e).__name__}: {_first_line(e)}); "
                                  "its config.json or tokenizer files are broken: restore them from where the model "
                                  "came from") from None
-    if template_text is not None:
-        tokenizer.chat_template = template_text
-    if not getattr(tokenizer, "chat_template", None):
-        raise ModelLoadError(f"the tokenizer of {name_or_dir!r} has no chat template; pass one with "
-                             "chat_template=<jinja string or file> (CLI: --chat-template FILE)")
-    check_chat_template(tokenizer, "given with --chat-template" if template_text is not None else f"of {name_or_dir!r}")
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if refusal_phrases is not None:
-        r_phrases = check_phrases(tokenizer, refusal_phrases, "--refusal-phrases (refusal_phrases=)", name_or_dir)
-    else:
-        r_phrases = list(meta.get("refusal_phrases") or meta.get("refusal_first_tokens") or DEFAULT_REFUSAL_PHRASES)
-    if compliance_phrases is not None:
-        c_phrases = check_phrases(tokenizer, compliance_phrases, "--compliance-phrases (compliance_phrases=)", name_or_dir)
-    else:
-        c_phrases = list(meta.get("compliance_phrases") or meta.get("compliance_first_tokens") or DEFAULT_COMPLIANCE_PHRASES)
-    refusal = first_token_ids(tokenizer, r_phrases)
-    compliance = [t for t in first_token_ids(tokenizer, c_phrases) if t not in refusal]
-    missing = [flag for flag, ids in (("--refusal-phrases", refusal), ("--compliance-phrases", compliance)) if not ids]
-    if missing:
-        raise InputError(f"none of the refusal/compliance openers are in the vocabulary of {name_or_dir!r}: "
-                         f"pass {' and '.join(missing)} with the words this model opens a refusal / a compliant answer "
-                         "with (e.g. --refusal-phrases sorry --compliance-phrases certainly)")
-    # keep only the phrases that gave a token: the first compliance phrase is the attacks' target
-    c_phrases = [p for p in c_phrases if first_token_ids(tokenizer, [p]) and first_token_ids(tokenizer, [p])[0] in compliance]
-    r_phrases = [p for p in r_phrases if first_token_ids(tokenizer, [p])]
-    if system_prompt:
-        shown = tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, {"role": "user", "content": "hello"}],
-                                              tokenize=False, add_generation_prompt=True)
-        if system_prompt.strip() not in shown:
-            raise InputError(f"the chat template of {name_or_dir!r} drops system messages, so --system-prompt would be "
-                             "ignored; leave it out or pass a --chat-template that renders the system role")
+    parts = chat_parts(tokenizer, name_or_dir, template_text, refusal_phrases, compliance_phrases, system_prompt, meta)
     from transformer_lens import TransformerBridge
 
     try:
@@ -513,8 +522,53 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     if placement is not None and placement.split:
         meta = {**meta, "placement": placement.describe(),
                 "device_map": {k: str(v) for k, v in (getattr(bridge.original_model, "hf_device_map", None) or {}).items()}}
-    return ChatModel(bridge, tokenizer, display, refusal, compliance, meta, r_phrases, c_phrases, system_prompt,
-                     truncate=truncate, source=source, path=path if local else None)
+    return ChatModel(bridge, name=display, meta=meta, system_prompt=system_prompt, truncate=truncate,
+                     source=source, path=path if local else None, **parts)
+
+
+def chat_parts(tokenizer, name: str, template_text: str | None = None, refusal_phrases: Sequence[str] | None = None,
+               compliance_phrases: Sequence[str] | None = None, system_prompt: str | None = None,
+               meta: dict | None = None) -> dict:
+    """What makes a tokenizer a chat model's, for every way in (`load_model`, `ChatModel.from_bridge`,
+    `ChatModel.from_hf`): its chat template (checked to render a message), left padding, and the
+    refusal / compliance first tokens from the given phrases, else the model's metadata, else the
+    common openers. Returns the `ChatModel` fields it sets."""
+    meta = meta or {}
+    if template_text is not None:
+        tokenizer.chat_template = template_text
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelLoadError(f"the tokenizer of {name!r} has no chat template; pass one with "
+                             "chat_template=<jinja string or file> (CLI: --chat-template FILE)")
+    check_chat_template(tokenizer, "given with --chat-template" if template_text is not None else f"of {name!r}")
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if refusal_phrases is not None:
+        r_phrases = check_phrases(tokenizer, refusal_phrases, "--refusal-phrases (refusal_phrases=)", name)
+    else:
+        r_phrases = list(meta.get("refusal_phrases") or meta.get("refusal_first_tokens") or DEFAULT_REFUSAL_PHRASES)
+    if compliance_phrases is not None:
+        c_phrases = check_phrases(tokenizer, compliance_phrases, "--compliance-phrases (compliance_phrases=)", name)
+    else:
+        c_phrases = list(meta.get("compliance_phrases") or meta.get("compliance_first_tokens") or DEFAULT_COMPLIANCE_PHRASES)
+    refusal = first_token_ids(tokenizer, r_phrases)
+    compliance = [t for t in first_token_ids(tokenizer, c_phrases) if t not in refusal]
+    missing = [flag for flag, ids in (("--refusal-phrases", refusal), ("--compliance-phrases", compliance)) if not ids]
+    if missing:
+        raise InputError(f"none of the refusal/compliance openers are in the vocabulary of {name!r}: "
+                         f"pass {' and '.join(missing)} with the words this model opens a refusal / a compliant answer "
+                         "with (e.g. --refusal-phrases sorry --compliance-phrases certainly)")
+    # keep only the phrases that gave a token: the first compliance phrase is the attacks' target
+    c_phrases = [p for p in c_phrases if first_token_ids(tokenizer, [p]) and first_token_ids(tokenizer, [p])[0] in compliance]
+    r_phrases = [p for p in r_phrases if first_token_ids(tokenizer, [p])]
+    if system_prompt:
+        shown = tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, {"role": "user", "content": "hello"}],
+                                              tokenize=False, add_generation_prompt=True)
+        if system_prompt.strip() not in shown:
+            raise InputError(f"the chat template of {name!r} drops system messages, so --system-prompt would be "
+                             "ignored; leave it out or pass a --chat-template that renders the system role")
+    return {"tokenizer": tokenizer, "refusal_token_ids": refusal, "compliance_token_ids": compliance,
+            "refusal_phrases": r_phrases, "compliance_phrases": c_phrases}
 
 
 def _first_line(e: Exception) -> str:

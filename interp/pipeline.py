@@ -85,12 +85,13 @@ def load_study_data(cfg: StudyConfig, model: ChatModel) -> StudyData:
     cfg = cfg.resolved(model)
     if cfg.uses_files:
         data = files_study(model, cfg.harmful, cfg.harmless, cfg.jailbreak, cfg.over_refusal, cfg.text_column, cfg.seed,
-                           cfg.per_cell, cfg.fractions, cfg.fit_per_cell)
+                           cfg.per_cell, cfg.fractions, cfg.fit_per_cell, **cfg.data_options())
         fix = "Pass prompt files written in the model's language and vocabulary."
     else:
         source = data_source(model)
         data, fix = source.study_data(model, cfg), source.data_fix
     data.check_vocabulary(model, fix)
+    data.announce(model, cfg.max_new_tokens)  # how many prompts and about how long, before the first pass
     return data
 
 

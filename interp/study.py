@@ -58,6 +58,12 @@ class StudyConfig:
     over_refusal: str | None = None
     text_column: str | None = None
     system_prompt: str | None = None
+    category: str | None = None  # keep only these categories of the harmful (and jailbreak) file
+    max_per_label: int | None = None  # a seeded subsample of at most this many plain prompts per label
+    # jailbreak families built from the prompt files when no --jailbreak file is given: None all of
+    # them, () none (`safety-heads eval`'s default: it scores the files it is given), or names
+    families: tuple[str, ...] | None = None
+    strengths: tuple[int, ...] | None = None  # None: each family's own strengths
     # judging
     refusal_phrases: tuple[str, ...] | None = None
     compliance_phrases: tuple[str, ...] | None = None
@@ -85,6 +91,10 @@ class StudyConfig:
                              "embedded organism's prompts)")
         if (self.jailbreak or self.over_refusal) and self.harmful is None:
             raise InputError("--jailbreak / --over-refusal need --harmful and --harmless files beside them")
+        if (self.category or self.max_per_label) and self.harmful is None:
+            raise InputError("--category / --max-per-label apply to prompt files: pass --harmful and --harmless")
+        if self.max_per_label is not None and self.max_per_label < 1:
+            raise InputError(f"--max-per-label must be at least 1, got {self.max_per_label}")
         check_sizes(per_cell=self.per_cell, fit_per_cell=self.fit_per_cell, n_train=self.n_train)
         check_fractions(self.fractions)
         for name in ("refusal_phrases", "compliance_phrases"):
@@ -95,6 +105,11 @@ class StudyConfig:
     @property
     def uses_files(self) -> bool:
         return self.harmful is not None
+
+    def data_options(self) -> dict:
+        """The keyword arguments of `files_study` beyond its positional ones."""
+        return {"families": self.families, "strengths": self.strengths, "max_per_label": self.max_per_label,
+                "category": self.category}
 
     def describe(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
@@ -163,6 +178,7 @@ class StudyData:
     trained_refuse: frozenset = frozenset()  # (family, strength) cells trained to refuse (strength >= 1)
     families: dict = field(default_factory=dict)  # family -> what its strength counts
     notes: tuple[str, ...] = ()
+    caps: tuple[dict, ...] = ()  # every cap applied to the user's data (--max-per-label, --category, per cell)
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
@@ -226,7 +242,17 @@ class StudyData:
             out["over_refusal"] = {**self.over_refusal.describe(), **({"ids": self.over_refusal.ids} if ids else {})}
         if self.notes:
             out["notes"] = list(self.notes)
+        out["caps"] = [dict(c) for c in self.caps]
+        out["sizes"] = {name: len(self.split(name)) for name in SPLITS} | (
+            {"over_refusal": len(self.over_refusal)} if self.over_refusal is not None else {})
         return out
+
+    def announce(self, model: ChatModel, new_tokens: int) -> None:
+        """Say on stderr how many prompts the study holds and about how long one pass over them takes."""
+        from interp.estimate import announce_study
+
+        announce_study(model, {s: self.split(s) for s in SPLITS} | (
+            {"over-refusal": self.over_refusal} if self.over_refusal is not None else {}), new_tokens)
 
     def check_vocabulary(self, model: ChatModel, fix: str) -> dict[str, float]:
         """Raise InputError when a role's prompts are mostly unknown tokens to `model`."""
@@ -257,45 +283,50 @@ def split_prompts(prompts: PromptSet, seed: int, fractions: Sequence[float], by:
     return {s: PromptSet(f"{prompts.name}:{s}", tuple(v), prompts.source) for s, v in parts.items()}
 
 
-def _cap_cells(prompts: PromptSet, per_cell: int, seed: int) -> PromptSet:
-    """At most `per_cell` jailbreak prompts per (label, family, strength) cell (plain ones all kept)."""
-    cells: dict[tuple, list[Prompt]] = {}
-    keep = []
-    for p in prompts:
-        if p.family is None:
-            keep.append(p)
-        else:
-            cells.setdefault((p.label, p.family, p.strength), []).append(p)
-    for key in sorted(cells, key=str):
-        group = cells[key]
-        keep += group if len(group) <= per_cell else random.Random(f"{seed}/cap/{key}").sample(group, per_cell)
-    return PromptSet(prompts.name, tuple(keep), prompts.source)
-
-
-def _with_role_ids(ps: PromptSet, role: str) -> PromptSet:
-    """Prefix ids with the file's role: two files may both number their rows from 0."""
-    return PromptSet(ps.name, tuple(replace(p, id=f"{role}/{p.id}") for p in ps), ps.source)
-
-
 def files_study(model: ChatModel, harmful: str | Path, harmless: str | Path, jailbreak: str | Path | None = None,
                 over_refusal: str | Path | None = None, text_column: str | None = None, seed: int = 0,
                 per_cell: int = 20, fractions: Sequence[float] = DEFAULT_FRACTIONS, fit_per_cell: int = 3,
-                families=None) -> StudyData:
+                families=None, strengths: Sequence[int] | None = None, max_per_label: int | None = None,
+                category: str | None = None) -> StudyData:
     """A study from the user's prompt files (any format `interp.datasets` reads).
 
-    Plain requests are split train/val/test by `seed` and `fractions`, stratified by label. A
-    jailbreak file is split the same way per (family, strength) cell (rows without a `family`
-    column become one family named after the file, strength 1). Without one, the jailbreak
-    families of `interp.jailbreaks` are applied to each split's own harmful requests (and, as the
-    over-refusal control, its harmless ones), built from the study's material and the model's
-    vocabulary, so no test request is ever seen wrapped in training. The model is needed for its
-    vocabulary (suffix tokens, which English families it can read) and compliance opener."""
+    `category` keeps only those categories of the harmful file (and of the jailbreak file when it
+    has categories); `max_per_label` keeps a seeded subsample of at most that many plain prompts
+    per label (and of over-refusal look-alikes). Plain requests are split train/val/test by `seed`
+    and `fractions`, stratified by label. A jailbreak file is split the same way per (family,
+    strength) cell (rows without a `family` column become one family named after the file,
+    strength 1). Without one, the jailbreak families of `interp.jailbreaks` (`families`: None all,
+    () none, or names / `Family` values; `strengths` instead of each family's own) are applied to
+    each split's own harmful requests (and, as the over-refusal control, its harmless ones), built
+    from the study's material and the model's vocabulary, so no test request is ever seen wrapped
+    in training. The model is needed for its vocabulary (suffix tokens, which English families it
+    can read) and compliance opener. Every cap applied is said on stderr and recorded in
+    `StudyData.caps` (so in `describe()` and every report)."""
+    from interp.dataset_readers import subsample_per_label
     from interp.datasets import load_prompt_file
+    from interp.study_files import built_jailbreaks, cap_cells, has_category, say, with_role_ids
 
-    def load(path, role, label):
-        return _with_role_ids(load_prompt_file(path, text_column=text_column, fallback_label=label), role)
+    def load(path, role, label, cat=None):
+        return with_role_ids(load_prompt_file(path, text_column=text_column, fallback_label=label, category=cat), role)
 
-    H, L = load(harmful, "harmful", "harmful"), load(harmless, "harmless", "harmless")
+    caps: list[dict] = []
+
+    def cap_labels(ps: PromptSet, role: str) -> PromptSet:
+        if max_per_label is None:
+            return ps
+        out, counts = subsample_per_label(ps, max_per_label, seed)
+        for lab, c in counts.items():
+            if c["kept"] < c["of"]:
+                caps.append({"cap": "max_per_label", "file": role, "label": lab, "kept": c["kept"], "of": c["of"], "seed": seed})
+                say(f"--max-per-label {max_per_label}: kept {c['kept']} of the {c['of']} {lab} prompts of {role} "
+                    f"(seeded subsample, seed {seed})")
+        return out
+
+    H = load(harmful, "harmful", "harmful", category)
+    if category is not None:
+        caps.append({"cap": "category", "file": "harmful", "categories": category, "kept": len(H)})
+        say(f"--category {category}: {len(H)} prompts of {harmful} kept")
+    H, L = cap_labels(H, "--harmful"), cap_labels(load(harmless, "harmless", "harmless"), "--harmless")
     for role, ps in (("--harmful", H), ("--harmless", L)):
         wrong = [p for p in ps if p.label != ("harmful" if role == "--harmful" else "harmless")]
         if len(wrong) == len(ps):
@@ -305,7 +336,7 @@ def files_study(model: ChatModel, harmful: str | Path, harmless: str | Path, jai
     notes: list[str] = []
     fams_desc: dict = {}
     if jailbreak is not None:
-        J = load(jailbreak, "jailbreak", "harmful")
+        J = load(jailbreak, "jailbreak", "harmful", category if category and has_category(jailbreak) else None)
         stem = Path(jailbreak).stem
         J = PromptSet(J.name, tuple(replace(p, family=p.family or stem, strength=p.strength if p.strength is not None else 1)
                                     for p in J), J.source)
@@ -313,29 +344,23 @@ def files_study(model: ChatModel, harmful: str | Path, harmless: str | Path, jai
         fams_desc = {f: {"strengths": ss, "strength_counts": "as given in the jailbreak file", "english": None}
                      for f, ss in J.families().items()}
     else:
-        from interp.jailbreaks import Pools, build_jailbreaks, describe_families, usable_families
-        from interp.vocab import vocabulary_words
-
-        train_plain = plain["train"]
-        pools = Pools(tuple(train_plain.filter(label="harmful").texts), tuple(train_plain.filter(label="harmless").texts),
-                      model.compliance_phrases[0], tuple(vocabulary_words(model)))
-        fams, skipped = usable_families(model, pools, families)
-        notes += [f"jailbreak family {k} not built: {v}" for k, v in skipped.items()]
-        fams_desc = describe_families(fams)
-        jb = {}
-        for s in SPLITS:  # harmful requests wrapped, and harmless ones as the over-refusal control
-            n = per_cell if s == "test" else fit_per_cell
-            parts = [build_jailbreaks(plain[s].filter(label=lab), pools, fams, n, seed, name=f"jailbreaks:{s}:{lab}")
-                     for lab in LABELS]
-            jb[s] = parts[0].concat(parts[1], name=f"jailbreaks:{s}")
-    caps = {"train": fit_per_cell, "val": fit_per_cell, "test": per_cell}
-    splits = {s: _cap_cells(plain[s].concat(jb[s], name=f"files:{s}"), caps[s], seed) for s in SPLITS}
+        jb = built_jailbreaks(model, plain, families, strengths, seed, per_cell, fit_per_cell, notes)
+        fams_desc = jb.pop("_families")
+    limits = {"train": fit_per_cell, "val": fit_per_cell, "test": per_cell}
+    splits = {}
+    for s in SPLITS:
+        splits[s], dropped = cap_cells(plain[s].concat(jb[s], name=f"files:{s}"), limits[s], seed)
+        if dropped:
+            caps.append({"cap": "per_cell" if s == "test" else "fit_per_cell", "split": s, "limit": limits[s],
+                         "dropped": dropped})
+            say(f"{s} split: at most {limits[s]} jailbreak prompts per (label, family, strength) cell; {dropped} "
+                f"left out ({'--per-cell' if s == 'test' else 'fit_per_cell'})")
     O = None
     if over_refusal is not None:
-        O = load(over_refusal, "over_refusal", "harmless")
+        O = cap_labels(load(over_refusal, "over_refusal", "harmless"), "--over-refusal")
         O = PromptSet(O.name, tuple(replace(p, meta={**p.meta, "lookalike": True}) for p in O), O.source)
     return StudyData(splits["train"], splits["val"], splits["test"], O, seed, check_fractions(fractions), "files",
-                     families=fams_desc, notes=tuple(notes))
+                     families=fams_desc, notes=tuple(notes), caps=tuple(caps))
 
 
 # ------------------------------------------------------------------ what stages take and return

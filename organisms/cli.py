@@ -96,7 +96,11 @@ def _organism_eval(args):
         if args.harmful or args.harmless or args.over_refusal or args.out or args.families or args.per_label or args.n_lookalike:
             raise InputError("--harmful, --harmless, --over-refusal, --families, --per-label, --n-lookalike and --out apply to "
                              "the English sets (--sets english)")
-        ev = evaluate_refusal(model, eval_prompts(seed=args.seed, per_cell=args.per_cell or 40))
+        from interp.estimate import announce
+
+        prompts = eval_prompts(seed=args.seed, per_cell=args.per_cell or 40)
+        announce(model, prompts, "organism eval", new_tokens=12)  # evaluate_refusal's default generation
+        ev = evaluate_refusal(model, prompts)
         return {"model": model.name, "refusal_rate": ev.table()}
     import json
 

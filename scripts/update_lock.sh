@@ -49,6 +49,9 @@ if (cd "$SRC" && CI=true "$V" -m pytest -q -p no:cacheprovider); then
             [ -n "$v" ] && sed -i -E "s/^$pkg==.*/$pkg==$v/" requirements-nodeps.lock
         done
     fi
+    if [ -f requirements-cuda.lock ]; then  # the CUDA build of the same torch version (setup.sh --cuda)
+        sed -i -E "s/^torch==[0-9][0-9.]*\+/torch==$TORCH+/" requirements-cuda.lock
+    fi
     echo "update_lock: suite passed; requirements.lock rewritten (review with git diff, then commit)"
 else
     echo "update_lock: the suite FAILED on the newest versions; requirements.lock is unchanged" >&2

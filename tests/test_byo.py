@@ -115,13 +115,14 @@ def test_figures_gallery_on_the_users_model(foreign_dir, tmp_path, capsys):
 
 def test_eval_prints_the_behaviour_table_and_writes_it(foreign_dir, tmp_path, capsys):
     out = tmp_path / "table.json"
-    assert main(["eval", *files(foreign_dir, jailbreak=False), "--per-cell", "2", "--out", str(out)]) == 0
+    # eval scores the files it is given; --families all also builds the jailbreak families from them
+    assert main(["eval", *files(foreign_dir, jailbreak=False), "--per-cell", "2", "--families", "all", "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)  # nothing but the table on stdout
     assert printed == json.loads(out.read_text())
     rr = printed["refusal_rate"]
     assert rr["harmful"] >= 0.8 and rr["harmless"] <= 0.2 and 0 <= rr["over_refusal"] <= 1
     assert set(printed["refusal_score"]) >= {"harmful", "harmless", "jailbreak"}
-    # no jailbreak file: the families were built from the study's own material, in the model's vocabulary
+    # asked for: the families were built from the study's own material, in the model's vocabulary
     assert set(rr["jailbreak"]) == {"distractor", "manyshot", "topicmix", "suffix"}
     assert set(rr["jailbreak"]["suffix"]) == {"0", "2", "4", "8"} and set(rr["jailbreak"]["topicmix"]) == {"0", "1", "2", "3"}
     notes = " ".join(printed["data"]["notes"])

@@ -16,7 +16,8 @@ def register(sub) -> None:
 
     e = sub.add_parser("eval", help="behaviour table (refusal rate and score on harmful, harmless, jailbreak and "
                                     "over-refusal prompts) as JSON on stdout")
-    add_study_options(e, out_help="also write the table here (a .json file, or a directory for eval.json)")
+    add_study_options(e, out_help="also write the table here (a .json file, or a directory for eval.json)",
+                      families_default="none")
     e.set_defaults(func=_eval)
 
     c = sub.add_parser("capture", help="capture activations to safetensors shards")
@@ -60,6 +61,7 @@ def _eval(args):
     from interp.cli import study_config
     from interp.distributed import process_group
     from interp.pipeline import evaluation_table, open_study
+    from interp.threads import model_threads
 
     # nothing is fitted, so every split is evaluated: its jailbreak cells keep up to --per-cell
     # prompts too, not the few the fitting splits keep (a user's file would lose rows)
@@ -67,8 +69,9 @@ def _eval(args):
     cfg = study_config(args, per_cell=per_cell, fit_per_cell=per_cell)
     with process_group() as w:  # under torchrun every rank takes its share of the batches
         study = open_study(cfg)
-        table = {"model": study.model.name, **evaluation_table(study, world=w), "judge": study.judge.describe(),
-                 "data": study.data.describe(ids=False)}
+        with model_threads(study.model):  # a small model runs on one thread, as in every study stage
+            table = {"model": study.model.name, **evaluation_table(study, world=w), "judge": study.judge.describe(),
+                     "data": study.data.describe(ids=False)}
     if not w.is_main:
         return None  # rank 0 prints and writes the table
     if args.out:
@@ -92,6 +95,10 @@ def _capture(args):
     with process_group() as world:  # a world of one unless started by torchrun
         args.device = world.device(args.device)
         model = load_from_args(args)
+        if world.is_main:
+            from interp.estimate import announce
+
+            announce(model, prompts, "capture")
         out = capture_to_disk(model, prompts, args.out, sites=args.sites.split(","), positions=args.positions,
                               shard_size=args.shard_size, overwrite=args.overwrite, world=world)
     if not world.is_main:
