@@ -4,6 +4,7 @@ positions are one decision (a GPT-2 model with learned positions answers a promp
 and left-padded); a resumed run tiles every per-row tensor, ALiBi biases included (BLOOM)."""
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
