@@ -75,9 +75,21 @@ def _values(x) -> Tensor:
     return t[torch.isfinite(t)]
 
 
-def _boot_index(n: int, n_boot: int, seed: int) -> Tensor:
+BOOT_CHUNK = 2**22  # resampled entries per block (32 MB of indices): a bootstrap over many prompts stays small
+
+
+def _boot_blocks(n: int, n_boot: int, seed: int):
+    """The resamples' indices [rows, n], in blocks of at most BOOT_CHUNK entries (the same draws
+    for a seed whatever the block size, since rows are drawn in order from one generator)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, n, (n_boot, n), generator=g)
+    rows = max(1, BOOT_CHUNK // max(n, 1))
+    for start in range(0, n_boot, rows):
+        yield torch.randint(0, n, (min(rows, n_boot - start), n), generator=g)
+
+
+def _boot_means(v: Tensor, n_boot: int, seed: int) -> Tensor:
+    """Mean of each bootstrap resample of `v`: [n_boot]."""
+    return torch.cat([v[idx].mean(-1) for idx in _boot_blocks(len(v), n_boot, seed)])
 
 
 def _percentile(stats: Tensor) -> list[float]:
@@ -92,7 +104,7 @@ def bootstrap_mean(values, seed: int = 0, n_boot: int = N_BOOT, digits: int = 4)
     n = len(v)
     if n == 0:
         return {"mean": None, "n": 0, "ci95": None}
-    ci = _percentile(v[_boot_index(n, n_boot, seed)].mean(-1)) if n >= 2 else None
+    ci = _percentile(_boot_means(v, n_boot, seed)) if n >= 2 else None
     return {"mean": round(float(v.mean()), digits), "n": n, "ci95": [round(c, digits) for c in ci] if ci else None}
 
 
@@ -128,7 +140,7 @@ def difference(a, b, ids_a=None, ids_b=None, kind: str = "rate", seed: int = 0, 
         d = d[keep]
         if len(d) == 0:
             return {"difference": None, "ci95": None, "n_a": 0, "n_b": 0, "paired": True, "method": "paired bootstrap"}
-        ci = _percentile(d[_boot_index(len(d), n_boot, seed)].mean(-1)) if len(d) >= 2 else None
+        ci = _percentile(_boot_means(d, n_boot, seed)) if len(d) >= 2 else None
         est, n_a, n_b, method = float(d.mean()), len(d), len(d), "paired bootstrap"
     else:
         va, vb = va[torch.isfinite(va)], vb[torch.isfinite(vb)]
@@ -138,8 +150,8 @@ def difference(a, b, ids_a=None, ids_b=None, kind: str = "rate", seed: int = 0, 
                 raise ValueError("kind='rate' takes 0/1 values; pass kind='mean' for scores")
             ci, method = list(newcombe(int(va.sum()), n_a, int(vb.sum()), n_b)), "newcombe"
         else:
-            ia, ib = _boot_index(n_a, n_boot, seed), _boot_index(n_b, n_boot, seed + 1)
-            ci = _percentile(va[ia].mean(-1) - vb[ib].mean(-1)) if min(n_a, n_b) >= 2 else None
+            ci = (_percentile(_boot_means(va, n_boot, seed) - _boot_means(vb, n_boot, seed + 1))
+                  if min(n_a, n_b) >= 2 else None)
             method = "unpaired bootstrap"
     return {"difference": round(est, digits), "ci95": [round(c, digits) for c in ci] if ci else None,
             "n_a": n_a, "n_b": n_b, "paired": paired, "method": method}
@@ -188,6 +200,25 @@ def auroc(scores, positive) -> float | None:
     return u / (n_pos * n_neg)
 
 
+def _boot_aurocs(s: Tensor, y: Tensor, n_boot: int, seed: int) -> Tensor:
+    """AUROC of each bootstrap resample, all at once: a resample is a weight per prompt (how often it
+    was drawn), and the Mann-Whitney count weighs each (positive, negative) pair by both weights.
+    NaN for a resample without both classes."""
+    order = s.argsort()
+    s, y = s[order], y[order].to(torch.float64)
+    _, group = torch.unique_consecutive(s, return_inverse=True)
+    n, n_groups = len(s), int(group.max()) + 1
+    out = []
+    for idx in _boot_blocks(n, n_boot, seed):  # indices drawn into the sorted order: the same uniform resampling
+        w = torch.zeros(idx.shape, dtype=torch.float64).scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float64))
+        pos, neg = w * y, w * (1 - y)
+        per_group = torch.zeros((len(w), n_groups), dtype=torch.float64).index_add_(1, group, neg)
+        below = per_group.cumsum(-1) - per_group  # negatives' weight strictly below each group
+        u = (pos * (below[:, group] + 0.5 * per_group[:, group])).sum(-1)
+        out.append(u / (pos.sum(-1) * neg.sum(-1)))  # 0/0 -> NaN when a class is missing
+    return torch.cat(out)
+
+
 def agreement(scores, refused, seed: int = 0, n_boot: int = N_BOOT, digits: int = 4) -> dict:
     """How well a one-pass score (> threshold: refuses) stands in for the judged verdict on the same
     answers: AUROC with a bootstrap interval over prompts, the threshold that maximises accuracy
@@ -203,12 +234,10 @@ def agreement(scores, refused, seed: int = 0, n_boot: int = N_BOOT, digits: int 
     a = auroc(s, y)
     ci = None
     if a is not None and n >= 2:
-        idx = _boot_index(n, n_boot, seed)
-        boots = torch.tensor([auroc(s[i], y[i]) if 0 < int(y[i].sum()) < n else float("nan") for i in idx],
-                             dtype=torch.float64)
+        boots = _boot_aurocs(s, y, n_boot, seed)
         ci = [round(c, digits) for c in _percentile(boots)] if bool(torch.isfinite(boots).any()) else None
     u = torch.unique(s)  # candidate thresholds: below every score, between neighbours, above every score
-    cands = torch.cat([u[:1] - 1, (u[1:] + u[:-1]) / 2, u[-1:] + 1])
+    cands = torch.cat([u[:1] - 1, (u[1:] + u[:-1]) / 2, u[-1:] + 1, torch.zeros(1, dtype=u.dtype)])  # 0 wins ties
     correct = ((s[None, :] > cands[:, None]) == y[None, :]).sum(-1)
     best = correct == correct.max()
     t = float(cands[best][cands[best].abs().argmin()])

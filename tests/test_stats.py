@@ -101,3 +101,16 @@ def test_auroc_and_agreement():
     assert ag["accuracy_at_0"]["rate"] == pytest.approx(4 / 6, abs=1e-4) and ag["accuracy"]["n"] == 6
     lo, hi = ag["auroc_ci95"]
     assert 0 <= lo <= ag["auroc"] <= hi <= 1
+
+
+def test_the_bootstrap_auroc_weighs_each_resample_like_a_resampled_set():
+    from interp.stats import _boot_aurocs
+
+    g = torch.Generator().manual_seed(5)
+    s = torch.randn(60, generator=g, dtype=torch.float64).round(decimals=1)  # ties included
+    y = torch.rand(60, generator=g) < 0.4
+    order = s.argsort()
+    ss, yy = s[order], y[order]
+    idx = torch.randint(0, 60, (7, 60), generator=torch.Generator().manual_seed(0))
+    want = [auroc(ss[i], yy[i]) for i in idx]
+    assert _boot_aurocs(s, y, 7, 0).tolist() == pytest.approx(want, abs=1e-12)
