@@ -18,7 +18,10 @@ def register(sub) -> None:
 
     e = sub.add_parser("eval", help="behaviour table (refusal rate and score on harmful, harmless, jailbreak and "
                                     "over-refusal prompts) as JSON on stdout")
-    add_study_options(e, out_help="also write the table here (a .json file, or a directory for eval.json)")
+    add_study_options(e, out_help="also write the table here (a .json file, or a directory for eval.json), and every "
+                                  "answer beside it (X.completions.jsonl, or DIR/completions.jsonl)")
+    e.add_argument("--completions", default=None, help="write every answer (JSON lines) to this file; "
+                   "`safety-heads judge --completions FILE` re-judges it")
     e.set_defaults(func=_eval)
 
     org = sub.add_parser("organism", help="train or evaluate the model organism")
@@ -45,6 +48,8 @@ def register(sub) -> None:
     e.add_argument("--per-label", type=int, default=None, help="english: plain held-out prompts per label and topic split (default: 64)")
     e.add_argument("--n-lookalike", type=int, default=None, help="english: held-out look-alikes (default: 48)")
     e.add_argument("--families", default=None, help="english: comma-separated jailbreak families (default: all)")
+    e.add_argument("--max-new-tokens", type=int, default=None,
+                   help="greedy answer length the judge reads (default: 12 on the word-level sets, 32 on the English ones)")
     e.add_argument("--no-base", action="store_true", help="english: skip the base-model comparison (first-8-token match)")
     e.add_argument("--out", default=None, help="english: write the behaviour table to this JSON file")
     e.set_defaults(func=_organism_eval)
@@ -84,12 +89,14 @@ def _demo(args):
 
 
 def _eval(args):
-    """The behaviour table on every prompt of the study (nothing is fitted, so nothing is held out)."""
+    """The behaviour table on every prompt of the study (nothing is fitted, so nothing is held out),
+    every rate as {"rate", "n", "ci95"}; every answer to completions.jsonl (see `_completions_path`)."""
     import json
 
     from interp.cli import study_config
+    from interp.completions import behaviour_table, judge_header, write_completions
     from interp.distributed import process_group
-    from interp.pipeline import evaluation_table, open_study
+    from interp.pipeline import evaluation_completions, open_study
 
     # nothing is fitted, so every split is evaluated: its jailbreak cells keep up to --per-cell
     # prompts too, not the few the fitting splits keep (a user's file would lose rows)
@@ -97,10 +104,18 @@ def _eval(args):
     cfg = study_config(args, per_cell=per_cell, fit_per_cell=per_cell)
     with process_group() as w:  # under torchrun every rank takes its share of the batches
         study = open_study(cfg)
-        table = {"model": study.model.name, **evaluation_table(study, world=w), "judge": study.judge.describe(),
-                 "data": study.data.describe(ids=False)}
+        rows = evaluation_completions(study, world=w)
+        data = study.data.describe(ids=False)
+        table = {"model": study.model.name, **behaviour_table(rows, seed=study.seed), "judge": study.judge.describe(),
+                 "max_new_tokens": study.gen.max_new_tokens, "data": data}
     if not w.is_main:
         return None  # rank 0 prints and writes the table
+    done = _completions_path(args)
+    if done is not None:
+        header = {"command": "eval", "model": study.model.name, "fingerprint": study.model.fingerprint,
+                  "judge": judge_header(study.judge), "seed": study.seed, "max_new_tokens": study.gen.max_new_tokens,
+                  "data": data}
+        table["completions"] = str(write_completions(done, rows, header))
     if args.out:
         out = Path(args.out)
         if out.suffix != ".json":
@@ -110,6 +125,17 @@ def _eval(args):
             out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(table, indent=1, default=str))
     return table
+
+
+def _completions_path(args) -> Path | None:
+    """Where eval writes its answers: --completions FILE; else beside the table (DIR/completions.jsonl
+    for --out DIR, X.completions.jsonl for --out X.json); nowhere without either."""
+    if args.completions:
+        return Path(args.completions)
+    if not args.out:
+        return None
+    out = Path(args.out)
+    return out.with_suffix(".completions.jsonl") if out.suffix == ".json" else out / "completions.jsonl"
 
 
 def _organism_train(args):
@@ -144,14 +170,18 @@ def _organism_eval(args):
         if args.harmful or args.harmless or args.over_refusal or args.out or args.families or args.per_label or args.n_lookalike:
             raise InputError("--harmful, --harmless, --over-refusal, --families, --per-label, --n-lookalike and --out apply to "
                              "the English sets (--sets english)")
-        ev = evaluate_refusal(model, eval_prompts(seed=args.seed, per_cell=args.per_cell or 40))
+        from interp.generation import GenerationConfig
+
+        gen = GenerationConfig(max_new_tokens=args.max_new_tokens or 12)
+        ev = evaluate_refusal(model, eval_prompts(seed=args.seed, per_cell=args.per_cell or 40), gen=gen)
         return {"model": model.name, "refusal_rate": ev.table()}
     import json
 
     from interp.model import load_model
     from interp.organism.smollm2_eval import EvalConfig, behaviour_table
 
-    sizes = {k: v for k, v in (("per_label", args.per_label), ("n_lookalike", args.n_lookalike)) if v is not None}
+    sizes = {k: v for k, v in (("per_label", args.per_label), ("n_lookalike", args.n_lookalike),
+                               ("max_new_tokens", args.max_new_tokens)) if v is not None}
     cfg = EvalConfig(seed=args.seed, per_cell=args.per_cell or 32, **sizes,
                      families=tuple(args.families.split(",")) if args.families else None)
     base = None if args.no_base else load_model("smollm2-135m-instruct", device=args.device)

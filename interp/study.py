@@ -66,7 +66,9 @@ class StudyConfig:
     n_train: int | None = None
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS  # files only: train/val/test split
     fit_per_cell: int = 3  # jailbreak prompts per cell in train and val (behaviour labels see them)
-    max_new_tokens: int = 12
+    # greedy answer length for the judge; None: the model's default (DEMO_SIZES: what a refusal needs,
+    # measured by benchmarks/judge_tokens.py)
+    max_new_tokens: int | None = None
     # output
     out: str = "out/demo"
     sections: tuple[str, ...] | None = None  # demo/figures: None runs every stage
@@ -81,6 +83,8 @@ class StudyConfig:
                              "embedded organism's prompts)")
         if (self.jailbreak or self.over_refusal) and self.harmful is None:
             raise InputError("--jailbreak / --over-refusal need --harmful and --harmless files beside them")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise InputError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if (self.per_cell is not None and self.per_cell < 1) or self.fit_per_cell < 1 or (self.n_train is not None and self.n_train < 4):
             raise InputError(f"per_cell and fit_per_cell must be >= 1 and n_train >= 4, got {self.per_cell}, "
                              f"{self.fit_per_cell}, {self.n_train}")
@@ -98,10 +102,11 @@ class StudyConfig:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
     def resolved(self, model) -> "StudyConfig":
-        """This config with `per_cell` and `n_train` filled in for `model` where they are None."""
+        """This config with `per_cell`, `n_train` and `max_new_tokens` filled in for `model` where they are None."""
         sizes = demo_sizes(model)
         return replace(self, per_cell=sizes["per_cell"] if self.per_cell is None else self.per_cell,
-                       n_train=sizes["n_train"] if self.n_train is None else self.n_train)
+                       n_train=sizes["n_train"] if self.n_train is None else self.n_train,
+                       max_new_tokens=sizes["max_new_tokens"] if self.max_new_tokens is None else self.max_new_tokens)
 
 
 # The demo's default scale. On the toy organisms (a few million parameters) every stage takes
@@ -109,7 +114,10 @@ class StudyConfig:
 # 2 CPU cores (SmolLM2-135M), so the same sizes took an hour; the smaller cells keep the whole demo
 # to about 7 minutes there (421 s, docs/organism_smollm2.md). Pass --per-cell / --n-train for tighter numbers.
 TOY_PARAMETERS = 10_000_000
-DEMO_SIZES = {"toy": {"per_cell": 20, "n_train": 64}, "real": {"per_cell": 4, "n_train": 32}}
+# max_new_tokens: the greedy answer length at which the refusal judge's verdict equals its verdict at
+# 128 tokens for >= 99% of held-out prompts (benchmarks/judge_tokens.py, docs/judge.md)
+DEMO_SIZES = {"toy": {"per_cell": 20, "n_train": 64, "max_new_tokens": 12},
+              "real": {"per_cell": 4, "n_train": 32, "max_new_tokens": 64}}
 FULL_PER_CELL = DEMO_SIZES["toy"]["per_cell"]  # the held-out cell size the stages' subsamples are set for
 
 
