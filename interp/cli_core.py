@@ -102,6 +102,7 @@ def _eval(args):
     # prompts too, not the few the fitting splits keep (a user's file would lose rows)
     per_cell = args.per_cell if args.per_cell is not None else 20  # every row of a file, not the demo's scale
     cfg = study_config(args, per_cell=per_cell, fit_per_cell=per_cell)
+    done = _completions_path(args)  # checked before any generation
     with process_group() as w:  # under torchrun every rank takes its share of the batches
         study = open_study(cfg)
         rows = evaluation_completions(study, world=w)
@@ -110,7 +111,6 @@ def _eval(args):
                  "max_new_tokens": study.gen.max_new_tokens, "data": data}
     if not w.is_main:
         return None  # rank 0 prints and writes the table
-    done = _completions_path(args)
     if done is not None:
         header = {"command": "eval", "model": study.model.name, "fingerprint": study.model.fingerprint,
                   "judge": judge_header(study.judge), "seed": study.seed, "max_new_tokens": study.gen.max_new_tokens,
@@ -131,6 +131,9 @@ def _completions_path(args) -> Path | None:
     """Where eval writes its answers: --completions FILE; else beside the table (DIR/completions.jsonl
     for --out DIR, X.completions.jsonl for --out X.json); nowhere without either."""
     if args.completions:
+        if Path(args.completions).is_dir():
+            raise InputError(f"--completions {args.completions} is a directory; pass a file, e.g. "
+                             f"{Path(args.completions) / 'completions.jsonl'}")
         return Path(args.completions)
     if not args.out:
         return None

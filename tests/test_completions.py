@@ -140,3 +140,5 @@ def test_judge_on_a_missing_file_is_one_line(tmp_path, capsys):
     assert err.startswith("safety-heads: error:") and "does not exist" in err and "Traceback" not in err
     assert main(["eval", "--max-new-tokens", "0"]) == 2
     assert "--max-new-tokens" in capsys.readouterr().err
+    assert main(["eval", "--completions", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
