@@ -5,7 +5,7 @@ a model source adds its own (`interp.sources.ModelSource.commands`: `safety-head
 Every command that runs a study takes the same options, with the same defaults, through
 `add_study_options` (the defaults are `interp.study.StudyConfig`'s): loading (--model, --device,
 --dtype, --chat-template), data (--harmful, --harmless, --jailbreak, --over-refusal, --text-column,
---system-prompt, --category, --max-per-label, --families, --strengths), judging (--refusal-phrases, --compliance-phrases, --labels) and the study's seed
+--system-prompt, --category, --max-per-label, --families, --strengths), judging (--refusal-phrases, --compliance-phrases, --max-new-tokens, --labels) and the study's seed
 and sizes. `study_config(args)` turns them into a `StudyConfig`.
 """
 
@@ -19,7 +19,7 @@ import sys
 from interp.errors import SafetyHeadsError
 
 # modules that define `register(subparsers)`; a missing optional module is skipped
-COMMANDS = ["interp.commands.core", "interp.commands.rank", "interp.commands.causal", "interp.commands.steer", "interp.commands.slipping", "interp.commands.figures", "interp.commands.export"]
+COMMANDS = ["interp.commands.core", "interp.commands.judge", "interp.commands.rank", "interp.commands.causal", "interp.commands.steer", "interp.commands.slipping", "interp.commands.figures", "interp.commands.export"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -77,7 +77,7 @@ def add_study_options(p: argparse.ArgumentParser, out_default: str | None = None
     """The options every study command shares; defaults from `interp.study.StudyConfig` (the
     jailbreak families built from prompt files: all of them, except where `families_default` says
     otherwise: `safety-heads eval` scores only the files it is given)."""
-    from interp.study import StudyConfig
+    from interp.study import DEMO_SIZES, StudyConfig
 
     d = StudyConfig()
     add_model_args(p)
@@ -108,6 +108,10 @@ def add_study_options(p: argparse.ArgumentParser, out_default: str | None = None
     g.add_argument("--compliance-phrases", type=_phrases, default=d.compliance_phrases,
                    help='comma-separated openers of its compliant answers, e.g. "certainly,sure"; the first is what '
                         "attacks aim for and Token Highlighter's affirmation")
+    g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
+                   help="greedy answer length the judge reads (default: what a refusal needs, "
+                        f"{DEMO_SIZES['real']['max_new_tokens']} on a real model, {DEMO_SIZES['toy']['max_new_tokens']} "
+                        "on the toy organisms: docs/judge.md)")
     g.add_argument("--labels", default=d.labels, choices=["behaviour", "category"],
                    help="probe labels: behaviour = refused/complied, judged on greedy answers (default); "
                         "category = harmful/harmless (for a model that refuses nothing)")
@@ -136,7 +140,8 @@ def study_config(args, **override):
               text_column=args.text_column, system_prompt=args.system_prompt, refusal_phrases=args.refusal_phrases,
               compliance_phrases=args.compliance_phrases, labels=args.labels, seed=args.seed, per_cell=args.per_cell,
               n_train=args.n_train, fractions=tuple(args.split), png=args.png, category=args.category,
-              max_per_label=args.max_per_label, families=families_value(args.families), strengths=args.strengths)
+              max_per_label=args.max_per_label, families=families_value(args.families), strengths=args.strengths,
+              max_new_tokens=args.max_new_tokens)
     if args.out is not None:
         kw["out"] = args.out
     kw.update(override)

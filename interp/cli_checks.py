@@ -19,7 +19,7 @@ from interp.study import MIN_SIZES
 # name -> smallest allowed value
 MIN_INT = {**MIN_SIZES, "shard_size": 1, "k": 1, "top": 0, "k_folds": 2, "steps": 1, "batch_size": 1,
            "max_new_tokens": 1, "n_null": 1, "control_per_cell": 1, "attack_prompts": 1,
-           "per_label": 1, "n_lookalike": 1, "max_per_label": 1}
+           "per_label": 1, "n_lookalike": 1, "max_per_label": 1, "min_words": 0}
 OPEN_UNIT_INTERVAL = {"val_fraction"}  # strictly between 0 and 1
 POSITIVE_FLOAT = {"C", "temperature"}
 NON_NEGATIVE_FLOAT = {"cpo_weight"}

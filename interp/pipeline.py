@@ -62,18 +62,29 @@ def baseline_stage(study: Study) -> BaselineResult:
     return BaselineResult(report, {"refusal_vs_strength": fig}, evaluation=ev)
 
 
-def evaluation_table(study: Study, which: str = "all", world=None) -> dict:
-    """The behaviour table of `safety-heads eval`: refusal rate and score on every prompt of the
-    study (`which="all"`: nothing is fitted, so every split is held out) or on one split."""
+def evaluation_completions(study: Study, which: str = "all", world=None) -> list:
+    """Every answer of `safety-heads eval` as `interp.completions.Completion` rows (condition
+    "baseline"): every prompt of the study (`which="all"`: nothing is fitted, so every split is held
+    out) or of one split, then the over-refusal look-alikes (set "over_refusal")."""
+    from interp.completions import OVER_REFUSAL, completions_from_eval
+
     d = study.data
     prompts = d.train.concat(d.val).concat(d.test, name="all") if which == "all" else d.split(which)
+    n = study.gen.max_new_tokens
     ev = evaluate_refusal(study.model, prompts, study.judge, study.gen, world=world)
-    out = {"refusal_rate": ev.table(), "refusal_score": ev.score_table(), "n_prompts": len(prompts)}
+    rows = completions_from_eval(ev, set=which, max_new_tokens=n)
     if d.over_refusal is not None and len(d.over_refusal):
         ov = evaluate_refusal(study.model, d.over_refusal, study.judge, study.gen, world=world)
-        out["refusal_rate"]["over_refusal"] = ov.rate("harmless")
-        out["refusal_score"]["over_refusal"] = ov.mean_score("harmless")
-    return out
+        rows += completions_from_eval(ov, set=OVER_REFUSAL, max_new_tokens=n)
+    return rows
+
+
+def evaluation_table(study: Study, which: str = "all", world=None) -> dict:
+    """The behaviour table of `safety-heads eval` (`interp.completions.behaviour_table`: every rate
+    as {"rate", "n", "ci95"}, every mean score as {"mean", "n", "ci95"}, the score-verdict agreement)."""
+    from interp.completions import behaviour_table
+
+    return behaviour_table(evaluation_completions(study, which, world), seed=study.seed)
 
 
 # ------------------------------------------------------------------ opening and running a study
@@ -251,5 +262,5 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-__all__ = ["STAGES", "EXTRA_STAGES", "BaselineResult", "StudyResult", "baseline_stage", "evaluation_table", "load_study_data", "open_study", "run_study",
+__all__ = ["STAGES", "EXTRA_STAGES", "BaselineResult", "StudyResult", "baseline_stage", "evaluation_completions", "evaluation_table", "load_study_data", "open_study", "run_study",
            "run_demo", "ChatModel"]

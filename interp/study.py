@@ -76,7 +76,9 @@ class StudyConfig:
     n_train: int | None = None
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS  # files only: train/val/test split
     fit_per_cell: int = 3  # jailbreak prompts per cell in train and val (behaviour labels see them)
-    max_new_tokens: int = 12
+    # greedy answer length for the judge; None: the model's default (DEMO_SIZES: what a refusal needs,
+    # measured by benchmarks/judge_tokens.py)
+    max_new_tokens: int | None = None
     # output
     out: str = "out/demo"
     sections: tuple[str, ...] | None = None  # demo/figures: None runs every stage
@@ -95,6 +97,8 @@ class StudyConfig:
             raise InputError("--category / --max-per-label apply to prompt files: pass --harmful and --harmless")
         if self.max_per_label is not None and self.max_per_label < 1:
             raise InputError(f"--max-per-label must be at least 1, got {self.max_per_label}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise InputError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         check_sizes(per_cell=self.per_cell, fit_per_cell=self.fit_per_cell, n_train=self.n_train)
         check_fractions(self.fractions)
         for name in ("refusal_phrases", "compliance_phrases"):
@@ -115,10 +119,11 @@ class StudyConfig:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
     def resolved(self, model) -> "StudyConfig":
-        """This config with `per_cell` and `n_train` filled in for `model` where they are None."""
+        """This config with `per_cell`, `n_train` and `max_new_tokens` filled in for `model` where they are None."""
         sizes = demo_sizes(model)
         return replace(self, per_cell=sizes["per_cell"] if self.per_cell is None else self.per_cell,
-                       n_train=sizes["n_train"] if self.n_train is None else self.n_train)
+                       n_train=sizes["n_train"] if self.n_train is None else self.n_train,
+                       max_new_tokens=sizes["max_new_tokens"] if self.max_new_tokens is None else self.max_new_tokens)
 
 
 # The demo's default scale. On the toy organisms (a few million parameters) every stage takes
@@ -126,7 +131,10 @@ class StudyConfig:
 # 2 CPU cores (SmolLM2-135M), so the same sizes took an hour; the smaller cells keep the whole demo
 # to about 7 minutes there (421 s, docs/organism_smollm2.md). Pass --per-cell / --n-train for tighter numbers.
 TOY_PARAMETERS = 10_000_000
-DEMO_SIZES = {"toy": {"per_cell": 20, "n_train": 64}, "real": {"per_cell": 4, "n_train": 32}}
+# max_new_tokens: the greedy answer length at which the refusal judge's verdict equals its verdict at
+# 128 tokens for >= 99% of held-out prompts (benchmarks/judge_tokens.py, docs/judge.md)
+DEMO_SIZES = {"toy": {"per_cell": 20, "n_train": 64, "max_new_tokens": 12},
+              "real": {"per_cell": 4, "n_train": 32, "max_new_tokens": 64}}
 FULL_PER_CELL = DEMO_SIZES["toy"]["per_cell"]  # the held-out cell size the stages' subsamples are set for
 
 

@@ -38,6 +38,8 @@ def register(sub) -> None:
     e.add_argument("--over-refusal", default=None, help="english: an independent file of harmless look-alikes")
     e.add_argument("--per-label", type=int, default=None, help="english: plain held-out prompts per label and topic split (default: 64)")
     e.add_argument("--n-lookalike", type=int, default=None, help="english: held-out look-alikes (default: 48)")
+    e.add_argument("--max-new-tokens", type=int, default=None,
+                   help="greedy answer length the judge reads (default: 12 on the word-level sets, 32 on the English ones)")
     e.add_argument("--families", default=None, help="english: comma-separated jailbreak families (default: all)")
     e.add_argument("--no-base", action="store_true", help="english: skip the base-model comparison (first-8-token match)")
     e.add_argument("--out", default=None, help="english: write the behaviour table to this JSON file")
@@ -99,15 +101,19 @@ def _organism_eval(args):
         from interp.estimate import announce
 
         prompts = eval_prompts(seed=args.seed, per_cell=args.per_cell or 40)
-        announce(model, prompts, "organism eval", new_tokens=12)  # evaluate_refusal's default generation
-        ev = evaluate_refusal(model, prompts)
+        from interp.generation import GenerationConfig
+
+        gen = GenerationConfig(max_new_tokens=args.max_new_tokens or 12)
+        announce(model, prompts, "organism eval", new_tokens=gen.max_new_tokens)
+        ev = evaluate_refusal(model, prompts, gen=gen)
         return {"model": model.name, "refusal_rate": ev.table()}
     import json
 
     from interp.model import load_model
     from organisms.smollm2_eval import EvalConfig, behaviour_table
 
-    sizes = {k: v for k, v in (("per_label", args.per_label), ("n_lookalike", args.n_lookalike)) if v is not None}
+    sizes = {k: v for k, v in (("per_label", args.per_label), ("n_lookalike", args.n_lookalike),
+                               ("max_new_tokens", args.max_new_tokens)) if v is not None}
     cfg = EvalConfig(seed=args.seed, per_cell=args.per_cell or 32, **sizes,
                      families=tuple(args.families.split(",")) if args.families else None)
     base = None if args.no_base else load_model("smollm2-135m-instruct", device=args.device)

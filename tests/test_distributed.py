@@ -93,7 +93,10 @@ def test_two_processes_evaluate_what_one_process_evaluates(tmp_path):
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
     assert a["n_prompts"] > 2 * 64  # more than two generation batches, so both ranks worked
+    assert a.pop("completions").endswith("one.completions.jsonl") and b.pop("completions").endswith("two.completions.jsonl")
     assert a == b
+    # every answer too, in the same order (rank 0 alone wrote the file)
+    assert (tmp_path / "one.completions.jsonl").read_text() == (tmp_path / "two.completions.jsonl").read_text()
     assert two.stdout.count('"refusal_rate"') == 1  # rank 0 alone printed the table
 
 

@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("interp", "probes", "organisms")
 
 LAYERS = (  # (layer, modules: each one and everything under it), lowest first
-    ("core", ("interp.artifacts", "interp.batching", "interp.capture", "interp.dataset_readers", "interp.datasets", "interp.direction",
+    ("core", ("interp.artifacts", "interp.batching", "interp.capture", "interp.completions", "interp.dataset_readers", "interp.datasets", "interp.direction",
               "interp.direction_files", "interp.distributed", "interp.estimate", "interp.export",
               "interp.errors", "interp.evaluate", "interp.fingerprint", "interp.generation", "interp.hooknames",
               "interp.hooks", "interp.hub", "interp.intervention", "interp.jailbreaks", "interp.model",
               "interp.placement", "interp.plotting", "interp.prompts", "interp.provenance", "interp.runner",
-              "interp.scoring", "interp.sources", "interp.stats", "interp.threads", "interp.vocab")),
+              "interp.scoring", "interp.sources", "interp.stats", "interp.threads", "interp.utility", "interp.vocab")),
     ("methods", ("probes", "interp.causal", "interp.steering", "interp.slipping", "interp.r2d")),
     ("study", ("interp.study", "interp.study_files", "interp.pipeline", "interp.stages", "interp.commands", "interp.cli", "interp.cli_checks",
                "interp.gallery", "interp.notebook", "interp.__main__")),

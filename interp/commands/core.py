@@ -16,8 +16,11 @@ def register(sub) -> None:
 
     e = sub.add_parser("eval", help="behaviour table (refusal rate and score on harmful, harmless, jailbreak and "
                                     "over-refusal prompts) as JSON on stdout")
-    add_study_options(e, out_help="also write the table here (a .json file, or a directory for eval.json)",
+    add_study_options(e, out_help="also write the table here (a .json file, or a directory for eval.json), and every "
+                                  "answer beside it (X.completions.jsonl, or DIR/completions.jsonl)",
                       families_default="none")
+    e.add_argument("--completions", default=None, help="write every answer (JSON lines) to this file; "
+                   "`safety-heads judge --completions FILE` re-judges it")
     e.set_defaults(func=_eval)
 
     c = sub.add_parser("capture", help="capture activations to safetensors shards")
@@ -55,25 +58,35 @@ def _demo(args):
 
 
 def _eval(args):
-    """The behaviour table on every prompt of the study (nothing is fitted, so nothing is held out)."""
+    """The behaviour table on every prompt of the study (nothing is fitted, so nothing is held out),
+    every rate as {"rate", "n", "ci95"}; every answer to completions.jsonl (see `_completions_path`)."""
     import json
 
     from interp.cli import study_config
+    from interp.completions import behaviour_table, judge_header, write_completions
     from interp.distributed import process_group
-    from interp.pipeline import evaluation_table, open_study
+    from interp.pipeline import evaluation_completions, open_study
     from interp.threads import model_threads
 
     # nothing is fitted, so every split is evaluated: its jailbreak cells keep up to --per-cell
     # prompts too, not the few the fitting splits keep (a user's file would lose rows)
     per_cell = args.per_cell if args.per_cell is not None else 20  # every row of a file, not the demo's scale
     cfg = study_config(args, per_cell=per_cell, fit_per_cell=per_cell)
+    done = _completions_path(args)  # checked before any generation
     with process_group() as w:  # under torchrun every rank takes its share of the batches
         study = open_study(cfg)
         with model_threads(study.model):  # a small model runs on one thread, as in every study stage
-            table = {"model": study.model.name, **evaluation_table(study, world=w), "judge": study.judge.describe(),
-                     "data": study.data.describe(ids=False)}
+            rows = evaluation_completions(study, world=w)
+        data = study.data.describe(ids=False)
+        table = {"model": study.model.name, **behaviour_table(rows, seed=study.seed), "judge": study.judge.describe(),
+                 "max_new_tokens": study.gen.max_new_tokens, "data": data}
     if not w.is_main:
         return None  # rank 0 prints and writes the table
+    if done is not None:
+        header = {"command": "eval", "model": study.model.name, "fingerprint": study.model.fingerprint,
+                  "judge": judge_header(study.judge), "seed": study.seed, "max_new_tokens": study.gen.max_new_tokens,
+                  "data": data}
+        table["completions"] = str(write_completions(done, rows, header))
     if args.out:
         out = Path(args.out)
         if out.suffix != ".json":
@@ -83,6 +96,22 @@ def _eval(args):
             out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(table, indent=1, default=str))
     return table
+
+
+def _completions_path(args) -> Path | None:
+    """Where eval writes its answers: --completions FILE; else beside the table (DIR/completions.jsonl
+    for --out DIR, X.completions.jsonl for --out X.json); nowhere without either."""
+    from interp.errors import InputError
+
+    if args.completions:
+        if Path(args.completions).is_dir():
+            raise InputError(f"--completions {args.completions} is a directory; pass a file, e.g. "
+                             f"{Path(args.completions) / 'completions.jsonl'}")
+        return Path(args.completions)
+    if not args.out:
+        return None
+    out = Path(args.out)
+    return out.with_suffix(".completions.jsonl") if out.suffix == ".json" else out / "completions.jsonl"
 
 
 def _capture(args):
