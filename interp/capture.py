@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from interp.batching import prompt_chunks
 from interp.errors import ArtifactError, InputError
-from interp.hooknames import HOOK_TEMPLATES, act_name, parse_act_name
+from interp.hooknames import HOOK_TEMPLATES, act_name, parse_act_name, require_site_kinds
 from interp.model import ChatModel, EncodedBatch, texts
 from interp.prompts import PromptSet
 
@@ -91,6 +91,7 @@ def parse_sites(model: ChatModel, sites) -> list[Site]:
             out.append(Site(kind, l, head))
     if not out:
         raise InputError("no sites given: name at least one, e.g. 'z' or ('resid_post', 2)")
+    require_site_kinds(model, dict.fromkeys(s.kind for s in out), "sites", SITE_HOOKS)  # before any forward pass
     return out
 
 

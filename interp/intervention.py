@@ -250,7 +250,8 @@ class Intervention:
     @classmethod
     def steer_layer(cls, head_dirs, layers, alpha: float, mode: str = "heads") -> "Intervention":
         """Steer whole layer(s) (an int or a list): every head (mode="heads": the head-steering shift
-        on each) or the residual stream at `hook_resid_mid` (mode="resid": `alpha * sigma * u`)."""
+        on each) or the residual stream where the head outputs were added (mode="resid": `alpha * sigma
+        * u` at the head directions' `resid_site`, resid_mid or, on a parallel block, resid_post)."""
         alpha = check_alpha(alpha)
         single = isinstance(layers, numbers.Integral)
         ls = [layers] if single else list(layers)
@@ -266,7 +267,8 @@ class Intervention:
         for l in ls:
             if float(head_dirs.resid_sigma[l]) == 0.0:
                 raise InputError(f"layer {l} has no fitted residual direction; fit_head_directions must include a head of that layer")
-        return cls.add(head_dirs.resid[ls], "resid_mid", ls, alpha, scale=head_dirs.resid_sigma[ls], label=label,
+        site = getattr(head_dirs, "resid_site", "resid_mid")
+        return cls.add(head_dirs.resid[ls], site, ls, alpha, scale=head_dirs.resid_sigma[ls], label=label,
                        meta={"made_on": _plain(head_dirs.made_on), "method": "layer steering (resid)"})
 
     @classmethod
