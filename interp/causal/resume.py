@@ -18,7 +18,7 @@ works unchanged on a resumed run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -53,10 +53,18 @@ def prompt_batches(model: ChatModel, texts: Sequence[str], max_rows: int, new_to
         i += n
 
 
-def _softcap(model: ChatModel, logits: Tensor) -> Tensor:
-    # Gemma 2 caps its final logits; a resumed run applies the same cap the model's forward would
-    cap = getattr(getattr(model.bridge, "original_model", None), "config", None)
-    cap = getattr(cap, "final_logit_softcapping", None)
+def _final_logits(model: ChatModel, h: Float[Tensor, "row 1 d_model"]) -> Float[Tensor, "row d_vocab"]:
+    """Logits from the last block's output, as the model's forward computes them: final norm,
+    unembedding, then what some models do to the logits (Cohere and MPT multiply them by
+    `logit_scale`, Granite divides by `logits_scaling`, Gemma 2/3 soft-cap them)."""
+    logits = model.bridge.unembed(model.bridge.ln_final(h))[:, -1]
+    cfg = getattr(getattr(model.bridge, "original_model", None), "config", None)
+    scale, divide = getattr(cfg, "logit_scale", None), getattr(cfg, "logits_scaling", None)
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool):
+        logits = logits * scale
+    if isinstance(divide, (int, float)) and not isinstance(divide, bool) and divide != 1:
+        logits = logits / divide
+    cap = getattr(cfg, "final_logit_softcapping", None)
     return logits if not cap else torch.tanh(logits / cap) * cap
 
 
@@ -79,6 +87,8 @@ class BlockInputs:
     resid: list[Float[Tensor, "batch pos d_model"]]  # resid[i]: input of block first + i
     kwargs: list[dict]  # kwargs[i]: what the model passed block first + i besides its input
     logits: Float[Tensor, "batch d_vocab"]  # the clean run's last-position logits
+    # args[i]: positional arguments after the input (GPT-2's blocks get the attention mask so)
+    args: list[tuple] = field(default_factory=list)
 
     def resid_at(self, layer: int) -> Float[Tensor, "batch pos d_model"]:
         return self.resid[layer - self.first]
@@ -93,14 +103,21 @@ def cache_block_inputs(model: ChatModel, batch: EncodedBatch, first: int = 0,
     blocks = model.bridge.blocks
     resid: list = [None] * (model.n_layers - first)
     kwargs: list = [None] * (model.n_layers - first)
+    rest: list = [()] * (model.n_layers - first)
+    final: list = [None]
 
     def grab(i):
         def pre(module, args, kw):
             resid[i] = (args[0] if args else kw["hidden_states"]).detach()
+            rest[i] = tuple(args[1:])
             kwargs[i] = {k: v for k, v in kw.items() if k != "hidden_states"}
         return pre
 
+    def grab_final(module, args):
+        final[0] = args[0][:, -1:].detach()
+
     handles = [blocks[l].register_forward_pre_hook(grab(l - first), with_kwargs=True) for l in range(first, model.n_layers)]
+    handles.append(model.bridge.ln_final.register_forward_pre_hook(grab_final))
     try:
         with hooked(model, list(hooks)):
             logits = last_position_logits(model, batch.tokens, batch.attention_mask)
@@ -110,20 +127,37 @@ def cache_block_inputs(model: ChatModel, batch: EncodedBatch, first: int = 0,
     if any(r is None for r in resid):
         raise InputError(f"{model.name}: the blocks were not called one after another with the residual stream as "
                          "input, so a run cannot be resumed at a block; pass resume=False")
-    return BlockInputs(batch, first, resid, kwargs, logits)
+    # a resumed run ends in _final_logits: it must give the clean run's logits from its last residual
+    if final[0] is None or not torch.allclose(_final_logits(model, final[0]), logits, rtol=1e-4, atol=1e-4):
+        raise InputError(f"{model.name}: its logits are not the unembedded final norm of the last block's output (as "
+                         "far as interp.causal.resume knows this architecture), so a run cannot be resumed at a block; "
+                         "pass resume=False")
+    return BlockInputs(batch, first, resid, kwargs, logits, rest)
 
 
-def _repeat(x, n: int, k: int):
-    """Tile every per-row tensor (first axis = batch) k times; shared tensors pass unchanged."""
+# Block arguments that are shared by every row whatever their shape: MPT's ALiBi `position_bias` is
+# [heads, 1, context], which a shape rule would take for [batch, ...] when the batch has as many rows
+# as the model has heads (or for BLOOM's [batch x heads, ...] with one row)
+SHARED_KWARGS = frozenset({"position_bias", "cache_position"})
+# ... and those built per row and head, row-major: BLOOM's ALiBi bias is [batch x heads, 1, key]
+PER_ROW_AND_HEAD_KWARGS = frozenset({"alibi"})
+
+
+def _repeat(x, n: int, k: int, heads: int = 1, name: str | None = None):
+    """Tile every per-row tensor k times; shared tensors pass unchanged. Per row: the first axis is
+    the batch (n), or for PER_ROW_AND_HEAD_KWARGS batch x heads, so that replica j of row b and head
+    h is where the model would have put it had it built the tensor for the tiled batch."""
     if isinstance(x, Tensor):
         # 1-d tensors (cache positions) are per position, never per row
-        return x.repeat(k, *([1] * (x.ndim - 1))) if k > 1 and x.ndim >= 2 and x.shape[0] == n else x
+        rows = n * heads if name in PER_ROW_AND_HEAD_KWARGS else n
+        per_row = name not in SHARED_KWARGS and x.ndim >= 2 and x.shape[0] == rows
+        return x.repeat(k, *([1] * (x.ndim - 1))) if k > 1 and per_row else x
     if isinstance(x, tuple):
-        return tuple(_repeat(v, n, k) for v in x)
+        return tuple(_repeat(v, n, k, heads, name) for v in x)
     if isinstance(x, list):
-        return [_repeat(v, n, k) for v in x]
+        return [_repeat(v, n, k, heads, name) for v in x]
     if isinstance(x, dict):
-        return {key: _repeat(v, n, k) for key, v in x.items()}
+        return {key: _repeat(v, n, k, heads, key) for key, v in x.items()}
     return x
 
 
@@ -142,9 +176,9 @@ def run_from_layer(model: ChatModel, inputs: BlockInputs, layer: int, repeat: in
     blocks = model.bridge.blocks
     with hooked(model, list(hooks)):
         for l in range(layer, model.n_layers):
-            kw = _repeat(inputs.kwargs[l - inputs.first], n, repeat)  # a new dict: the cache stays as captured
-            out = blocks[l](h, **kw)
+            kw = _repeat(inputs.kwargs[l - inputs.first], n, repeat, model.n_heads)  # a new dict: the cache stays as captured
+            args = _repeat(inputs.args[l - inputs.first], n, repeat, model.n_heads) if inputs.args else ()
+            out = blocks[l](h, *args, **kw)
             h = out[0] if isinstance(out, tuple) else out
         # norms act per position: normalising the last position alone gives the same logits
-        logits = model.bridge.unembed(model.bridge.ln_final(h[:, -1:]))
-    return _softcap(model, logits[:, -1])
+        return _final_logits(model, h[:, -1:])
