@@ -39,6 +39,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-memory", default=d.max_memory, help="per-device budget for --device-map, e.g. 0=20GiB,1=20GiB,cpu=60GiB")
     p.add_argument("--offload-folder", default=d.offload_folder, help="folder for weights --device-map puts on disk")
     p.add_argument("--truncate", action="store_true", help="keep the last tokens of prompts longer than the context (default: error)")
+    p.add_argument("--skip-bridge-check", action="store_true",
+                   help="load the model even if the TransformerLens bridge's logits differ from the plain model's "
+                        "(checked on one prompt at load; the override is recorded in the report)")
 
 
 def _phrases(text: str) -> tuple[str, ...]:
@@ -134,7 +137,8 @@ def study_config(args, **override):
     from interp.study import StudyConfig
 
     kw = dict(model=args.model, device=args.device, dtype=args.dtype, chat_template=args.chat_template,
-              truncate=args.truncate, device_map=args.device_map, max_memory=args.max_memory,
+              truncate=args.truncate, skip_bridge_check=args.skip_bridge_check, device_map=args.device_map,
+              max_memory=args.max_memory,
               offload_folder=args.offload_folder,
               harmful=args.harmful, harmless=args.harmless, jailbreak=args.jailbreak, over_refusal=args.over_refusal,
               text_column=args.text_column, system_prompt=args.system_prompt, refusal_phrases=args.refusal_phrases,

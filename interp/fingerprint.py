@@ -77,8 +77,11 @@ def _named_weights(module):
 
 
 def model_record(model) -> dict:
-    """What an artifact records about the model it was made on."""
-    return {"model": model.name, "model_fingerprint": model.fingerprint}
+    """What an artifact records about the model it was made on (and a skipped bridge check: the
+    bridge's logits were not compared with the plain model's, interp.bridge_check)."""
+    skipped = (getattr(model, "meta", None) or {}).get("bridge_check", {}).get("skipped")
+    return {"model": model.name, "model_fingerprint": model.fingerprint,
+            **({"bridge_check": "skipped (--skip-bridge-check)"} if skipped else {})}
 
 
 def check_made_on(model, made_on: dict, what: str, allow_other_model: bool = False,

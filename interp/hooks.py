@@ -90,13 +90,15 @@ def check_finite(values: Tensor, what: str, rows: Sequence[int] | None = None) -
 
 
 def count_hooks(model: ChatModel) -> int:
-    """Number of hook functions attached anywhere on the model (0 on a clean model)."""
+    """Number of hook functions attached anywhere on the model (0 on a clean model). The bridge's
+    own permanent hooks (OPT's bridge wires its MLP hook points so) are part of the model, not counted."""
     seen, n = set(), 0
     for hp in model.bridge.hook_dict.values():
         if id(hp) in seen:
             continue
         seen.add(id(hp))
-        n += len(getattr(hp, "fwd_hooks", [])) + len(getattr(hp, "bwd_hooks", []))
+        handles = [*getattr(hp, "fwd_hooks", []), *getattr(hp, "bwd_hooks", [])]
+        n += sum(1 for h in handles if not getattr(h, "is_permanent", False))
     return n
 
 

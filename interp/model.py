@@ -259,7 +259,7 @@ class ChatModel:
                 "compliance_tokens": self.to_str_tokens(self.compliance_token_ids),
                 "refusal_phrases": list(self.refusal_phrases), "compliance_phrases": list(self.compliance_phrases),
                 "system_prompt": self.system_prompt,
-                **({"placement": self.meta["placement"]} if "placement" in self.meta else {})}
+                **{k: self.meta[k] for k in ("placement", "bridge_check", "base_model") if k in self.meta}}
 
 
 ORGANISM_KINDS = ("r2d", "organism")
@@ -450,7 +450,7 @@ def resolve_model_dir(name_or_dir: str) -> tuple[str, bool]:
 def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                chat_template: str | None = None, tokenizer=None, refusal_phrases: Sequence[str] | None = None,
                compliance_phrases: Sequence[str] | None = None, system_prompt: str | None = None,
-               truncate: bool = False, placement: "Placement | None" = None) -> ChatModel:
+               truncate: bool = False, placement: "Placement | None" = None, skip_bridge_check: bool = False) -> ChatModel:
     """Load a chat model by hub name or local directory and wrap it for the toolkit.
 
     `chat_template` (a Jinja string or a path to a file holding one) supplies a template for a
@@ -461,7 +461,10 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     `system_prompt` is put before every user message. `truncate`: prompts longer than the context
     keep their last tokens instead of raising (the model's default for every `encode`).
     `placement` (`interp.placement.Placement`) splits the model across devices, CPU memory and
-    disk instead of putting it on `device`.
+    disk instead of putting it on `device`. The bridge's logits are compared with the plain
+    model's on one short prompt (`interp.bridge_check`) and a model it does not reproduce is
+    refused; `skip_bridge_check=True` (CLI `--skip-bridge-check`) loads it anyway, recorded in
+    `meta["bridge_check"]` and every report's model description.
     """
     from transformers import AutoTokenizer
 
@@ -513,6 +516,14 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
             if isinstance(e, OSError):
                 raise _offline_error(name_or_dir, e) from None
             raise
+        if _raised_by_bridge(e):  # transformers read the files; TransformerLens could not wrap the model
+            from interp.bridge_check import tl_version
+
+            why = _first_line(e).split(" Available architectures")[0]  # (TransformerLens lists them all)
+            raise ModelLoadError(f"TransformerLens {tl_version()} could not wrap the {_model_type(path)} model in {path} "
+                                 f"({type(e).__name__}: {why}): the bridge does not support this architecture "
+                                 "or configuration. This is not a problem with the model's files; docs/real_models.md "
+                                 "lists the architectures that are tested") from None
         # a config that passed the JSON check but describes no model transformers can build, or weights
         # that do not fit it: say which files, not only what transformers tripped over
         raise ModelLoadError(f"could not build a model from {Path(path) / 'config.json'} and its weights "
@@ -522,8 +533,34 @@ def load_model(name_or_dir: str = "organism", device: str | torch.device = "cpu"
     if placement is not None and placement.split:
         meta = {**meta, "placement": placement.describe(),
                 "device_map": {k: str(v) for k, v in (getattr(bridge.original_model, "hf_device_map", None) or {}).items()}}
-    return ChatModel(bridge, name=display, meta=meta, system_prompt=system_prompt, truncate=truncate,
-                     source=source, path=path if local else None, **parts)
+    model = ChatModel(bridge, name=display, meta=meta, system_prompt=system_prompt, truncate=truncate,
+                      source=source, path=path if local else None, **parts)
+    from interp.bridge_check import check_bridge
+
+    model.meta = {**meta, "bridge_check": check_bridge(model, skip_bridge_check)}
+    return model
+
+
+def _raised_by_bridge(e: BaseException) -> bool:
+    """Whether the innermost library frame of `e`'s traceback is TransformerLens's (an adapter that
+    cannot wrap the model) rather than transformers' or safetensors' (files it cannot read)."""
+    import traceback
+
+    for frame in reversed(traceback.extract_tb(e.__traceback__)):
+        f = frame.filename.replace(os.sep, "/")
+        if "/transformer_lens/" in f:
+            return True
+        if any(lib in f for lib in ("/transformers/", "/safetensors/", "/huggingface_hub/", "/accelerate/")):
+            return False
+    return False
+
+
+def _model_type(path: str) -> str:
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+        return f"{(cfg.get('architectures') or ['?'])[0]} ({cfg.get('model_type', '?')})"
+    except (OSError, ValueError, AttributeError):
+        return "?"
 
 
 def chat_parts(tokenizer, name: str, template_text: str | None = None, refusal_phrases: Sequence[str] | None = None,

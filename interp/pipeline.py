@@ -122,7 +122,7 @@ def open_study(cfg: StudyConfig) -> Study:
     """Load the model (with the judging phrases and system prompt of `cfg`) and the study's data."""
     model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype), chat_template=cfg.chat_template,
                        refusal_phrases=cfg.refusal_phrases, compliance_phrases=cfg.compliance_phrases,
-                       system_prompt=cfg.system_prompt, truncate=cfg.truncate,
+                       system_prompt=cfg.system_prompt, truncate=cfg.truncate, skip_bridge_check=cfg.skip_bridge_check,
                        placement=Placement.from_args(cfg.device_map, cfg.max_memory, cfg.offload_folder))
     model.require_direct_answers()
     cfg = cfg.resolved(model)

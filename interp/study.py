@@ -48,6 +48,7 @@ class StudyConfig:
     dtype: str = "float32"
     chat_template: str | None = None
     truncate: bool = False  # keep the last tokens of prompts longer than the context instead of failing
+    skip_bridge_check: bool = False  # load a model whose bridge logits differ from the plain model's (recorded)
     device_map: str | None = None  # split the model (interp.placement): accelerate strategy or JSON file
     max_memory: str | None = None  # per-device budget for device_map, e.g. "0=20GiB,cpu=60GiB"
     offload_folder: str | None = None  # where device_map puts weights on disk

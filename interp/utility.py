@@ -26,6 +26,7 @@ from interp.errors import InputError
 from interp.generation import generate_batch
 from interp.hooks import check_finite
 from interp.intervention import Intervention
+from interp.runner import forward
 from interp.model import ChatModel, texts
 from interp.stats import bootstrap_mean, difference
 
@@ -89,11 +90,10 @@ def _pass_ce(model: ChatModel, prompt_texts: list[str], answers: list[list[int]]
     for r, s in enumerate(seqs):  # left padding: every answer ends at the last position
         tokens[r, L - len(s):] = torch.tensor(s, dtype=torch.long)
         mask[r, L - len(s):] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # rotary/learned positions follow the mask, as in generation
     with iv.apply(model):
         # the last A + 1 positions: logits at position t predict token t + 1, so the first answer
-        # token is predicted at the last prompt position
-        logits = model.bridge(tokens, attention_mask=mask, position_ids=pos, logits_to_keep=A + 1)
+        # token is predicted at the last prompt position (positions follow the mask, as in generation)
+        logits = forward(model, tokens, mask, logits_to_keep=A + 1)
     logits = check_finite(logits[:, :-1, :], "logits over the reference answers", rows)
     nll = -logits.float().log_softmax(-1).gather(-1, tokens[:, L - A:, None]).squeeze(-1)  # [rows, A]
     n = torch.tensor([len(a) for a in answers], device=nll.device)

@@ -38,8 +38,8 @@ from torch import Tensor
 
 from interp.capture import Activations, Positions, capture
 from interp.errors import InputError
-from interp.fingerprint import check_made_on
-from interp.hooknames import act_name
+from interp.fingerprint import check_made_on, model_record
+from interp.hooknames import act_name, present_site_kinds, require_site_kinds
 from interp.hooks import check_direction, check_layer
 from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
@@ -54,6 +54,14 @@ from probes.massmean import cv_mass_mean
 
 
 RESID_SITES = ("resid_pre", "resid_mid", "resid_post")
+DEFAULT_SITES = ("resid_pre", "resid_mid")
+
+
+def search_sites(model: ChatModel, cfg: "SelectionConfig") -> tuple[tuple[str, ...], dict[str, str]]:
+    """The residual sites a direction search reads on `model`, and {site left out: why}."""
+    if cfg.sites is None:
+        return present_site_kinds(model, DEFAULT_SITES)
+    return require_site_kinds(model, cfg.sites, "direction sites"), {}
 
 
 @dataclass(frozen=True)
@@ -72,8 +80,10 @@ class SelectionConfig:
     batch_size: int = 64
     # Arditi et al. take the block input only. We also offer the stream between attention and MLP:
     # a small model can decide inside block 0 (the organism does), after which every block input
-    # is downstream of the decision and ablating it does not undo refusal.
-    sites: tuple[str, ...] = ("resid_pre", "resid_mid")
+    # is downstream of the decision and ablating it does not undo refusal. None: DEFAULT_SITES that
+    # the model has (a parallel attention+MLP block has no resid_mid; reported as left out); a
+    # tuple: exactly those, each required to exist on the model.
+    sites: tuple[str, ...] | None = None
     # measured exactly after the attribution estimate; more rounds of top_k only while none passes
     top_k: int = 8
     max_rounds: int = 2
@@ -90,7 +100,7 @@ class SelectionConfig:
             raise InputError(f"prune_layer_fraction must be in [0, 1), got {self.prune_layer_fraction}")
         if self.kl_threshold <= 0:
             raise InputError(f"kl_threshold must be positive, got {self.kl_threshold}")
-        bad = [x for x in self.sites if x not in RESID_SITES] or not self.sites
+        bad = self.sites is not None and ([x for x in self.sites if x not in RESID_SITES] or not self.sites)
         if bad:
             raise InputError(f"direction sites must be among resid_pre, resid_mid, resid_post; got {self.sites}")
 
@@ -192,13 +202,14 @@ def _find(model: ChatModel, train: PromptSet, val: PromptSet, labels, positions:
     val.require("validation set for the refusal direction", 2, both_labels=True)
     lab = resolve_labels(labels, train, model)
     check_problem(len(train), lab.y, cfg.k_folds, lab.names)
+    wanted, left_out = search_sites(model, cfg)
     if acts is None:
-        acts = capture(model, train, list(cfg.sites), positions, batch_size=cfg.batch_size)
+        acts = capture(model, train, list(wanted), positions, batch_size=cfg.batch_size)
     elif len(acts) != len(train):
         raise InputError(f"acts hold {len(acts)} prompts but the training set has {len(train)}; pass the capture of `train`")
-    sites = [x for x in cfg.sites if any(s.kind == x for s in acts.sites)]
+    sites = [x for x in wanted if any(s.kind == x for s in acts.sites)]
     if not sites:
-        raise InputError(f"acts hold none of the sites {cfg.sites}; capture with sites={list(cfg.sites)}")
+        raise InputError(f"acts hold none of the sites {list(wanted)}; capture with sites={list(wanted)}")
     per_site = {}
     for site in sites:
         X, rel = residual_activations(acts, model.n_layers, site)
@@ -294,9 +305,10 @@ def _find(model: ChatModel, train: PromptSet, val: PromptSet, labels, positions:
     scores = {k: chosen[k] for k in ("accuracy", "auroc", "cohens_d", "ablation_score", "addition_score", "kl", "norm", "passed")}
     scores.update(baseline_harmful=round(base_h, 4), baseline_harmless=round(base_s, 4), n_val_harmful=len(harm),
                   n_val_harmless=len(safe))
-    meta = {"model": model.name, "model_fingerprint": model.fingerprint, "model_shape": {"n_layers": model.n_layers, "d_model": model.d_model},
+    meta = {**model_record(model), "model_shape": {"n_layers": model.n_layers, "d_model": model.d_model},
             "prompt_set": train.describe(), "val_prompt_set": val.describe(), "labels": lab.kind, "label_info": lab.describe(),
             "positions_label": acts.meta.get("positions"), "position_tokens": toks, "seed": seed, "selection": asdict(cfg),
+            "sites_searched": list(sites), "sites_left_out": left_out,
             "estimate": estimate_quality(rows), **provenance()}
     return Direction(diffs[pi, chosen["layer"]].clone(), chosen["layer"], chosen["position"], chosen["site"], scores, rows,
                      reason, meta, diffs, rel)

@@ -79,8 +79,12 @@ def direction_figure(direction: Direction, title: str | None = None) -> go.Figur
         fig.add_trace(go.Scatter(x=[ch["layer"]], y=[ch["ablation_score"]], mode="markers", name="chosen",
                                  marker={"symbol": "star", "size": 16, "color": "gold", "line": {"color": "black", "width": 1}}), 2, 1)
     fig.update_xaxes(title_text="layer (shaded: pruned, last 20%)", dtick=1, row=3, col=1)
+    searched = direction.meta.get("sites_searched") or sorted({r.get("site", "resid_pre") for r in rows})
+    left_out = direction.meta.get("sites_left_out") or {}
+    where = f"sites searched: {', '.join(searched)}" + (f" ({', '.join(left_out)} not on this model)" if left_out else "")
     fig.update_layout(title=title or f"Refusal direction candidates ({direction.meta.get('model', '')}): chose layer "
-                      f"{direction.layer}, position {direction.position}, {direction.site}", template="plotly_white", height=900)
+                      f"{direction.layer}, position {direction.position}, {direction.site}<br><sup>{where}</sup>",
+                      template="plotly_white", height=900)
     return fig
 
 

@@ -145,7 +145,8 @@ def rank_heads_from_activations(acts: Activations | Tensor, labels, k_folds: int
 
     from interp.provenance import provenance
 
-    info = {k: cap_meta[k] for k in ("model", "model_fingerprint", "prompt_set", "positions", "prompt_ids") if k in cap_meta}
+    info = {k: cap_meta[k] for k in ("model", "model_fingerprint", "bridge_check", "prompt_set", "positions", "prompt_ids")
+            if k in cap_meta}
     info["model_shape"] = {"n_heads": n_heads, "d_head": d_head}
     if model is not None:
         info.update(model=model.name, model_fingerprint=model.fingerprint)

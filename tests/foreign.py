@@ -90,6 +90,26 @@ def make_tokenizer():
     return hf
 
 
+def make_bpe_tokenizer():
+    """The same sentences, special tokens and chat template as `make_tokenizer`, as a byte-level BPE
+    (every word of the sentences one token; any other text falls back to byte pieces)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = HARMFUL + HARMLESS + OVER_REFUSAL + [REFUSAL, COMPLY, FILLER, "certainly !", "a system note"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=SPECIAL, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                 unk_token="<unk>", additional_special_tokens=["[INST]", "[/INST]", "[SYS]", "[/SYS]"],
+                                 padding_side="left", model_max_length=256)
+    hf.chat_template = TEMPLATE
+    return hf
+
+
 def build(out: Path, steps: int = 160, seed: int = 0) -> Path:
     """Train the model into `out` (HF format, no safety_heads.json) and write the prompt files
     beside it (`out/prompts/*.csv`). Deterministic for `seed`; a few seconds on one thread."""

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("interp", "probes", "organisms")
 
 LAYERS = (  # (layer, modules: each one and everything under it), lowest first
-    ("core", ("interp.artifacts", "interp.batching", "interp.capture", "interp.completions", "interp.dataset_readers", "interp.datasets", "interp.direction",
+    ("core", ("interp.artifacts", "interp.batching", "interp.bridge_check", "interp.capture", "interp.completions", "interp.dataset_readers", "interp.datasets", "interp.direction",
               "interp.direction_files", "interp.distributed", "interp.estimate", "interp.export",
               "interp.errors", "interp.evaluate", "interp.fingerprint", "interp.generation", "interp.hooknames",
               "interp.hooks", "interp.hub", "interp.intervention", "interp.jailbreaks", "interp.model",

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from interp.errors import InputError
-from interp.hooknames import HOOK_TEMPLATES, act_name
+from interp.hooknames import HOOK_TEMPLATES, act_name, require_site_kinds
 from interp.model import ChatModel, EncodedBatch
 
 # the site kinds a capture names (artifacts, plots, the CLI); their hook names come from act_name
@@ -70,6 +70,7 @@ def parse_sites(model: ChatModel, sites) -> list[Site]:
             out.append(Site(kind, l, head))
     if not out:
         raise InputError("no sites given: name at least one, e.g. 'z' or ('resid_post', 2)")
+    require_site_kinds(model, dict.fromkeys(s.kind for s in out), "sites", SITE_HOOKS)  # before any forward pass
     return out
 
 

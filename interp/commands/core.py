@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from interp.cli import add_model_args, add_study_options
+    from interp.cli import _phrases, add_model_args, add_study_options
 
     p = sub.add_parser("demo", help="run the whole study on a model and write report.json and figures")
     add_study_options(p, out_default="out/demo")
@@ -32,6 +32,11 @@ def register(sub) -> None:
     c.add_argument("--out", required=True)
     c.add_argument("--shard-size", type=int, default=256)
     c.add_argument("--overwrite", action="store_true", help="discard a previous capture in --out instead of resuming it")
+    # a capture reads no refusal score, but loading builds the token sets: a vocabulary without the
+    # common openers needs its own (as on every study command)
+    c.add_argument("--refusal-phrases", type=_phrases, default=None, help="openers of this model's refusals, if its "
+                   "vocabulary lacks the common ones (see `safety-heads eval --help`)")
+    c.add_argument("--compliance-phrases", type=_phrases, default=None, help="openers of its compliant answers, likewise")
     c.set_defaults(func=_capture)
 
 
@@ -44,7 +49,10 @@ def load_from_args(args):
     placement = Placement.from_args(getattr(args, "device_map", None), getattr(args, "max_memory", None),
                                     getattr(args, "offload_folder", None))
     return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), chat_template=args.chat_template,
-                      truncate=getattr(args, "truncate", False), placement=placement)
+                      truncate=getattr(args, "truncate", False), placement=placement,
+                      refusal_phrases=getattr(args, "refusal_phrases", None),
+                      compliance_phrases=getattr(args, "compliance_phrases", None),
+                      skip_bridge_check=getattr(args, "skip_bridge_check", False))
 
 
 def _demo(args):

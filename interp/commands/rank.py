@@ -47,5 +47,6 @@ def _rank(args) -> dict:
                           for row in res.ranking.to_rows()[:args.top]],
             "direction": {"layer": d.layer, "position": d.position, **{k: d.scores[k] for k in
                           ("accuracy", "ablation_score", "addition_score", "kl", "baseline_harmful", "baseline_harmless")}},
+            "sites_searched": d.meta.get("sites_searched"), "sites_left_out": d.meta.get("sites_left_out"),
             "reason": d.reason, "notes": res.notes,
             "files": files + [str(out / "ranking_rows.json"), str(out / "data.json")], "figures": figures}

@@ -43,7 +43,8 @@ def _head_shift(head_dirs, ps, sigmas, label) -> SteerHeads:
 
 def steer_layer(head_dirs, layers, sigmas: float, mode: str = "heads") -> SteerHeads | SteerResidual:
     """Steer whole layer(s) (an int or a list): every head (mode="heads": the head-steering shift
-    on each) or the residual stream at `hook_resid_mid` (mode="resid": `sigmas * sigma * u`)."""
+    on each) or the residual stream where the head outputs were added (mode="resid": `sigmas * sigma *
+    u` at the head directions' `resid_site`: resid_mid, or resid_post on a parallel attention+MLP block)."""
     sigmas = check_strength(sigmas, "sigmas")
     single = isinstance(layers, numbers.Integral)
     ls = [layers] if single else list(layers)
@@ -59,7 +60,7 @@ def steer_layer(head_dirs, layers, sigmas: float, mode: str = "heads") -> SteerH
     for l in ls:
         if float(head_dirs.resid_sigma[l]) == 0.0:
             raise InputError(f"layer {l} has no fitted residual direction; fit_head_directions must include a head of that layer")
-    return SteerResidual("resid_mid", tuple(int(l) for l in ls), head_dirs.resid[ls], head_dirs.resid_sigma[ls], sigmas,
+    return SteerResidual(getattr(head_dirs, "resid_site", "resid_mid"), tuple(int(l) for l in ls), head_dirs.resid[ls], head_dirs.resid_sigma[ls], sigmas,
                          label=label, made_on=plain(head_dirs.made_on))
 
 

@@ -50,6 +50,7 @@ def cache_block_inputs(model: ChatModel, batch: EncodedBatch, first: int = 0, in
     resid: list = [None] * (model.n_layers - first)
     rest: list = [None] * (model.n_layers - first)
     kwargs: list = [None] * (model.n_layers - first)
+    final: list = [None]
 
     def grab(i):
         def pre(module, args, kw):
@@ -58,7 +59,11 @@ def cache_block_inputs(model: ChatModel, batch: EncodedBatch, first: int = 0, in
             kwargs[i] = {k: v for k, v in kw.items() if k != "hidden_states"}
         return pre
 
+    def grab_final(module, args):
+        final[0] = args[0][:, -1:].detach()
+
     handles = [blocks[l].register_forward_pre_hook(grab(l - first), with_kwargs=True) for l in range(first, model.n_layers)]
+    handles.append(model.bridge.ln_final.register_forward_pre_hook(grab_final))
     try:
         if intervention is None:
             logits = last_logits(model, batch)
@@ -71,29 +76,53 @@ def cache_block_inputs(model: ChatModel, batch: EncodedBatch, first: int = 0, in
     if any(r is None for r in resid):
         raise InputError(f"{model.name}: the blocks were not called one after another with the residual stream as "
                          "input, so a run cannot be resumed at a block; pass resume=False")
+    # a resumed run ends in final_logits: it must give the clean run's logits from its last residual
+    if final[0] is None or not torch.allclose(final_logits(model, final[0]), logits, rtol=1e-4, atol=1e-4):
+        raise InputError(f"{model.name}: its logits are not the unembedded final norm of the last block's output (as "
+                         "far as interp.runner knows this architecture), so a run cannot be resumed at a block; "
+                         "pass resume=False")
     return BlockInputs(batch, first, resid, rest, kwargs, logits)
 
 
-def _tile(x, n: int, k: int, n_heads: int):
-    """Tile every per-row tensor k times: a first axis of the batch (masks, rotary tables, position
-    ids) or of batch x heads (ALiBi biases, [batch * heads, 1, key]); shared tensors (one row,
-    1-d cache positions) pass unchanged."""
+# Block arguments shared by every row whatever their shape: MPT's ALiBi `position_bias` is [heads, 1,
+# context], which a shape rule would take for [batch, ...] when the batch has as many rows as the
+# model has heads
+SHARED_KWARGS = frozenset({"position_bias", "cache_position"})
+# ... and those built per row and head, row-major: BLOOM's ALiBi bias is [batch x heads, 1, key]
+PER_ROW_AND_HEAD_KWARGS = frozenset({"alibi"})
+
+
+def _tile(x, n: int, k: int, n_heads: int, name: str | None = None):
+    """Tile every per-row tensor k times, so that replica j of row b (and head h) sits where the model
+    would have put it had it built the tensor for the tiled batch: a first axis of the batch (masks,
+    rotary tables, position ids) or, for PER_ROW_AND_HEAD_KWARGS, of batch x heads (ALiBi biases,
+    [batch * heads, 1, key]); shared tensors (SHARED_KWARGS, 1-d cache positions) pass unchanged."""
     if isinstance(x, Tensor):
-        per_row = x.ndim >= 2 and x.shape[0] in (n, n * n_heads)
-        return x.repeat(k, *([1] * (x.ndim - 1))) if k > 1 and per_row else x
+        if name in SHARED_KWARGS or x.ndim < 2 or k == 1:
+            return x
+        rows = (n * n_heads,) if name in PER_ROW_AND_HEAD_KWARGS else (n, n * n_heads) if name is None else (n,)
+        return x.repeat(k, *([1] * (x.ndim - 1))) if x.shape[0] in rows else x
     if isinstance(x, tuple):
-        return tuple(_tile(v, n, k, n_heads) for v in x)
+        return tuple(_tile(v, n, k, n_heads, name) for v in x)
     if isinstance(x, list):
-        return [_tile(v, n, k, n_heads) for v in x]
+        return [_tile(v, n, k, n_heads, name) for v in x]
     if isinstance(x, dict):
-        return {key: _tile(v, n, k, n_heads) for key, v in x.items()}
+        return {key: _tile(v, n, k, n_heads, key) for key, v in x.items()}
     return x
 
 
-def _softcap(model: ChatModel, logits: Tensor) -> Tensor:
-    # Gemma 2 caps its final logits; a resumed run applies the same cap the model's forward would
-    cap = getattr(getattr(model.bridge, "original_model", None), "config", None)
-    cap = getattr(cap, "final_logit_softcapping", None)
+def final_logits(model: ChatModel, h: Float[Tensor, "row 1 d_model"]) -> Float[Tensor, "row d_vocab"]:
+    """Logits from the last block's output, as the model's forward computes them: final norm,
+    unembedding, then what some models do to the logits (Cohere and MPT multiply them by
+    `logit_scale`, Granite divides by `logits_scaling`, Gemma 2/3 soft-cap them)."""
+    logits = model.bridge.unembed(model.bridge.ln_final(h))[:, -1]
+    cfg = getattr(getattr(model.bridge, "original_model", None), "config", None)
+    scale, divide = getattr(cfg, "logit_scale", None), getattr(cfg, "logits_scaling", None)
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool):
+        logits = logits * scale
+    if isinstance(divide, (int, float)) and not isinstance(divide, bool) and divide != 1:
+        logits = logits / divide
+    cap = getattr(cfg, "final_logit_softcapping", None)
     return logits if not cap else torch.tanh(logits / cap) * cap
 
 
@@ -109,9 +138,8 @@ def resume_logits(model: ChatModel, inputs: BlockInputs, layer: int, repeat: int
     blocks = model.bridge.blocks
     for l in range(layer, model.n_layers):
         i = l - inputs.first  # new containers: the cache stays as captured
-        args, kw = (_tile(x[i], n, repeat, model.n_heads) for x in (inputs.args, inputs.kwargs))
+        args, kw = _tile(inputs.args[i], n, repeat, model.n_heads), _tile(inputs.kwargs[i], n, repeat, model.n_heads)
         out = blocks[l](h, *args, **kw)
         h = out[0] if isinstance(out, tuple) else out
     # norms act per position: normalising the last position alone gives the same logits
-    logits = model.bridge.unembed(model.bridge.ln_final(h[:, -1:]))
-    return _softcap(model, logits[:, -1])
+    return final_logits(model, h[:, -1:])

@@ -189,12 +189,15 @@ def _trace_batch(model: ChatModel, batch: EncodedBatch, spans: list[dict[str, li
     member = _membership(batch, spans, max_new_tokens, model.dtype)
     per_layer: dict[int, list[Tensor]] = {l: [] for l in layers}
     logits_first: list[Tensor] = []
+    L = batch.tokens.shape[1]
 
     def make_hook(l: int):
         def hook(pattern: Float[Tensor, "batch head q k"], hook):
             row = pattern[:, :, -1, :]  # the newest query: last prompt position, then each generated token
-            k = row.shape[-1]
-            per_layer[l].append(einsum(row, member[:, :k], "b h k, b k s -> b h s").detach().float())
+            # the keys are the latest k of the `end` positions so far: all of them, or on a layer with
+            # local attention under the key/value cache only the window's (Gemma 2/3, Mistral)
+            k, end = row.shape[-1], L + len(per_layer[l])
+            per_layer[l].append(einsum(row, member[:, end - k:end], "b h k, b k s -> b h s").detach().float())
             return pattern
         return hook
 
@@ -260,6 +263,34 @@ def _trace_all(model: ChatModel, ps: PromptSet, layers: tuple[int, ...], cfg: Tr
     return SlippingTrace(ps, layers, mass, valid, scores, answers, refused, tspans)
 
 
+def sliding_windows(model: ChatModel) -> dict[int, int]:
+    """Layer -> window (the keys a query sees, itself included) of each layer with local attention
+    (Gemma 2/3, Mistral, Cohere 2, OLMo 3): a layer whose window ends after the request's first token
+    cannot attend to all of it, whatever the jailbreak does."""
+    cfg = getattr(getattr(model.bridge, "original_model", None), "config", None)
+    window = getattr(cfg, "sliding_window", None)
+    if not window or getattr(cfg, "use_sliding_window", True) is False:
+        return {}
+    types = getattr(cfg, "layer_types", None)
+    layers = [l for l, t in enumerate(types) if t == "sliding_attention"] if types else range(model.n_layers)
+    return {int(l): int(window) for l in layers}
+
+
+def window_reach(model: ChatModel, trace: SlippingTrace) -> dict | None:
+    """How many (prompt, traced layer) pairs have the request beyond the last prompt position's
+    sliding window (their attention on the request is cut by the window, not by slipping); None
+    when the model has no local attention."""
+    windows = {l: w for l, w in sliding_windows(model).items() if l in trace.layers}
+    if not windows:
+        return None
+    reach = [sum(len(v) for v in sp.values()) - min(sp.get("request") or [0]) for sp in trace.token_spans]
+    beyond = sum(1 for r in reach for w in windows.values() if r > w)
+    return {"windows": {str(l): w for l, w in windows.items()}, "longest_reach": max(reach),
+            "pairs_beyond_window": beyond, "pairs": len(reach) * len(windows),
+            "note": "reach = tokens from the request's first token to the last prompt position; where it exceeds a "
+                    "layer's window, that layer's attention on the request is cut by the window"}
+
+
 @torch.no_grad()
 def token_attention(model: ChatModel, prompt: Prompt, max_new_tokens: int = 8,
                     heads: Sequence[tuple[int, int]] | None = None) -> tuple[Float[Tensor, "query key"], list[str], list[str]]:
@@ -282,13 +313,19 @@ def token_attention(model: ChatModel, prompt: Prompt, max_new_tokens: int = 8,
         by_layer.setdefault(l, []).append(h)
     acc: list[Tensor] = []
 
+    L = batch.tokens.shape[1]
+
     def make_hook(l: int, hs: list[int]):
         def hook(pattern, hook):
-            row = pattern[0, hs, -1, :].sum(0)  # one row per step: [key]
-            if l == min(by_layer):
-                acc.append(row.float().clone())
+            row = pattern[0, hs, -1, :].sum(0).float()  # one row per step: [key]
+            first = l == min(by_layer)
+            end = L + len(acc) - (0 if first else 1)  # keys so far; a windowed layer holds the last row.shape[0]
+            full = torch.zeros(end, dtype=row.dtype, device=row.device)
+            full[end - row.shape[0]:] = row
+            if first:
+                acc.append(full)
             else:
-                acc[-1] = acc[-1] + row.float()
+                acc[-1] = acc[-1] + full
             return pattern
         return hook
 

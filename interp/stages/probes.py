@@ -65,6 +65,7 @@ def probe_stage(study: Study) -> ProbeStageResult:
               "accuracy": s["accuracy"], "ablation_score": s["ablation_score"], "addition_score": s["addition_score"],
               "kl": s["kl"], "passed_filters": s["passed"]}
     directions = {"chosen": chosen, "baseline": {"harmful": s["baseline_harmful"], "harmless": s["baseline_harmless"]},
+                  "sites_searched": d.meta.get("sites_searched"), "sites_left_out": d.meta.get("sites_left_out", {}),
                   "per_layer": d.candidates, "reason": d.reason, "labels": res.labels.kind,
                   "split": "candidates from train, selection on val", "figure": figure_ref("directions"),
                   "artifact": "artifacts/direction.safetensors"}

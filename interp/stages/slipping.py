@@ -29,7 +29,7 @@ from interp.slipping.defenses import NoDefense, Sharpening, SmoothLLM, TokenHigh
 from interp.slipping.figures import attention_refusal_lines, correlation_heatmap, step_heatmap, token_heatmap
 from interp.slipping.series import SlippingSeries, attack_series, pearson, series_from_trace
 from interp.intervention import Intervention
-from interp.slipping.trace import TraceConfig, token_attention, trace_attention
+from interp.slipping.trace import TraceConfig, token_attention, trace_attention, window_reach
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
             n_prompt=model.encode([example]).lengths[0])
     report = {
         "series": rows, "correlation": pooled["prompt"], "correlations": pooled, "top_heads": [list(h) for h in top],
-        "top_heads_source": source, "per_family": per_family,
+        "top_heads_source": source, "per_family": per_family, "sliding_windows": window_reach(model, trace),
         "attack": {"summary": attack_summary(attacks),
                    "course": [{"iteration": int(it), "attention_on_request": round(float(a_att[i]), 4),
                                "refusal_score": round(float(aseries.refusal_score[i]), 4)} for i, it in enumerate(aseries.steps)],

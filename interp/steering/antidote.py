@@ -29,6 +29,7 @@ from torch import Tensor
 
 from interp.capture import capture
 from interp.errors import InputError
+from interp.hooknames import require_site_kinds
 from interp.intervention import Intervention, ShiftResidual
 from interp.model import ChatModel
 from interp.steering._util import texts_of
@@ -124,6 +125,7 @@ def fit_antidote(model: ChatModel, harmful, harmless, layers=None, sparsity: flo
     paired = (len(h_texts) == len(b_texts)) if paired is None else paired
     if paired and len(h_texts) != len(b_texts):
         raise InputError(f"paired=True needs as many harmful as harmless prompts ({len(h_texts)} vs {len(b_texts)})")
+    require_site_kinds(model, ["resid_post"], "Jailbreak Antidote")  # every block output it may steer
     sites = [("resid_post", l) for l in cand]
     ah, ab = capture(model, h_texts, sites, "last", batch_size), capture(model, b_texts, sites, "last", batch_size)
     L, D = model.n_layers, model.d_model

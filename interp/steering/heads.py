@@ -31,6 +31,7 @@ from torch import Tensor
 
 from interp.capture import capture
 from interp.errors import ArtifactError, InputError
+from interp.hooknames import require_site_kinds, stream_after_attention
 from interp.hooks import check_alpha
 from interp.intervention import Intervention
 from interp.model import ChatModel
@@ -66,7 +67,8 @@ class HeadDirections:
     `directions[l, h]` is a unit vector (zero where the head was not fitted), `sigma[l, h]` the std
     of the training activations projected on it, `auroc[l, h]` how well that projection separates
     the training labels (0.5: not at all). `resid`/`resid_sigma` are the same for the residual
-    stream at `hook_resid_mid` of each layer (where the layer's head outputs have just been added),
+    stream at `resid_site` of each layer: `resid_mid`, where the layer's head outputs have just been
+    added, or `resid_post` on a model whose blocks run attention and MLP in parallel (no resid_mid);
     used by layer steering in mode "resid".
     """
 
@@ -81,6 +83,7 @@ class HeadDirections:
     n_train: int
     model_fingerprint: str | None = None
     allow_other_model: dict | None = None  # set when loaded onto another model with allow_other_model=True
+    resid_site: str = "resid_mid"
 
     @property
     def made_on(self) -> dict:
@@ -100,6 +103,7 @@ class HeadDirections:
         if tuple(self.directions.shape) != (model.n_layers, model.n_heads, model.d_head) or self.resid.shape[-1] != model.d_model:
             raise InputError(f"head directions of shape {tuple(self.directions.shape)} do not fit {model.name} "
                              f"({model.n_layers} layers x {model.n_heads} heads x d_head {model.d_head}); fit them on this model")
+        require_site_kinds(model, [self.resid_site], "head directions' residual site")
         return self
 
     def top(self, k: int, by: str = "auroc") -> list[tuple[int, int]]:
@@ -134,7 +138,7 @@ class HeadDirections:
         tensors["fitted"] = self.fitted.to(torch.uint8)
         save_file(tensors, str(path))
         meta = {"kind": self.kind, "model": self.model_name, "model_fingerprint": self.model_fingerprint,
-                "n_train": self.n_train, "site": "z", "positions": "last", **provenance()}
+                "n_train": self.n_train, "site": "z", "resid_site": self.resid_site, "positions": "last", **provenance()}
         if self.allow_other_model:
             meta["allow_other_model"] = self.allow_other_model
         path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
@@ -158,7 +162,8 @@ class HeadDirections:
             override = check_made_on(model, meta, f"the head directions at {path}", allow_other_model,
                                      require_fingerprint=True) or override
         out = cls(t["directions"], t["sigma"], t["auroc"], t["fitted"].bool(), t["resid"], t["resid_sigma"],
-                  meta["kind"], meta["model"], int(meta["n_train"]), meta.get("model_fingerprint"), override)
+                  meta["kind"], meta["model"], int(meta["n_train"]), meta.get("model_fingerprint"), override,
+                  meta.get("resid_site", "resid_mid"))
         return out.check(model) if model is not None else out
 
 
@@ -177,7 +182,8 @@ def fit_head_directions(model: ChatModel, prompts, labels=None, heads=None, kind
     y = refuse_side(prompts, labels)
     wanted = check_heads(model, heads) if heads is not None else [(l, h) for l in range(model.n_layers) for h in range(model.n_heads)]
     layers = sorted({l for l, _ in wanted})
-    acts = capture(model, texts, [("z", l) for l in layers] + [("resid_mid", l) for l in layers], "last", batch_size)
+    site = stream_after_attention(model)
+    acts = capture(model, texts, [("z", l) for l in layers] + [(site, l) for l in layers], "last", batch_size)
     L, H, D = model.n_layers, model.n_heads, model.d_head
     dirs, sigma, auroc = torch.zeros(L, H, D), torch.zeros(L, H), torch.full((L, H), 0.5)
     fitted = torch.zeros(L, H, dtype=torch.bool)
@@ -187,14 +193,14 @@ def fit_head_directions(model: ChatModel, prompts, labels=None, heads=None, kind
         u = fit.unit(fit.mass_mean(z, y) if kind == "mass_mean" else fit.logistic(z, y))
         proj = einops.einsum(z, u, "n g d, g d -> n g")
         dirs[l], sigma[l], auroc[l] = u, proj.std(0), fit.auroc(proj, y)
-        r = acts[("resid_mid", l)][:, -1].float()
+        r = acts[(site, l)][:, -1].float()
         resid[l] = fit.unit(fit.mass_mean(r, y))
         resid_sigma[l] = (r @ resid[l]).std()
     for l, h in wanted:
         fitted[l, h] = True
     dirs = dirs * fitted[..., None]
     return HeadDirections(dirs, sigma * fitted, torch.where(fitted, auroc, torch.full_like(auroc, 0.5)), fitted,
-                          resid, resid_sigma, kind, model.name, len(texts), model.fingerprint)
+                          resid, resid_sigma, kind, model.name, len(texts), model.fingerprint, resid_site=site)
 
 
 # ---------------------------------------------------------------- steering

@@ -3,7 +3,8 @@
 `Intervention.steer_layer(head_dirs, layers, sigmas, mode)` (interp.intervention):
 mode="heads": the head-steering shift (`sigmas * sigma * u` per head) on every head of the layer(s).
 mode="resid": `sigmas * sigma * u` on the residual stream at `hook_resid_mid` of the layer (right
-after the layer's head outputs are added), `u` the unit mass-mean direction of the residual there
+after the layer's head outputs are added; `hook_resid_post` on a model whose blocks run attention and
+MLP in parallel, which has no resid_mid), `u` the unit mass-mean direction of the residual there
 and `sigma` the std of the training residuals projected on it. Both act at every position.
 """
 
