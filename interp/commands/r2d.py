@@ -27,6 +27,7 @@ def register(sub) -> None:
     t.add_argument("--cpo-weight", type=float, default=1.0, help="weight of the CPO term; 0 = SFT on the traces only")
     t.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's, 200 with --model)")
     t.add_argument("--batch-size", type=int, default=None, help="with --model: sequences per step (default 8)")
+    t.add_argument("--lr", type=float, default=None, help="with --model: AdamW learning rate (default 1.5e-3)")
     t.add_argument("--answer-tokens", type=int, default=None, help="with --model: length of the base model's own "
                    "answers after [SAFE] (default 48)")
     t.add_argument("--threads", type=int, default=None, help="with --model: torch threads (default 1); the adapter is "
@@ -67,7 +68,7 @@ def _train(args) -> dict:
                          teacher=TeacherConfig(**({"refusal": args.refusal} if args.refusal else {})))
     phrases = {k: [x.strip() for x in v.split(",") if x.strip()] for k in ("refusal_phrases", "compliance_phrases")
                if (v := getattr(args, k)) is not None}
-    over = {k: getattr(args, k) for k in ("steps", "batch_size", "threads", "answer_tokens") if getattr(args, k) is not None}
+    over = {k: getattr(args, k) for k in ("steps", "batch_size", "threads", "answer_tokens", "lr") if getattr(args, k) is not None}
     recipe = train_r2d(args.model, prompts, args.out, replace(cfg, **over), seed=args.seed, files=files, phrases=phrases)
     return {"out": args.out, "load_with": f"--model r2d:{args.out}", "base": recipe["base"],
             "fingerprints": recipe["fingerprints"], "counts": recipe["data"]["counts"],
