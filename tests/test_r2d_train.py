@@ -23,7 +23,8 @@ WORDS = ["--refusal", foreign.REFUSAL, "--refusal-phrases", "sorry", "--complian
 
 def train_args(base, prompts, out, *extra):
     return ["r2d", "train", "--model", str(base), "--harmful", str(prompts / "harmful.csv"), "--harmless",
-            str(prompts / "harmless.csv"), "--answer-tokens", "4", "--out", str(out), *WORDS, *extra]
+            str(prompts / "harmless.csv"), "--jailbreak", str(prompts / "jailbreak.csv"), "--answer-tokens", "4",
+            "--out", str(out), *WORDS, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("r2d_train")
     base = architectures.build("llama", root / "base", seed=0)
     prompts = architectures.write_prompts(root / "prompts")
+    foreign._csv(prompts / "jailbreak.csv", ["text", "request", "family", "strength"], foreign.jailbreak_rows()[:9])
     return root, base, prompts
 
 
@@ -120,7 +122,8 @@ def test_training_moves_the_pivot_logits_the_trained_way(setup, trained):
 
     _, base, prompts = setup
     ps = load_prompt_file(prompts / "harmful.csv", fallback_label="harmful").concat(
-        load_prompt_file(prompts / "harmless.csv", fallback_label="harmless"))
+        load_prompt_file(prompts / "harmless.csv", fallback_label="harmless")).concat(
+        load_prompt_file(prompts / "jailbreak.csv", fallback_label="harmful"))
     before, tok, _ = adapter.load_base_hf(str(base))
     pivots.grow_embeddings(before, pivots.add_pivot_tokens(tok), seed=1)  # the trainer's starting point at seed 1
     after, tok2, recipe, _ = adapter.load_r2d_hf(trained)
@@ -136,8 +139,8 @@ def test_r2d_dir_loads_with_its_pivots_and_provenance(trained):
 
     recipe = json.loads((trained / adapter.RECIPE_FILE).read_text())
     assert recipe["kind"] == "r2d" and recipe["cpo_weight"] == 1.0 and recipe["seed"] == 1
-    assert set(recipe["data"]["files"]) == {"harmful", "harmless"} and recipe["libraries"]["torch"]
-    assert recipe["data"]["counts"] == {"harmful": 10, "harmless": 10}
+    assert set(recipe["data"]["files"]) == {"harmful", "harmless", "jailbreak"} and recipe["libraries"]["torch"]
+    assert recipe["data"]["counts"] == {"harmful": 19, "harmless": 10} and recipe["data"]["wrapped"] == 9
     model = load_model(f"r2d:{trained}")
     assert model.kind == "r2d" and model.name == f"r2d:{trained}"
     assert [len(model.tokenizer(p, add_special_tokens=False).input_ids) for p in PIVOTS] == [1, 1, 1]
@@ -175,3 +178,16 @@ def test_a_directory_whose_base_model_changed_is_refused(setup, trained, tmp_pat
         load_model(f"r2d:{tmp_path / 'nothing'}")
     assert main(["r2d", "train", "--model", str(other), "--harmful", str(root / "prompts" / "harmful.csv"),
                  "--out", str(tmp_path / "x")]) == 2  # --harmless missing: one line, no model loaded
+    assert main(["r2d", "train", "--harmful", str(root / "prompts" / "harmful.csv"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_generated_answers_keep_their_pivots_on_a_bpe_tokenizer():
+    from interp.r2d.data import final_answer, last_pivot
+    from interp.r2d.evaluate import decode_with_pivots
+
+    tok = foreign.make_bpe_tokenizer()
+    ids = pivots.add_pivot_tokens(tok)
+    seq = teacher.response_ids(tok, [("Explain how to rob a store.", RETHINK), ("rob a store.", UNSAFE)], ids,
+                               tok("sorry , I will not help", add_special_tokens=False).input_ids)
+    text = decode_with_pivots(tok, seq, {i: p for p, i in ids.items()})
+    assert text.count(RETHINK) == 1 and last_pivot(text) == UNSAFE and final_answer(text) == "sorry , I will not help"

@@ -48,6 +48,8 @@ def _train(args) -> dict:
     from interp.errors import InputError
 
     if args.model is None:
+        if any(getattr(args, k) is not None for k in ("harmful", "harmless", "jailbreak")):
+            raise InputError("r2d train: prompt files need --model (the chat model to train R2D on)")
         toy = getattr(args, "organism_train", None)
         if toy is None:
             raise InputError("r2d train needs --model (the chat model to train R2D on)")
