@@ -75,4 +75,4 @@ def _train(args) -> dict:
     return {"out": args.out, "load_with": f"--model r2d:{args.out}", "base": recipe["base"],
             "fingerprints": recipe["fingerprints"], "counts": recipe["data"]["counts"],
             "final_lm_loss": recipe["final_lm_loss"], "final_cpo_loss": recipe["final_cpo_loss"],
-            "train_seconds": recipe["train_seconds"]}
+            "seconds": recipe["seconds"]}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import sys
 import time
@@ -132,13 +133,16 @@ def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrai
     out.mkdir(parents=True, exist_ok=True)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
-    t0 = time.time()
+    t0, load0 = time.time(), _loadavg()
     try:
         torch.manual_seed(seed)
         harmless = sorted({p.text for p in prompts if p.label == "harmless"})
         if progress:
             log(f"base model's own answers to {len(harmless)} harmless prompts ({cfg.answer_tokens} tokens each)")
         answers = dict(zip(harmless, base_answers(model_name, harmless, cfg.answer_tokens, phrases=phrases)))
+        t_answers = time.time() - t0
+        if progress:
+            log(f"answers in {t_answers:.0f}s; training {cfg.steps} steps of {cfg.batch_size} on {len(prompts)} prompts")
         torch.use_deterministic_algorithms(True)
         model, tok, _ = adapter.load_base_hf(model_name)
         if not hasattr(model, "model") or model.get_output_embeddings() is None:
@@ -156,6 +160,7 @@ def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrai
             opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * max(0.0, 1 - s / cfg.steps))
         rng = random.Random(seed)
         model.train()
+        t_train = time.time()
         hist, loss_log = [], []
         for step in range(cfg.steps):
             batch = [examples[i] for i in rng.sample(range(len(examples)), min(cfg.batch_size, len(examples)))]
@@ -170,7 +175,7 @@ def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrai
             if step % 10 == 9 or step == cfg.steps - 1:
                 tail = hist[-10:]
                 rec = {"step": step + 1, "lm": round(sum(h[0] for h in tail) / len(tail), 4),
-                       "cpo": round(sum(h[1] for h in tail) / len(tail), 4), "seconds": round(time.time() - t0, 1)}
+                       "cpo": round(sum(h[1] for h in tail) / len(tail), 4), "seconds": round(time.time() - t_train, 1)}
                 loss_log.append(rec)
                 if progress:
                     log(json.dumps(rec))
@@ -202,8 +207,15 @@ def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrai
                     "[RETHINK] step for wrapped jailbreak rows; then a fixed refusal after [UNSAFE], the base model's "
                     f"own greedy answer ({cfg.answer_tokens} tokens) after [SAFE]"),
         "final_lm_loss": loss_log[-1]["lm"], "final_cpo_loss": loss_log[-1]["cpo"], "loss_log": loss_log,
-        "train_seconds": round(time.time() - t0, 1), "torch_threads": cfg.threads, **provenance(),
+        "seconds": {"answers": round(t_answers, 1), "steps": round(time.time() - t_train, 1), "total": round(time.time() - t0, 1)},
+        "torch_threads": cfg.threads, "loadavg_start": load0, "loadavg_end": _loadavg(), **provenance(),
     }
     (out / adapter.RECIPE_FILE).write_text(json.dumps(recipe, indent=1))
     return recipe
 
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
