@@ -191,3 +191,17 @@ def test_generated_answers_keep_their_pivots_on_a_bpe_tokenizer():
                                tok("sorry , I will not help", add_special_tokens=False).input_ids)
     text = decode_with_pivots(tok, seq, {i: p for p, i in ids.items()})
     assert text.count(RETHINK) == 1 and last_pivot(text) == UNSAFE and final_answer(text) == "sorry , I will not help"
+
+
+def test_the_smollm2_benchmark_splits_the_english_files_by_the_seed():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "r2d_smollm2.py"
+    spec = importlib.util.spec_from_file_location("bench_r2d_smollm2", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    train, test, look = bench.splits(0)
+    assert sorted(train.labels).count("harmful") == 48 and sorted(test.labels).count("harmless") == 16
+    assert not set(train.texts) & set(test.texts) and len(look) == 32 and set(look.labels) == {"harmless"}
+    assert bench.splits(0)[1].texts == test.texts and bench.splits(1)[1].texts != test.texts
