@@ -30,6 +30,8 @@ def register(sub) -> None:
     t.add_argument("--lr", type=float, default=None, help="with --model: AdamW learning rate (default 1.5e-3)")
     t.add_argument("--answer-tokens", type=int, default=None, help="with --model: length of the base model's own "
                    "answers after [SAFE] (default 48)")
+    t.add_argument("--bf16", action="store_true", help="with --model: bfloat16 matmuls on the CPU (faster where it has "
+                   "bf16 units; the adapter stays float32)")
     t.add_argument("--threads", type=int, default=None, help="with --model: torch threads (default 1); the adapter is "
                    "bit-identical only at the same seed and thread count")
     t.add_argument("--refusal", default=None, help="with --model: the final answer the teacher writes after [UNSAFE] "
@@ -66,7 +68,7 @@ def _train(args) -> dict:
         prompts = s if prompts is None else prompts.concat(s)
     from interp.r2d.teacher import TeacherConfig
 
-    cfg = R2DTrainConfig(cpo_weight=args.cpo_weight,
+    cfg = R2DTrainConfig(cpo_weight=args.cpo_weight, bf16_autocast=args.bf16,
                          teacher=TeacherConfig(**({"refusal": args.refusal} if args.refusal else {})))
     phrases = {k: [x.strip() for x in v.split(",") if x.strip()] for k in ("refusal_phrases", "compliance_phrases")
                if (v := getattr(args, k)) is not None}

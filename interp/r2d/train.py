@@ -42,6 +42,7 @@ class R2DTrainConfig:
     cpo_weight: float = 1.0
     answer_tokens: int = 48  # length of the base model's own answers used after [SAFE]
     threads: int = 1
+    bf16_autocast: bool = False  # bfloat16 matmuls (CPU autocast): ~1.5x faster where the CPU has bf16 units
     lora: lora.LoRAConfig = field(default_factory=lora.LoRAConfig)
     teacher: teacher.TeacherConfig = field(default_factory=teacher.TeacherConfig)
 
@@ -164,8 +165,9 @@ def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrai
         hist, loss_log = [], []
         for step in range(cfg.steps):
             batch = [examples[i] for i in rng.sample(range(len(examples)), min(cfg.batch_size, len(examples)))]
-            lm, cpo = losses(model, *collate(batch, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id),
-                             ids[SAFE], ids[UNSAFE])
+            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
+                lm, cpo = losses(model, *collate(batch, pad), ids[SAFE], ids[UNSAFE])
             opt.zero_grad(set_to_none=True)
             (lm + cfg.cpo_weight * cpo).backward()
             torch.nn.utils.clip_grad_norm_(params + emb, 1.0)
