@@ -23,10 +23,11 @@ KIND = "r2d"
 PREFIX = "r2d:"
 
 
-def load_base_hf(name: str):
+def load_base_hf(name: str, attn: str = "eager"):
     """(plain Hugging Face causal LM in float32, its tokenizer, its directory) for a model name or
     directory, as `load_model` finds it (a registered source's model, a hub registry name, a local
-    directory)."""
+    directory). `attn`: the attention implementation (eager, for the bridge's attention hooks; training
+    uses sdpa, which is faster and computes the same function)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from interp.model import resolve_model_dir
@@ -39,7 +40,7 @@ def load_base_hf(name: str):
         return res.hf_model.float().eval(), tok, res.path
     path, local = (claimed[1].path, claimed[1].local) if claimed is not None else resolve_model_dir(name)
     tok = AutoTokenizer.from_pretrained(path, local_files_only=local)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn,
                                                  local_files_only=local)
     return model.eval(), tok, path
 

@@ -145,7 +145,7 @@ def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrai
         if progress:
             log(f"answers in {t_answers:.0f}s; training {cfg.steps} steps of {cfg.batch_size} on {len(prompts)} prompts")
         torch.use_deterministic_algorithms(True)
-        model, tok, _ = adapter.load_base_hf(model_name)
+        model, tok, _ = adapter.load_base_hf(model_name, attn="sdpa")
         if not hasattr(model, "model") or model.get_output_embeddings() is None:
             raise InputError(f"{model_name} is not a Llama-style causal LM (no .model decoder and output embedding)")
         base_fp = adapter.base_fingerprint(model)
