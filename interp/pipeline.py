@@ -176,7 +176,7 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
             res = fn(study, *args)
         for fname, fig in res.figures.items():
             save_figure(fig, out / figure_ref(fname), png=cfg.png)
-        save_artifacts(res.artifacts, out / "artifacts")
+        save_stage_artifacts(study, res.artifacts, out, report)
         result.figures[name] = dict(res.figures)
         for key, part in (report_as(res) if report_as else {name: res.report}).items():
             report[key] = part
@@ -232,6 +232,19 @@ def run_demo(cfg: StudyConfig = StudyConfig(), progress: bool = True) -> dict:
     t = time.perf_counter()
     study = open_study(cfg)
     return run_study(study, cfg, progress=progress, timings={"load": round(time.perf_counter() - t, 2)}).report
+
+
+def save_stage_artifacts(study: Study, artifacts: dict, out: Path, report: dict) -> None:
+    """A stage's artifacts under `out/artifacts/`, and the interventions and defenses it chose
+    (`interp.saved.Chosen`) under `out/interventions/<name>/`, listed in the report's "interventions"."""
+    from interp.saved import FOLDER, Chosen, save_chosen
+
+    chosen = {k: v for k, v in artifacts.items() if isinstance(v, Chosen)}
+    save_artifacts({k: v for k, v in artifacts.items() if k not in chosen}, out / "artifacts")
+    if chosen:
+        cards = save_chosen(out / FOLDER, chosen, study.model, study.judge, study.gen.max_new_tokens,
+                            study.data.describe(ids=False))
+        report.setdefault("interventions", {}).update(cards)
 
 
 def save_artifacts(artifacts: dict, folder: Path) -> list[Path]:

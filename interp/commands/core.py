@@ -21,6 +21,9 @@ def register(sub) -> None:
                       families_default="none")
     e.add_argument("--completions", default=None, help="write every answer (JSON lines) to this file; "
                    "`safety-heads judge --completions FILE` re-judges it")
+    from interp.commands.apply import add_intervention_args
+
+    add_intervention_args(e)
     e.set_defaults(func=_eval)
 
     c = sub.add_parser("capture", help="capture activations to safetensors shards")
@@ -84,10 +87,10 @@ def _eval(args):
     with process_group() as w:  # under torchrun every rank takes its share of the batches
         study = open_study(cfg)
         with model_threads(study.model):  # a small model runs on one thread, as in every study stage
-            rows = evaluation_completions(study, world=w)
+            rows, under = _eval_rows(args, study, w)
         data = study.data.describe(ids=False)
         table = {"model": study.model.name, **behaviour_table(rows, seed=study.seed), "judge": study.judge.describe(),
-                 "max_new_tokens": study.gen.max_new_tokens, "data": data}
+                 "max_new_tokens": study.gen.max_new_tokens, "data": data, **under}
     if not w.is_main:
         return None  # rank 0 prints and writes the table
     if done is not None:
@@ -104,6 +107,43 @@ def _eval(args):
             out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(table, indent=1, default=str))
     return table
+
+
+def _eval_rows(args, study, world) -> tuple[list, dict]:
+    """eval's answers: on the unmodified model, or under the --intervention directories (applied
+    together, as one condition named by them; a saved defense answers through its own `respond`)."""
+    from dataclasses import replace
+
+    from interp.commands.apply import load_conditions
+    from interp.pipeline import evaluation_completions
+
+    conditions = load_conditions(args, study.model)
+    if not conditions:
+        return evaluation_completions(study, world=world), {}
+    from interp.intervention import Intervention
+
+    name = "+".join(c.name for c in conditions)
+    ivs = [c.intervention for c in conditions if c.intervention is not None]
+    defenses = [c for c in conditions if c.defense is not None]
+    under = {"intervention": {c.name: {"path": str(c.path), **{k: c.card[k] for k in ("method", "strength", "unit")
+                                                              if k in c.card}} for c in conditions}}
+    if defenses:
+        from interp.errors import InputError
+        from interp.under import generate_under
+
+        if ivs or len(defenses) > 1:
+            raise InputError("eval takes one saved defense (smoothllm, token_highlighter) or saved interventions, not "
+                             "both; compare them side by side with safety-heads apply")
+        d = study.data
+        prompts = d.train.concat(d.val).concat(d.test, name="all")
+        rows = generate_under(study.model, prompts, defenses, study.judge, study.gen)
+        return [replace(r, set="all") for r in rows], under
+    total = Intervention.none()
+    for iv in ivs:
+        total = total + iv
+    with total.apply(study.model):
+        rows = evaluation_completions(study, world=world)
+    return [replace(r, condition=name) for r in rows], under
 
 
 def _completions_path(args) -> Path | None:
