@@ -44,6 +44,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "(checked on one prompt at load; the override is recorded in the report)")
 
 
+def add_intervention_args(p, required: bool = False) -> None:
+    p.add_argument("--intervention", action="append", default=None, required=required, metavar="DIR",
+                   help="a saved intervention or defense: a directory under a study's OUT/interventions/ (hsi, layer, "
+                        "antidote, direction_ablation, sharpening, smoothllm, ...) or one Intervention.save wrote; repeat "
+                        "for several")
+    p.add_argument("--allow-other-model", action="store_true",
+                   help="use an intervention made on another model of the same shape (recorded)")
+
+
 def _phrases(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 

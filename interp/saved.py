@@ -117,6 +117,10 @@ def load_condition(path: str | Path, model=None, allow_other_model: bool = False
                      f"(defense.json); pass a directory under OUT/{FOLDER}/ of a study, or one Intervention.save wrote")
 
 
+def load_conditions(paths, model=None, allow_other_model: bool = False) -> list[Condition]:
+    return [load_condition(d, model, allow_other_model) for d in paths or []]
+
+
 def check_condition_dir(flag: str, value: str) -> None:
     """The command-line check of an --intervention directory (before any model loads)."""
     d = Path(value).expanduser()
@@ -125,4 +129,4 @@ def check_condition_dir(flag: str, value: str) -> None:
                          f"defense.json, e.g. OUT/{FOLDER}/hsi of a study)")
 
 
-__all__ = ["FOLDER", "Chosen", "Condition", "save_chosen", "load_condition", "check_condition_dir"]
+__all__ = ["FOLDER", "Chosen", "Condition", "save_chosen", "load_condition", "load_conditions", "check_condition_dir"]

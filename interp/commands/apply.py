@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from interp.cli import _phrases, add_model_args
+    from interp.cli import _phrases, add_intervention_args, add_model_args
 
     p = sub.add_parser("apply", help="generate under saved interventions (OUT/interventions/<name>) and write "
                                      "completions.jsonl and the behaviour table")
@@ -40,21 +40,6 @@ def register(sub) -> None:
     p.set_defaults(func=_apply)
 
 
-def add_intervention_args(p, required: bool = False) -> None:
-    p.add_argument("--intervention", action="append", default=None, required=required, metavar="DIR",
-                   help="a saved intervention or defense: a directory under a study's OUT/interventions/ (hsi, layer, "
-                        "antidote, direction_ablation, sharpening, smoothllm, ...) or one Intervention.save wrote; repeat "
-                        "for several")
-    p.add_argument("--allow-other-model", action="store_true",
-                   help="use an intervention made on another model of the same shape (recorded)")
-
-
-def load_conditions(args, model) -> list:
-    from interp.saved import load_condition
-
-    return [load_condition(d, model, args.allow_other_model) for d in args.intervention or []]
-
-
 def judging(args, conditions, model):
     """(judge, max_new_tokens): the options', else the first card's, else the model's defaults."""
     from interp.completions import judge_from_header
@@ -71,6 +56,7 @@ def judging(args, conditions, model):
 
 def _apply(args) -> dict:
     from interp.commands.core import load_from_args
+    from interp.saved import load_conditions
     from interp.completions import judge_header, write_completions
     from interp.datasets import load_prompt_file
     from interp.errors import InputError
@@ -80,7 +66,7 @@ def _apply(args) -> dict:
     from interp.threads import model_threads
 
     model = load_from_args(args)
-    conditions = load_conditions(args, model)
+    conditions = load_conditions(args.intervention, model, args.allow_other_model)
     prompts_path = args.prompts or next((str(c.prompts_file()) for c in conditions if c.prompts_file()), None)
     if prompts_path is None:
         raise InputError("--prompts is needed: the interventions given carry no prompts.jsonl of their own")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from interp.cli import _phrases, add_model_args, add_study_options
+    from interp.cli import _phrases, add_intervention_args, add_model_args, add_study_options
 
     p = sub.add_parser("demo", help="run the whole study on a model and write report.json and figures")
     add_study_options(p, out_default="out/demo")
@@ -21,8 +21,6 @@ def register(sub) -> None:
                       families_default="none")
     e.add_argument("--completions", default=None, help="write every answer (JSON lines) to this file; "
                    "`safety-heads judge --completions FILE` re-judges it")
-    from interp.commands.apply import add_intervention_args
-
     add_intervention_args(e)
     e.set_defaults(func=_eval)
 
@@ -114,10 +112,10 @@ def _eval_rows(args, study, world) -> tuple[list, dict]:
     together, as one condition named by them; a saved defense answers through its own `respond`)."""
     from dataclasses import replace
 
-    from interp.commands.apply import load_conditions
     from interp.pipeline import evaluation_completions
+    from interp.saved import load_conditions
 
-    conditions = load_conditions(args, study.model)
+    conditions = load_conditions(args.intervention, study.model, args.allow_other_model)
     if not conditions:
         return evaluation_completions(study, world=world), {}
     from interp.intervention import Intervention
