@@ -226,6 +226,14 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
     return result
 
 
+def _write(out: Path, report: dict) -> None:
+    """`report.json`, and `summary.md` rendered from it (interp.summary)."""
+    from interp.summary import write_summary
+
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
+    write_summary(out)
+
+
 def run_demo(cfg: StudyConfig = StudyConfig(), progress: bool = True) -> dict:
     """Open the study `cfg` describes and run it; returns the report (also in `cfg.out`)."""
     check_sections(cfg.sections)
@@ -259,10 +267,6 @@ def save_artifacts(artifacts: dict, folder: Path) -> list[Path]:
             path.write_text(json.dumps(obj, indent=1, default=_json_default))
             written.append(path)
     return written
-
-
-def _write(out: Path, report: dict) -> None:
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
 
 
 def _json_default(o):

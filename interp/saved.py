@@ -66,7 +66,7 @@ def save_chosen(folder: str | Path, chosen: dict[str, Chosen], model, judge=None
             card["prompts"] = PROMPTS
             card["n_prompts"] = len(c.prompts)
         (d / CARD).write_text(json.dumps(card, indent=1, default=str))
-        out[name] = {"path": f"{Path(folder).name}/{name}", **{k: card[k] for k in ("method", "strength", "unit", "chosen")
+        out[name] = {"path": f"{Path(folder).name}/{name}", **{k: card[k] for k in ("method", "strength", "unit", "chosen", "measured")
                                                                 if k in card}}
     return out
 

@@ -44,8 +44,12 @@ def _causal(args) -> dict:
               **res.report}
     path = out / "causal.json"
     path.write_text(json.dumps(result, indent=1, default=_json_default))
+    from interp.summary import write_summary
+
+    saved = json.loads(path.read_text())  # the summary reads what was written, nothing else
+    write_summary(out, {k: saved.get(k) for k in ("model", "config", "data")} | {"causal": saved}, title="Which heads drive refusal")
     ab = result["ablation"]
-    return {"out": str(path), "recommended_heads": result["recommended_heads"], "direction": ab["direction"],
+    return {"out": str(path), "summary": str(out / "summary.md"), "recommended_heads": result["recommended_heads"], "direction": ab["direction"],
             "refusal_rate_before": {k: v["refusal_rate"] for k, v in ab["baseline"].items()},
             "refusal_rate_harmful_after": ab["refusal_rate_harmful_after"],
             "refusal_rate_harmless_after": ab["refusal_rate_harmless_after"],

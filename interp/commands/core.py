@@ -62,7 +62,7 @@ def _demo(args):
 
     cfg = study_config(args, sections=tuple(args.sections.split(",")) if args.sections else None)
     report = run_demo(cfg)
-    print(f"wrote {Path(cfg.out) / 'report.json'} in {report['timings']['total']:.1f}s")
+    print(f"wrote {Path(cfg.out) / 'report.json'} in {report['timings']['total']:.1f}s; read {Path(cfg.out) / 'summary.md'} first")
     return {"baseline": report.get("baseline", {}).get("refusal_rate")}
 
 

@@ -42,6 +42,7 @@ def _rank(args) -> dict:
     (out / "data.json").write_text(json.dumps(study.data.describe(), indent=1))
     figures = save_probe_figures(res.ranking, res.direction, out / "figures", png=args.png)
     d = res.direction
+    _report(out, study, args, res, figures)
     return {"model": model.name, "labels": res.labels.kind, "label_counts": res.labels.counts(),
             "top_heads": [{k: row[k] for k in ("layer", "head", "position", "accuracy", "auroc", "separation")}
                           for row in res.ranking.to_rows()[:args.top]],
@@ -50,3 +51,28 @@ def _rank(args) -> dict:
             "sites_searched": d.meta.get("sites_searched"), "sites_left_out": d.meta.get("sites_left_out"),
             "reason": d.reason, "notes": res.notes,
             "files": files + [str(out / "ranking_rows.json"), str(out / "data.json")], "figures": figures}
+
+
+def _report(out: Path, study, args, res, figures: dict) -> None:
+    """report.json in the demo's shape (its heads and directions parts) and summary.md from it."""
+    from interp.cli import study_config
+    from interp.provenance import provenance
+    from interp.summary import write_summary
+
+    r, d = res.ranking, res.direction
+    keys = ("layer", "head", "accuracy", "accuracy_std", "auroc", "separation", "mm_accuracy")
+    s = d.scores
+    report = {"model": study.model.describe(), **provenance(), "config": study_config(args).resolved(study.model).describe(),
+              "judge": study.judge.describe(), "labels": study.labels, "data": study.data.describe(ids=False),
+              "heads": {"ranking": [{k: row.get(k) for k in keys} for row in r.to_rows()[:args.top]], "labels": res.labels.kind,
+                        "label_counts": res.labels.counts(), "n_prompts": len(res.prompts), "k_folds": r.meta.get("k_folds"),
+                        "position": args.positions},
+              "figures": [Path(f).relative_to(out).as_posix() for f in figures.values()],
+              "directions": {"chosen": {"layer": d.layer, "position": d.position, "site": d.site,
+                                        "token": d.meta["position_tokens"][d.positions.index(d.position)],
+                                        **{k: s.get(k) for k in ("accuracy", "ablation_score", "addition_score", "kl")},
+                                        "passed_filters": s.get("passed")},
+                             "baseline": {"harmful": s.get("baseline_harmful"), "harmless": s.get("baseline_harmless")},
+                             "reason": d.reason}}
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    write_summary(out, title="Heads and direction")
