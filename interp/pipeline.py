@@ -186,28 +186,52 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
 
     if "baseline" in wanted:
         stage("baseline", baseline_stage)
-    probes = causal = slipping = None
-    if "heads" in wanted or "directions" in wanted:
+    slipping = None
+    given = _given(study, cfg)
+    ranking, direction, recommended = given.ranking, given.direction, given.recommended
+    if given.sources:
+        report["given"] = given.describe()
+
+    def reused(name: str, parts: list[str]) -> None:
+        """A stage whose outputs are given: its report parts copied from the earlier run, not recomputed."""
+        if progress:
+            print(f"[demo] {name}: given ({'; '.join(f'{k} from {v}' for k, v in given.sources.items())}), not recomputed",
+                  flush=True)
+        for part in parts:
+            if part in given.parts:
+                report[part] = {**given.parts[part], "reused_from": str(cfg.from_dir)}
+                _copy_figures(given.parts[part], Path(cfg.from_dir), out)
+        timings[name] = 0.0
+
+    probe_parts = [s for s in ("heads", "directions") if s in wanted]
+    if probe_parts and ranking is not None and direction is not None:
+        reused("+".join(probe_parts), probe_parts)
+    elif probe_parts:
         from interp.stages.probes import probe_stage
 
-        keep = [s for s in ("heads", "directions") if s in wanted]
-        probes = stage("+".join(keep), probe_stage, report_as=lambda r: {s: getattr(r, s) for s in keep})
-        figs = result.figures.pop("+".join(keep))  # one pass makes both parts: file each figure under its part
-        for s in keep:
+        probes = stage("+".join(probe_parts), probe_stage, report_as=lambda r: {s: getattr(r, s) for s in probe_parts})
+        figs = result.figures.pop("+".join(probe_parts))  # one pass makes both parts: file each figure under its part
+        for s in probe_parts:
             result.figures[s] = {k: v for k, v in figs.items() if (k == "directions") == (s == "directions")}
-    if "causal" in wanted:
+        ranking, direction = probes.ranking, direction if direction is not None else probes.direction
+    if "causal" in wanted and recommended is not None:
+        reused("causal", ["causal"])
+    elif "causal" in wanted:
         from interp.stages.causal import causal_stage
 
-        causal = stage("causal", causal_stage, probes.ranking if probes else None)
+        recommended = stage("causal", causal_stage, ranking).recommended_heads
     if "steering" in wanted:
         from interp.stages.steering import steering_stage
 
-        stage("steering", steering_stage, causal.recommended_heads if causal else None,
-              probes.ranking if probes else None, probes.direction if probes else None)
+        stage("steering", steering_stage, recommended, ranking, direction)
+    if given.named_heads:  # heads named by hand are the heads the slipping stage follows too
+        from interp.reuse import NamedHeads
+
+        ranking = NamedHeads(given.named_heads)
     if "slipping" in wanted:
         from interp.stages.slipping import slipping_stage
 
-        slipping = stage("slipping", slipping_stage, probes.ranking if probes else None)
+        slipping = stage("slipping", slipping_stage, ranking)
     if "defenses" in wanted:
         from interp.stages.slipping import defenses_stage
 
@@ -224,6 +248,26 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
     timings["total"] = round(time.perf_counter() - t_start + timings.get("load", 0.0), 2)
     _write(out, report)
     return result
+
+
+def _given(study: Study, cfg: StudyConfig):
+    """What --from, --heads and --direction give this run (`interp.reuse`)."""
+    from interp.reuse import Given, gather
+
+    if cfg.from_dir is None and not cfg.heads and cfg.direction is None:
+        return Given()
+    return gather(study, cfg.from_dir, cfg.heads, cfg.direction)
+
+
+def _copy_figures(part: dict, src: Path, out: Path) -> None:
+    import shutil
+
+    from interp.summary import figures
+
+    for f in figures(part):
+        if (src / f).is_file():
+            (out / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / f, out / f)
 
 
 def _write(out: Path, report: dict) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
+DEMO_SECTIONS = ("baseline", "heads", "directions", "causal", "steering", "slipping", "defenses", "r2d")
+
+
 def register(sub) -> None:
     from interp.cli import _phrases, add_intervention_args, add_model_args, add_study_options
 
     p = sub.add_parser("demo", help="run the whole study on a model and write report.json and figures")
-    add_study_options(p, out_default="out/demo")
-    p.add_argument("--sections", default=None, help="comma-separated sections to run (default: all): "
-                   "baseline,heads,directions,causal,steering,slipping,defenses,r2d")
+    add_study_options(p, out_default="out/demo", sections=DEMO_SECTIONS, reuse=True)
     p.set_defaults(func=_demo)
 
     e = sub.add_parser("eval", help="behaviour table (refusal rate and score on harmful, harmless, jailbreak and "
@@ -60,7 +61,7 @@ def _demo(args):
     from interp.cli import study_config
     from interp.pipeline import run_demo
 
-    cfg = study_config(args, sections=tuple(args.sections.split(",")) if args.sections else None)
+    cfg = study_config(args)
     report = run_demo(cfg)
     print(f"wrote {Path(cfg.out) / 'report.json'} in {report['timings']['total']:.1f}s; read {Path(cfg.out) / 'summary.md'} first")
     return {"baseline": report.get("baseline", {}).get("refusal_rate")}

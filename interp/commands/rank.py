@@ -10,7 +10,7 @@ def register(sub) -> None:
     from interp.cli import add_study_options
 
     p = sub.add_parser("rank", help="rank attention heads and residual directions by how well they separate refusal from compliance")
-    add_study_options(p, out_required=True)
+    add_study_options(p, out_required=True, sections=("heads", "directions"))
     p.add_argument("--positions", default="last", choices=["last", "post_instruction"], help="where to probe the heads")
     p.add_argument("--k-folds", type=int, default=5)
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic probes (scikit-learn's C)")
@@ -29,6 +29,11 @@ def _rank(args) -> dict:
     from interp.stages.probes import probe_sets
     from probes.run import run_probes
 
+    from interp.errors import InputError
+
+    if args.sections and not {x.strip() for x in args.sections.split(",")} <= {"heads", "directions"}:
+        raise InputError(f"rank runs the heads and directions sections (one pass makes both), got --sections "
+                         f"{args.sections}; run safety-heads demo --sections ... for others")
     study = open_study(study_config(args))
     model = study.model
     train, val = probe_sets(study)
