@@ -42,6 +42,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bridge-check", action="store_true",
                    help="load the model even if the TransformerLens bridge's logits differ from the plain model's "
                         "(checked on one prompt at load; the override is recorded in the report)")
+    add_budget_options(p)
 
 
 def add_intervention_args(p, required: bool = False) -> None:
@@ -146,7 +147,6 @@ def add_study_options(p: argparse.ArgumentParser, out_default: str | None = None
                             "demo's names: baseline,heads,directions,causal,steering,slipping,defenses,r2d")
     if reuse:
         add_reuse_options(p)
-    add_budget_options(p)
 
 
 def add_reuse_options(p: argparse.ArgumentParser) -> None:
@@ -250,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     except SafetyHeadsError as e:
         print(f"safety-heads: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        from interp.batching import configure_passes
+
+        configure_passes()  # --batch-size / --pass-budget end with the command
     if isinstance(result, dict):
         print(json.dumps(result, indent=1, default=str))
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,9 +126,12 @@ def open_study(cfg: StudyConfig) -> Study:
                        system_prompt=cfg.system_prompt, truncate=cfg.truncate, skip_bridge_check=cfg.skip_bridge_check,
                        placement=Placement.from_args(cfg.device_map, cfg.max_memory, cfg.offload_folder))
     model.require_direct_answers()
+    from interp.batching import configure_passes
+
+    configure_passes(model.device, cfg.batch_size, cfg.pass_budget)  # --batch-size, --pass-budget (CUDA: free memory)
     cfg = cfg.resolved(model)
     data = load_study_data(cfg, model)
-    return Study(model, data, make_judge(cfg), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=64),
+    return Study(model, data, make_judge(cfg), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size or 64),
                  cfg.labels, cfg.seed, cfg.per_cell)
 
 
@@ -165,13 +169,19 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
               "prompt_sets": {s: data.split(s).describe() for s in ("train", "val", "test")}, "timings": timings}
     if data.over_refusal is not None:
         report["prompt_sets"]["over_refusal"] = data.over_refusal.describe()
+    from interp.batching import passes_in_effect
+    from interp.progress import Stages, _is_terminal
+
+    report["passes"] = passes_in_effect(cfg.pass_budget is not None)
     result = StudyResult(report, {}, out)
+    n_stages = len(wanted) - ("heads" in wanted and "directions" in wanted)
+    lines = None if _is_terminal(sys.stderr) else Stages(n_stages)  # a log file: one line per stage
 
     def stage(name: str, fn, *args, report_as=None):
         """Run one stage, save its figures, write the report so far."""
         if progress:
             print(f"[demo] {name} ...", flush=True)
-        t = time.perf_counter()
+        t = lines.start(name) if lines else time.perf_counter()
         with model_threads(model):  # small models: one intra-op thread (see interp.threads)
             res = fn(study, *args)
         for fname, fig in res.figures.items():
@@ -182,6 +192,8 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
             report[key] = part
         timings[name] = round(time.perf_counter() - t, 2)
         _write(out, report)
+        if lines:
+            lines.end(name, t)
         return res
 
     if "baseline" in wanted:
@@ -197,6 +209,8 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
         if progress:
             print(f"[demo] {name}: given ({'; '.join(f'{k} from {v}' for k, v in given.sources.items())}), not recomputed",
                   flush=True)
+        if lines:
+            lines.end(name, lines.start(name), " (given, not recomputed)")
         for part in parts:
             if part in given.parts:
                 report[part] = {**given.parts[part], "reused_from": str(cfg.from_dir)}

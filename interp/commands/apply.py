@@ -36,7 +36,6 @@ def register(sub) -> None:
     p.add_argument("--refusal-phrases", type=_phrases, default=None,
                    help="comma-separated refusal phrases added to JailbreakBench's (default: the study's judge, from the card)")
     p.add_argument("--compliance-phrases", type=_phrases, default=None, help="openers of compliant answers (as on every command)")
-    p.add_argument("--batch-size", type=int, default=64, help="prompts per forward pass (default 64)")
     p.set_defaults(func=_apply)
 
 
@@ -72,7 +71,7 @@ def _apply(args) -> dict:
         raise InputError("--prompts is needed: the interventions given carry no prompts.jsonl of their own")
     prompts = load_prompt_file(prompts_path, label=args.label, text_column=args.text_column)
     judge, n_new = judging(args, conditions, model)
-    gen = GenerationConfig(max_new_tokens=n_new, batch_size=args.batch_size)
+    gen = GenerationConfig(max_new_tokens=n_new, batch_size=args.batch_size or 64)
     announce(model, prompts, f"generation under {len(conditions) + args.baseline} condition(s)", new_tokens=n_new)
     with model_threads(model):
         rows = generate_under(model, prompts, conditions, judge, gen, baseline=args.baseline, combine=args.combine)

@@ -48,13 +48,17 @@ def load_from_args(args):
     from interp.model import load_model
     from interp.placement import Placement
 
+    from interp.batching import configure_passes
+
     placement = Placement.from_args(getattr(args, "device_map", None), getattr(args, "max_memory", None),
                                     getattr(args, "offload_folder", None))
-    return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), chat_template=args.chat_template,
+    model = load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), chat_template=args.chat_template,
                       truncate=getattr(args, "truncate", False), placement=placement,
                       refusal_phrases=getattr(args, "refusal_phrases", None),
                       compliance_phrases=getattr(args, "compliance_phrases", None),
                       skip_bridge_check=getattr(args, "skip_bridge_check", False))
+    configure_passes(model.device, getattr(args, "batch_size", None), getattr(args, "pass_budget", None))
+    return model
 
 
 def _demo(args):
