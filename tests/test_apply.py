@@ -98,3 +98,17 @@ def test_an_intervention_of_another_model_is_refused(steered, capsys, tmp_path):
     assert "does not fit this model" in err
     assert main(["apply", "--out", str(tmp_path / "x"), "--intervention", str(tmp_path)]) == 2
     assert "not a saved intervention" in capsys.readouterr().err
+
+
+def test_defenses_are_saved_and_apply_reproduces_their_rates(tmp_path, capsys):
+    out = tmp_path / "slip"
+    assert main(["slipping", "--out", str(out), "--per-cell", "2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    for name in ("sharpening", "smoothllm", "token_highlighter"):
+        d = out / "interventions" / name
+        assert (d / ("intervention.json" if name == "sharpening" else "defense.json")).is_file()
+        got = _apply(capsys, tmp_path / name, "--intervention", str(d))
+        key = name if name == "sharpening" else f"defense:{name}"
+        table = got["conditions"][key]["table"]["refusal_rate"]
+        assert table["harmful"]["rate"] == report["defenses"][name]["harmful_refusal"], name
+        assert table["harmless"]["rate"] == report["defenses"][name]["harmless_refusal"], name
