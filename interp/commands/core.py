@@ -99,7 +99,7 @@ def _eval(args):
     if done is not None:
         header = {"command": "eval", "model": study.model.name, "fingerprint": study.model.fingerprint,
                   "judge": judge_header(study.judge), "seed": study.seed, "max_new_tokens": study.gen.max_new_tokens,
-                  "data": data}
+                  "data": data, **({"intervention": table["intervention"]} if "intervention" in table else {})}
         table["completions"] = str(write_completions(done, rows, header))
     if args.out:
         out = Path(args.out)
