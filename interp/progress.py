@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 
 MIN_SECONDS = 5.0  # a step line at most this often (and at 25%, 50%, 75% and the end)
 
@@ -94,4 +95,17 @@ class Stages:
                f"all done in {duration(time.perf_counter() - self.t0)}"), self.file)
 
 
-__all__ = ["LineProgress", "Stages", "duration", "progress_bar", "say"]
+@contextmanager
+def one_stage(name: str, file=None):
+    """A command of one stage: its start and end lines when stderr is not a terminal."""
+    out = file or sys.stderr
+    if _is_terminal(out):
+        yield
+        return
+    lines = Stages(1, file=out)
+    t = lines.start(name)
+    yield
+    lines.end(name, t)
+
+
+__all__ = ["LineProgress", "Stages", "duration", "one_stage", "progress_bar", "say"]

@@ -69,9 +69,10 @@ def test_demo_writes_a_summary_whose_numbers_are_the_reports(tmp_path, capsys):
         assert (out / f).is_file()
 
 
-def test_rank_and_causal_write_summaries(tmp_path):
+def test_rank_and_causal_write_summaries(tmp_path, capsys):
     out = tmp_path / "rank"
     assert main(["rank", "--out", str(out), "--per-cell", "2"]) == 0
+    assert "stage 1/1 heads+directions: done in" in capsys.readouterr().err  # a log file hears of every stage
     report = json.loads((out / "report.json").read_text())
     text = (out / "summary.md").read_text()
     check_numbers_come_from(text, report)
@@ -79,6 +80,8 @@ def test_rank_and_causal_write_summaries(tmp_path):
     assert f"| L{top['layer']}H{top['head']} |" in text and "## Refusal direction" in text
     out = tmp_path / "causal"
     assert main(["causal", "--out", str(out), "--per-cell", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "stage 1/1 causal: started" in err and "single-head ablation" in err and "left" in err
     causal = json.loads((out / "causal.json").read_text())
     text = (out / "summary.md").read_text()
     check_numbers_come_from(text, causal)

@@ -44,7 +44,9 @@ def _causal(args) -> dict:
     part, ranking = _given(study, cfg, ccfg)
     out.mkdir(parents=True, exist_ok=True)
     if part is None:
-        with model_threads(study.model):
+        from interp.progress import one_stage
+
+        with model_threads(study.model), one_stage("causal"):
             res = causal_stage(study, ranking, ccfg)
         for name, fig in res.figures.items():
             save_figure(fig, out / figure_ref(name), png=cfg.png)

@@ -37,8 +37,11 @@ def _rank(args) -> dict:
     study = open_study(study_config(args))
     model = study.model
     train, val = probe_sets(study)
-    res = run_probes(model, train, labels=study.labels, head_positions=args.positions, k_folds=args.k_folds, C=args.C,
-                     seed=args.seed, val=val, selection=SelectionConfig(exhaustive=args.exhaustive))
+    from interp.progress import one_stage
+
+    with one_stage("heads+directions"):
+        res = run_probes(model, train, labels=study.labels, head_positions=args.positions, k_folds=args.k_folds, C=args.C,
+                         seed=args.seed, val=val, selection=SelectionConfig(exhaustive=args.exhaustive))
     data = study.data.describe(ids=False)
     res.ranking.meta["data"] = res.direction.meta["data"] = data
     out = Path(args.out)
