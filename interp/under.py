@@ -16,7 +16,7 @@ import torch
 
 from interp.batching import prompt_chunks
 from interp.completions import Completion, behaviour_table, completions_from_eval, conditions as by_condition
-from interp.evaluate import evaluate_refusal
+from interp.evaluate import RefusalEval, evaluate_refusal
 from interp.generation import GenerationConfig, Greedy
 from interp.intervention import Intervention
 from interp.prompts import PromptSet
@@ -73,8 +73,6 @@ def generate_under(model, prompts: PromptSet, conditions: list, judge: RefusalJu
             rows += _rows(evaluate_refusal(model, prompts, judge, gen), name, gen.max_new_tokens)
     elif ivs:
         for (name, _), (answers, scores) in zip(ivs, stacked_answers(model, prompts, [iv for _, iv in ivs], gen)):
-            from interp.evaluate import RefusalEval
-
             rows += _rows(RefusalEval(prompts, answers, judge(answers), scores), name, gen.max_new_tokens)
     for c in defenses:
         out = c.defense.respond(model, prompts, judge, gen)
