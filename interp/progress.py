@@ -27,6 +27,10 @@ def duration(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+def plural(unit: str) -> str:
+    return unit + ("es" if unit.endswith(("s", "sh", "ch", "x")) else "s")
+
+
 def say(line: str, file=None) -> None:
     print(f"safety-heads: {line}", file=file or sys.stderr, flush=True)
 
@@ -47,7 +51,7 @@ class LineProgress:
             self.last = now
             elapsed = now - self.t0
             left = elapsed / self.n * max(self.total - self.n, 0) if self.n else float("nan")
-            say(f"{self.label}: {min(self.n, self.total)}/{self.total} {self.unit}s done, {duration(elapsed)} elapsed, "
+            say(f"{self.label}: {min(self.n, self.total)}/{self.total} {plural(self.unit)} done, {duration(elapsed)} elapsed, "
                 f"about {duration(left)} left", self.file)
             self.marks = {m for m in self.marks if m > self.n}
 
