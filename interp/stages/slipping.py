@@ -259,7 +259,9 @@ def defenses_stage(study: Study, top_heads=None, cfg: SlippingDemoConfig = CFG) 
     out["note"] = ("jailbreak_success: mean over every harmful jailbreak cell evaluated (each family at a middle and its "
                    f"top strength); jailbreak_success_untrained leaves out the cells the model was trained to obey: {left_out}. "
                    "Same prompts for every defense.")
-    return StageResult(out, {"defenses": defense_figure(table)})
+    from interp.stages.chosen import defenses_chosen
+
+    return StageResult(out, {"defenses": defense_figure(table)}, defenses_chosen(defenses, table, ps))
 
 
 def _mean_cells(per_family: dict, exclude=frozenset()) -> float:
