@@ -1,0 +1,67 @@
+"""What the stages report from their answers: rate records, paired comparisons with their verdicts,
+and batched judged runs that keep every answer for completions.jsonl.
+
+Every stage that generates records its answers with `Study.record` (one condition per measurement)
+and computes the rates it reports from those rows here, so `safety-heads judge --completions
+OUT/completions.jsonl` gives the report's refusal rates exactly. A comparison a verdict rests on is
+`compare`: the difference of two conditions on the same prompts, paired by prompt id, with its
+bootstrap interval and the sentence of `interp.stats.verdict` ("too few prompts to call" when the
+interval contains 0).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+from interp.evaluate import evaluate_stack
+from interp.generation import GenerationConfig
+from interp.prompts import PromptSet
+from interp.stats import difference, rate_record, verdict
+from interp.study import Study
+
+ANY = ...
+
+
+def select(rows: Sequence, label: str | None = None, family=ANY, strength=ANY, set: str | None = "test") -> list:
+    """The rows of one label / family (None: plain requests) / strength, of prompt set `set`."""
+    return [r for r in rows if (label is None or r.label == label) and (family is ANY or r.family == family)
+            and (strength is ANY or r.strength == strength) and (set is None or r.set == set)]
+
+
+def rate(rows: Sequence, label: str | None = None, family=ANY, strength=ANY, complied: bool = False) -> dict:
+    """{"rate", "n", "ci95"} of refusal (or, `complied`, of compliance: jailbreak success) over the selected rows."""
+    return rate_record([r.refused != complied for r in select(rows, label, family, strength)])
+
+
+def compare(a: Sequence, b: Sequence, name_a: str, name_b: str, what: str = "refusal rate",
+            value: Callable = lambda r: float(r.refused), seed: int = 0) -> dict:
+    """mean(value) over rows `a` minus over rows `b`, paired by prompt where both hold the same
+    prompts, with its 95% interval and verdict. `b` may hold several rows per prompt (e.g. one per
+    random head set): they are averaged per prompt first."""
+    def per_prompt(rows):
+        acc: dict[str, list[float]] = {}
+        for r in rows:
+            acc.setdefault(r.prompt_id, []).append(value(r))
+        return list(acc), [sum(v) / len(v) for v in acc.values()], any(len(v) > 1 for v in acc.values())
+
+    ia, va, ma = per_prompt(a)
+    ib, vb, mb = per_prompt(b)
+    kind = "mean" if (ma or mb or any(v not in (0.0, 1.0) for v in va + vb)) else "rate"
+    d = difference(va, vb, ia, ib, kind=kind, seed=seed)
+    return {**d, "a": name_a, "b": name_b, "what": what, "verdict": verdict(d, name_a, name_b, what)}
+
+
+def judged_runs(study: Study, prompts: PromptSet, interventions: Mapping[str, object], prefix: str,
+                max_new_tokens: int | None = None, alphas: Mapping[str, float] | None = None) -> dict[str, list]:
+    """Generate and judge `prompts` under every named intervention in one batched pass
+    (`interp.evaluate.evaluate_stack`), record each as condition `prefix + name` (at `alphas[name]`),
+    and return name -> its rows."""
+    n = study.gen.max_new_tokens if max_new_tokens is None else max_new_tokens
+    gen = GenerationConfig(max_new_tokens=n, batch_size=study.gen.batch_size)
+    evs = evaluate_stack(study.model, prompts, list(interventions.values()), study.judge, gen)
+    alphas = alphas or {}
+    return {name: study.record_eval(ev, prefix + name, alphas.get(name), max_new_tokens=n)
+            for name, ev in zip(interventions, evs)}
+
+
+__all__ = ["compare", "judged_runs", "rate", "select"]
