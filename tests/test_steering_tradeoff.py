@@ -117,11 +117,11 @@ def test_report_stage_runs(tiny, plain_prompts):
     gen_sets = _held_out(ev, plain_n=20, cell_n=2, seed=study.seed + 1)
     with Intervention.ablate_direction(res.refusal_direction).apply(tiny):
         abl = evaluate_refusal(tiny, gen_sets["harmful"], study.judge, study.gen, with_scores=False)
-    assert out["direction"]["ablation_harmful_refusal_rate"] == round(abl.rate(), 4)
+    assert out["direction"]["ablation_harmful_refusal_rate"]["rate"] == round(abl.rate(), 4)
     assert out["direction"]["examples"]["ablation"] == abl.answers[:2]  # the same prompts, the same answers
     plain = evaluate_refusal(tiny, gen_sets["harmless"], study.judge, study.gen, with_scores=False)
     unsteered = next(r for r in out["tradeoff"] if r["method"] == "unsteered")
-    assert unsteered["harmless"] == round(plain.rate(), 4) and unsteered["effect"]["harmless"] == 0.0
+    assert unsteered["harmless"]["rate"] == round(plain.rate(), 4) and unsteered["effect"]["harmless"] == 0.0
     assert count_hooks(tiny) == 0
 
 

@@ -30,6 +30,8 @@ from interp.slipping.figures import attention_refusal_lines, correlation_heatmap
 from interp.slipping.series import SlippingSeries, attack_series, pearson, series_from_trace
 from interp.intervention import Intervention
 from interp.slipping.trace import TraceConfig, token_attention, trace_attention, window_reach
+from interp.stages.defense_evidence import defense_evidence
+from interp.stats import rate_record
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,10 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
     ev = study.data.test
     harmful = subsample(ev, study.scaled(cfg.per_cell, 2), seed=cfg.seed, labels=("harmful",))
     harmless = subsample(ev, study.scaled(cfg.control_per_cell), seed=cfg.seed, labels=("harmless",))
-    trace = trace_attention(model, harmful.concat(harmless, "slipping-traced"), TraceConfig(max_new_tokens=cfg.max_new_tokens))
+    trace = trace_attention(model, harmful.concat(harmless, "slipping-traced"), TraceConfig(max_new_tokens=cfg.max_new_tokens),
+                            judge=study.judge)
+    traced = study.record(trace.prompts, trace.answers, trace.refused, trace.refusal_score.tolist(), "slipping:trace",
+                          max_new_tokens=cfg.max_new_tokens) if cfg.max_new_tokens > 0 else []
     fams = sorted(ev.families())
     series = {f: series_from_trace(trace, f, "harmful") for f in fams}
     control = {f: series_from_trace(trace, f, "harmless") for f in fams}
@@ -125,9 +130,12 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
         c_att = control[f].attention("request")
         c = torch.stack([c_att[:, l, h] for l, h in li], -1).mean(-1)
         for i, st in enumerate(s.steps):
+            cell = [r for r in traced if r.label == "harmful" and (r.family == f and r.strength == int(st)
+                                                                   or int(st) == 0 and r.family is None)]
             rows.append({"family": f, "strength": int(st), "attention_on_request": round(float(att[i]), 4),
                          "refusal_score": round(float(s.refusal_score[i]), 4),
-                         "refusal_rate": round(float(s.refusal_rate[i]), 4), "n": s.n_prompts[i]})
+                         "refusal_rate": rate_record([r.refused for r in cell]) if cell else round(float(s.refusal_rate[i]), 4),
+                         "n": s.n_prompts[i]})
         fam_pooled = _pooled([s], top, score_filter)
         falls = bool(att[-1] < att[0] - 0.01)
         sm_top = s.span_mass()[-1]
@@ -179,6 +187,7 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
                    "config": {"n_tokens": acfg.n_tokens, "n_iters": acfg.n_iters, "n_candidates": acfg.n_candidates,
                               "excluded_topic_words": True}},
         "n_traced": len(trace), "query": "first response position (the last prompt token)",
+        "condition": "slipping:trace" if traced else None,
         "figures": [figure_ref(n) for n in figures],
     }
     return SlippingResult(report, figures, {}, top, series)
@@ -231,10 +240,8 @@ def defenses_stage(study: Study, top_heads=None, cfg: SlippingDemoConfig = CFG) 
                 "token_highlighter": TokenHighlighter()}
     table = evaluate_defenses(model, ps, defenses, study.judge, study.gen)
     out = table.to_dict()
+    evidence = defense_evidence(study, ps, table)
     trained = study.data.trained_comply
-    untrained = lambda row: _mean_cells(row.jailbreak_success, exclude=trained)
-    for name, row in table.rows.items():
-        out[name]["jailbreak_success_untrained"] = untrained(row)
     out["sharpening"]["T"] = cfg.sharpen_T
     out["sharpening"]["layers"] = "all"
 
@@ -252,19 +259,18 @@ def defenses_stage(study: Study, top_heads=None, cfg: SlippingDemoConfig = CFG) 
                    "refusal_score_none": round(float(base.refusal_score[idx].mean()), 4),
                    "refusal_score_sharpened": round(float(sharp.refusal_score[idx].mean()), 4)}
     out["sharpening"]["mechanism"] = {"heads": [list(h) for h in heads], "per_family": mech}
+    for name, recs in evidence["records"].items():
+        out[name].update(recs)
+    out["comparisons"] = evidence["comparisons"]
     out["n_prompts"] = len(ps)
     out["table"] = table.markdown()
     out["figures"] = [figure_ref("defenses")]
+    out["verdict"] = "; ".join(c["verdict"] for k, c in evidence["comparisons"].items() if k.endswith("jailbreak success"))
     left_out = ", ".join(f"{f} at strength {s}" for f, s in sorted(trained)) or "nothing (no cell was trained to comply)"
-    out["note"] = ("jailbreak_success: mean over every harmful jailbreak cell evaluated (each family at a middle and its "
-                   f"top strength); jailbreak_success_untrained leaves out the cells the model was trained to obey: {left_out}. "
+    out["note"] = ("jailbreak_success: a record over every harmful jailbreak prompt evaluated (pooled over the cells, of equal size ; each family at a middle and "
+                   f"its top strength); jailbreak_success_untrained leaves out the cells the model was trained to obey: {left_out}. "
                    "Same prompts for every defense.")
     return StageResult(out, {"defenses": defense_figure(table)})
-
-
-def _mean_cells(per_family: dict, exclude=frozenset()) -> float:
-    vals = [v for f, row in per_family.items() for s, v in row.items() if s != "0" and (f, int(s)) not in exclude]
-    return round(sum(vals) / len(vals), 4) if vals else float("nan")
 
 
 def attention_tokens_stage(study: Study, top_heads=None) -> StageResult:

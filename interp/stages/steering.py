@@ -24,7 +24,9 @@ from interp.steering.antidote import fit_antidote
 from interp.steering.effect import EFFECT_DEFINITION, EffectMeter
 from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select_heads
 from interp.steering.layer import compare_heads_vs_layer
-from interp.steering.tradeoff import compact, max_safe_strength, sweep, tradeoff_figure, unsteered_point
+from interp.steering.tradeoff import calibrate, compact, sweep, tradeoff_figure, unsteered_point
+from interp.stages.evidence import judged_runs
+from interp.stages.steering_evidence import comparisons, record_sweep, records, with_records
 from interp.direction import Direction
 from probes.directions import calibrate_direction, find_refusal_direction, resolve_direction
 
@@ -184,7 +186,8 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
         heads = select_heads(model, hd, K_HEADS, harmless_tr[: min(16, len(harmless_tr))], SELECT_SIGMAS, by="steering")
         heads_source = f"HSI: largest single-head effect at {SELECT_SIGMAS:g} sigma on training harmless prompts"
     on_heads = Intervention.steer_heads(hd, heads, 1.0)
-    sigmas_h = max_safe_strength(model, on_heads, harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
+    cal_h = calibrate(model, on_heads, harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
+    sigmas_h = cal_h.strength
     cmp = compare_heads_vs_layer(model, hd, heads, sigmas_h, {k: effect_sets[k] for k in (jb_key, "harmless") if k in effect_sets})
     layers = cmp["layers"]
     timings["heads"] = time.perf_counter() - t0
@@ -193,8 +196,9 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     t = time.perf_counter()
     anti = fit_antidote(model, harmful_tr, harmless_tr, sparsity=0.05)
     sparse_iv, dense_iv = anti.intervention(), anti.with_sparsity(1.0).intervention()
-    nf_s = max_safe_strength(model, sparse_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
-    nf_d = max_safe_strength(model, dense_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    cal_s = calibrate(model, sparse_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    cal_d = calibrate(model, dense_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    nf_s, nf_d = cal_s.strength, cal_d.strength
     jb_meter = EffectMeter(model, effect_sets[jb_key])
     e_s = jb_meter(sparse_iv.with_strength(nf_s))
     e_d = jb_meter(dense_iv.with_strength(nf_d))
@@ -206,17 +210,19 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     from_state = _given_direction(model, given_direction, harmful_tr, harmless_tr)
     direction, d_source = from_state or _own_direction(study)
 
-    def judged(d) -> dict:
-        with Intervention.ablate_direction(d).apply(model):
-            abl = evaluate_refusal(model, gen_sets["harmful"], study.judge, study.gen, with_scores=False)
-        with Intervention.add_direction(d).apply(model):
-            add = evaluate_refusal(model, gen_sets["harmless"], study.judge, study.gen, with_scores=False)
-        return {"ablation_harmful_refusal_rate": round(abl.rate(), 4), "addition_harmless_refusal_rate": round(add.rate(), 4),
-                "site": getattr(d, "site", None), "layer": d.layer, "position": getattr(d, "position", None),
-                "norm": round(float(d.vector.norm()), 4),
-                "examples": {"ablation": abl.answers[:2], "addition": add.answers[:2]}}
+    def judged(d) -> tuple[dict, dict]:
+        abl = judged_runs(study, gen_sets["harmful"], {"direction_ablation": Intervention.ablate_direction(d)}, "steering:")
+        add = judged_runs(study, gen_sets["harmless"], {"direction_addition": Intervention.add_direction(d)}, "steering:")
+        abl, add = abl["direction_ablation"], add["direction_addition"]
+        return ({"ablation_harmful_refusal_rate": records(abl)["harmful"], "addition_harmless_refusal_rate": records(add)["harmless"],
+                 "conditions": {"ablation": "steering:direction_ablation", "addition": "steering:direction_addition"},
+                 "site": getattr(d, "site", None), "layer": d.layer, "position": getattr(d, "position", None),
+                 "norm": round(float(d.vector.norm()), 4),
+                 "examples": {"ablation": [r.answer for r in abl[:2]], "addition": [r.answer for r in add[:2]]}},
+                {"ablation": abl, "addition": add})
 
-    d_report = {**judged(direction), "source": d_source}
+    d_report, d_rows = judged(direction)
+    d_report["source"] = d_source
     timings["direction"] = time.perf_counter() - t
 
     # ---- safety-utility trade-off on the small generation subsample
@@ -229,6 +235,7 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
                   "layer (all heads)", study.judge, study.gen, unsteered)
     rows += sweep(model, sparse_iv, [f * nf_s for f in factors], gen_sets,
                   "antidote (5%)", study.judge, study.gen, unsteered)
+    recorded = record_sweep(study, gen_sets, rows)
     timings["tradeoff"] = time.perf_counter() - t
     figures = {"steering_tradeoff": tradeoff_figure(rows, x="harmless", title=f"Safety-utility trade-off: {model.name}"),
                "steering_tradeoff_kl": tradeoff_figure(rows, x="kl", title=f"Safety-utility trade-off (KL): {model.name}")}
@@ -247,7 +254,13 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
                      "dense_effect_same_norm_fraction": r4(e_d_same), "layers": anti.layers, "paired": anti.paired,
                      "best_safe_jailbreak_gain": summary.get("antidote (5%)")},
         "direction": d_report,
-        "tradeoff": compact(rows),
+        "tradeoff": with_records(compact(rows), recorded),
+        "comparisons": comparisons(recorded, {"hsi (heads)": sigmas_h, "layer (all heads)": sigmas_h, "antidote (5%)": nf_s},
+                                   d_rows, study.seed),
+        "calibrations": {"hsi_sigmas": cal_h.to_dict(), "antidote_norm_fraction": cal_s.to_dict(),
+                         "antidote_dense_norm_fraction": cal_d.to_dict()},
+        "calibration_notes": [n for n in (cal_h.note("head steering (sigmas)"), cal_s.note("sparse Antidote (norm fraction)"),
+                                          cal_d.note("dense Antidote (norm fraction)")) if n],
         "tradeoff_best": summary,
         "effect_definition": EFFECT_DEFINITION + f"; reported effects are on the held-out {jb_key} prompts",
         "calibration": f"each method's strength = the largest grid value at which <= {MAX_HARMLESS_REFUSAL:.0%} of training "
