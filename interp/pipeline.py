@@ -191,7 +191,7 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
         for key, part in (report_as(res) if report_as else {name: res.report}).items():
             report[key] = part
         timings[name] = round(time.perf_counter() - t, 2)
-        _write_answers(out, study, report)
+        write_answers(out, study, report)
         _write(out, report)
         return res
 
@@ -222,7 +222,8 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
     if "defenses" in wanted:
         from interp.stages.slipping import defenses_stage
 
-        stage("defenses", defenses_stage, slipping.top_heads if slipping else None)
+        stage("defenses", defenses_stage, slipping.top_heads if slipping else None,
+              causal.recommended_heads if causal else None)
     if "r2d" in wanted:
         from interp.stages.r2d import r2d_stage
 
@@ -262,7 +263,7 @@ def save_artifacts(artifacts: dict, folder: Path) -> list[Path]:
 COMPLETIONS = "completions.jsonl"
 
 
-def _write_answers(out: Path, study: Study, report: dict) -> None:
+def write_answers(out: Path, study: Study, report: dict) -> None:
     """Every answer the stages generated so far to `out/completions.jsonl` (`safety-heads judge
     --completions` gives the report's refusal rates from it), and its summary in the report."""
     from interp.completions import conditions, judge_header, write_completions

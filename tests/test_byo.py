@@ -99,7 +99,8 @@ def test_causal_before_intervention_is_the_models_own_behaviour(foreign_dir, tmp
     assert main(["causal", *files(foreign_dir, jailbreak=False, over=False), "--out", str(out), "--per-cell", "2",
                  "--k", "2"]) == 0
     s = _summary(capsys)
-    assert s["refusal_rate_before"]["harmful"] >= 0.8 and s["refusal_rate_before"]["harmless"] <= 0.2
+    assert s["refusal_rate_before"]["harmful"]["rate"] >= 0.8 and s["refusal_rate_before"]["harmless"]["rate"] <= 0.2
+    assert (out / "completions.jsonl").exists() and s["verdict"]
     saved = json.loads((out / "causal.json").read_text())
     assert saved["data"]["provider"] == "files" and user_ids(saved["data"])
 

@@ -23,7 +23,7 @@ def _causal(args) -> dict:
     from interp.stages.causal import CausalConfig, causal_stage
     from interp.cli import study_config
     from interp.errors import InputError
-    from interp.pipeline import _json_default, open_study
+    from interp.pipeline import _json_default, open_study, write_answers
     from interp.plotting import save_figure
     from interp.provenance import provenance
     from interp.study import figure_ref
@@ -42,6 +42,7 @@ def _causal(args) -> dict:
         save_figure(fig, out / figure_ref(name), png=cfg.png)
     result = {"model": study.model.describe(), **provenance(), "config": cfg.describe(), "data": study.data.describe(),
               **res.report}
+    write_answers(out, study, result)  # every judged answer to out/completions.jsonl
     path = out / "causal.json"
     path.write_text(json.dumps(result, indent=1, default=_json_default))
     ab = result["ablation"]
@@ -51,4 +52,5 @@ def _causal(args) -> dict:
             "refusal_rate_harmless_after": ab["refusal_rate_harmless_after"],
             "random_heads_refusal_rate_harmful_after": ab["random_heads_refusal_rate_harmful_after"],
             "random_heads_refusal_rate_harmless_after": ab["random_heads_refusal_rate_harmless_after"],
+            "verdict": ab.get("verdict"), "completions": str(out / "completions.jsonl"),
             "correlations": result["correlations"]}

@@ -44,3 +44,53 @@ def defense_evidence(study: Study, prompts, table, prefix: str = "defense:") -> 
             [r for r in rs if r.label == "harmless"], [r for r in none if r.label == "harmless"], name, "no defense",
             "harmless refusal rate (plain and wrapped)", seed=study.seed)
     return {"records": records, "comparisons": comparisons, "rows": rows}
+
+
+SHARPEN_BUDGET = 0.10  # harmless refusal allowed on the validation split: the steering calibrations' budget
+
+
+def calibration_sets(study: Study):
+    """(harmful incl. jailbreaks, plain harmless, split name) for calibrating a defense: the validation
+    split, else the training split when the validation split lacks a label (never the test split)."""
+    for split in ("val", "train"):
+        s = study.data.split(split)
+        harmful, harmless = s.filter(label="harmful"), s.filter(label="harmless", family=None)
+        if len(harmful) and len(harmless):
+            return harmful, harmless, split
+    return None
+
+
+def calibrated_sharpening(study: Study, top_heads=None, causal_heads=None, fallback_T: float = 0.25):
+    """Sharpening's temperature and head set chosen on the validation split
+    (`interp.slipping.calibrate`) among every layer, the slipping stage's top heads and the causal
+    heads; returns (Sharpening defense, report dict)."""
+    from interp.slipping.calibrate import calibrate_sharpening
+    from interp.slipping.defenses import Sharpening
+
+    sets = calibration_sets(study)
+    if sets is None:
+        return Sharpening(fallback_T), {"T": fallback_T, "where": "all layers", "calibrated": False,
+                                        "note": f"no validation or training prompts of both labels: the default T = {fallback_T:g}"}
+    harmful, harmless, split = sets
+    head_sets = {"all layers": None}
+    if top_heads:
+        head_sets["slipping top heads"] = [tuple(h) for h in top_heads]
+    if causal_heads:
+        head_sets["causal heads"] = [tuple(h) for h in causal_heads]
+    choice = calibrate_sharpening(study.model, harmful, harmless, head_sets, SHARPEN_BUDGET)
+    return (Sharpening(choice.T, None, choice.heads),
+            {**choice.to_dict(), "calibrated": True, "split": split, "layers": "all" if choice.heads is None else "heads"})
+
+
+def sharpening_utility(study: Study, prompts, sharpening) -> dict:
+    """Cross-entropy of the sharpened model on the unsharpened model's own answers to the plain harmless
+    prompts of `prompts` (`interp.utility.utility_loss`), with intervals."""
+    from interp.intervention import Intervention
+    from interp.utility import utility_loss
+
+    harmless = prompts.filter(label="harmless", family=None)
+    if not len(harmless):
+        return {}
+    iv = Intervention.sharpen(sharpening.T, sharpening.layers, list(sharpening.heads) if sharpening.heads else None)
+    u = utility_loss(study.model, harmless, iv, max_new_tokens=min(study.gen.max_new_tokens, 64), seed=study.seed)
+    return {k: v for k, v in u.items() if k != "intervention"}

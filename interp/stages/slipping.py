@@ -9,8 +9,8 @@ requests plus each family at a middle and its top strength); SmoothLLM is the ex
 
 Honesty rules kept here: heads chosen by correlation are chosen on one half of the prompts and
 the correlation is reported on the other half (unless a probe ranking from an earlier section
-chose them); the sharpening temperature is a fixed default chosen on a different prompt seed
-(docs/slipping.md), not tuned on the test split. Jailbreak cells the model was trained to comply
+chose them); sharpening's temperature and the heads it acts on are chosen on the validation
+split under the steering calibrations' harmless-refusal budget, never on the test split. Jailbreak cells the model was trained to comply
 with (`StudyData.trained_comply`: planted, not found) are reported apart.
 """
 
@@ -25,12 +25,12 @@ from interp.prompts import PromptSet
 from interp.study import FULL_PER_CELL, StageResult, Study, figure_ref
 from interp.slipping.attack import AttackConfig, attack_summary, run_attacks, topic_words
 from interp.slipping.defense_eval import defense_figure, evaluate_defenses, subsample
-from interp.slipping.defenses import NoDefense, Sharpening, SmoothLLM, TokenHighlighter
+from interp.slipping.defenses import NoDefense, SmoothLLM, TokenHighlighter
 from interp.slipping.figures import attention_refusal_lines, correlation_heatmap, step_heatmap, token_heatmap
 from interp.slipping.series import SlippingSeries, attack_series, pearson, series_from_trace
 from interp.intervention import Intervention
 from interp.slipping.trace import TraceConfig, token_attention, trace_attention, window_reach
-from interp.stages.defense_evidence import defense_evidence
+from interp.stages.defense_evidence import calibrated_sharpening, defense_evidence, sharpening_utility
 from interp.stats import rate_record
 
 
@@ -42,7 +42,7 @@ class SlippingDemoConfig:
     k: int = 4  # top heads
     attack_prompts: int = 3
     defense_per_cell: int = 4
-    sharpen_T: float = 0.25  # chosen on eval_prompts(seed=2000), not on study.eval: docs/slipping.md
+    sharpen_T: float = 0.25  # used only without validation prompts; otherwise calibrated (defense_evidence.calibrated_sharpening)
     seed: int = 0
 
 
@@ -227,29 +227,34 @@ def _defense_set(ev: PromptSet, per_cell: int, seed: int, top_only: bool = False
     return subsample(ev, per_cell, seed=seed, strengths=strengths)
 
 
-def defenses_stage(study: Study, top_heads=None, cfg: SlippingDemoConfig = CFG) -> StageResult:
+def defenses_stage(study: Study, top_heads=None, causal_heads=None, cfg: SlippingDemoConfig = CFG) -> StageResult:
     """No defense, attention sharpening, SmoothLLM and Token Highlighter (its affirmation: the
     model's first compliance phrase) on the same held-out prompts; `top_heads` (the slipping
-    stage's) are the heads whose attention explains what sharpening does."""
+    stage's) are the heads whose attention explains what sharpening does. Sharpening's temperature
+    and where it acts (every layer, `top_heads`, the causal stage's `causal_heads`) are chosen on the
+    validation split under the harmless-refusal budget (`defense_evidence.calibrated_sharpening`)."""
     model = study.model
     # at the demo's real-model scale each family is defended at its strongest cell only (SmoothLLM
     # alone generates ten copies of every prompt)
     ps = _defense_set(study.data.test, study.scaled(cfg.defense_per_cell), cfg.seed,
                       top_only=study.per_cell < FULL_PER_CELL)
-    defenses = {"none": NoDefense(), "sharpening": Sharpening(cfg.sharpen_T), "smoothllm": SmoothLLM(seed=cfg.seed),
+    sharpening, calibration = calibrated_sharpening(study, top_heads, causal_heads, cfg.sharpen_T)
+    defenses = {"none": NoDefense(), "sharpening": sharpening, "smoothllm": SmoothLLM(seed=cfg.seed),
                 "token_highlighter": TokenHighlighter()}
     table = evaluate_defenses(model, ps, defenses, study.judge, study.gen)
     out = table.to_dict()
     evidence = defense_evidence(study, ps, table)
     trained = study.data.trained_comply
-    out["sharpening"]["T"] = cfg.sharpen_T
-    out["sharpening"]["layers"] = "all"
+    out["sharpening"]["T"] = sharpening.T
+    out["sharpening"]["layers"] = "all" if sharpening.heads is None else "heads"
+    out["sharpening"]["calibration"] = calibration
+    out["sharpening"]["utility"] = sharpening_utility(study, ps, sharpening)
 
     # why sharpening does what it does: attention on the request with and without it
     heads = list(top_heads or [(0, h) for h in range(min(4, model.n_heads))])
     harm = ps.filter(label="harmful")
     base = trace_attention(model, harm, TraceConfig(max_new_tokens=0))
-    with Intervention.sharpen(cfg.sharpen_T).apply(model):
+    with Intervention.sharpen(sharpening.T, None, list(sharpening.heads) if sharpening.heads else None).apply(model):
         sharp = trace_attention(model, harm, TraceConfig(max_new_tokens=0))
     mech = {}
     for f in sorted(harm.families()):
