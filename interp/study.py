@@ -31,7 +31,7 @@ SPLITS = ("train", "val", "test")
 # the smallest sizes a study takes, here once: StudyConfig, the providers and the CLI (--per-cell,
 # --n-train) check these. n_train is plain prompts per label; with fewer than 4 the val split,
 # drawn at a quarter of it (at least 4), would outnumber train.
-MIN_SIZES = {"per_cell": 1, "fit_per_cell": 1, "n_train": 4}
+MIN_SIZES = {"per_cell": 1, "fit_per_cell": 1, "n_train": 4, "plain_per_label": 1, "top_per_cell": 1}
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 LABEL_KINDS = ("behaviour", "category")
 
@@ -75,6 +75,11 @@ class StudyConfig:
     # label for fitting; None: the demo's scale for the model (DEMO_SIZES, `resolved`)
     per_cell: int | None = None
     n_train: int | None = None
+    # organism providers: held-out plain requests per label, and held-out harmful prompts at each
+    # jailbreak family's strongest strength (where a jailbreak claim is made); None: per_cell when it
+    # was given, else the demo's scale (DEMO_SIZES)
+    plain_per_label: int | None = None
+    top_per_cell: int | None = None
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS  # files only: train/val/test split
     fit_per_cell: int = 3  # jailbreak prompts per cell in train and val (behaviour labels see them)
     # greedy answer length for the judge; None: the model's default (DEMO_SIZES: what a refusal needs,
@@ -100,7 +105,8 @@ class StudyConfig:
             raise InputError(f"--max-per-label must be at least 1, got {self.max_per_label}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise InputError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        check_sizes(per_cell=self.per_cell, fit_per_cell=self.fit_per_cell, n_train=self.n_train)
+        check_sizes(per_cell=self.per_cell, fit_per_cell=self.fit_per_cell, n_train=self.n_train,
+                    plain_per_label=self.plain_per_label, top_per_cell=self.top_per_cell)
         check_fractions(self.fractions)
         for name in ("refusal_phrases", "compliance_phrases"):
             v = getattr(self, name)
@@ -120,22 +126,30 @@ class StudyConfig:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
     def resolved(self, model) -> "StudyConfig":
-        """This config with `per_cell`, `n_train` and `max_new_tokens` filled in for `model` where they are None."""
+        """This config with `per_cell`, `n_train`, `max_new_tokens` (and `plain_per_label`, `top_per_cell`:
+        `per_cell` when it was given, else the demo's scale) filled in for `model` where they are None."""
         sizes = demo_sizes(model)
+        held = lambda k: sizes[k] if self.per_cell is None else self.per_cell  # noqa: E731
         return replace(self, per_cell=sizes["per_cell"] if self.per_cell is None else self.per_cell,
+                       plain_per_label=held("plain_per_label") if self.plain_per_label is None else self.plain_per_label,
+                       top_per_cell=held("top_per_cell") if self.top_per_cell is None else self.top_per_cell,
                        n_train=sizes["n_train"] if self.n_train is None else self.n_train,
                        max_new_tokens=sizes["max_new_tokens"] if self.max_new_tokens is None else self.max_new_tokens)
 
 
 # The demo's default scale. On the toy organisms (a few million parameters) every stage takes
 # seconds at the full sizes. On a real model a prompt token costs ~1.5-4 ms of one forward pass on
-# 2 CPU cores (SmolLM2-135M), so the same sizes took an hour; the smaller cells keep the whole demo
-# to about 7 minutes there (421 s, docs/organism_smollm2.md). Pass --per-cell / --n-train for tighter numbers.
+# 2 CPU cores (SmolLM2-135M), so the full grid at 20 per cell took an hour. There the jailbreak grid
+# keeps small cells (per_cell: the dose-response curve) while the rows a claim rests on get the
+# sizes that carry one: 32 plain requests per label (baseline, causal heads vs random heads,
+# direction ablation/addition, each steering method's chosen point) and 16 harmful prompts at each
+# family's strongest strength. benchmarks/demo_time.py times it and checks the sizes.
 TOY_PARAMETERS = 10_000_000
 # max_new_tokens: the greedy answer length at which the refusal judge's verdict equals its verdict at
 # 128 tokens for >= 99% of held-out prompts (benchmarks/judge_tokens.py, docs/judge.md)
-DEMO_SIZES = {"toy": {"per_cell": 20, "n_train": 64, "max_new_tokens": 12},
-              "real": {"per_cell": 4, "n_train": 32, "max_new_tokens": 64}}
+DEMO_SIZES = {"toy": {"per_cell": 20, "n_train": 64, "max_new_tokens": 12, "plain_per_label": 20, "top_per_cell": 20},
+              "real": {"per_cell": 4, "n_train": 32, "max_new_tokens": 64, "plain_per_label": 32, "top_per_cell": 16}}
+CLAIM_SIZES = {"plain_per_label": 32, "top_per_cell": 16}  # the least a real-model claim rests on (issue: findings)
 FULL_PER_CELL = DEMO_SIZES["toy"]["per_cell"]  # the held-out cell size the stages' subsamples are set for
 
 

@@ -167,8 +167,10 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     reduced = study.per_cell < FULL_PER_CELL
     effect_sets = _held_out(study.data.test, plain_n=study.scaled(40, 4), cell_n=study.scaled(4), seed=study.seed,
                             top_only=reduced)
-    gen_sets = _held_out(study.data.test, plain_n=study.scaled(20, 4), cell_n=study.scaled(2), seed=study.seed + 1,
-                         top_only=reduced)
+    # generation (the judged rates a claim rests on): every held-out plain request (plain_per_label of
+    # them), and at the real-model scale 4 prompts of each family's strongest cell
+    gen_sets = _held_out(study.data.test, plain_n=len(study.data.test), cell_n=4 if reduced else study.scaled(2),
+                         seed=study.seed + 1, top_only=reduced)
     factors = SWEEP_FACTORS_REDUCED if reduced else SWEEP_FACTORS
     jb_key = "jailbreak" if "jailbreak" in effect_sets else "harmful"
     timings = {}
