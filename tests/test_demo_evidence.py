@@ -51,7 +51,13 @@ def test_judge_reproduces_the_report(demo):
     st = report["steering"]
     assert st["direction"]["ablation_harmful_refusal_rate"] == c["steering:direction_ablation"]["harmful"]
     assert st["direction"]["addition_harmless_refusal_rate"] == c["steering:direction_addition"]["harmless"]
+    scored = [row for row in st["tradeoff"] if row["measure"].startswith("one-pass")]
+    assert scored and all(_is_record(row["harmless"]) for row in scored)  # the curve's other points: scored, not generated
+    assert not any(k.startswith("steering:") and f"@{row['strength']:g}" in k and row["method"] in k
+                   for row in scored for k in judged["conditions"])
     for row in st["tradeoff"]:
+        if row in scored:
+            continue
         t = c[row["condition"]]
         assert row["harmful"] == t["harmful"] and row["harmless"] == t["harmless"] and row["jailbreak"] == t["jailbreak_all"]
     for row in report["slipping"]["series"]:

@@ -24,7 +24,7 @@ from interp.steering.antidote import fit_antidote
 from interp.steering.effect import EFFECT_DEFINITION, EffectMeter
 from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select_heads
 from interp.steering.layer import compare_heads_vs_layer
-from interp.steering.tradeoff import calibrate, compact, sweep, tradeoff_figure, unsteered_point
+from interp.steering.tradeoff import calibrate, scored_sweep, sweep, tradeoff_figure, unsteered_point
 from interp.stages.evidence import judged_runs
 from interp.stages.steering_evidence import comparisons, record_sweep, records, with_records
 from interp.direction import Direction
@@ -60,14 +60,14 @@ def _held_out(ev: PromptSet, plain_n: int, cell_n: int, seed: int = 0, top_only:
 
 
 def _best_safe_gains(rows: list[dict]) -> dict:
-    """Per method: the sweep point with the largest jailbreak refusal gain over the unsteered row
-    among those keeping harmless refusal <= MAX_HARMLESS_REFUSAL."""
+    """Per method: the judged sweep point with the largest jailbreak refusal gain over the unsteered
+    row among those keeping harmless refusal <= MAX_HARMLESS_REFUSAL."""
     base = next((r for r in rows if r["method"] == "unsteered"), None)
     if base is None or "jailbreak" not in base or "harmless" not in base:
         return {}
     out = {}
     for m in dict.fromkeys(r["method"] for r in rows if r["method"] != "unsteered"):
-        ok = [r for r in rows if r["method"] == m and r["harmless"] <= MAX_HARMLESS_REFUSAL]
+        ok = [r for r in rows if r["method"] == m and r["harmless"] <= MAX_HARMLESS_REFUSAL and r.get("measure") != "score"]
         if ok:
             b = max(ok, key=lambda r: r["jailbreak"])
             out[m] = {"strength": round(b["strength"], 4), "jailbreak_gain": round(b["jailbreak"] - base["jailbreak"], 4),
@@ -231,12 +231,15 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     t = time.perf_counter()
     unsteered, row = unsteered_point(model, gen_sets, study.judge, study.gen)
     rows = [row]
-    rows += sweep(model, on_heads, [f * sigmas_h for f in factors], gen_sets,
-                  "hsi (heads)", study.judge, study.gen, unsteered)
-    rows += sweep(model, Intervention.steer_layer(hd, layers, 1.0), [f * sigmas_h for f in factors], gen_sets,
-                  "layer (all heads)", study.judge, study.gen, unsteered)
-    rows += sweep(model, sparse_iv, [f * nf_s for f in factors], gen_sets,
-                  "antidote (5%)", study.judge, study.gen, unsteered)
+    swept = [("hsi (heads)", on_heads, sigmas_h), ("layer (all heads)", Intervention.steer_layer(hd, layers, 1.0), sigmas_h),
+             ("antidote (5%)", sparse_iv, nf_s)]
+    for name, iv, chosen in swept:
+        # generation and the judge at the calibrated point (factor 1, the reported one); at the
+        # real-model scale the curve's other points are read off the one-pass refusal score
+        judged_f = factors if not reduced else [f for f in factors if f == 1.0]
+        rows += sweep(model, iv, [f * chosen for f in judged_f], gen_sets, name, study.judge, study.gen, unsteered)
+        if reduced:
+            rows += scored_sweep(model, iv, [f * chosen for f in factors if f != 1.0], gen_sets, name, unsteered)
     recorded = record_sweep(study, gen_sets, rows)
     timings["tradeoff"] = time.perf_counter() - t
     figures = {"steering_tradeoff": tradeoff_figure(rows, x="harmless", title=f"Safety-utility trade-off: {model.name}"),
@@ -256,7 +259,7 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
                      "dense_effect_same_norm_fraction": r4(e_d_same), "layers": anti.layers, "paired": anti.paired,
                      "best_safe_jailbreak_gain": summary.get("antidote (5%)")},
         "direction": d_report,
-        "tradeoff": with_records(compact(rows), recorded),
+        "tradeoff": with_records(rows, recorded, gen_sets),
         "comparisons": comparisons(recorded, {"hsi (heads)": sigmas_h, "layer (all heads)": sigmas_h, "antidote (5%)": nf_s},
                                    d_rows, study.seed),
         "calibrations": {"hsi_sigmas": cal_h.to_dict(), "antidote_norm_fraction": cal_s.to_dict(),

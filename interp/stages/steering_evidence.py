@@ -18,7 +18,7 @@ def record_sweep(study: Study, sets: dict, rows: list[dict]) -> dict[str, list]:
     out = {}
     for row in rows:
         pp = row.get("per_prompt")
-        if not pp:
+        if not pp or any(v["answers"] is None for v in pp.values()):  # scored, not generated: nothing to keep
             continue
         ps, ans, ref, sc = [], [], [], []
         for k, v in sets.items():
@@ -45,14 +45,22 @@ def records(rows: list) -> dict:
     return out
 
 
-def with_records(compact_rows: list[dict], recorded: dict[str, list]) -> list[dict]:
-    """The report's trade-off rows with each rate replaced by its record, and the condition named."""
+def with_records(rows: list[dict], recorded: dict[str, list], sets: dict) -> list[dict]:
+    """The report's trade-off rows (`compact`) with each rate replaced by its record and the condition
+    named; a scored (not generated) row's records count prompts whose one-pass score is > 0."""
+    from interp.steering.tradeoff import compact
+    from interp.stats import rate_record
+
     out = []
-    for c in compact_rows:
+    for row, c in zip(rows, compact(rows)):
         key = PREFIX + c["method"] if c["method"] == "unsteered" else f"{PREFIX}{c['method']}@{round(float(c['strength']), 6):g}"
-        rows = recorded.get(key)
-        if rows:
-            c = {**c, **records(rows), "condition": key}
+        kept = recorded.get(key)
+        if kept:
+            c = {**c, **records(kept), "condition": key, "measure": "judged answers"}
+        elif row.get("measure") == "score":
+            flags = {k: row["per_prompt"][k]["refused"] for k in sets}
+            c = {**c, **{k: rate_record(v) for k, v in flags.items()},
+                 "measure": "one-pass refusal score > 0 (not generated: a point of the curve, not a reported operating point)"}
         out.append(c)
     return out
 

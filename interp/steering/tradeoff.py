@@ -170,6 +170,36 @@ def sweep(model: ChatModel, intervention: Swept, strengths: Sequence[float], set
     return rows
 
 
+@torch.no_grad()
+def scored_sweep(model: ChatModel, intervention: Swept, strengths: Sequence[float], sets, method: str,
+                 unsteered: Unsteered) -> list[dict]:
+    """`sweep` without generation: each set's refusal "rate" is the fraction of prompts whose one-pass
+    refusal score is > 0 (the greedy first-token decision), from one prompt pass per strength; rows
+    carry `"measure": "score"` and per-prompt flags (no answers). For sweep points that are plotted
+    but not reported as judged rates."""
+    strengths = [check_alpha(a, "strength") for a in strengths]
+    sets = _as_sets(sets)
+    rows = []
+    for a in strengths:
+        with at_strength(intervention, a).apply(model):
+            row: dict = {"method": method, "strength": a, "measure": "score"}
+            for k, v in sets.items():
+                logp = last_logits(model, texts_of(v)).float().log_softmax(-1).cpu()
+                sc = check_finite(refusal_log_odds(model, logp), "refusal scores")
+                base = refusal_log_odds(model, unsteered.logp[k])
+                flags = (sc > 0).tolist()
+                row[k] = sum(flags) / len(flags)
+                row[f"{k}_score"] = float(sc.mean())
+                row.setdefault("effect", {})[k] = float((sc - base).mean())
+                p0 = unsteered.logp[k]
+                row.setdefault("kl", {})[k] = float((p0.exp() * (p0 - logp)).sum(-1).mean())
+                row.setdefault("per_prompt", {})[k] = {"answers": None, "refused": flags, "scores": sc.tolist()}
+            if "harmless" in row:
+                row["utility"] = {"harmless_comply": 1.0 - row["harmless"], "kl": row["kl"]["harmless"]}
+        rows.append(row)
+    return rows
+
+
 def tradeoff_figure(rows: list[dict], x: str = "harmless", y: str = "jailbreak", title: str | None = None):
     """Safety-utility curve: one line per method, points labelled by strength. x: "harmless" (refusal
     rate of harmless prompts) or "kl" (KL on harmless); y: refusal rate of a set (default jailbreak)."""
@@ -177,15 +207,27 @@ def tradeoff_figure(rows: list[dict], x: str = "harmless", y: str = "jailbreak",
 
     if x not in ("harmless", "kl"):
         raise InputError(f"x must be 'harmless' or 'kl', got {x!r}")
+    from interp.plotting import error_bars
+    from interp.stats import rate_record
+
+    def rec(r, k):  # the rate of set k with its Wilson interval, from the row's per-prompt verdicts
+        flags = r.get("per_prompt", {}).get(k, {}).get("refused")
+        return rate_record(flags) if flags else {"rate": r.get(k)}
+
     fig = go.Figure()
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for m in methods:
         pts = sorted((r for r in rows if r["method"] == m), key=lambda r: r["strength"])
         xs = [r["kl"]["harmless"] if x == "kl" else r["harmless"] for r in pts]
+        ys = [rec(r, y) for r in pts]
+        ex = error_bars([rec(r, "harmless") for r in pts]) if x == "harmless" else None
         fig.add_trace(go.Scatter(x=xs, y=[r[y] for r in pts], mode="lines+markers+text", name=m,
+                                 error_y=error_bars(ys), error_x=ex,
+                                 marker={"symbol": ["circle-open" if r.get("measure") == "score" else "circle" for r in pts]},
                                  text=[f"{r['strength']:g}" for r in pts], textposition="top center",
                                  hovertemplate=f"{m}<br>strength %{{text}}<br>{x} %{{x:.3f}}<br>{y} refusal %{{y:.0%}}<extra></extra>"))
-    fig.update_layout(title=title or "Safety-utility trade-off (labels: strength)",
+    fig.update_layout(title=(title or "Safety-utility trade-off (labels: strength)") + "<br><sup>bars: 95% Wilson "
+                      "intervals; open markers: one-pass refusal score > 0, not generated</sup>",
                       xaxis_title="harmless refusal rate" if x == "harmless" else "KL(unsteered || steered) on harmless",
                       yaxis_title=f"{y} refusal rate", yaxis={"range": [-0.02, 1.02], "tickformat": ".0%"},
                       template="plotly_white", hovermode="closest")
