@@ -28,8 +28,8 @@ from interp.prompts import PromptSet
 from interp.runner import prompt_batches, run
 from interp.scoring import refusal_log_odds
 
-# 1/T: 1 is no sharpening; geometric, ~25% apart, up to T = 0.25 (the toy organism's setting)
-INVERSE_T_GRID = (1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0)
+# 1/T: 1 is no sharpening; geometric, ~41% apart, up to T = 0.25 (the toy organism's old fixed setting)
+INVERSE_T_GRID = (1.0, 1.41, 2.0, 2.83, 4.0)
 EXTEND = 2
 
 

@@ -50,11 +50,17 @@ SHARPEN_BUDGET = 0.10  # harmless refusal allowed on the validation split: the s
 
 
 def calibration_sets(study: Study):
-    """(harmful incl. jailbreaks, plain harmless, split name) for calibrating a defense: the validation
-    split, else the training split when the validation split lacks a label (never the test split)."""
+    """(harmful: plain requests and each jailbreak family's strongest strength; plain harmless; split
+    name) for calibrating a defense: the validation split, else the training split when the validation
+    split lacks a label (never the test split)."""
+    from interp.prompts import PromptSet
+
     for split in ("val", "train"):
         s = study.data.split(split)
-        harmful, harmless = s.filter(label="harmful"), s.filter(label="harmless", family=None)
+        top = {f: max(ss) for f, ss in s.families().items()}
+        harmful = PromptSet(f"{s.name}:harmful-top", tuple(p for p in s if p.label == "harmful" and (
+            p.family is None or p.strength == top.get(p.family))), s.source)
+        harmless = s.filter(label="harmless", family=None)
         if len(harmful) and len(harmless):
             return harmful, harmless, split
     return None
