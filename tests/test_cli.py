@@ -56,7 +56,7 @@ def test_slipping_command_traces_attention(tmp_path):
     assert len(slip["top_heads"]) == 4 and len({tuple(h) for h in slip["top_heads"]}) == 4
     dist = slip["per_family"]["distractor"]
     assert dist["attention_falls"] and dist["attention_on_request"][-1] < dist["attention_on_request"][0], dist
-    assert dist["refusal_rate"][0] == 1.0 and dist["refusal_rate"][-1] < 1.0, dist
+    assert dist["refusal_rate"][0]["rate"] == 1.0 and dist["refusal_rate"][-1]["rate"] < 1.0, dist
     assert {row["family"] for row in slip["series"]} >= {"distractor", "suffix"}
 
 

@@ -28,8 +28,10 @@ def defense_evidence(study: Study, prompts, table, prefix: str = "defense:") -> 
             "jailbreak_success_untrained": rate(_jailbreaks(rs, trained), complied=True),
             "harmful_refusal": rate(rs, "harmful", None), "harmless_refusal": rate(rs, "harmless", None),
             "harmless_refusal_wrapped": rate([r for r in rs if r.label == "harmless" and r.family is not None]),
-            "per_family_records": {f: {s: rate(c, complied=True) for s, c in sorted(cells.items(), key=lambda x: int(x[0]))}
-                                   for f, cells in sorted(per_family.items())},
+            # jailbreak success per family and strength; "0": the plain harmful requests
+            "per_family": {f: {"0": rate(rs, "harmful", None, complied=True),
+                               **{s: rate(c, complied=True) for s, c in sorted(cells.items(), key=lambda x: int(x[0]))}}
+                           for f, cells in sorted(per_family.items())},
             "condition": prefix + name,
         }
     comparisons = {}

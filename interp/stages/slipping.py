@@ -145,7 +145,7 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
             "attention_on_request_all_heads": [round(float(x), 4) for x in att_all],
             "harmless_control_attention_on_request": [round(float(x), 4) for x in c],
             "refusal_score": [round(float(x), 4) for x in s.refusal_score],
-            "refusal_rate": [round(float(x), 4) for x in s.refusal_rate],
+            "refusal_rate": [r["refusal_rate"] for r in rows if r["family"] == f],
             "correlation": fam_pooled["prompt"], "correlation_steps": fam_pooled["step"],
             "correlation_within_step": fam_pooled["within_step"],
             "attention_falls": falls,

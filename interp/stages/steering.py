@@ -26,7 +26,7 @@ from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select
 from interp.steering.layer import compare_heads_vs_layer
 from interp.steering.tradeoff import calibrate, scored_sweep, sweep, tradeoff_figure, unsteered_point
 from interp.stages.evidence import judged_runs
-from interp.stages.steering_evidence import comparisons, record_sweep, records, with_records
+from interp.stages.steering_evidence import best_points, comparisons, record_sweep, records, with_records
 from interp.direction import Direction
 from probes.directions import calibrate_direction, find_refusal_direction, resolve_direction
 
@@ -212,6 +212,15 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     from_state = _given_direction(model, given_direction, harmful_tr, harmless_tr)
     direction, d_source = from_state or _own_direction(study)
 
+    def _norm_fraction(d) -> float | None:
+        """The added direction's size as a fraction of the mean last-token residual norm where it is
+        added (the Antidote's unit, from the same training prompts): a strength that carries across models."""
+        site = getattr(d, "site", None) or "resid_pre"
+        at = d.layer - 1 if site == "resid_pre" else d.layer  # resid_pre of layer l is resid_post of l - 1
+        if at is None or not 0 <= at < len(anti.scale) or float(anti.scale[at]) == 0:
+            return None
+        return round(float(d.vector.norm()) / float(anti.scale[at]), 4)
+
     def judged(d) -> tuple[dict, dict]:
         abl = judged_runs(study, gen_sets["harmful"], {"direction_ablation": Intervention.ablate_direction(d)}, "steering:")
         add = judged_runs(study, gen_sets["harmless"], {"direction_addition": Intervention.add_direction(d)}, "steering:")
@@ -219,7 +228,7 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
         return ({"ablation_harmful_refusal_rate": records(abl)["harmful"], "addition_harmless_refusal_rate": records(add)["harmless"],
                  "conditions": {"ablation": "steering:direction_ablation", "addition": "steering:direction_addition"},
                  "site": getattr(d, "site", None), "layer": d.layer, "position": getattr(d, "position", None),
-                 "norm": round(float(d.vector.norm()), 4),
+                 "norm": round(float(d.vector.norm()), 4), "norm_fraction": _norm_fraction(d),
                  "examples": {"ablation": [r.answer for r in abl[:2]], "addition": [r.answer for r in add[:2]]}},
                 {"ablation": abl, "addition": add})
 
@@ -245,7 +254,7 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     figures = {"steering_tradeoff": tradeoff_figure(rows, x="harmless", title=f"Safety-utility trade-off: {model.name}"),
                "steering_tradeoff_kl": tradeoff_figure(rows, x="kl", title=f"Safety-utility trade-off (KL): {model.name}")}
 
-    summary = _best_safe_gains(rows)
+    summary = best_points(_best_safe_gains(rows), recorded, study.seed)
     r4 = lambda x: round(float(x), 4)  # noqa: E731
     report = {
         "hsi": {"heads": [list(h) for h in heads], "sigmas": r4(sigmas_h), "effect": r4(cmp["effect_heads"][jb_key]),

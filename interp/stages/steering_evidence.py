@@ -65,6 +65,25 @@ def with_records(rows: list[dict], recorded: dict[str, list], sets: dict) -> lis
     return out
 
 
+def best_points(summary: dict, recorded: dict[str, list], seed: int) -> dict:
+    """`summary` (method -> its best safe judged point, or None) with the point's rates as records and
+    its jailbreak gain over the unsteered model as a paired difference with its verdict."""
+    base = recorded.get(PREFIX + "unsteered")
+    out = {}
+    for m, b in summary.items():
+        if not b:
+            out[m] = b
+            continue
+        key = next((k for k in recorded if k.startswith(f"{PREFIX}{m}@") and abs(float(k.rsplit("@", 1)[1]) - b["strength"]) < 1e-3), None)
+        rows = recorded.get(key) if key else None
+        if not rows or not base:
+            out[m] = b
+            continue
+        gain = compare(jailbreak_rows(rows), jailbreak_rows(base), m, "unsteered", "jailbreak refusal rate", seed=seed)
+        out[m] = {**b, **records(rows), "jailbreak_gain": gain, "condition": key}
+    return out
+
+
 def comparisons(recorded: dict[str, list], chosen: dict[str, float], direction: dict[str, list], seed: int) -> dict:
     """Paired comparisons: each method at its calibrated strength (`chosen`: method -> strength) against the
     unsteered model (jailbreak and harmless refusal), head against layer steering, and the refusal
