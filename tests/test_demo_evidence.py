@@ -79,6 +79,9 @@ def test_verdicts_rest_on_paired_differences(demo):
     assert any(k.startswith("sharpening vs none") for k in report["defenses"]["comparisons"])
     for cmp in comps:
         assert cmp["paired"] and cmp["verdict"]
+        if cmp["ci95"] is None:  # a mean over too few prompts: no interval, no call
+            assert cmp["verdict"].startswith("too few prompts to call")
+            continue
         lo, hi = cmp["ci95"]
         assert lo <= cmp["difference"] <= hi
         assert cmp["verdict"].startswith("too few prompts to call") == (lo <= 0 <= hi)

@@ -16,10 +16,11 @@ from typing import Callable, Mapping, Sequence
 from interp.evaluate import evaluate_stack
 from interp.generation import GenerationConfig
 from interp.prompts import PromptSet
-from interp.stats import difference, rate_record, verdict
+from interp.stats import difference, newcombe_paired, rate_record, verdict
 from interp.study import Study
 
 ANY = ...
+MIN_BOOTSTRAP_N = 10  # prompts below which a bootstrap interval of a mean difference is withheld (verdict: too few)
 
 
 def select(rows: Sequence, label: str | None = None, family=ANY, strength=ANY, set: str | None = "test") -> list:
@@ -37,7 +38,9 @@ def compare(a: Sequence, b: Sequence, name_a: str, name_b: str, what: str = "ref
             value: Callable = lambda r: float(r.refused), seed: int = 0) -> dict:
     """mean(value) over rows `a` minus over rows `b`, paired by prompt where both hold the same
     prompts, with its 95% interval and verdict. `b` may hold several rows per prompt (e.g. one per
-    random head set): they are averaged per prompt first."""
+    random head set): they are averaged per prompt first. 0/1 outcomes paired by prompt take
+    Newcombe's paired score interval; a mean difference over fewer than `MIN_BOOTSTRAP_N` prompts gets
+    no interval, so its verdict is "too few prompts to call"."""
     def per_prompt(rows):
         acc: dict[str, list[float]] = {}
         for r in rows:
@@ -46,8 +49,18 @@ def compare(a: Sequence, b: Sequence, name_a: str, name_b: str, what: str = "ref
 
     ia, va, ma = per_prompt(a)
     ib, vb, mb = per_prompt(b)
-    kind = "mean" if (ma or mb or any(v not in (0.0, 1.0) for v in va + vb)) else "rate"
-    d = difference(va, vb, ia, ib, kind=kind, seed=seed)
+    binary = not (ma or mb or any(v not in (0.0, 1.0) for v in va + vb))
+    d = difference(va, vb, ia, ib, kind="rate" if binary else "mean", seed=seed)
+    if d["paired"] and binary and d["difference"] is not None:
+        # 0/1 outcomes on the same prompts: Newcombe's paired score interval, not the bootstrap (which
+        # collapses to a point when every pair differs the same way)
+        pos = {i: j for j, i in enumerate(ib)}
+        pairs = [(va[k] == 1.0, vb[pos[i]] == 1.0) for k, i in enumerate(ia)]
+        cells = [sum(1 for x, y in pairs if (x, y) == c) for c in ((True, True), (True, False), (False, True), (False, False))]
+        d = {**d, "ci95": [round(c, 4) for c in newcombe_paired(*cells)], "method": "newcombe paired (method 10)"}
+    elif d["difference"] is not None and min(d["n_a"], d["n_b"]) < MIN_BOOTSTRAP_N:
+        # a percentile bootstrap over fewer prompts than this is not an interval to rest a verdict on
+        d = {**d, "ci95": None, "method": f"{d['method']} (not shown below {MIN_BOOTSTRAP_N} prompts)"}
     return {**d, "a": name_a, "b": name_b, "what": what, "verdict": verdict(d, name_a, name_b, what)}
 
 
