@@ -64,6 +64,17 @@ def compare(a: Sequence, b: Sequence, name_a: str, name_b: str, what: str = "ref
     return {**d, "a": name_a, "b": name_b, "what": what, "verdict": verdict(d, name_a, name_b, what)}
 
 
+def baseline_answers(study: Study, prompts) -> list[str] | None:
+    """The baseline stage's answers to `prompts` when it generated all of them with the study's own
+    settings (the unmodified model: the same answers again), else None. So no stage generates the
+    unmodified model's answers twice."""
+    rows = {r.prompt_id: r for r in study.answers
+            if r.condition == "baseline" and r.set == "test" and r.max_new_tokens == study.gen.max_new_tokens}
+    if not rows or any(p.id not in rows for p in prompts):
+        return None
+    return [rows[p.id].answer for p in prompts]
+
+
 def judged_runs(study: Study, prompts: PromptSet, interventions: Mapping[str, object], prefix: str,
                 max_new_tokens: int | None = None, alphas: Mapping[str, float] | None = None) -> dict[str, list]:
     """Generate and judge `prompts` under every named intervention in one batched pass
@@ -77,4 +88,4 @@ def judged_runs(study: Study, prompts: PromptSet, interventions: Mapping[str, ob
             for name, ev in zip(interventions, evs)}
 
 
-__all__ = ["compare", "judged_runs", "rate", "select"]
+__all__ = ["baseline_answers", "compare", "judged_runs", "rate", "select"]

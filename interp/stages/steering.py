@@ -25,7 +25,7 @@ from interp.steering.effect import EFFECT_DEFINITION, EffectMeter
 from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select_heads
 from interp.steering.layer import compare_heads_vs_layer
 from interp.steering.tradeoff import calibrate, scored_sweep, sweep, tradeoff_figure, unsteered_point
-from interp.stages.evidence import judged_runs
+from interp.stages.evidence import baseline_answers, judged_runs
 from interp.stages.steering_evidence import best_points, comparisons, record_sweep, records, with_records
 from interp.direction import Direction
 from probes.directions import calibrate_direction, find_refusal_direction, resolve_direction
@@ -238,7 +238,10 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
 
     # ---- safety-utility trade-off on the small generation subsample
     t = time.perf_counter()
-    unsteered, row = unsteered_point(model, gen_sets, study.judge, study.gen)
+    # the unsteered answers are the baseline stage's when it ran (the same prompts and settings)
+    known = {k: baseline_answers(study, v) for k, v in gen_sets.items()}
+    unsteered, row = unsteered_point(model, gen_sets, study.judge, study.gen,
+                                     known if all(v is not None for v in known.values()) else None)
     rows = [row]
     swept = [("hsi (heads)", on_heads, sigmas_h), ("layer (all heads)", Intervention.steer_layer(hd, layers, 1.0), sigmas_h),
              ("antidote (5%)", sparse_iv, nf_s)]

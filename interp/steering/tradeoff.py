@@ -96,20 +96,30 @@ def evaluate_point(model: ChatModel, sets, unsteered: Unsteered, judge: RefusalJ
 
 
 def unsteered_point(model: ChatModel, sets, judge: RefusalJudge = RefusalJudge(),
-                    gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64)) -> tuple[Unsteered, dict]:
+                    gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64),
+                    answers: dict | None = None) -> tuple[Unsteered, dict]:
     """The unsteered model's sweep row ("unsteered", strength 0) and the reference of every other
-    sweep, from one generation pass: the reference log-probabilities are its first step's."""
+    sweep, from one generation pass: the reference log-probabilities are its first step's.
+    `answers` (set name -> the unsteered greedy answers of its prompts at `gen`, e.g. the baseline
+    stage's) skips the generation: only the one prompt pass for the reference runs."""
     sets = _as_sets(sets)
-    row, unsteered = _evaluate(model, sets, None, judge, gen)
+    given = None
+    if answers is not None:
+        given = [a for k in sets for a in answers[k]]
+    row, unsteered = _evaluate(model, sets, None, judge, gen, given)
     return unsteered, {"method": "unsteered", "strength": 0.0, **row}
 
 
 def _evaluate(model: ChatModel, sets: dict, unsteered: Unsteered | None, judge: RefusalJudge,
-              gen: GenerationConfig) -> tuple[dict, Unsteered]:
+              gen: GenerationConfig, given: list[str] | None = None) -> tuple[dict, Unsteered]:
     names = list(sets)
     texts = [t for k in names for t in texts_of(sets[k])]
-    # one call over the union (fewer, fuller batches); the scores come off its first step
-    answers, first = generate_with_logits(model, texts, gen)
+    if given is not None:  # answers generated already (the same model and settings): one prompt pass
+        if len(given) != len(texts):
+            raise InputError(f"{len(given)} answers given for {len(texts)} prompts")
+        answers, first = list(given), last_logits(model, texts)
+    else:  # one call over the union (fewer, fuller batches); the scores come off its first step
+        answers, first = generate_with_logits(model, texts, gen)
     refused = judge(answers)
     logp = first.float().log_softmax(-1).cpu()
     scores = check_finite(refusal_log_odds(model, logp), "refusal scores")
