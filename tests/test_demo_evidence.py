@@ -63,6 +63,9 @@ def test_judge_reproduces_the_report(demo):
     for row in report["slipping"]["series"]:
         rr = c["slipping:trace"]["jailbreak"][row["family"]][str(row["strength"])]
         assert row["refusal_rate"] == rr
+    for method, rec in report["slipping"]["attack"]["success"].items():  # each attack's final answers
+        r = c[rec["condition"]]["jailbreak_all"]
+        assert rec["success"]["n"] == r["n"] and rec["success"]["rate"] == pytest.approx(1 - r["rate"], abs=1e-4)
     d = report["defenses"]
     for name in ("none", "sharpening", "smoothllm", "token_highlighter"):
         t = c[f"defense:{name}"]

@@ -128,7 +128,8 @@ def test_cli_export_then_eval_the_exported_model(organism, organism_direction, t
     capsys.readouterr()
     assert main(["eval", "--model", str(out), "--per-cell", "1", "--n-train", "8"]) == 0
     table = json.loads(capsys.readouterr().out)
-    assert table["model"] == str(out) and table["n_prompts"] > 0 and 0.0 <= table["refusal_rate"]["harmful"] <= 1.0
+    assert table["model"] == str(out) and table["n_prompts"] > 0 and 0.0 <= table["refusal_rate"]["harmful"]["rate"] <= 1.0
+    assert table["refusal_rate"]["harmful"]["n"] > 0
     # a missing direction is one line, before any model loads
     assert main(["export", "--direction", str(tmp_path / "nope.json"), "--out", str(tmp_path / "y")]) == 2
     assert "not found" in capsys.readouterr().err

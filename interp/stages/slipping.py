@@ -161,7 +161,12 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
     # the same reason
     plain = [p for p in harmful if p.family is None][:study.scaled(cfg.attack_prompts)]
     acfg = AttackConfig(n_tokens=3, n_iters=8, n_candidates=8, exclude=topic_words(study.data.plain("train")), seed=cfg.seed)
-    attacks = run_attacks(model, plain, acfg)
+    attacks = run_attacks(model, plain, acfg, judge=study.judge)
+    attack_success = {}
+    for method, results in attacks.items():  # each attack's final answer, kept (label harmful: refused = not broken)
+        kept = study.record([r.final for r in results], [r.answer for r in results], [not r.success for r in results],
+                            None, f"slipping:attack_{method}", max_new_tokens=acfg.max_new_tokens)
+        attack_success[method] = {"success": rate_record([not r.refused for r in kept]), "condition": f"slipping:attack_{method}"}
     aseries = attack_series(model, attacks["guided"], cfg=TraceConfig(max_new_tokens=0))
     a_att = _mean_heads(torch.stack([t.on("request").mean(0) for t in aseries.traces]), top)
 
@@ -180,7 +185,7 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
     report = {
         "series": rows, "correlation": pooled["prompt"], "correlations": pooled, "top_heads": [list(h) for h in top],
         "top_heads_source": source, "per_family": per_family, "sliding_windows": window_reach(model, trace),
-        "attack": {"summary": attack_summary(attacks),
+        "attack": {"summary": attack_summary(attacks), "success": attack_success,
                    "course": [{"iteration": int(it), "attention_on_request": round(float(a_att[i]), 4),
                                "refusal_score": round(float(aseries.refusal_score[i]), 4)} for i, it in enumerate(aseries.steps)],
                    "examples": [r.to_dict() for r in attacks["guided"][:1]],
