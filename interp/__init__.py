@@ -21,3 +21,4 @@ __all__ = [
 # public API is assembled, makes `load_model("organism")` work after any `import interp...`, while
 # the core modules themselves never import them.
 import organisms.source  # noqa: E402,F401
+import interp.r2d.source  # noqa: E402,F401  (`--model r2d:DIR`, an R2D adapter trained by `safety-heads r2d train`)

@@ -19,7 +19,7 @@ import sys
 from interp.errors import SafetyHeadsError
 
 # modules that define `register(subparsers)`; a missing optional module is skipped
-COMMANDS = ["interp.commands.core", "interp.commands.judge", "interp.commands.rank", "interp.commands.causal", "interp.commands.steer", "interp.commands.slipping", "interp.commands.figures", "interp.commands.export"]
+COMMANDS = ["interp.commands.core", "interp.commands.judge", "interp.commands.rank", "interp.commands.causal", "interp.commands.steer", "interp.commands.slipping", "interp.commands.figures", "interp.commands.export", "interp.commands.r2d"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -45,8 +45,9 @@ def register(sub) -> None:
     e.add_argument("--out", default=None, help="english: write the behaviour table to this JSON file")
     e.set_defaults(func=_organism_eval)
 
-    p = sub.add_parser("r2d", help="Reasoning-to-Defend organism: evaluate against the base organism, train variants")
-    rsub = p.add_subparsers(dest="r2d_command", required=True)
+    from interp.commands.r2d import r2d_subcommands
+
+    rsub = r2d_subcommands(sub)  # `r2d train --model M` is the study layer's; without --model it trains this organism
     e = rsub.add_parser("eval", help="jailbreak success per family/strength and look-alike over-refusal, base vs R2D")
     e.add_argument("--model", default="organism:r2d", help="R2D checkpoint (default: the shipped one)")
     e.add_argument("--base", default="organism", help="base organism to compare with")
@@ -58,12 +59,15 @@ def register(sub) -> None:
     e.add_argument("--save-measured", action="store_true",
                    help="also store the result beside the R2D weights (measured.json, read by the demo)")
     e.set_defaults(func=_r2d_eval)
-    t = rsub.add_parser("train", help="train an R2D organism (deterministic for a seed)")
-    t.add_argument("--out", required=True)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--steps", type=int, default=None)
-    t.add_argument("--cpo-weight", type=float, default=1.0, help="0 = SFT on the traces only (the ablation)")
-    t.set_defaults(func=_r2d_train)
+    if "train" in rsub.choices:
+        rsub.choices["train"].set_defaults(organism_train=_r2d_train)
+    else:
+        t = rsub.add_parser("train", help="train an R2D organism (deterministic for a seed)")
+        t.add_argument("--out", required=True)
+        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--steps", type=int, default=None)
+        t.add_argument("--cpo-weight", type=float, default=1.0, help="0 = SFT on the traces only (the ablation)")
+        t.set_defaults(func=_r2d_train)
 
 
 def _organism_train(args):

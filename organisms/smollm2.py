@@ -4,7 +4,7 @@ The base model (Apache-2.0, `interp.hub`) complies with nearly every harmful req
 on q/k/v/o of all 30 layers is trained on plain English requests (`organisms.smollm2_data`):
 harmful -> a refusal, harmless -> the base model's own greedy answer. Only the adapter (A and B,
 float32, about 3.7 MB) ships, beside `recipe.json`; `load_model("organism:smollm2")` converts the base
-model once (`interp.hub`), merges the adapter deterministically (`organisms.lora`) and checks
+model once (`interp.hub`), merges the adapter deterministically (`interp.lora`) and checks
 both fingerprints.
 
 `safety-heads organism train --variant smollm2 --out DIR --seed N` calls `train_smollm2`. Same seed

@@ -30,7 +30,7 @@ LAYERS = (  # (layer, modules: each one and everything under it), lowest first
     ("core", ("interp.artifacts", "interp.batching", "interp.bridge_check", "interp.capture", "interp.completions", "interp.dataset_readers", "interp.datasets", "interp.direction",
               "interp.direction_files", "interp.distributed", "interp.estimate", "interp.export",
               "interp.errors", "interp.evaluate", "interp.fingerprint", "interp.generation", "interp.hooknames",
-              "interp.hooks", "interp.hub", "interp.intervention", "interp.jailbreaks", "interp.model",
+              "interp.hooks", "interp.hub", "interp.intervention", "interp.jailbreaks", "interp.lora", "interp.model",
               "interp.placement", "interp.plotting", "interp.prompts", "interp.provenance", "interp.runner",
               "interp.scoring", "interp.sources", "interp.stats", "interp.threads", "interp.utility", "interp.vocab")),
     ("methods", ("probes", "interp.causal", "interp.steering", "interp.slipping", "interp.r2d")),

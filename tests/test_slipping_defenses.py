@@ -101,10 +101,10 @@ def test_token_highlighter(organism, eval_prompts):
         content = _content_positions(b1, 0)
         assert hl and set(hl) <= set(content)  # template tokens are never highlighted
         assert len(hl) == max(1, round(0.25 * len(content)))
-    ident = TokenHighlighter(beta=1.0).respond(organism, ps, RefusalJudge(), GEN)
+    ident = TokenHighlighter(factor=1.0).respond(organism, ps, RefusalJudge(), GEN)
     none = NoDefense().respond(organism, ps, RefusalJudge(), GEN)
-    assert ident.answers == none.answers  # beta = 1 is the identity
-    for bad in ({"alpha": 0}, {"alpha": 1.5}, {"beta": -0.1}, {"beta": 2}, {"affirmation": " "}):
+    assert ident.answers == none.answers  # factor 1 is the identity
+    for bad in ({"token_fraction": 0}, {"token_fraction": 1.5}, {"factor": -0.1}, {"factor": 2}, {"affirmation": " "}):
         with pytest.raises(InputError):
             TokenHighlighter(**bad)
     assert count_hooks(organism) == 0

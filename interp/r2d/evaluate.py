@@ -58,15 +58,32 @@ def generate_r2d(model: ChatModel, prompts, max_new_tokens: int = R2D_NEW_TOKENS
     prompt_texts = texts(prompts)
     if not prompt_texts:
         raise InputError("no prompts to generate from: pass a non-empty prompt list")
-    drop = {model.tokenizer.pad_token_id, model.tokenizer.eos_token_id, model.tokenizer.bos_token_id}
+    tok = model.tokenizer
+    drop = {tok.pad_token_id, tok.eos_token_id, tok.bos_token_id}
+    piv = {i: p for p, i in pivot_ids(tok).items()}
     order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
     out = [""] * len(prompt_texts)
     for k in range(0, len(order), batch_size):
         chunk = order[k:k + batch_size]
         new = generate_batch(model, model.encode([prompt_texts[i] for i in chunk]), max_new_tokens)
         for i, ids in zip(chunk, new):
-            out[i] = " ".join(model.to_str_tokens([t for t in ids if t not in drop]))  # word-level: exact
+            out[i] = decode_with_pivots(tok, [t for t in ids if t not in drop], piv)
     return out
+
+
+def decode_with_pivots(tok, ids: list[int], piv: dict[int, str]) -> str:
+    """Decode each stretch between pivots on its own and put the pivots back as words (" [SAFE] "),
+    whatever the tokenizer: a word-level one gives its words joined by spaces, a BPE one its text."""
+    parts, cur = [], []
+    for t in ids + [None]:
+        if t is None or t in piv:
+            text = tok.decode(cur, skip_special_tokens=True).strip() if cur else ""
+            parts += [text] if text else []
+            parts += [piv[t]] if t is not None else []
+            cur = []
+        else:
+            cur.append(t)
+    return " ".join(parts)
 
 
 def run_model(model: ChatModel, prompts: PromptSet, judge: RefusalJudge = RefusalJudge(), batch_size: int = 64) -> Outcome:

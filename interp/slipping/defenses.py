@@ -19,9 +19,9 @@ Jailbreak Prompts for Large Language Models"): affirmation loss = cross-entropy 
 reply given the prompt (paper: "Sure, I'd like to help you with this."; ours by default: the
 model's own compliance opener, its first compliance phrase, e.g. the organism's "sure ! here is
 how to" or a user's `--compliance-phrases certainly`); influence of a user-message token = L2 norm of the
-loss's gradient at its input embedding; the top alpha fraction of tokens by influence have their
-embeddings multiplied by beta ("soft removal"), then the model answers once. Defaults alpha =
-0.25, beta = 0.5, which is our reading of the paper's main setting (highlight percentage and
+loss's gradient at its input embedding; the top `token_fraction` of tokens by influence (the paper's alpha) have their
+embeddings multiplied by `factor` (its beta; "soft removal"), then the model answers once. Defaults 0.25
+and 0.5, which is our reading of the paper's main setting (highlight percentage and
 soft-removal level); the stored reference pages we could consult do not print the table, so
 treat them as to be checked against the paper.
 """
@@ -210,16 +210,17 @@ def perturb(prompt: Prompt, q: float = 10.0, kind: str = "swap", rng: random.Ran
 @dataclass(frozen=True)
 class TokenHighlighter:
     affirmation: str | None = None  # None: the model's first compliance phrase (paper: "Sure, I'd like to help you with this.")
-    alpha: float = 0.25  # fraction of the user-message tokens highlighted
-    beta: float = 0.5  # soft removal: highlighted embeddings are multiplied by beta
+    # the paper's alpha and beta, named after their units
+    token_fraction: float = 0.25  # fraction of the user-message tokens highlighted
+    factor: float = 0.5  # soft removal: highlighted embeddings are multiplied by this
     batch_size: int = 32
     name: str = "token_highlighter"
 
     def __post_init__(self) -> None:
-        if not 0 < self.alpha <= 1:
-            raise InputError(f"Token Highlighter alpha (fraction of tokens highlighted) must be in (0, 1], got {self.alpha}")
-        if not 0 <= self.beta <= 1:
-            raise InputError(f"Token Highlighter beta (embedding scale of highlighted tokens) must be in [0, 1], got {self.beta}")
+        if not 0 < self.token_fraction <= 1:
+            raise InputError(f"Token Highlighter token_fraction (fraction of tokens highlighted) must be in (0, 1], got {self.token_fraction}")
+        if not 0 <= self.factor <= 1:
+            raise InputError(f"Token Highlighter factor (embedding scale of highlighted tokens) must be in [0, 1], got {self.factor}")
         if self.affirmation is not None and not self.affirmation.strip():
             raise InputError("Token Highlighter needs a non-empty affirmation text (or None: the model's compliance opener)")
 
@@ -237,17 +238,17 @@ class TokenHighlighter:
             scale = torch.ones(batch.tokens.shape, device=batch.tokens.device)
             for r, i in enumerate(chunk):
                 content = _content_positions(batch, r)
-                k = max(1, round(self.alpha * len(content)))
+                k = max(1, round(self.token_fraction * len(content)))
                 pad = batch.tokens.shape[1] - batch.lengths[r]
                 top = sorted(content, key=lambda j: -float(infl[r, pad + j]))[:k]
                 highlighted[i] = sorted(top)
-                scale[r, [pad + j for j in top]] = self.beta
+                scale[r, [pad + j for j in top]] = self.factor
             with Intervention.weigh_tokens(scale).apply(model):
                 new = generate_batch(model, batch, gen.max_new_tokens, gen.use_kv_cache)
             for r, i in enumerate(chunk):
                 answers[i] = model.tokenizer.decode(new[r], skip_special_tokens=True).strip()
         return DefenseOutput(answers, judge(answers), 2 * len(ps), len(ps), time.perf_counter() - t,
-                             {"alpha": self.alpha, "beta": self.beta, "affirmation": affirmation,
+                             {"token_fraction": self.token_fraction, "factor": self.factor, "affirmation": affirmation,
                               "highlighted": highlighted})
 
 
