@@ -270,8 +270,10 @@ def write_answers(out: Path, study: Study, report: dict) -> None:
 
     if not study.answers:
         return
-    header = {"judge": judge_header(study.judge), "model": study.model.name, "seed": study.seed,
-              "max_new_tokens": study.gen.max_new_tokens, "source": "safety-heads demo"}
+    header = {"judge": judge_header(study.judge), "model": study.model.name,
+              "fingerprint": getattr(study.model, "fingerprint", None), "seed": study.seed,
+              "max_new_tokens": study.gen.max_new_tokens, "source": "safety-heads study stages",
+              "data": study.data.describe(ids=False)}
     write_completions(out / COMPLETIONS, study.answers, header)
     report["completions"] = {"file": COMPLETIONS, "rows": len(study.answers),
                              "conditions": {k: len(v) for k, v in conditions(study.answers).items()},
