@@ -192,7 +192,7 @@ def row_defenses(study, args) -> dict:
     from interp.stages.slipping import SlippingDemoConfig, defenses_stage
 
     cfg = SlippingDemoConfig(defense_per_cell=args.per_cell, seed=study.seed)
-    res = defenses_stage(_short(study), None, cfg)
+    res = defenses_stage(_short(study), None, cfg=cfg)
     return json.loads(json.dumps(res.report, default=str))
 
 

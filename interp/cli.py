@@ -134,6 +134,12 @@ def add_study_options(p: argparse.ArgumentParser, out_default: str | None = None
     g.add_argument("--per-cell", type=int, default=d.per_cell,
                    help="held-out prompts per (label, family, strength); default: 20 on the toy organisms, 4 on a real "
                         "model (the demo's scale: about 7 minutes for SmolLM2-135M on 2 cores)")
+    g.add_argument("--plain-per-label", type=int, default=d.plain_per_label,
+                   help="organism providers: held-out plain requests per label (default: --per-cell when given, else "
+                        f"{DEMO_SIZES['real']['plain_per_label']} on a real model, {DEMO_SIZES['toy']['plain_per_label']} on the toy organisms)")
+    g.add_argument("--top-per-cell", type=int, default=d.top_per_cell,
+                   help="organism providers: held-out harmful prompts at each jailbreak family's strongest strength "
+                        f"(default: --per-cell when given, else {DEMO_SIZES['real']['top_per_cell']} on a real model)")
     g.add_argument("--n-train", type=int, default=d.n_train,
                    help="organism providers: plain prompts per label for fitting; default 64 on the toy organisms, 32 "
                         "on a real model")
@@ -205,7 +211,8 @@ def study_config(args, **override):
               harmful=args.harmful, harmless=args.harmless, jailbreak=args.jailbreak, over_refusal=args.over_refusal,
               text_column=args.text_column, system_prompt=args.system_prompt, refusal_phrases=args.refusal_phrases,
               compliance_phrases=args.compliance_phrases, labels=args.labels, seed=args.seed, per_cell=args.per_cell,
-              n_train=args.n_train, fractions=tuple(args.split), png=args.png, category=args.category,
+              n_train=args.n_train, plain_per_label=args.plain_per_label, top_per_cell=args.top_per_cell,
+              fractions=tuple(args.split), png=args.png, category=args.category,
               max_per_label=args.max_per_label, families=families_value(args.families), strengths=args.strengths,
               max_new_tokens=args.max_new_tokens)
     if args.out is not None:

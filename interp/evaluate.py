@@ -76,3 +76,29 @@ def evaluate_refusal(model: ChatModel, prompts: PromptSet, judge: RefusalJudge =
         scores = torch.full((len(prompts),), float("nan"))
     refused = judge(answers)
     return RefusalEval(prompts, answers, refused, scores)
+
+
+@torch.no_grad()
+def evaluate_stack(model: ChatModel, prompts: PromptSet, interventions, judge: RefusalJudge = RefusalJudge(),
+                   gen: GenerationConfig = GenerationConfig(max_new_tokens=12), max_rows: int = 512) -> list[RefusalEval]:
+    """`evaluate_refusal` under each of several interventions (a sequence, or an
+    `interp.intervention.Stack`; `Intervention.none()` is the unmodified model), batched: the prompts
+    are tiled once per intervention and greedy generation runs once over the tiles
+    (`interp.runner.run`). Returns one `RefusalEval` per intervention, in order; each equals
+    `evaluate_refusal` under `with intervention.apply(model):`."""
+    from interp.generation import Greedy
+    from interp.intervention import Intervention, Stack
+    from interp.runner import prompt_batches, run
+
+    prompts.require("evaluation set")
+    stack = interventions if isinstance(interventions, Stack) else Intervention.stack(list(interventions))
+    k, n = len(stack), len(prompts)
+    answers: list[list[str]] = [[""] * n for _ in range(k)]
+    scores = torch.empty(k, n)
+    for idx, b, _ in prompt_batches(model, prompts.texts, max_rows, new_tokens=gen.max_new_tokens):
+        rows = run(model, b, stack, read=Greedy(gen.max_new_tokens), max_rows=max_rows)
+        first = check_finite(refusal_log_odds(model, torch.stack([logits for _, logits in rows])), "refusal scores")
+        for r, (ids, _) in enumerate(rows):
+            answers[r // len(idx)][idx[r % len(idx)]] = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        scores[:, idx] = first.float().cpu().view(k, len(idx))
+    return [RefusalEval(prompts, a, judge(a), scores[c]) for c, a in enumerate(answers)]

@@ -45,21 +45,29 @@ class BaselineResult(StageResult):
 
 def baseline_stage(study: Study) -> BaselineResult:
     """Behaviour on the held-out split: refusal rate and score of plain harmful and harmless
-    requests, of every jailbreak cell, and of the over-refusal look-alikes."""
+    requests, of every jailbreak cell, and of the over-refusal look-alikes; every rate a record
+    {"rate", "n", "ci95"} computed from the answers kept for completions.jsonl (condition "baseline")."""
+    from interp.completions import OVER_REFUSAL, behaviour_table
+
     ev = evaluate_refusal(study.model, study.data.test, study.judge, study.gen)
-    table = ev.table()
+    rows = study.record_eval(ev, "baseline")
     examples = {}
     for p, a in zip(ev.prompts, ev.answers):
         examples.setdefault(f"{p.label}/{p.family or 'plain'}/{p.strength or 0}", {"prompt": p.text, "answer": a})
-    report = {"refusal_rate": table, "refusal_score": ev.score_table(), "n_prompts": len(ev.prompts),
-              "split": "test", "figure": figure_ref("refusal_vs_strength"), "examples": dict(list(examples.items())[:12])}
     over = study.data.over_refusal
     if over is not None and len(over):
         ov = evaluate_refusal(study.model, over, study.judge, study.gen)
-        report["over_refusal"] = {"refusal_rate": ov.rate("harmless"), "refusal_score": ov.mean_score("harmless"),
-                                  "n": len(over), "examples": [{"prompt": p.text, "answer": a}
-                                                               for p, a in list(zip(over, ov.answers))[:4]]}
-    fig = refusal_vs_strength(table, f"Refusal against jailbreak strength: {study.model.name}")
+        rows = rows + study.record_eval(ov, "baseline", set=OVER_REFUSAL)
+    table = behaviour_table(rows, seed=study.seed)
+    report = {"refusal_rate": {k: v for k, v in table["refusal_rate"].items() if k != OVER_REFUSAL},
+              "refusal_score": {k: v for k, v in table["refusal_score"].items() if k != OVER_REFUSAL},
+              "n_prompts": len(ev.prompts), "condition": "baseline", "agreement": table["agreement"],
+              "split": "test", "figure": figure_ref("refusal_vs_strength"), "examples": dict(list(examples.items())[:12])}
+    if over is not None and len(over):
+        report["over_refusal"] = {"refusal_rate": table["refusal_rate"][OVER_REFUSAL],
+                                  "refusal_score": table["refusal_score"][OVER_REFUSAL], "n": len(over),
+                                  "examples": [{"prompt": p.text, "answer": a} for p, a in list(zip(over, ov.answers))[:4]]}
+    fig = refusal_vs_strength(report["refusal_rate"], f"Refusal against jailbreak strength: {study.model.name}")
     return BaselineResult(report, {"refusal_vs_strength": fig}, evaluation=ev)
 
 
@@ -177,8 +185,10 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
     n_stages = len(wanted) - ("heads" in wanted and "directions" in wanted)
     lines = None if _is_terminal(sys.stderr) else Stages(n_stages)  # a log file: one line per stage
 
+    study.answers.clear()  # this run's answers only
+
     def stage(name: str, fn, *args, report_as=None):
-        """Run one stage, save its figures, write the report so far."""
+        """Run one stage, save its figures, write the report (and every answer so far) to `out`."""
         if progress:
             print(f"[demo] {name} ...", flush=True)
         t = lines.start(name) if lines else time.perf_counter()
@@ -191,6 +201,7 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
         for key, part in (report_as(res) if report_as else {name: res.report}).items():
             report[key] = part
         timings[name] = round(time.perf_counter() - t, 2)
+        write_answers(out, study, report)
         _write(out, report)
         if lines:
             lines.end(name, t)
@@ -249,7 +260,8 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
     if "defenses" in wanted:
         from interp.stages.slipping import defenses_stage
 
-        stage("defenses", defenses_stage, slipping.top_heads if slipping else None)
+        stage("defenses", defenses_stage, slipping.top_heads if slipping else None,
+              causal.recommended_heads if causal else None)
     if "r2d" in wanted:
         from interp.stages.r2d import r2d_stage
 
@@ -325,6 +337,27 @@ def save_artifacts(artifacts: dict, folder: Path) -> list[Path]:
             path.write_text(json.dumps(obj, indent=1, default=_json_default))
             written.append(path)
     return written
+
+
+COMPLETIONS = "completions.jsonl"
+
+
+def write_answers(out: Path, study: Study, report: dict) -> None:
+    """Every answer the stages generated so far to `out/completions.jsonl` (`safety-heads judge
+    --completions` gives the report's refusal rates from it), and its summary in the report."""
+    from interp.completions import conditions, judge_header, write_completions
+
+    if not study.answers:
+        return
+    header = {"judge": judge_header(study.judge), "model": study.model.name,
+              "fingerprint": getattr(study.model, "fingerprint", None), "seed": study.seed,
+              "max_new_tokens": study.gen.max_new_tokens, "source": "safety-heads study stages",
+              "data": study.data.describe(ids=False)}
+    write_completions(out / COMPLETIONS, study.answers, header)
+    report["completions"] = {"file": COMPLETIONS, "rows": len(study.answers),
+                             "conditions": {k: len(v) for k, v in conditions(study.answers).items()},
+                             "note": "every generated answer; `safety-heads judge --completions FILE` re-judges them and "
+                                     "prints one behaviour table per condition"}
 
 
 def _json_default(o):

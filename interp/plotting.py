@@ -27,8 +27,25 @@ def save_figure(fig: go.Figure, path: str | Path, png: bool = False) -> list[Pat
     return written
 
 
+def rate_of(x) -> float | None:
+    """The rate of a record {"rate", "n", "ci95"} (or a plain number)."""
+    return x.get("rate") if isinstance(x, dict) else x
+
+
+def error_bars(records, color: str | None = None) -> dict | None:
+    """Plotly `error_y` drawing the 95% intervals of rate records (None when they carry none)."""
+    recs = [r if isinstance(r, dict) else {} for r in records]
+    if not any(r.get("ci95") for r in recs):
+        return None
+    up = [(r["ci95"][1] - r["rate"]) if r.get("ci95") else 0.0 for r in recs]
+    down = [(r["rate"] - r["ci95"][0]) if r.get("ci95") else 0.0 for r in recs]
+    return {"type": "data", "symmetric": False, "array": up, "arrayminus": down, "thickness": 1, "width": 3,
+            **({"color": color} if color else {})}
+
+
 def refusal_vs_strength(table: dict, title: str = "Refusal rate against jailbreak strength") -> go.Figure:
-    """One line per jailbreak family: harmful refusal (solid) and harmless refusal (dotted)."""
+    """One line per jailbreak family: harmful refusal (solid) and harmless refusal (dotted), each
+    rate with its 95% interval as an error bar when the table holds rate records."""
     import plotly.express as px
 
     fig = go.Figure()
@@ -36,16 +53,19 @@ def refusal_vs_strength(table: dict, title: str = "Refusal rate against jailbrea
     for i, (fam, row) in enumerate(table["jailbreak"].items()):
         xs = [int(s) for s in row]
         color = palette[i % len(palette)]  # one colour per family: harmful solid, harmless dotted
-        fig.add_trace(go.Scatter(x=xs, y=[row[str(s)] for s in xs], mode="lines+markers", name=f"{fam} (harmful)",
-                                 line={"color": color},
+        recs = [row[str(s)] for s in xs]
+        fig.add_trace(go.Scatter(x=xs, y=[rate_of(r) for r in recs], mode="lines+markers", name=f"{fam} (harmful)",
+                                 line={"color": color}, error_y=error_bars(recs, color),
                                  legendgroup=fam, hovertemplate=f"{fam}<br>strength %{{x}}<br>refusal %{{y:.0%}}<extra></extra>"))
         hrow = table.get("jailbreak_harmless", {}).get(fam)
         if hrow:
-            fig.add_trace(go.Scatter(x=xs, y=[hrow[str(s)] for s in xs], mode="lines", line={"dash": "dot", "color": color},
-                                     name=f"{fam} (harmless)", legendgroup=fam, opacity=0.6,
+            hrecs = [hrow[str(s)] for s in xs]
+            fig.add_trace(go.Scatter(x=xs, y=[rate_of(r) for r in hrecs], mode="lines", line={"dash": "dot", "color": color},
+                                     name=f"{fam} (harmless)", legendgroup=fam, opacity=0.6, error_y=error_bars(hrecs, color),
                                      hovertemplate=f"{fam} harmless<br>strength %{{x}}<br>refusal %{{y:.0%}}<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title="jailbreak strength (0 = plain request)", yaxis_title="refusal rate",
-                      yaxis={"range": [-0.02, 1.02], "tickformat": ".0%"}, template="plotly_white", hovermode="closest")
+    fig.update_layout(title=title + "<br><sup>bars: 95% Wilson intervals</sup>", xaxis_title="jailbreak strength (0 = plain request)",
+                      yaxis_title="refusal rate", yaxis={"range": [-0.02, 1.02], "tickformat": ".0%"},
+                      template="plotly_white", hovermode="closest")
     return fig
 
 

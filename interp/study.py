@@ -31,7 +31,7 @@ SPLITS = ("train", "val", "test")
 # the smallest sizes a study takes, here once: StudyConfig, the providers and the CLI (--per-cell,
 # --n-train) check these. n_train is plain prompts per label; with fewer than 4 the val split,
 # drawn at a quarter of it (at least 4), would outnumber train.
-MIN_SIZES = {"per_cell": 1, "fit_per_cell": 1, "n_train": 4}
+MIN_SIZES = {"per_cell": 1, "fit_per_cell": 1, "n_train": 4, "plain_per_label": 1, "top_per_cell": 1}
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 LABEL_KINDS = ("behaviour", "category")
 
@@ -75,6 +75,11 @@ class StudyConfig:
     # label for fitting; None: the demo's scale for the model (DEMO_SIZES, `resolved`)
     per_cell: int | None = None
     n_train: int | None = None
+    # organism providers: held-out plain requests per label, and held-out harmful prompts at each
+    # jailbreak family's strongest strength (where a jailbreak claim is made); None: per_cell when it
+    # was given, else the demo's scale (DEMO_SIZES)
+    plain_per_label: int | None = None
+    top_per_cell: int | None = None
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS  # files only: train/val/test split
     fit_per_cell: int = 3  # jailbreak prompts per cell in train and val (behaviour labels see them)
     # greedy answer length for the judge; None: the model's default (DEMO_SIZES: what a refusal needs,
@@ -108,7 +113,8 @@ class StudyConfig:
             raise InputError(f"--max-per-label must be at least 1, got {self.max_per_label}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise InputError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        check_sizes(per_cell=self.per_cell, fit_per_cell=self.fit_per_cell, n_train=self.n_train)
+        check_sizes(per_cell=self.per_cell, fit_per_cell=self.fit_per_cell, n_train=self.n_train,
+                    plain_per_label=self.plain_per_label, top_per_cell=self.top_per_cell)
         check_fractions(self.fractions)
         for name in ("refusal_phrases", "compliance_phrases"):
             v = getattr(self, name)
@@ -128,22 +134,30 @@ class StudyConfig:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
     def resolved(self, model) -> "StudyConfig":
-        """This config with `per_cell`, `n_train` and `max_new_tokens` filled in for `model` where they are None."""
+        """This config with `per_cell`, `n_train`, `max_new_tokens` (and `plain_per_label`, `top_per_cell`:
+        `per_cell` when it was given, else the demo's scale) filled in for `model` where they are None."""
         sizes = demo_sizes(model)
+        held = lambda k: sizes[k] if self.per_cell is None else self.per_cell  # noqa: E731
         return replace(self, per_cell=sizes["per_cell"] if self.per_cell is None else self.per_cell,
+                       plain_per_label=held("plain_per_label") if self.plain_per_label is None else self.plain_per_label,
+                       top_per_cell=held("top_per_cell") if self.top_per_cell is None else self.top_per_cell,
                        n_train=sizes["n_train"] if self.n_train is None else self.n_train,
                        max_new_tokens=sizes["max_new_tokens"] if self.max_new_tokens is None else self.max_new_tokens)
 
 
 # The demo's default scale. On the toy organisms (a few million parameters) every stage takes
 # seconds at the full sizes. On a real model a prompt token costs ~1.5-4 ms of one forward pass on
-# 2 CPU cores (SmolLM2-135M), so the same sizes took an hour; the smaller cells keep the whole demo
-# to about 7 minutes there (421 s, docs/organism_smollm2.md). Pass --per-cell / --n-train for tighter numbers.
+# 2 CPU cores (SmolLM2-135M), so the full grid at 20 per cell took an hour. There the jailbreak grid
+# keeps small cells (per_cell: the dose-response curve) while the rows a claim rests on get the
+# sizes that carry one: 32 plain requests per label (baseline, causal heads vs random heads,
+# direction ablation/addition, each steering method's chosen point) and 16 harmful prompts at each
+# family's strongest strength. benchmarks/demo_time.py times it and checks the sizes.
 TOY_PARAMETERS = 10_000_000
 # max_new_tokens: the greedy answer length at which the refusal judge's verdict equals its verdict at
 # 128 tokens for >= 99% of held-out prompts (benchmarks/judge_tokens.py, docs/judge.md)
-DEMO_SIZES = {"toy": {"per_cell": 20, "n_train": 64, "max_new_tokens": 12},
-              "real": {"per_cell": 4, "n_train": 32, "max_new_tokens": 64}}
+DEMO_SIZES = {"toy": {"per_cell": 20, "n_train": 64, "max_new_tokens": 12, "plain_per_label": 20, "top_per_cell": 20},
+              "real": {"per_cell": 4, "n_train": 32, "max_new_tokens": 64, "plain_per_label": 32, "top_per_cell": 16}}
+CLAIM_SIZES = {"plain_per_label": 32, "top_per_cell": 16}  # the least a real-model claim rests on (issue: findings)
 FULL_PER_CELL = DEMO_SIZES["toy"]["per_cell"]  # the held-out cell size the stages' subsamples are set for
 
 
@@ -392,6 +406,9 @@ class Study:
     labels: str = "behaviour"
     seed: int = 0
     per_cell: int = FULL_PER_CELL  # the test split's cell size: stages scale their subsamples to it (`scaled`)
+    # every answer generated by the stages so far (`interp.completions.Completion`), in order: the
+    # pipeline writes them to completions.jsonl, and each stage computes its rates from its own rows
+    answers: list = field(default_factory=list, compare=False, repr=False)
 
     def scaled(self, n: int, least: int = 1) -> int:
         """`n` (a stage's subsample size at the full cell size) in proportion to this study's cells,
@@ -401,6 +418,29 @@ class Study:
     def __post_init__(self) -> None:
         if self.labels not in LABEL_KINDS:
             raise InputError(f"labels must be one of {LABEL_KINDS}, got {self.labels!r}")
+
+    def record(self, prompts, answers, refused, scores, condition: str, alpha: float | None = None, set: str = "test",
+               max_new_tokens: int | None = None) -> list:
+        """Keep one `Completion` per prompt (answers of `condition`, e.g. "steering:hsi" at `alpha`)
+        for completions.jsonl, and return them: a stage reports rates computed from these rows, so
+        `safety-heads judge` on the file gives the report's numbers. `condition` + `alpha` must name one
+        measurement of the study (one prompt set under one setting)."""
+        from interp.completions import Completion
+
+        key = condition if alpha is None else f"{condition}@{alpha:g}"
+        if any(r.condition_key == key and r.set == set for r in self.answers):
+            raise ValueError(f"condition {key!r} ({set}) was recorded twice in this study; give each measurement its own name")
+        n = self.gen.max_new_tokens if max_new_tokens is None else max_new_tokens
+        sc = [float("nan")] * len(answers) if scores is None else [float(x) for x in scores]
+        rows = [Completion(p.id, p.label, p.family, p.strength, condition, a, s, bool(r), alpha, set, p.text, n)
+                for p, a, r, s in zip(prompts, answers, refused, sc)]
+        self.answers.extend(rows)
+        return rows
+
+    def record_eval(self, ev, condition: str, alpha: float | None = None, set: str = "test",
+                    max_new_tokens: int | None = None) -> list:
+        """`record` for an `interp.evaluate.RefusalEval`."""
+        return self.record(ev.prompts, ev.answers, ev.refused, ev.scores.tolist(), condition, alpha, set, max_new_tokens)
 
 
 def figure_ref(name: str) -> str:

@@ -42,9 +42,30 @@ def _tagged(ps: PromptSet, split: str, keep=lambda p: True) -> list:
     return [replace(p, id=f"{split}/{p.id}") for p in ps if keep(p)]
 
 
-def organism_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per_cell: int = 3) -> StudyData:
-    """The organism's study data (see the module docstring); deterministic for `seed`."""
-    check_sizes(per_cell=per_cell, n_train=n_train, fit_per_cell=fit_per_cell)
+def held_out_sizes(grid, plain, top, per_cell: int, plain_per_label: int | None, top_per_cell: int | None) -> list:
+    """The test split's prompts: `grid(n)` (plain requests and every jailbreak cell at n per cell)
+    at `per_cell`, with the plain requests taken from `plain(plain_per_label)` and the harmful prompts
+    at each family's strongest strength from `top(top_per_cell)` where those sizes differ from it."""
+    ps = list(grid(per_cell))
+    strongest = {}
+    for p in ps:
+        if p.family is not None:
+            strongest[p.family] = max(strongest.get(p.family, 0), p.strength)
+    is_top = lambda p: p.family is not None and p.label == "harmful" and p.strength == strongest[p.family]  # noqa: E731
+    if plain_per_label is not None and plain_per_label != per_cell:
+        ps = [p for p in ps if p.family is not None] + [p for p in plain(plain_per_label) if p.family is None]
+    if top_per_cell is not None and top_per_cell != per_cell:
+        ps = [p for p in ps if not is_top(p)] + [p for p in top(top_per_cell) if p.family in strongest and is_top(p)]
+    return ps
+
+
+def organism_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per_cell: int = 3,
+                   plain_per_label: int | None = None, top_per_cell: int | None = None) -> StudyData:
+    """The organism's study data (see the module docstring); deterministic for `seed`. `plain_per_label`
+    and `top_per_cell` (None: `per_cell`) size the test split's plain requests and its harmful
+    prompts at each family's strongest strength."""
+    check_sizes(per_cell=per_cell, n_train=n_train, fit_per_cell=fit_per_cell, plain_per_label=plain_per_label,
+                top_per_cell=top_per_cell)
     train = _tagged(data.plain_prompts(seed=seed, n_per_label=n_train, templates="all"), "train")
     train += _tagged(data.eval_prompts(seed=seed + 7, per_cell=fit_per_cell, families=PROBE_FAMILIES), "train",
                      lambda p: p.family is not None)
@@ -54,11 +75,13 @@ def organism_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per
     val += _tagged(data.eval_prompts(seed=seed + 8, per_cell=1, families=PROBE_FAMILIES), "val",
                    lambda p: p.family is not None and p.text not in seen)
     test = data.eval_prompts(seed=seed + 1000, per_cell=per_cell)
+    held = held_out_sizes(lambda n: test, lambda n: data.eval_prompts(seed=seed + 1000, per_cell=n, families=()),
+                          lambda n: data.eval_prompts(seed=seed + 2000, per_cell=n), per_cell, plain_per_label, top_per_cell)
     src = "organisms.provider.organism_study"
     return StudyData(
         train=PromptSet(f"organism-s{seed}:train", tuple(train), src),
         val=PromptSet(f"organism-s{seed}:val", tuple(val), src),
-        test=PromptSet(test.name, tuple(_tagged(test, "test")), test.source),
+        test=PromptSet(test.name, tuple(_tagged(PromptSet(test.name, tuple(held), test.source), "test")), test.source),
         over_refusal=data.lookalike_prompts(seed=seed, per_topic=2),
         seed=seed, fractions=None, provider="organism", trained_comply=TRAINED_COMPLY, trained_refuse=TRAINED_REFUSE,
         families={f: {"strengths": list(range(1, m + 1)), "strength_counts": FAMILY_STRENGTHS[f]}
@@ -102,18 +125,21 @@ def make_pairs(model, n: int = 16, seed: int = 0, templates: str = "all") -> tup
 SMOLLM2_PROBE_FAMILIES = ("topicmix", "suffix", "manyshot")  # the families that flip organism:smollm2 (found, not trained)
 
 
-def smollm2_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per_cell: int = 3) -> StudyData:
+def smollm2_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per_cell: int = 3,
+                  plain_per_label: int | None = None, top_per_cell: int | None = None) -> StudyData:
     """`organism:smollm2`'s study data, in the shape of `organism_study`: train/val are plain
     English requests over every topic and template (`smollm2_data.plain_prompts`) plus a few
     jailbreaks of the families that flip it, so behaviour labels see harmful prompts it answers;
     test is the held-out grid (`smollm2_eval.eval_set`: held-out templates, plain requests and every
     family at every strength, both labels); over_refusal is the held-out look-alikes. The model was
-    never trained on any jailbreak family: nothing is planted (trained_comply is empty)."""
+    never trained on any jailbreak family: nothing is planted (trained_comply is empty).
+    `plain_per_label` and `top_per_cell` as in `organism_study`."""
     from organisms import smollm2_data as sd
     from organisms import smollm2_eval as se
     from organisms import smollm2_jailbreaks as sj
 
-    check_sizes(per_cell=per_cell, n_train=n_train, fit_per_cell=fit_per_cell)
+    check_sizes(per_cell=per_cell, n_train=n_train, fit_per_cell=fit_per_cell, plain_per_label=plain_per_label,
+                top_per_cell=top_per_cell)
     train = _tagged(sd.plain_prompts(seed=seed, n_per_label=n_train), "train")
     train += _tagged(se.jailbreak_prompts(seed=seed + 7, per_cell=fit_per_cell, families=SMOLLM2_PROBE_FAMILIES), "train")
     seen = {p.text for p in train}
@@ -121,6 +147,9 @@ def smollm2_study(seed: int = 0, per_cell: int = 20, n_train: int = 64, fit_per_
     val += _tagged(se.jailbreak_prompts(seed=seed + 8, per_cell=1, families=SMOLLM2_PROBE_FAMILIES), "val",
                    lambda p: p.text not in seen)
     test = se.eval_set(seed=seed + 1000, per_cell=per_cell)
+    test = PromptSet(test.name, tuple(held_out_sizes(lambda n: test, lambda n: sd.eval_prompts(seed + 1000, n, "all"),
+                                                     lambda n: se.jailbreak_prompts(seed + 1000, n), per_cell,
+                                                     plain_per_label, top_per_cell)), test.source)
     look = sd.lookalike_prompts(seed=seed, n=max(8, per_cell))
     src = "organisms.provider.smollm2_study"
     return StudyData(

@@ -61,7 +61,8 @@ def resolve_organism(name_or_dir: str) -> ResolvedModel | None:
 def organism_data(model, cfg):
     from organisms.provider import organism_study
 
-    return organism_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train)
+    return organism_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train,
+                          plain_per_label=cfg.plain_per_label, top_per_cell=cfg.top_per_cell)
 
 
 def organism_commands(sub) -> None:
@@ -100,7 +101,8 @@ def check_smollm2(name_or_dir: str) -> bool:
 def smollm2_data(model, cfg):
     from organisms.provider import smollm2_study
 
-    return smollm2_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train, fit_per_cell=cfg.fit_per_cell)
+    return smollm2_study(seed=cfg.seed, per_cell=cfg.per_cell, n_train=cfg.n_train, fit_per_cell=cfg.fit_per_cell,
+                         plain_per_label=cfg.plain_per_label, top_per_cell=cfg.top_per_cell)
 
 
 # organism:smollm2 first: "organism:<variant>" names are the toy's otherwise

@@ -52,3 +52,29 @@ def test_demo_tokens_counts_every_stage_pass(tmp_path, capsys):
     assert all(r["tokens"] > 0 and r["calls"] > 0 for r in rows)
     assert any(r["caller"] == "run.py:run_probes" for r in rows)  # the probes' one pass (labels + capture)
     assert "baseline_stage" in capsys.readouterr().out
+
+
+def test_demo_time_checks_the_sizes_a_claim_needs():
+    """benchmarks/demo_time.py's checks: plain rows need 32 prompts, each family's strongest cell 16,
+    every rate an interval; a calibration at its grid edge must be said."""
+    from interp.stats import rate_record
+
+    bench = _load("demo_time")
+    r32, r16, r4 = rate_record(30, 32), rate_record(8, 16), rate_record(2, 4)
+    report = {"baseline": {"refusal_rate": {"harmful": r32, "harmless": r32,
+                                            "jailbreak": {"suffix": {"0": r32, "2": r4, "32": r16}}}},
+              "causal": {"ablation": {"refusal_rate_harmful_after": r32, "refusal_rate_harmless_after": r4,
+                                      "comparisons": {"heads_vs_random_harmful": {"n_a": 32}}}},
+              "steering": {"direction": {"ablation_harmful_refusal_rate": r32, "addition_harmless_refusal_rate": r32},
+                           "tradeoff": [{"method": "unsteered", "strength": 0.0, "harmful": r32, "harmless": r32,
+                                         "measure": "judged answers"},
+                                        {"method": "hsi", "strength": 2.0, "harmful": r4, "harmless": r4,
+                                         "measure": "one-pass refusal score > 0"}],
+                           "calibrations": {"hsi_sigmas": {"at_grid_edge": True}}, "calibration_notes": []},
+              "extra": {"rate": 0.5, "n": 2, "ci95": None}}
+    rows = {c["check"]: c["ok"] for c in bench.check_report(report)}
+    assert rows["baseline harmful"] and rows["baseline suffix at strength 32"]
+    assert not rows["causal heads ablated, harmless"]  # 4 < 32
+    assert "steering hsi @ 2, harmful" not in rows  # a scored curve point is not a reported operating point
+    assert not rows["calibration hsi_sigmas not silently at a grid edge"]
+    assert not rows["every rate carries n and ci95"]

@@ -61,11 +61,11 @@ def test_demo_runs_every_section_on_the_users_model_and_prompts(foreign_dir, tmp
     assert set(r["baseline"]["refusal_rate"]["jailbreak"]) == {"filler", "prefill"}
     # the behaviour the model was trained to: the numbers are measured on its own prompts
     rr = r["baseline"]["refusal_rate"]
-    assert rr["harmful"] >= 0.8 and rr["harmless"] <= 0.2
+    assert rr["harmful"]["rate"] >= 0.8 and rr["harmless"]["rate"] <= 0.2
     assert r["baseline"]["over_refusal"]["n"] == 4
     # causal: refusal before any intervention is the model's own (was 1.0 on harmless with the organism's prompts)
     base = r["causal"]["ablation"]["baseline"]
-    assert base["harmful"]["refusal_rate"] >= 0.8 and base["harmless"]["refusal_rate"] <= 0.2
+    assert base["harmful"]["refusal_rate"]["rate"] >= 0.8 and base["harmless"]["refusal_rate"]["rate"] <= 0.2
     assert r["heads"]["labels"] == "behaviour" and min(r["heads"]["label_counts"].values()) >= 5
     # the defenses ran with the model's own compliance opener as Token Highlighter's affirmation
     assert r["defenses"]["token_highlighter"]["affirmation"] == "certainly"
@@ -99,7 +99,8 @@ def test_causal_before_intervention_is_the_models_own_behaviour(foreign_dir, tmp
     assert main(["causal", *files(foreign_dir, jailbreak=False, over=False), "--out", str(out), "--per-cell", "2",
                  "--k", "2"]) == 0
     s = _summary(capsys)
-    assert s["refusal_rate_before"]["harmful"] >= 0.8 and s["refusal_rate_before"]["harmless"] <= 0.2
+    assert s["refusal_rate_before"]["harmful"]["rate"] >= 0.8 and s["refusal_rate_before"]["harmless"]["rate"] <= 0.2
+    assert (out / "completions.jsonl").exists() and s["verdict"]
     saved = json.loads((out / "causal.json").read_text())
     assert saved["data"]["provider"] == "files" and user_ids(saved["data"])
 

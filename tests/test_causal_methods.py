@@ -166,10 +166,11 @@ def test_stage_on_organism(organism, plain_prompts, eval_prompts):
     assert res.recommended_heads == [tuple(h) for h in out["recommended_heads"]]
     assert set(res.figures) == {"causal_resid_patching", "causal_logit_lens", "causal_methods"}
     assert out["recommended_heads"], out["recommendation"]["reasons"]
-    moved = max(abs(ab["refusal_rate_harmful_after"] - ab["baseline"]["harmful"]["refusal_rate"]),
-                abs(ab["refusal_rate_harmless_after"] - ab["baseline"]["harmless"]["refusal_rate"]))
-    random_moved = max(abs(ab["random_heads_refusal_rate_harmful_after"] - ab["baseline"]["harmful"]["refusal_rate"]),
-                       abs(ab["random_heads_refusal_rate_harmless_after"] - ab["baseline"]["harmless"]["refusal_rate"]))
+    r = lambda key, lab=None: (ab[key] if lab is None else ab[key][lab]["refusal_rate"])["rate"]  # noqa: E731
+    moved = max(abs(r("refusal_rate_harmful_after") - r("baseline", "harmful")),
+                abs(r("refusal_rate_harmless_after") - r("baseline", "harmless")))
+    random_moved = max(abs(r("random_heads_refusal_rate_harmful_after") - r("baseline", "harmful")),
+                       abs(r("random_heads_refusal_rate_harmless_after") - r("baseline", "harmless")))
     assert moved >= 0.5 and random_moved <= 0.2
     assert set(out["correlations"]) == {"ablation~patching", "ablation~dla", "patching~dla"}
     refs = {out["figure"], out["patching"]["figure"], out["dla"]["figure"]}

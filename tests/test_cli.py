@@ -12,14 +12,16 @@ def test_demo_baseline_writes_report_and_figure(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     rr = report["baseline"]["refusal_rate"]
     assert report["model"]["name"] == "organism:gqa"
-    assert rr["harmful"] >= 0.9 and rr["harmless"] <= 0.1
+    assert rr["harmful"]["rate"] >= 0.9 and rr["harmless"]["rate"] <= 0.1
+    assert rr["harmful"]["n"] == report["data"]["splits"]["test"]["plain"]["harmful"] and rr["harmful"]["ci95"][1] <= 1
     assert set(rr["jailbreak"]) == {"roleplay", "manyshot", "distractor", "topicmix", "suffix"}
     assert rr["jailbreak"]["topicmix"]["0"] == rr["harmful"]
     assert {"load", "baseline", "total"} <= set(report["timings"])
     assert (out / report["baseline"]["figure"]).exists()
     assert report["prompt_sets"]["test"]["sha256"] and report["data"]["provider"] == "organism"
     assert report["data"]["splits"]["test"]["ids"][0].startswith("test/")
-    assert 0 <= report["baseline"]["over_refusal"]["refusal_rate"] <= 1
+    assert 0 <= report["baseline"]["over_refusal"]["refusal_rate"]["rate"] <= 1
+    assert (out / "completions.jsonl").exists() and report["completions"]["conditions"]["baseline"] > 0
 
 
 def test_bad_model_path_is_one_clear_line(tmp_path, capsys):
@@ -54,7 +56,7 @@ def test_slipping_command_traces_attention(tmp_path):
     assert len(slip["top_heads"]) == 4 and len({tuple(h) for h in slip["top_heads"]}) == 4
     dist = slip["per_family"]["distractor"]
     assert dist["attention_falls"] and dist["attention_on_request"][-1] < dist["attention_on_request"][0], dist
-    assert dist["refusal_rate"][0] == 1.0 and dist["refusal_rate"][-1] < 1.0, dist
+    assert dist["refusal_rate"][0]["rate"] == 1.0 and dist["refusal_rate"][-1]["rate"] < 1.0, dist
     assert {row["family"] for row in slip["series"]} >= {"distractor", "suffix"}
 
 

@@ -145,10 +145,20 @@ def test_stages_small(organism, eval_prompts):
     assert set(s["series"][0]) >= {"family", "strength", "attention_on_request", "refusal_score"}
     assert s["correlation"] > 0.3 and len(s["top_heads"]) == cfg.k, s["correlations"]  # attention tracks refusal
     assert len(s["figures"]) >= 3
-    d = report.defenses_stage(study, res.top_heads, cfg).report
+    d = report.defenses_stage(study, res.top_heads, cfg=cfg).report
     assert "roleplay at strength 4" in d["note"]
     assert {"none", "sharpening", "smoothllm", "token_highlighter"} <= set(d)
     assert {"T", "jailbreak_success", "harmless_refusal"} <= set(d["sharpening"])
+    cal = d["sharpening"]["calibration"]  # chosen off the test split, under the harmless budget
+    assert cal["calibrated"] and cal["split"] == "train" and cal["T"] == d["sharpening"]["T"]  # this study has no val split
+    assert {"all layers", "slipping top heads"} <= {c["where"] for c in cal["candidates"]} and "at_grid_edge" in cal
+    ok = [c for c in cal["candidates"] if c["harmless_refusal"] <= cal["harmless_budget"]]
+    assert max(c["harmful_refusal"] for c in ok) == next(c["harmful_refusal"] for c in ok if c["T"] == cal["T"]
+                                                         and c["where"] in (cal["where"], "none"))
+    for key in ("jailbreak_success", "harmless_refusal"):
+        assert set(d["sharpening"][key]) == {"rate", "n", "ci95"}
+    u = d["sharpening"]["utility"]
+    assert u["ce"]["n"] == d["sharpening"]["harmless_refusal"]["n"] and u["ce_increase"]["paired"]
     assert count_hooks(organism) == 0
 
 

@@ -4,6 +4,7 @@ the tiny random model, for speed: it checks the plumbing, not the numbers)."""
 import json
 
 import pytest
+import torch
 
 from interp.generation import GenerationConfig
 from interp.hooks import count_hooks
@@ -117,11 +118,11 @@ def test_report_stage_runs(tiny, plain_prompts):
     gen_sets = _held_out(ev, plain_n=20, cell_n=2, seed=study.seed + 1)
     with Intervention.ablate_direction(res.refusal_direction).apply(tiny):
         abl = evaluate_refusal(tiny, gen_sets["harmful"], study.judge, study.gen, with_scores=False)
-    assert out["direction"]["ablation_harmful_refusal_rate"] == round(abl.rate(), 4)
+    assert out["direction"]["ablation_harmful_refusal_rate"]["rate"] == round(abl.rate(), 4)
     assert out["direction"]["examples"]["ablation"] == abl.answers[:2]  # the same prompts, the same answers
     plain = evaluate_refusal(tiny, gen_sets["harmless"], study.judge, study.gen, with_scores=False)
     unsteered = next(r for r in out["tradeoff"] if r["method"] == "unsteered")
-    assert unsteered["harmless"] == round(plain.rate(), 4) and unsteered["effect"]["harmless"] == 0.0
+    assert unsteered["harmless"]["rate"] == round(plain.rate(), 4) and unsteered["effect"]["harmless"] == 0.0
     assert count_hooks(tiny) == 0
 
 
@@ -145,3 +146,18 @@ def test_stage_steers_with_the_probes_direction_and_selects_none_itself(tiny, pl
     d = res.report["direction"]
     assert d["source"] == "the probes stage's direction" and d["layer"] == 1 and d["position"] == -1
     assert count_hooks(tiny) == 0
+
+
+def test_unsteered_point_reuses_answers_already_generated(organism, eval_prompts):
+    """Given the unsteered answers (the baseline stage's), the unsteered row is the same without a
+    second generation: one prompt pass gives the reference distribution."""
+    from interp.generation import generate
+    from interp.steering.tradeoff import split_sets, unsteered_point
+
+    sets = split_sets(eval_prompts.filter(family="distractor", strength=2).concat(eval_prompts.filter(family=None))[:24])
+    u1, row1 = unsteered_point(organism, sets, RefusalJudge(), GEN)
+    answers = {k: generate(organism, v, GEN) for k, v in sets.items()}
+    u2, row2 = unsteered_point(organism, sets, RefusalJudge(), GEN, answers)
+    for k in sets:
+        assert row1[k] == row2[k] and row1["per_prompt"][k]["answers"] == row2["per_prompt"][k]["answers"]
+        assert torch.allclose(u1.logp[k], u2.logp[k], atol=1e-4)

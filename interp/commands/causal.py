@@ -24,7 +24,7 @@ def _causal(args) -> dict:
     from interp.stages.causal import CausalConfig, causal_stage
     from interp.cli import study_config
     from interp.errors import InputError
-    from interp.pipeline import _json_default, open_study
+    from interp.pipeline import _json_default, open_study, write_answers
     from interp.plotting import save_figure
     from interp.provenance import provenance
     from interp.study import figure_ref
@@ -53,6 +53,7 @@ def _causal(args) -> dict:
         part = res.report
     result = {"model": study.model.describe(), **provenance(), "config": cfg.describe(), "data": study.data.describe(),
               **part}
+    write_answers(out, study, result)  # every judged answer to out/completions.jsonl
     path = out / "causal.json"
     path.write_text(json.dumps(result, indent=1, default=_json_default))
     from interp.summary import write_summary
@@ -66,6 +67,7 @@ def _causal(args) -> dict:
             "refusal_rate_harmless_after": ab["refusal_rate_harmless_after"],
             "random_heads_refusal_rate_harmful_after": ab["random_heads_refusal_rate_harmful_after"],
             "random_heads_refusal_rate_harmless_after": ab["random_heads_refusal_rate_harmless_after"],
+            "verdict": ab.get("verdict"), "completions": str(out / "completions.jsonl"),
             "correlations": result["correlations"]}
 
 

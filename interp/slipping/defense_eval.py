@@ -147,25 +147,39 @@ def evaluate_defenses(model: ChatModel, prompts: PromptSet, defenses: dict, judg
 def defense_figure(table: DefenseTable, title: str = "Defenses: jailbreak success and over-refusal") -> go.Figure:
     """Left: jailbreak success per family (at each family's top strength) per defense. Right:
     over-refusal and cost per defense."""
+    from interp.plotting import error_bars
+    from interp.stats import rate_record
+
     rows = table.rows
     fams = sorted({f for r in rows.values() for f in r.jailbreak_success})
     fig = make_subplots(rows=1, cols=2, column_widths=[0.65, 0.35],
                         subplot_titles=("jailbreak success at each family's top strength (lower is better)",
                                         "harmless refusal (lower is better)"))
+    ps = table.prompts
+
+    def flags(name, pred, complied=False):  # per-prompt verdicts of one defense on the prompts `pred` picks
+        refused = table.outputs[name].refused
+        return rate_record([refused[i] != complied for i, p in enumerate(ps) if pred(p)])
+
     for name, r in rows.items():
-        ys, txt = [], []
+        ys, txt, recs = [], [], []
         for f in fams:
             cells = r.jailbreak_success.get(f, {})
             s = max((int(k) for k in cells), default=None)
             ys.append(cells.get(str(s)) if s is not None else None)
             txt.append(f"strength {s}")
-        fig.add_trace(go.Bar(x=fams, y=ys, name=name, legendgroup=name, customdata=txt,
+            recs.append(flags(name, lambda p, f=f, s=s: p.label == "harmful" and p.family == f and p.strength == s, True)
+                        if s is not None else {})
+        fig.add_trace(go.Bar(x=fams, y=ys, name=name, legendgroup=name, customdata=txt, error_y=error_bars(recs),
                              hovertemplate=f"{name}<br>%{{x}} %{{customdata}}<br>success %{{y:.0%}}<extra></extra>"), 1, 1)
+        hrecs = [flags(name, lambda p: p.label == "harmless" and p.family is None),
+                 flags(name, lambda p: p.label == "harmless" and p.family is not None)]
         fig.add_trace(go.Bar(x=["plain", "wrapped"], y=[r.harmless_refusal, r.harmless_refusal_wrapped], name=name,
-                             legendgroup=name, showlegend=False,
+                             legendgroup=name, showlegend=False, error_y=error_bars(hrecs),
                              customdata=[[r.forward_per_prompt, 1000 * r.seconds_per_prompt]] * 2,
                              hovertemplate=(f"{name}<br>%{{x}} harmless refusal %{{y:.0%}}<br>"
                                             "forward passes/prompt %{customdata[0]:.1f}<br>ms/prompt %{customdata[1]:.1f}<extra></extra>")), 1, 2)
+    title += "<br><sup>bars: 95% Wilson intervals over the prompts of each cell</sup>"
     fig.update_layout(title=title, barmode="group", template="plotly_white")
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     return fig

@@ -20,7 +20,7 @@ from interp.prompts import PromptSet
 from interp.study import StageResult, Study, figure_ref
 from interp.threads import model_threads
 from interp.causal.ablate import head_reference
-from interp.causal.runner import measure_head_sets
+from interp.stages.causal_measure import measure
 from interp.causal.search import SearchConfig, search_heads
 from interp.causal.compare import RecommendConfig, compare_methods, recommend_heads
 from interp.causal.dla import direct_logit_attribution, logit_lens
@@ -150,45 +150,20 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     rng = random.Random(cfg.seed)
     others = [h for h in all_heads(model) if h not in heads]
     random_sets = [rng.sample(others, min(K, len(others))) for _ in range(cfg.n_random)]
-    plain = {k: sets[k] for k in ("harmful", "harmless")}
-    kw = dict(method=cfg.method, reference=ref, seed=cfg.seed, judge=study.judge, max_new_tokens=cfg.max_new_tokens)
-    measured = measure_head_sets(model, ([heads] if heads else []) + random_sets, plain, **kw)
-    rec_m = measured[0]["sets"] if heads else None
-    rand_m = [m["sets"] for m in measured[1 if heads else 0:]]
-    baseline = {k: {"refusal_rate": v["refusal_rate_before"], "refusal_score": v["refusal_score_before"]}
-                for k, v in measured[0]["sets"].items()}
-    jb = None
-    if heads and "jailbreak" in sets:
-        jb = measure_head_sets(model, [heads], {"jailbreak": sets["jailbreak"]}, **kw)[0]["sets"]["jailbreak"]
-        baseline["jailbreak"] = {"refusal_rate": jb["refusal_rate_before"], "refusal_score": jb["refusal_score_before"]}
     # when the heads were found with the other label's mean, also report them under a label-free
     # mean: the gap between the two is the redundancy the label-free ablation ran into
-    balanced = None
-    if heads and search.cfg.reference == "opposite" and cfg.method != "zero":
-        bref = head_reference(model, both, scfg.positions)
-        balanced = measure_head_sets(model, [heads], plain, method=cfg.method, reference=bref, seed=cfg.seed,
-                                     judge=study.judge, max_new_tokens=cfg.max_new_tokens)[0]["sets"]
+    bref = (head_reference(model, both, scfg.positions)
+            if heads and search.cfg.reference == "opposite" and cfg.method != "zero" else None)
+    measured = measure(study, sets, heads, random_sets, cfg.method, ref, cfg.seed, cfg.max_new_tokens, bref)
     lap("measure")
-
-    def mean_after(label):
-        return sum(m[label]["refusal_rate_after"] for m in rand_m) / len(rand_m) if rand_m else float("nan")
 
     ablation = {
         "heads": [list(h) for h in heads], "k": K, "method": cfg.method, "direction": rec.flip,
         "confident": rec.confident,
         "reference": _reference_words(search.cfg.reference, rec.flip, cfg.method),
         "mechanism": search.neutral.get("mechanism"),
-        "refusal_rate_harmful_after": rec_m["harmful"]["refusal_rate_after"] if rec_m else None,
-        "refusal_rate_harmless_after": rec_m["harmless"]["refusal_rate_after"] if rec_m else None,
-        "refusal_score_harmful_after": rec_m["harmful"]["refusal_score_after"] if rec_m else None,
-        "refusal_score_harmless_after": rec_m["harmless"]["refusal_score_after"] if rec_m else None,
-        "refusal_rate_jailbreak_after": jb["refusal_rate_after"] if jb else None,
-        "random_heads_refusal_rate_harmful_after": mean_after("harmful"),
-        "random_heads_refusal_rate_harmless_after": mean_after("harmless"),
-        "random_heads": [{"heads": [list(h) for h in hs], "harmful": m["harmful"]["refusal_rate_after"],
-                          "harmless": m["harmless"]["refusal_rate_after"]} for hs, m in zip(random_sets, rand_m)],
-        "balanced_mean_refusal_rate_after": ({k: v["refusal_rate_after"] for k, v in balanced.items()} if balanced else None),
-        "baseline": baseline, "n": {k: len(v) for k, v in sets.items()},
+        **measured,
+        "n": {k: len(v) for k, v in sets.items()},
         "search": search.to_dict(),
     }
     labels = both.labels

@@ -9,8 +9,8 @@ requests plus each family at a middle and its top strength); SmoothLLM is the ex
 
 Honesty rules kept here: heads chosen by correlation are chosen on one half of the prompts and
 the correlation is reported on the other half (unless a probe ranking from an earlier section
-chose them); the sharpening temperature is a fixed default chosen on a different prompt seed
-(docs/slipping.md), not tuned on the test split. Jailbreak cells the model was trained to comply
+chose them); sharpening's temperature and the heads it acts on are chosen on the validation
+split under the steering calibrations' harmless-refusal budget, never on the test split. Jailbreak cells the model was trained to comply
 with (`StudyData.trained_comply`: planted, not found) are reported apart.
 """
 
@@ -25,11 +25,13 @@ from interp.prompts import PromptSet
 from interp.study import FULL_PER_CELL, StageResult, Study, figure_ref
 from interp.slipping.attack import AttackConfig, attack_summary, run_attacks, topic_words
 from interp.slipping.defense_eval import defense_figure, evaluate_defenses, subsample
-from interp.slipping.defenses import NoDefense, Sharpening, SmoothLLM, TokenHighlighter
+from interp.slipping.defenses import NoDefense, SmoothLLM, TokenHighlighter
 from interp.slipping.figures import attention_refusal_lines, correlation_heatmap, step_heatmap, token_heatmap
 from interp.slipping.series import SlippingSeries, attack_series, pearson, series_from_trace
 from interp.intervention import Intervention
 from interp.slipping.trace import TraceConfig, token_attention, trace_attention, window_reach
+from interp.stages.defense_evidence import calibrated_sharpening, defense_evidence, sharpening_utility
+from interp.stats import rate_record
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class SlippingDemoConfig:
     k: int = 4  # top heads
     attack_prompts: int = 3
     defense_per_cell: int = 4
-    sharpen_T: float = 0.25  # chosen on eval_prompts(seed=2000), not on study.eval: docs/slipping.md
+    sharpen_T: float = 0.25  # used only without validation prompts; otherwise calibrated (defense_evidence.calibrated_sharpening)
     seed: int = 0
 
 
@@ -97,7 +99,10 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
     ev = study.data.test
     harmful = subsample(ev, study.scaled(cfg.per_cell, 2), seed=cfg.seed, labels=("harmful",))
     harmless = subsample(ev, study.scaled(cfg.control_per_cell), seed=cfg.seed, labels=("harmless",))
-    trace = trace_attention(model, harmful.concat(harmless, "slipping-traced"), TraceConfig(max_new_tokens=cfg.max_new_tokens))
+    trace = trace_attention(model, harmful.concat(harmless, "slipping-traced"), TraceConfig(max_new_tokens=cfg.max_new_tokens),
+                            judge=study.judge)
+    traced = study.record(trace.prompts, trace.answers, trace.refused, trace.refusal_score.tolist(), "slipping:trace",
+                          max_new_tokens=cfg.max_new_tokens) if cfg.max_new_tokens > 0 else []
     fams = sorted(ev.families())
     series = {f: series_from_trace(trace, f, "harmful") for f in fams}
     control = {f: series_from_trace(trace, f, "harmless") for f in fams}
@@ -125,9 +130,12 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
         c_att = control[f].attention("request")
         c = torch.stack([c_att[:, l, h] for l, h in li], -1).mean(-1)
         for i, st in enumerate(s.steps):
+            cell = [r for r in traced if r.label == "harmful" and (r.family == f and r.strength == int(st)
+                                                                   or int(st) == 0 and r.family is None)]
             rows.append({"family": f, "strength": int(st), "attention_on_request": round(float(att[i]), 4),
                          "refusal_score": round(float(s.refusal_score[i]), 4),
-                         "refusal_rate": round(float(s.refusal_rate[i]), 4), "n": s.n_prompts[i]})
+                         "refusal_rate": rate_record([r.refused for r in cell]) if cell else round(float(s.refusal_rate[i]), 4),
+                         "n": s.n_prompts[i]})
         fam_pooled = _pooled([s], top, score_filter)
         falls = bool(att[-1] < att[0] - 0.01)
         sm_top = s.span_mass()[-1]
@@ -137,7 +145,7 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
             "attention_on_request_all_heads": [round(float(x), 4) for x in att_all],
             "harmless_control_attention_on_request": [round(float(x), 4) for x in c],
             "refusal_score": [round(float(x), 4) for x in s.refusal_score],
-            "refusal_rate": [round(float(x), 4) for x in s.refusal_rate],
+            "refusal_rate": [r["refusal_rate"] for r in rows if r["family"] == f],
             "correlation": fam_pooled["prompt"], "correlation_steps": fam_pooled["step"],
             "correlation_within_step": fam_pooled["within_step"],
             "attention_falls": falls,
@@ -153,7 +161,12 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
     # the same reason
     plain = [p for p in harmful if p.family is None][:study.scaled(cfg.attack_prompts)]
     acfg = AttackConfig(n_tokens=3, n_iters=8, n_candidates=8, exclude=topic_words(study.data.plain("train")), seed=cfg.seed)
-    attacks = run_attacks(model, plain, acfg)
+    attacks = run_attacks(model, plain, acfg, judge=study.judge)
+    attack_success = {}
+    for method, results in attacks.items():  # each attack's final answer, kept (label harmful: refused = not broken)
+        kept = study.record([r.final for r in results], [r.answer for r in results], [not r.success for r in results],
+                            None, f"slipping:attack_{method}", max_new_tokens=acfg.max_new_tokens)
+        attack_success[method] = {"success": rate_record([not r.refused for r in kept]), "condition": f"slipping:attack_{method}"}
     aseries = attack_series(model, attacks["guided"], cfg=TraceConfig(max_new_tokens=0))
     a_att = _mean_heads(torch.stack([t.on("request").mean(0) for t in aseries.traces]), top)
 
@@ -172,13 +185,14 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
     report = {
         "series": rows, "correlation": pooled["prompt"], "correlations": pooled, "top_heads": [list(h) for h in top],
         "top_heads_source": source, "per_family": per_family, "sliding_windows": window_reach(model, trace),
-        "attack": {"summary": attack_summary(attacks),
+        "attack": {"summary": attack_summary(attacks), "success": attack_success,
                    "course": [{"iteration": int(it), "attention_on_request": round(float(a_att[i]), 4),
                                "refusal_score": round(float(aseries.refusal_score[i]), 4)} for i, it in enumerate(aseries.steps)],
                    "examples": [r.to_dict() for r in attacks["guided"][:1]],
                    "config": {"n_tokens": acfg.n_tokens, "n_iters": acfg.n_iters, "n_candidates": acfg.n_candidates,
                               "excluded_topic_words": True}},
         "n_traced": len(trace), "query": "first response position (the last prompt token)",
+        "condition": "slipping:trace" if traced else None,
         "figures": [figure_ref(n) for n in figures],
     }
     return SlippingResult(report, figures, {}, top, series)
@@ -218,31 +232,34 @@ def _defense_set(ev: PromptSet, per_cell: int, seed: int, top_only: bool = False
     return subsample(ev, per_cell, seed=seed, strengths=strengths)
 
 
-def defenses_stage(study: Study, top_heads=None, cfg: SlippingDemoConfig = CFG) -> StageResult:
+def defenses_stage(study: Study, top_heads=None, causal_heads=None, cfg: SlippingDemoConfig = CFG) -> StageResult:
     """No defense, attention sharpening, SmoothLLM and Token Highlighter (its affirmation: the
     model's first compliance phrase) on the same held-out prompts; `top_heads` (the slipping
-    stage's) are the heads whose attention explains what sharpening does."""
+    stage's) are the heads whose attention explains what sharpening does. Sharpening's temperature
+    and where it acts (every layer, `top_heads`, the causal stage's `causal_heads`) are chosen on the
+    validation split under the harmless-refusal budget (`defense_evidence.calibrated_sharpening`)."""
     model = study.model
     # at the demo's real-model scale each family is defended at its strongest cell only (SmoothLLM
     # alone generates ten copies of every prompt)
     ps = _defense_set(study.data.test, study.scaled(cfg.defense_per_cell), cfg.seed,
                       top_only=study.per_cell < FULL_PER_CELL)
-    defenses = {"none": NoDefense(), "sharpening": Sharpening(cfg.sharpen_T), "smoothllm": SmoothLLM(seed=cfg.seed),
+    sharpening, calibration = calibrated_sharpening(study, top_heads, causal_heads, cfg.sharpen_T)
+    defenses = {"none": NoDefense(), "sharpening": sharpening, "smoothllm": SmoothLLM(seed=cfg.seed),
                 "token_highlighter": TokenHighlighter()}
     table = evaluate_defenses(model, ps, defenses, study.judge, study.gen)
     out = table.to_dict()
+    evidence = defense_evidence(study, ps, table)
     trained = study.data.trained_comply
-    untrained = lambda row: _mean_cells(row.jailbreak_success, exclude=trained)
-    for name, row in table.rows.items():
-        out[name]["jailbreak_success_untrained"] = untrained(row)
-    out["sharpening"]["T"] = cfg.sharpen_T
-    out["sharpening"]["layers"] = "all"
+    out["sharpening"]["T"] = sharpening.T
+    out["sharpening"]["layers"] = "all" if sharpening.heads is None else "heads"
+    out["sharpening"]["calibration"] = calibration
+    out["sharpening"]["utility"] = sharpening_utility(study, ps, sharpening)
 
     # why sharpening does what it does: attention on the request with and without it
     heads = list(top_heads or [(0, h) for h in range(min(4, model.n_heads))])
     harm = ps.filter(label="harmful")
     base = trace_attention(model, harm, TraceConfig(max_new_tokens=0))
-    with Intervention.sharpen(cfg.sharpen_T).apply(model):
+    with Intervention.sharpen(sharpening.T, None, list(sharpening.heads) if sharpening.heads else None).apply(model):
         sharp = trace_attention(model, harm, TraceConfig(max_new_tokens=0))
     mech = {}
     for f in sorted(harm.families()):
@@ -252,21 +269,20 @@ def defenses_stage(study: Study, top_heads=None, cfg: SlippingDemoConfig = CFG) 
                    "refusal_score_none": round(float(base.refusal_score[idx].mean()), 4),
                    "refusal_score_sharpened": round(float(sharp.refusal_score[idx].mean()), 4)}
     out["sharpening"]["mechanism"] = {"heads": [list(h) for h in heads], "per_family": mech}
+    for name, recs in evidence["records"].items():
+        out[name].update(recs)
+    out["comparisons"] = evidence["comparisons"]
     out["n_prompts"] = len(ps)
     out["table"] = table.markdown()
     out["figures"] = [figure_ref("defenses")]
+    out["verdict"] = "; ".join(c["verdict"] for k, c in evidence["comparisons"].items() if k.endswith("jailbreak success"))
     left_out = ", ".join(f"{f} at strength {s}" for f, s in sorted(trained)) or "nothing (no cell was trained to comply)"
-    out["note"] = ("jailbreak_success: mean over every harmful jailbreak cell evaluated (each family at a middle and its "
-                   f"top strength); jailbreak_success_untrained leaves out the cells the model was trained to obey: {left_out}. "
+    out["note"] = ("jailbreak_success: a record over every harmful jailbreak prompt evaluated (pooled over the cells, of equal size ; each family at a middle and "
+                   f"its top strength); jailbreak_success_untrained leaves out the cells the model was trained to obey: {left_out}. "
                    "Same prompts for every defense.")
     from interp.stages.chosen import defenses_chosen
 
     return StageResult(out, {"defenses": defense_figure(table)}, defenses_chosen(defenses, table, ps))
-
-
-def _mean_cells(per_family: dict, exclude=frozenset()) -> float:
-    vals = [v for f, row in per_family.items() for s, v in row.items() if s != "0" and (f, int(s)) not in exclude]
-    return round(sum(vals) / len(vals), 4) if vals else float("nan")
 
 
 def attention_tokens_stage(study: Study, top_heads=None) -> StageResult:

@@ -24,7 +24,9 @@ from interp.steering.antidote import fit_antidote
 from interp.steering.effect import EFFECT_DEFINITION, EffectMeter
 from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select_heads
 from interp.steering.layer import compare_heads_vs_layer
-from interp.steering.tradeoff import compact, max_safe_strength, sweep, tradeoff_figure, unsteered_point
+from interp.steering.tradeoff import calibrate, scored_sweep, sweep, tradeoff_figure, unsteered_point
+from interp.stages.evidence import baseline_answers, judged_runs
+from interp.stages.steering_evidence import best_points, comparisons, record_sweep, records, with_records
 from interp.direction import Direction
 from probes.directions import calibrate_direction, find_refusal_direction, resolve_direction
 
@@ -58,14 +60,14 @@ def _held_out(ev: PromptSet, plain_n: int, cell_n: int, seed: int = 0, top_only:
 
 
 def _best_safe_gains(rows: list[dict]) -> dict:
-    """Per method: the sweep point with the largest jailbreak refusal gain over the unsteered row
-    among those keeping harmless refusal <= MAX_HARMLESS_REFUSAL."""
+    """Per method: the judged sweep point with the largest jailbreak refusal gain over the unsteered
+    row among those keeping harmless refusal <= MAX_HARMLESS_REFUSAL."""
     base = next((r for r in rows if r["method"] == "unsteered"), None)
     if base is None or "jailbreak" not in base or "harmless" not in base:
         return {}
     out = {}
     for m in dict.fromkeys(r["method"] for r in rows if r["method"] != "unsteered"):
-        ok = [r for r in rows if r["method"] == m and r["harmless"] <= MAX_HARMLESS_REFUSAL]
+        ok = [r for r in rows if r["method"] == m and r["harmless"] <= MAX_HARMLESS_REFUSAL and r.get("measure") != "score"]
         if ok:
             b = max(ok, key=lambda r: r["jailbreak"])
             out[m] = {"strength": round(b["strength"], 4), "jailbreak_gain": round(b["jailbreak"] - base["jailbreak"], 4),
@@ -165,8 +167,10 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     reduced = study.per_cell < FULL_PER_CELL
     effect_sets = _held_out(study.data.test, plain_n=study.scaled(40, 4), cell_n=study.scaled(4), seed=study.seed,
                             top_only=reduced)
-    gen_sets = _held_out(study.data.test, plain_n=study.scaled(20, 4), cell_n=study.scaled(2), seed=study.seed + 1,
-                         top_only=reduced)
+    # generation (the judged rates a claim rests on): every held-out plain request (plain_per_label of
+    # them), and at the real-model scale 4 prompts of each family's strongest cell
+    gen_sets = _held_out(study.data.test, plain_n=len(study.data.test), cell_n=4 if reduced else study.scaled(2),
+                         seed=study.seed + 1, top_only=reduced)
     factors = SWEEP_FACTORS_REDUCED if reduced else SWEEP_FACTORS
     jb_key = "jailbreak" if "jailbreak" in effect_sets else "harmful"
     timings = {}
@@ -184,7 +188,8 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
         heads = select_heads(model, hd, K_HEADS, harmless_tr[: min(16, len(harmless_tr))], SELECT_SIGMAS, by="steering")
         heads_source = f"HSI: largest single-head effect at {SELECT_SIGMAS:g} sigma on training harmless prompts"
     on_heads = Intervention.steer_heads(hd, heads, 1.0)
-    sigmas_h = max_safe_strength(model, on_heads, harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
+    cal_h = calibrate(model, on_heads, harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
+    sigmas_h = cal_h.strength
     cmp = compare_heads_vs_layer(model, hd, heads, sigmas_h, {k: effect_sets[k] for k in (jb_key, "harmless") if k in effect_sets})
     layers = cmp["layers"]
     timings["heads"] = time.perf_counter() - t0
@@ -193,8 +198,9 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     t = time.perf_counter()
     anti = fit_antidote(model, harmful_tr, harmless_tr, sparsity=0.05)
     sparse_iv, dense_iv = anti.intervention(), anti.with_sparsity(1.0).intervention()
-    nf_s = max_safe_strength(model, sparse_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
-    nf_d = max_safe_strength(model, dense_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    cal_s = calibrate(model, sparse_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    cal_d = calibrate(model, dense_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    nf_s, nf_d = cal_s.strength, cal_d.strength
     jb_meter = EffectMeter(model, effect_sets[jb_key])
     e_s = jb_meter(sparse_iv.with_strength(nf_s))
     e_d = jb_meter(dense_iv.with_strength(nf_d))
@@ -206,34 +212,52 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     from_state = _given_direction(model, given_direction, harmful_tr, harmless_tr)
     direction, d_source = from_state or _own_direction(study)
 
-    def judged(d) -> dict:
-        with Intervention.ablate_direction(d).apply(model):
-            abl = evaluate_refusal(model, gen_sets["harmful"], study.judge, study.gen, with_scores=False)
-        with Intervention.add_direction(d).apply(model):
-            add = evaluate_refusal(model, gen_sets["harmless"], study.judge, study.gen, with_scores=False)
-        return {"ablation_harmful_refusal_rate": round(abl.rate(), 4), "addition_harmless_refusal_rate": round(add.rate(), 4),
-                "site": getattr(d, "site", None), "layer": d.layer, "position": getattr(d, "position", None),
-                "norm": round(float(d.vector.norm()), 4),
-                "examples": {"ablation": abl.answers[:2], "addition": add.answers[:2]}}
+    def _norm_fraction(d) -> float | None:
+        """The added direction's size as a fraction of the mean last-token residual norm where it is
+        added (the Antidote's unit, from the same training prompts): a strength that carries across models."""
+        site = getattr(d, "site", None) or "resid_pre"
+        at = d.layer - 1 if site == "resid_pre" else d.layer  # resid_pre of layer l is resid_post of l - 1
+        if at is None or not 0 <= at < len(anti.scale) or float(anti.scale[at]) == 0:
+            return None
+        return round(float(d.vector.norm()) / float(anti.scale[at]), 4)
 
-    d_report = {**judged(direction), "source": d_source}
+    def judged(d) -> tuple[dict, dict]:
+        abl = judged_runs(study, gen_sets["harmful"], {"direction_ablation": Intervention.ablate_direction(d)}, "steering:")
+        add = judged_runs(study, gen_sets["harmless"], {"direction_addition": Intervention.add_direction(d)}, "steering:")
+        abl, add = abl["direction_ablation"], add["direction_addition"]
+        return ({"ablation_harmful_refusal_rate": records(abl)["harmful"], "addition_harmless_refusal_rate": records(add)["harmless"],
+                 "conditions": {"ablation": "steering:direction_ablation", "addition": "steering:direction_addition"},
+                 "site": getattr(d, "site", None), "layer": d.layer, "position": getattr(d, "position", None),
+                 "norm": round(float(d.vector.norm()), 4), "norm_fraction": _norm_fraction(d),
+                 "examples": {"ablation": [r.answer for r in abl[:2]], "addition": [r.answer for r in add[:2]]}},
+                {"ablation": abl, "addition": add})
+
+    d_report, d_rows = judged(direction)
+    d_report["source"] = d_source
     timings["direction"] = time.perf_counter() - t
 
     # ---- safety-utility trade-off on the small generation subsample
     t = time.perf_counter()
-    unsteered, row = unsteered_point(model, gen_sets, study.judge, study.gen)
+    # the unsteered answers are the baseline stage's when it ran (the same prompts and settings)
+    known = {k: baseline_answers(study, v) for k, v in gen_sets.items()}
+    unsteered, row = unsteered_point(model, gen_sets, study.judge, study.gen,
+                                     known if all(v is not None for v in known.values()) else None)
     rows = [row]
-    rows += sweep(model, on_heads, [f * sigmas_h for f in factors], gen_sets,
-                  "hsi (heads)", study.judge, study.gen, unsteered)
-    rows += sweep(model, Intervention.steer_layer(hd, layers, 1.0), [f * sigmas_h for f in factors], gen_sets,
-                  "layer (all heads)", study.judge, study.gen, unsteered)
-    rows += sweep(model, sparse_iv, [f * nf_s for f in factors], gen_sets,
-                  "antidote (5%)", study.judge, study.gen, unsteered)
+    swept = [("hsi (heads)", on_heads, sigmas_h), ("layer (all heads)", Intervention.steer_layer(hd, layers, 1.0), sigmas_h),
+             ("antidote (5%)", sparse_iv, nf_s)]
+    for name, iv, chosen in swept:
+        # generation and the judge at the calibrated point (factor 1, the reported one); at the
+        # real-model scale the curve's other points are read off the one-pass refusal score
+        judged_f = factors if not reduced else [f for f in factors if f == 1.0]
+        rows += sweep(model, iv, [f * chosen for f in judged_f], gen_sets, name, study.judge, study.gen, unsteered)
+        if reduced:
+            rows += scored_sweep(model, iv, [f * chosen for f in factors if f != 1.0], gen_sets, name, unsteered)
+    recorded = record_sweep(study, gen_sets, rows)
     timings["tradeoff"] = time.perf_counter() - t
     figures = {"steering_tradeoff": tradeoff_figure(rows, x="harmless", title=f"Safety-utility trade-off: {model.name}"),
                "steering_tradeoff_kl": tradeoff_figure(rows, x="kl", title=f"Safety-utility trade-off (KL): {model.name}")}
 
-    summary = _best_safe_gains(rows)
+    summary = best_points(_best_safe_gains(rows), recorded, study.seed)
     r4 = lambda x: round(float(x), 4)  # noqa: E731
     report = {
         "hsi": {"heads": [list(h) for h in heads], "sigmas": r4(sigmas_h), "effect": r4(cmp["effect_heads"][jb_key]),
@@ -247,7 +271,13 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
                      "dense_effect_same_norm_fraction": r4(e_d_same), "layers": anti.layers, "paired": anti.paired,
                      "best_safe_jailbreak_gain": summary.get("antidote (5%)")},
         "direction": d_report,
-        "tradeoff": compact(rows),
+        "tradeoff": with_records(rows, recorded, gen_sets),
+        "comparisons": comparisons(recorded, {"hsi (heads)": sigmas_h, "layer (all heads)": sigmas_h, "antidote (5%)": nf_s},
+                                   d_rows, study.seed),
+        "calibrations": {"hsi_sigmas": cal_h.to_dict(), "antidote_norm_fraction": cal_s.to_dict(),
+                         "antidote_dense_norm_fraction": cal_d.to_dict()},
+        "calibration_notes": [n for n in (cal_h.note("head steering (sigmas)"), cal_s.note("sparse Antidote (norm fraction)"),
+                                          cal_d.note("dense Antidote (norm fraction)")) if n],
         "tradeoff_best": summary,
         "effect_definition": EFFECT_DEFINITION + f"; reported effects are on the held-out {jb_key} prompts",
         "calibration": f"each method's strength = the largest grid value at which <= {MAX_HARMLESS_REFUSAL:.0%} of training "
