@@ -12,6 +12,9 @@ SWEEP_SETS = ("harmful", "jailbreak", "harmless")
 
 
 def _record(rate, n: int) -> dict:
+    """A rate record {rate, n, ci95}: the stage's own record where it has one, else from the rate and n."""
+    if isinstance(rate, dict):
+        return dict(rate)
     return rate_record(round(float(rate) * n), n)
 
 
