@@ -56,7 +56,7 @@ def _score(model: ChatModel):
 
 @torch.no_grad()
 def ablation_scores(model: ChatModel, prompts, head_sets: Sequence[Sequence[Head]], method: str = "mean",
-                    reference=None, seed: int = 0, positions: str = "last", max_rows: int = 512,
+                    reference=None, seed: int = 0, positions: str = "position", max_rows: int = 512,
                     resume: bool = True, progress: str | None = None,
                     base: Sequence[Head] = ()) -> Float[Tensor, "set prompt"]:
     """Refusal score of every prompt under each head set's ablation (an empty set = unablated), in
@@ -113,7 +113,7 @@ def _scores_resumed(model: ChatModel, texts: list[str], sets: list[list[Head]], 
 
 @torch.no_grad()
 def ablation_refusals(model: ChatModel, prompts, head_sets: Sequence[Sequence[Head]], method: str = "mean",
-                      reference=None, seed: int = 0, positions: str = "last", judge: RefusalJudge = RefusalJudge(),
+                      reference=None, seed: int = 0, positions: str = "position", judge: RefusalJudge = RefusalJudge(),
                       max_new_tokens: int = FAST_GEN.max_new_tokens,
                       max_rows: int = 512) -> tuple[Bool[Tensor, "set prompt"], Float[Tensor, "set prompt"]]:
     """Judged refusal (greedy generation under the ablation, KV cache on) and refusal score of every
@@ -174,7 +174,7 @@ def _delta(before: Mapping[str, dict], after: Mapping[str, dict]) -> dict:
 
 
 def measure_ablation(model: ChatModel, heads, sets: Mapping[str, PromptSet], method: str = "mean", reference=None,
-                     seed: int = 0, positions: str = "last", judge: RefusalJudge = RefusalJudge(),
+                     seed: int = 0, positions: str = "position", judge: RefusalJudge = RefusalJudge(),
                      gen: GenerationConfig = FAST_GEN, baseline: Mapping[str, dict] | None = None) -> dict:
     """Change in refusal rate and refusal score of each named set when `heads` are ablated.
 
@@ -193,7 +193,7 @@ def measure_ablation(model: ChatModel, heads, sets: Mapping[str, PromptSet], met
 
 
 def measure_head_sets(model: ChatModel, head_sets: Sequence[Sequence[Head]], sets: Mapping[str, PromptSet],
-                      method: str = "mean", reference=None, seed: int = 0, positions: str = "last",
+                      method: str = "mean", reference=None, seed: int = 0, positions: str = "position",
                       judge: RefusalJudge = RefusalJudge(), max_new_tokens: int = FAST_GEN.max_new_tokens,
                       baseline: Mapping[str, dict] | None = None) -> list[dict]:
     """`measure_ablation` for many head sets at once (batched: one generation serves them all)."""

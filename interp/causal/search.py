@@ -66,7 +66,7 @@ class SearchConfig:
     min_gain: float = 0.05  # log-odds: stop when the best next head moves the mean score by less
     n_candidates: int = 16  # heads kept per flip after an exhaustive single-head scan (largest effects)
     method: str = "mean"
-    positions: str = "last"
+    positions: str = "position"  # reference values per position from the end (interp.causal.ablate); "last", "all"
     reference: str = "auto"
     seed: int = 0
     top_k: int = 8  # heads ablated exactly after the attribution estimate (ignored when exhaustive)
@@ -98,15 +98,24 @@ def flip_references(model: ChatModel, harmful: PromptSet, harmless: PromptSet, c
     n = len(harmful)
 
     def ref(prompts: PromptSet, rows: slice) -> HeadReference:
-        if grads is not None and cfg.positions == "last" and grads.z_last is not None:
-            return HeadReference(grads.z_last[rows], "last", prompts.describe())
-        return head_reference(model, prompts, cfg.positions)
+        return _from_grads(model, prompts, cfg.positions, grads, rows)
 
     if cfg.reference == "balanced":
         r = ref(harmful.concat(harmless), slice(0, None))
         return {d: r for d in FLIPS}
     return {"refusal": ref(harmless.require("harmless reference set"), slice(n, None)),
             "compliance": ref(harmful.require("harmful reference set"), slice(0, n))}
+
+
+def _from_grads(model: ChatModel, prompts: PromptSet, positions: str, grads: HeadGradients | None,
+                rows: slice = slice(0, None)) -> HeadReference:
+    """The reference of `prompts` from the attribution pass over them when it holds it (last-token
+    or per-position outputs), else from a capture pass."""
+    if grads is not None and positions == "last" and grads.z_last is not None:
+        return HeadReference(grads.z_last[rows], "last", prompts.describe())
+    if grads is not None and positions == "position" and grads.z_slot is not None:
+        return HeadReference(grads.z_slot[rows], "position", prompts.describe())
+    return head_reference(model, prompts, positions)
 
 
 @dataclass(frozen=True)
@@ -181,7 +190,7 @@ class HeadSearch:
 
 
 def single_head_ablation_effects(model: ChatModel, prompts, flip: str, method: str = "mean", reference=None, seed: int = 0,
-                        positions: str = "last") -> Float[Tensor, "layer head"]:
+                        positions: str = "position") -> Float[Tensor, "layer head"]:
     """Change of the mean refusal score when each head alone is ablated (exactly, one head per
     replica), signed so that positive is the flip's wanted way (refusal: lower score on
     harmful prompts; compliance: higher score on harmless ones)."""
@@ -340,8 +349,7 @@ def _neutral(model: ChatModel, heads: list[Head], harmful: PromptSet, harmless: 
     both = harmful.concat(harmless)
     n = len(harmful)
     out: dict = {"heads": [list(h) for h in heads]}
-    bal = (HeadReference(grads.z_last, "last", both.describe()) if grads is not None and cfg.positions == "last"
-           else head_reference(model, both, cfg.positions))
+    bal = _from_grads(model, both, cfg.positions, grads)
     for name, method, ref in (("zero", "zero", None), ("balanced_mean", "mean", bal)):
         s = ablation_scores(model, both, [heads], method, ref, cfg.seed, cfg.positions)[0]
         out[name] = {"refusing_harmful": float((s[:n] > 0).float().mean()), "refusing_harmless": float((s[n:] > 0).float().mean()),

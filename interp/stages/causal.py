@@ -93,10 +93,12 @@ def _lens_figure(lens: torch.Tensor, labels: list[str]) -> go.Figure:
     return fig
 
 
-def _reference_words(policy: str, direction: str, method: str) -> str:
+def _reference_words(policy: str, direction: str, method: str, positions: str = "position") -> str:
     if method == "zero":
         return "none (zero-ablation)"
-    where = "the last prompt token, applied at every position"
+    where = {"position": "each position counted from the end (the earlier tokens' mean before the window)",
+             "last": "the last prompt token, applied at every position",
+             "all": "the mean over every token, applied at every position"}[positions]
     if policy == "opposite":
         other = "harmless" if direction == "refusal" else "harmful"
         return (f"{other} training prompts ({method} at {where}): the label-free mean flipped nothing, so the "
@@ -176,7 +178,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     ablation = {
         "heads": [list(h) for h in heads], "k": K, "method": cfg.method, "direction": rec.flip,
         "confident": rec.confident,
-        "reference": _reference_words(search.cfg.reference, rec.flip, cfg.method),
+        "reference": _reference_words(search.cfg.reference, rec.flip, cfg.method, search.cfg.positions),
         "mechanism": search.neutral.get("mechanism"),
         "refusal_rate_harmful_after": rec_m["harmful"]["refusal_rate_after"] if rec_m else None,
         "refusal_rate_harmless_after": rec_m["harmless"]["refusal_rate_after"] if rec_m else None,
