@@ -28,9 +28,11 @@ from torch import Tensor
 from interp.errors import InputError
 from interp.model import ChatModel
 from interp.prompts import PromptSet
+from interp.causal.ablate import head_reference
 from interp.causal.runner import ablation_scores
 from interp.causal.search import FLIPS, HeadSearch, SearchConfig, search_heads
 from interp.causal.heads import Head, all_heads
+from interp.causal.specificity import SpecificityConfig, off_target, specificity
 from interp.stats import spearman  # in interp.stats: search, patching and the probes use it without importing this module
 
 
@@ -177,6 +179,8 @@ class RecommendConfig:
     n_null: int = 20
     min_score_effect: float = 1.0
     seed: int = 0
+    # the set must also be specific: not "disruptive" (interp.causal.specificity); None skips the check
+    specificity: SpecificityConfig | None = SpecificityConfig()
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or not 1 <= self.k <= 4:
@@ -196,11 +200,18 @@ class Recommendation:
     set_effect: float  # wanted-way change of the mean refusal score (log-odds) under the set's ablation
     null: dict  # the random-set effects' summary
     search: HeadSearch | None = None
+    specificity: dict = field(default_factory=dict)  # KL on off-target prompts against random sets (specificity())
+
+    @property
+    def disruptive(self) -> bool:
+        return bool(self.specificity.get("disruptive"))
 
     def to_dict(self) -> dict:
         return {"heads": [list(h) for h in self.heads], "candidates": [list(h) for h in self.candidates],
                 "confident": self.confident, "direction": self.flip, "reasons": self.reasons,
-                "set_effect": self.set_effect, "null": self.null,
+                "label": "disruptive" if self.disruptive else "refusal heads" if self.confident else "unconfirmed",
+                "method": self.search.cfg.method if self.search is not None else None,
+                "set_effect": self.set_effect, "null": self.null, "specificity": self.specificity,
                 "evidence": [{"head": list(h), **ev} for h, ev in self.evidence.items()]}
 
 
@@ -211,9 +222,12 @@ def _rank_of(m: Tensor, h: Head) -> int:
 
 def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k: int = 4,
                     search: HeadSearch | None = None, comparison: Comparison | None = None,
-                    cfg: RecommendConfig | None = None, search_cfg: SearchConfig | None = None) -> Recommendation:
+                    cfg: RecommendConfig | None = None, search_cfg: SearchConfig | None = None,
+                    held_out: PromptSet | None = None) -> Recommendation:
     """Choose at most `k` heads to steer, with the evidence for each, and say whether the choice is
-    confident (see RecommendConfig). `search` and `comparison` reuse results already computed."""
+    confident (see RecommendConfig). `search` and `comparison` reuse results already computed.
+    `held_out`: prompts the flip should leave alone (harmless ones for "refusal"), for the
+    specificity check; default: the search's own prompts of that label."""
     cfg = cfg or RecommendConfig(k=k)
     scfg = search_cfg or (search.cfg if search is not None else SearchConfig(max_heads=cfg.k))
     if search is None:
@@ -255,12 +269,28 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
         reasons.append(f"the set's effect ({set_eff:.3f}) does not beat all {len(null)} random sets of {n_draw} heads "
                        f"(max {float(null.max()):.3f})")
     weak = [h for h in cand if marg[h] <= 0]
+    spec = {}
+    if cfg.specificity is not None:
+        what, other = off_target(best.flip, harmful, harmless)
+        if held_out is not None:
+            other = held_out
+        # resample from the off-target label's own prompts: a balanced pool would hand harmless
+        # prompts harmful prompts' outputs, and a head that carries the label would then look disruptive
+        sref = head_reference(model, off_target(best.flip, harmful, harmless)[1], scfg.positions) \
+            if scfg.method == "resample" else ref
+        spec = specificity(model, cand, other, scfg.method, sref, scfg.seed, scfg.positions, cfg.specificity,
+                           what=f"{'held-out ' if held_out is not None else ''}{what} prompts")
+        if spec["disruptive"]:
+            confident = False
+            reasons.append(spec["verdict"])
     if confident and weak:
         reasons.append(f"heads {weak} add nothing to the set (drop-one effect <= 0) and are left out")
     if confident:
         reasons.insert(0, f"ablating {cand} flips behaviour ({best.flip}: judged rate "
                           f"{best.rate_before:.2f} -> {best.rate_after:.2f}) and moves the score by {set_eff:.2f} "
                           f"log-odds, more than all {len(null)} random sets (max {null_d['max']:.2f})")
+        if spec:
+            reasons.insert(1, spec["verdict"])
     evidence = {}
     for h in cand:
         ev = {"single_ablation": float(search.single[best.flip][h]),
@@ -272,4 +302,4 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
                 ev[f"{name}_rank"] = _rank_of(m, h)
         evidence[h] = ev
     heads = [h for h in cand if marg[h] > 0] if confident else []
-    return Recommendation(heads, cand, confident, best.flip, reasons, evidence, set_eff, null_d, search)
+    return Recommendation(heads, cand, confident, best.flip, reasons, evidence, set_eff, null_d, search, spec)
