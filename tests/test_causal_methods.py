@@ -183,3 +183,26 @@ def test_cli_is_registered_and_checks_k():
     args = build_parser().parse_args(["causal", "--out", "x", "--k", "2"])
     assert args.k == 2 and args.func.__module__ == "interp.commands.causal"
     assert main(["causal", "--out", "x", "--k", "9"]) == 2  # InputError -> exit code 2, nothing loaded
+
+
+def test_stage_reports_methods_specificity_and_intervals(organism, plain_prompts, eval_prompts):
+    from interp.generation import GenerationConfig
+    from interp.study import Study, StudyData
+
+    data = StudyData(plain_prompts, plain_prompts[:0], eval_prompts, provider="test")
+    study = Study(organism, data, gen=GenerationConfig(max_new_tokens=8))
+    out = causal_stage(study, None, CausalConfig(k=4, n_search=12, n_pairs=8, n_random=4, jailbreak_per_cell=1)).report
+    ab = out["ablation"]
+    assert ab["max_new_tokens"] == 8  # the study's answer length, not a fixed 6
+    assert ab["search"]["refusal"]["max_new_tokens"] == 8
+    spec = ab["specificity"]
+    assert spec["kl"]["n"] > 0 and spec["kl"]["ci95"] is not None and not spec["disruptive"]
+    assert ab["label"] == "refusal heads"
+    rates = ab["rates"]["harmful"]
+    assert rates["after"]["n"] == rates["before"]["n"] and len(rates["after"]["ci95"]) == 2
+    methods = out["methods"]
+    assert set(methods["methods"]) == {"mean", "zero", "resample"}
+    assert set(methods["recommendations"]) == {"zero", "resample"}
+    # the organism's harm detectors in block 0 are found whichever way they are ablated
+    assert methods["heads"] and all(h[0] == 0 for h in methods["heads"]), methods["verdict"]
+    assert "more than one ablation method" in methods["verdict"]

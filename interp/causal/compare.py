@@ -257,7 +257,10 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
               "max": float(null.max()) if len(null) else float("nan"),
               "q95": float(null.quantile(0.95)) if len(null) else float("nan")}
     confident = True
-    if not best.success:
+    if best.status == "undecided":
+        confident = False
+        reasons.append(best.agreement())
+    elif not best.success:
         confident = False
         reasons.append(f"ablating {len(cand)} head(s) moved the judged refusal rate by only {best.effect:+.2f} "
                        f"(target {scfg.target:.2f}) in the best direction ({best.flip})")

@@ -127,17 +127,50 @@ class FlipSearch:
     rate_after: float
     success: bool  # the judged rate moved by at least the target
     note: str = ""  # why the search did not run, when it did not
+    n: int = 0  # prompts the judged rates are over
+    flipped_by_score: float | None = None  # share of prompts whose refusal score changed sign under the final set
+    max_new_tokens: int | None = None  # answer length the judge read
+    target: float = 0.5
 
     @property
     def effect(self) -> float:
         """Judged refusal-rate change the wanted way (positive = behaviour flipped)."""
         return FLIPS[self.flip][1] * (self.rate_after - self.rate_before)
 
+    @property
+    def status(self) -> str:
+        """"flipped" (the judge says so), "not flipped" (neither the judge nor the score), or
+        "undecided": the one-pass score flips at least the target share of prompts and the judge
+        does not (or the reverse): the answers read differ from their first token, so neither
+        number alone is a verdict (read the completions, or judge longer answers)."""
+        by_score = self.flipped_by_score is not None and self.flipped_by_score >= self.target
+        if self.success:
+            return "flipped" if by_score or self.flipped_by_score is None else "undecided"
+        return "undecided" if by_score else "not flipped"
+
+    def agreement(self) -> str:
+        if self.flipped_by_score is None or not self.heads:
+            return ""
+        if self.status != "undecided":
+            return (f"score and judge agree: {self.flipped_by_score:.0%} of prompts flipped by score, judged rate "
+                    f"{self.rate_before:.2f} -> {self.rate_after:.2f} at {self.max_new_tokens} new tokens")
+        return (f"score and judge disagree: the refusal score flips {self.flipped_by_score:.0%} of the {self.n} prompts, "
+                f"the judged rate moves {self.rate_before:.2f} -> {self.rate_after:.2f} at {self.max_new_tokens} new "
+                "tokens; not called a failure: read the completions or judge longer answers")
+
     def to_dict(self) -> dict:
+        from interp.stats import rate_record
+
         # the key "direction" is kept: reports written before name the flip so
+        rec = {}
+        if self.n:
+            rec = {"rate_before_record": rate_record(round(self.rate_before * self.n), self.n),
+                   "rate_after_record": rate_record(round(self.rate_after * self.n), self.n)}
         return {"direction": self.flip, "heads": [list(h) for h in self.heads], "success": self.success,
-                "rate_before": self.rate_before, "rate_after": self.rate_after, "effect": self.effect, "steps": self.steps,
-                **({"note": self.note} if self.note else {})}
+                "status": self.status, "agreement": self.agreement(), "flipped_by_score": self.flipped_by_score,
+                "max_new_tokens": self.max_new_tokens, "n": self.n,
+                "rate_before": self.rate_before, "rate_after": self.rate_after, "effect": self.effect, **rec,
+                "steps": self.steps, **({"note": self.note} if self.note else {})}
 
 
 @dataclass(frozen=True)
@@ -231,7 +264,8 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
             measured = torch.ones_like(single, dtype=torch.bool)
         else:
             single, measured = estimate.clone(), torch.zeros_like(estimate, dtype=torch.bool)
-        return FlipSearch(flip, [], [], rate0, rate0, False, note), single, estimate, measured
+        return (FlipSearch(flip, [], [], rate0, rate0, False, note, len(prompts), None, max_new_tokens, cfg.target),
+                single, estimate, measured)
     if cfg.exhaustive:
         single, scan = _single_scan(model, prompts, flip, cfg.method, ref, cfg.seed, cfg.positions)
         measured = torch.ones_like(single, dtype=torch.bool)
@@ -295,7 +329,9 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
         rate = float(r[0].float().mean())
         steps[-1]["refusal_rate"] = rate
         success = sign * (rate - rate0) >= cfg.target
-    return FlipSearch(flip, current, steps, rate0, rate, success), single, estimate, measured
+    found = FlipSearch(flip, current, steps, rate0, rate, success, "", len(prompts), best_key[0] if current else None,
+                       max_new_tokens, cfg.target)
+    return found, single, estimate, measured
 
 
 def search_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig = SearchConfig(),

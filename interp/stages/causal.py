@@ -23,6 +23,8 @@ from interp.causal.ablate import head_reference
 from interp.causal.runner import measure_head_sets
 from interp.causal.search import SearchConfig, search_heads
 from interp.causal.compare import RecommendConfig, compare_methods, recommend_heads
+from interp.causal.consensus import by_method, consensus
+from interp.stats import rate_record
 from interp.causal.dla import direct_logit_attribution, logit_lens
 from interp.causal.heads import all_heads
 from interp.causal.patching import activation_patching, equal_length_pairs
@@ -31,12 +33,14 @@ from interp.causal.patching import activation_patching, equal_length_pairs
 @dataclass(frozen=True)
 class CausalConfig:
     k: int = 4  # at most this many heads are recommended
-    n_search: int = 16  # plain train prompts per label for the search, DLA and the null
+    n_search: int = 32  # plain train prompts per label for the search, DLA and the null
+    n_search_min: int = 32  # never fewer (when the train split has them), whatever the study's scale
     n_pairs: int = 16  # harmful/harmless pairs for patching (fewer when the train split has fewer equal-length pairs)
     n_random: int = 10  # random head sets of size K measured against the recommended set
     jailbreak_per_cell: int = 2  # held-out jailbreak prompts per (family, strength)
-    max_new_tokens: int = 6  # greedy answer length for the judge (openers decide it)
-    method: str = "mean"
+    max_new_tokens: int | None = None  # greedy answer length for the judge; None: the study's (--max-new-tokens)
+    method: str = "mean"  # the primary ablation method (compared with the other methods, measured held out)
+    methods: tuple = ("mean", "zero", "resample")  # the search and recommendation also run under these, side by side
     reference: str = "auto"  # see SearchConfig: label-free mean first, the other label's mean if that flips nothing
     seed: int = 0
     top_k: int = 8  # heads / cells measured exactly after the attribution estimate (SearchConfig, activation_patching)
@@ -106,6 +110,16 @@ def _reference_words(policy: str, direction: str, method: str, positions: str = 
     return f"harmful + harmless training prompts ({method} at {where})"
 
 
+def _records(measured: dict, sets: dict) -> dict:
+    """Refusal rates before and after with their n and 95% intervals (Wilson)."""
+    out = {}
+    for name, m in measured.items():
+        n = m["n"]
+        out[name] = {"before": rate_record(round(m["refusal_rate_before"] * n), n),
+                     "after": rate_record(round(m["refusal_rate_after"] * n), n)}
+    return out
+
+
 def causal_stage(study: Study, ranking=None, cfg: CausalConfig = CausalConfig()) -> CausalResult:
     """Search, patch, attribute, compare (with the probe `ranking` when given) and recommend."""
     with model_threads(study.model):
@@ -124,12 +138,13 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
         timings[name], cpu[name] = round(now - t, 2), round(now_c - c, 2)
         t, c = now, now_c
 
-    n_search = study.scaled(cfg.n_search, 8)  # fewer at the demo's real-model scale (interp.study.DEMO_SIZES)
+    n_search = study.scaled(cfg.n_search, min(cfg.n_search, cfg.n_search_min))
     H = study.data.plain("train", "harmful")[:n_search].require("harmful training prompts")
     L = study.data.plain("train", "harmless")[:n_search].require("harmless training prompts")
+    new_tokens = cfg.max_new_tokens or study.gen.max_new_tokens
     scfg = SearchConfig(max_heads=cfg.k, method=cfg.method, reference=cfg.reference, seed=cfg.seed, top_k=cfg.top_k,
                         exhaustive=cfg.exhaustive)
-    search = search_heads(model, H, L, scfg, study.judge, cfg.max_new_tokens)
+    search = search_heads(model, H, L, scfg, study.judge, new_tokens)
     lap("search")
     pairs = equal_length_pairs(model, study.data.plain("train", "harmful"), study.data.plain("train", "harmless"),
                                study.scaled(cfg.n_pairs, 8), seed=cfg.seed)
@@ -140,20 +155,26 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     lens = logit_lens(model, both)
     lap("dla")
     comparison = compare_methods(model, search, patching, dla, ranking, k=cfg.k)
-    rec = recommend_heads(model, H, L, cfg.k, search=search, comparison=comparison,
-                          cfg=RecommendConfig(k=cfg.k, seed=cfg.seed))
+    sets = _eval_sets(study, cfg)
+    rcfg = RecommendConfig(k=cfg.k, seed=cfg.seed)
+    plain = {k: sets[k] for k in ("harmful", "harmless")}
+    rec = recommend_heads(model, H, L, cfg.k, search=search, comparison=comparison, cfg=rcfg,
+                          held_out=plain["harmless" if search.best.flip == "refusal" else "harmful"])
     lap("recommend")
+    # the same search and recommendation under the other ablation methods, side by side
+    alt = by_method(model, H, L, [m for m in cfg.methods if m != cfg.method], scfg, rcfg, study.judge, new_tokens,
+                       held_out=plain)
+    agree = consensus({cfg.method: rec, **alt}, patching=patching.head_effect, k=cfg.k)
+    lap("methods")
 
     # behaviour on held-out prompts: the recommended (or best-guess) set against random sets
-    sets = _eval_sets(study, cfg)
     heads = rec.heads or rec.candidates
     K = len(heads) or cfg.k
     ref = search.references[rec.flip]
     rng = random.Random(cfg.seed)
     others = [h for h in all_heads(model) if h not in heads]
     random_sets = [rng.sample(others, min(K, len(others))) for _ in range(cfg.n_random)]
-    plain = {k: sets[k] for k in ("harmful", "harmless")}
-    kw = dict(method=cfg.method, reference=ref, seed=cfg.seed, judge=study.judge, max_new_tokens=cfg.max_new_tokens)
+    kw = dict(method=cfg.method, reference=ref, seed=cfg.seed, judge=study.judge, max_new_tokens=new_tokens)
     measured = measure_head_sets(model, ([heads] if heads else []) + random_sets, plain, **kw)
     rec_m = measured[0]["sets"] if heads else None
     rand_m = [m["sets"] for m in measured[1 if heads else 0:]]
@@ -169,7 +190,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     if heads and search.cfg.reference == "opposite" and cfg.method != "zero":
         bref = head_reference(model, both, scfg.positions)
         balanced = measure_head_sets(model, [heads], plain, method=cfg.method, reference=bref, seed=cfg.seed,
-                                     judge=study.judge, max_new_tokens=cfg.max_new_tokens)[0]["sets"]
+                                     judge=study.judge, max_new_tokens=new_tokens)[0]["sets"]
     lap("measure")
 
     def mean_after(label):
@@ -177,7 +198,9 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
 
     ablation = {
         "heads": [list(h) for h in heads], "k": K, "method": cfg.method, "direction": rec.flip,
-        "confident": rec.confident,
+        "confident": rec.confident, "label": rec.to_dict()["label"], "specificity": rec.specificity,
+        "max_new_tokens": new_tokens, "agreement": search.best.agreement(),
+        "rates": _records(rec_m, sets) if rec_m else None,
         "reference": _reference_words(search.cfg.reference, rec.flip, cfg.method, search.cfg.positions),
         "mechanism": search.neutral.get("mechanism"),
         "refusal_rate_harmful_after": rec_m["harmful"]["refusal_rate_after"] if rec_m else None,
@@ -207,6 +230,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
         "top_overlap": {"k": comparison.k, **comparison.top_overlap},
         "recommended_heads": [list(h) for h in rec.heads],
         "recommendation": rec.to_dict(),
+        "methods": {**agree, "recommendations": {m: r.to_dict() for m, r in alt.items()}},
         "table": comparison.table(),
         "figure": figure_ref("causal_methods"),
         "config": {**asdict(cfg), "n_search_used": len(H), "n_pairs_used": len(pairs[0])},
