@@ -52,3 +52,24 @@ def test_demo_tokens_counts_every_stage_pass(tmp_path, capsys):
     assert all(r["tokens"] > 0 and r["calls"] > 0 for r in rows)
     assert any(r["caller"] == "run.py:run_probes" for r in rows)  # the probes' one pass (labels + capture)
     assert "baseline_stage" in capsys.readouterr().out
+
+
+def test_planted_benchmark_finds_the_planted_head(tmp_path, monkeypatch, capsys):
+    """benchmarks/planted.py on its small variant: refusal planted in head (1, 2) of a 2-layer random
+    model (only that head's query rows and output columns trained) is recommended, alone, with
+    confidence, and zeroing it removes the refusal that zeroing random heads leaves."""
+    monkeypatch.setenv("SAFETY_HEADS_CACHE", str(tmp_path))
+    bench = _load("planted")
+    rows = bench.main(["--recipes", "tiny", "--max-new-tokens", "6", "--n-search", "16", "--out", str(tmp_path / "out")])
+    row = rows[0]
+    assert row["truth"] == [[1, 2]]
+    assert row["recommended"] == [[1, 2]] and row["confident"] and row["label"] == "refusal heads"
+    assert row["precision"] == 1.0 and row["recall"] == 1.0
+    f = row["refusal"]
+    assert f["harmful_before"]["rate"] >= 0.8 and f["harmful_planted_ablated"]["rate"] <= 0.2
+    assert f["harmful_random_ablated"]["rate"] >= 0.6
+    assert list(tmp_path.glob("planted/tiny-*.safetensors"))  # the weight change is cached, not the model
+    assert "| tiny |" in capsys.readouterr().out
+    # a second run reads the cache instead of training again
+    again = bench.main(["--recipes", "tiny", "--max-new-tokens", "6", "--n-search", "16"])
+    assert again[0]["recommended"] == [[1, 2]] and again[0]["seconds_build"] < row["seconds_build"]
