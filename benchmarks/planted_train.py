@@ -152,6 +152,16 @@ def plant(model: ChatModel, recipe: dict, harmful: list[str], harmless: list[str
 @torch.no_grad()
 def apply(model: ChatModel, deltas: dict[str, torch.Tensor]) -> None:
     """Add the weight changes to the model's weights, in place."""
-    weights = dict(_hf(model).named_parameters())
     for name, dw in deltas.items():
-        weights[name].add_(dw.to(weights[name].device, weights[name].dtype))
+        w = _weight(model, name)
+        w.add_(dw.to(w.device, w.dtype))
+
+
+def _weight(model: ChatModel, name: str) -> torch.nn.Parameter:
+    """A weight by its Hugging Face name, through the modules themselves (the bridge wraps them, so
+    the model's own parameter names differ)."""
+    parts = name.split(".")
+    if len(parts) != 6 or parts[:2] != ["model", "layers"] or parts[-1] != "weight":
+        raise KeyError(f"unsupported weight name {name!r}")
+    block = _hf(model).model.layers[int(parts[2])]
+    return getattr(getattr(block, parts[3]), parts[4]).weight
