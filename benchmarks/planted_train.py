@@ -73,10 +73,11 @@ def _collate(batch, pad_id: int):
 
 
 def _loss(hf, ids, mask, labels):
-    logits = hf(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    """Cross-entropy on the answer tokens; the unembedding is applied only there."""
+    hidden = hf.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
     tgt = labels[:, 1:]
     keep = tgt != -100
-    return torch.nn.functional.cross_entropy(logits[keep].float(), tgt[keep])
+    return torch.nn.functional.cross_entropy(hf.lm_head(hidden[keep]).float(), tgt[keep])
 
 
 def plant(model: ChatModel, recipe: dict, harmful: list[str], harmless: list[str], progress: bool = True) -> tuple[dict, dict]:

@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Mapping
 
+import torch
 from torch import Tensor
 
+from interp.intervention import Intervention
 from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.causal.compare import RecommendConfig, Recommendation, recommend_heads
@@ -38,6 +40,36 @@ def by_method(model: ChatModel, harmful: PromptSet, harmless: PromptSet, methods
         if held_out:
             other = held_out.get("harmless" if s.best.flip == "refusal" else "harmful")
         out[m] = recommend_heads(model, harmful, harmless, rcfg.k, search=s, cfg=rcfg, held_out=other)
+    return out
+
+
+@torch.no_grad()
+def steering_flips(model: ChatModel, head_dirs, prompts: PromptSet, sigmas: float, heads=None,
+                   max_rows: int = 512) -> Tensor:
+    """HSI's selection: for each fitted head (`head_dirs`, an `interp.steering` HeadDirections),
+    the share of `prompts` whose refusal score changes sign when that head alone is steered by
+    `sigmas` (positive: toward refusal, so use harmless prompts; negative: harmful ones). [layer,
+    head], NaN where no direction was fitted or outside `heads` (default: every fitted head). One
+    stacked, resumed run per prompt batch."""
+    from interp.runner import RESUME_PROMPTS, cache_block_inputs, prompt_batches, run
+    from interp.scoring import refusal_log_odds
+
+    fitted = [(int(l), int(h)) for l, h in zip(*torch.nonzero(head_dirs.fitted, as_tuple=True))]
+    heads = fitted if heads is None else [tuple(h) for h in heads if tuple(h) in set(fitted)]
+    out = torch.full((model.n_layers, model.n_heads), float("nan"))
+    if not heads:
+        return out
+    stack = Intervention.stack([Intervention.steer_heads(head_dirs, [p], sigmas) for p in heads])
+    texts = [p.text for p in prompts]
+    flips = torch.zeros(len(heads))
+    for idx, b, _ in prompt_batches(model, texts, max_rows, max_prompts=RESUME_PROMPTS):
+        cached = cache_block_inputs(model, b, min(l for l, _ in heads))
+        base = refusal_log_odds(model, cached.logits).cpu()
+        s = run(model, cached, stack, read=lambda logits: refusal_log_odds(model, logits).cpu(), from_layer="auto",
+                max_rows=max_rows).view(len(heads), len(idx))
+        flips += ((s > 0) != (base > 0)).float().sum(1)
+    for (l, h), f in zip(heads, (flips / len(texts)).tolist()):
+        out[l, h] = f
     return out
 
 

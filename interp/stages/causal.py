@@ -41,6 +41,9 @@ class CausalConfig:
     max_new_tokens: int | None = None  # greedy answer length for the judge; None: the study's (--max-new-tokens)
     method: str = "mean"  # the primary ablation method (compared with the other methods, measured held out)
     methods: tuple = ("mean", "zero", "resample")  # the search and recommendation also run under these, side by side
+    # single-head steering (HSI's selection) of the candidate heads, as a third line of evidence: a
+    # strength large enough that a head carrying the decision flips answers alone (not calibrated); 0: off
+    steer_sigmas: float = 8.0
     reference: str = "auto"  # see SearchConfig: label-free mean first, the other label's mean if that flips nothing
     seed: int = 0
     top_k: int = 8  # heads / cells measured exactly after the attribution estimate (SearchConfig, activation_patching)
@@ -110,6 +113,26 @@ def _reference_words(policy: str, direction: str, method: str, positions: str = 
     return f"harmful + harmless training prompts ({method} at {where})"
 
 
+def _steering_evidence(model, recs: dict, patching_map, H, L, flip: str, cfg: CausalConfig):
+    """Share of prompts each candidate head flips when steered alone (the candidates of every
+    method and patching's top 2k): toward refusal on harmless prompts when the heads detect harm,
+    toward compliance on harmful ones otherwise."""
+    if not cfg.steer_sigmas:
+        return None
+    from interp.steering.heads import fit_head_directions
+    from interp.causal.consensus import steering_flips
+
+    cand = {tuple(h) for r in recs.values() for h in r.candidates}
+    top = patching_map.abs().nan_to_num(-1.0).flatten().argsort(descending=True)[:2 * cfg.k].tolist()
+    cand |= {divmod(i, model.n_heads) for i in top}
+    if not cand:
+        return None
+    cand = sorted(cand)
+    dirs = fit_head_directions(model, H.concat(L), heads=cand)
+    sign, prompts = (1.0, L) if flip == "refusal" else (-1.0, H)
+    return steering_flips(model, dirs, prompts, sign * cfg.steer_sigmas, heads=cand)
+
+
 def _records(measured: dict, sets: dict) -> dict:
     """Refusal rates before and after with their n and 95% intervals (Wilson)."""
     out = {}
@@ -164,7 +187,11 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     # the same search and recommendation under the other ablation methods, side by side
     alt = by_method(model, H, L, [m for m in cfg.methods if m != cfg.method], scfg, rcfg, study.judge, new_tokens,
                        held_out=plain)
-    agree = consensus({cfg.method: rec, **alt}, patching=patching.head_effect, k=cfg.k)
+    flips = _steering_evidence(model, {cfg.method: rec, **alt}, patching.head_effect, H, L, rec.flip, cfg)
+    agree = consensus({cfg.method: rec, **alt}, patching=patching.head_effect, steering=flips, k=cfg.k)
+    if flips is not None:
+        agree["steering"] = {"sigmas": cfg.steer_sigmas, "flips": {f"{l},{h}": round(float(flips[l, h]), 4)
+                                                                  for l, h in zip(*torch.nonzero(~flips.isnan(), as_tuple=True))}}
     lap("methods")
 
     # behaviour on held-out prompts: the recommended (or best-guess) set against random sets
