@@ -72,12 +72,16 @@ def _collate(batch, pad_id: int):
     return ids, mask, labels
 
 
-def _loss(hf, ids, mask, labels):
-    """Cross-entropy on the answer tokens; the unembedding is applied only there."""
+def _loss(hf, ids, mask, labels, first_token_weight: float = 1.0):
+    """Cross-entropy on the answer tokens (the unembedding applied only there), the first answer
+    token counting `first_token_weight` times: the opener is what the judge and the score read."""
     hidden = hf.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
     tgt = labels[:, 1:]
     keep = tgt != -100
-    return torch.nn.functional.cross_entropy(hf.lm_head(hidden[keep]).float(), tgt[keep])
+    ce = torch.nn.functional.cross_entropy(hf.lm_head(hidden[keep]).float(), tgt[keep], reduction="none")
+    first = keep & ~torch.nn.functional.pad(keep[:, :-1], (1, 0), value=False)
+    w = torch.where(first[keep], first_token_weight, 1.0)
+    return (ce * w).sum() / w.sum()
 
 
 def plant(model: ChatModel, recipe: dict, harmful: list[str], harmless: list[str], progress: bool = True) -> tuple[dict, dict]:
@@ -126,7 +130,7 @@ def plant(model: ChatModel, recipe: dict, harmful: list[str], harmless: list[str
     try:
         for step in range(steps):
             batch = rng.sample(examples, min(bs, len(examples)))
-            loss = _loss(hf, *_collate(batch, pad))
+            loss = _loss(hf, *_collate(batch, pad), float(recipe.get("first_token_weight", 1.0)))
             opt.zero_grad()
             loss.backward()
             for w, m in params.values():
