@@ -73,3 +73,14 @@ def test_planted_benchmark_finds_the_planted_head(tmp_path, monkeypatch, capsys)
     # a second run reads the cache instead of training again
     again = bench.main(["--recipes", "tiny", "--max-new-tokens", "6", "--n-search", "16"])
     assert again[0]["recommended"] == [[1, 2]] and again[0]["seconds_build"] < row["seconds_build"]
+
+
+def test_planted_direction_control_recommends_no_head(tmp_path, monkeypatch):
+    """The control's plumbing: refusal planted in one residual direction (a rank-1 write of the last
+    MLP), no head: the model refuses harmful requests and no head is recommended with confidence.
+    (On this random base the write does not tell the labels apart: harmless requests are refused too.)"""
+    monkeypatch.setenv("SAFETY_HEADS_CACHE", str(tmp_path))
+    row = _load("planted").main(["--recipes", "tiny_direction", "--max-new-tokens", "6", "--n-search", "16"])[0]
+    assert row["truth"] == [] and row["kind"] == "direction"
+    assert row["refusal"]["harmful_before"]["rate"] >= 0.7
+    assert not row["confident"] and row["recommended"] == []
