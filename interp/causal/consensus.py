@@ -29,13 +29,16 @@ ABLATION_METHODS = ("mean", "zero", "resample")
 
 def by_method(model: ChatModel, harmful: PromptSet, harmless: PromptSet, methods=ABLATION_METHODS,
               cfg: SearchConfig = SearchConfig(), rcfg: RecommendConfig = RecommendConfig(), judge=None,
-              max_new_tokens: int = 6, held_out: Mapping[str, PromptSet] | None = None) -> dict[str, Recommendation]:
+              max_new_tokens: int = 6, held_out: Mapping[str, PromptSet] | None = None,
+              clean: tuple | None = None) -> dict[str, Recommendation]:
     """Search and recommend under each ablation method (`held_out`: {"harmful", "harmless"} held-out
-    prompts for the specificity check of each method's set)."""
+    prompts for the specificity check of each method's set; `clean`: a search's `HeadSearch.clean`
+    on the same prompts, reused)."""
     out = {}
     for m in methods:
         kw = {} if judge is None else {"judge": judge}
-        s = search_heads(model, harmful, harmless, replace(cfg, method=m), max_new_tokens=max_new_tokens, **kw)
+        s = search_heads(model, harmful, harmless, replace(cfg, method=m), max_new_tokens=max_new_tokens, clean=clean, **kw)
+        clean = s.clean
         other = None
         if held_out:
             other = held_out.get("harmless" if s.best.flip == "refusal" else "harmful")

@@ -188,6 +188,7 @@ class HeadSearch:
     tried: list = field(default_factory=list)  # summaries of reference policies tried before this one ("auto")
     estimate: dict[str, Float[Tensor, "layer head"]] = field(default_factory=dict)  # attribution estimate, every head
     measured: dict[str, Bool[Tensor, "layer head"]] = field(default_factory=dict)  # heads ablated exactly
+    clean: tuple | None = field(default=None, repr=False)  # (attribution pass, judged clean rates): reusable
 
     @property
     def best(self) -> FlipSearch:
@@ -335,28 +336,34 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
 
 
 def search_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig = SearchConfig(),
-                 judge: RefusalJudge = RefusalJudge(), max_new_tokens: int = FAST_GEN.max_new_tokens) -> HeadSearch:
+                 judge: RefusalJudge = RefusalJudge(), max_new_tokens: int = FAST_GEN.max_new_tokens,
+                 clean: tuple | None = None) -> HeadSearch:
     """Greedy search, both ways, for the smallest head set whose ablation flips behaviour:
     removes refusal of `harmful` prompts ("refusal"), or removes compliance with `harmless` ones
-    ("compliance"). `best` says which way this model's heads work."""
+    ("compliance"). `best` says which way this model's heads work. `clean`: another search's
+    `HeadSearch.clean` on the same prompts, judge and answer length (its attribution pass and
+    judged clean rates are reused: searching under another ablation method costs no new clean run)."""
     harmful = harmful.require("harmful search set")
     harmless = harmless.require("harmless search set")
     both = harmful.concat(harmless)
     # one forward+backward pass serves both flips and both reference policies, and its
     # last-token head outputs are the reference means
-    grads = head_gradients(model, both)
-    refused, _ = ablation_refusals(model, both, [[]], judge=judge, max_new_tokens=max_new_tokens, method="zero")
-    rates = {"harmful": float(refused[0, :len(harmful)].float().mean()),
-             "harmless": float(refused[0, len(harmful):].float().mean())}
+    if clean is not None:  # another method's search on the same prompts: the same clean run
+        grads, rates = clean
+    else:
+        grads = head_gradients(model, both)
+        refused, _ = ablation_refusals(model, both, [[]], judge=judge, max_new_tokens=max_new_tokens, method="zero")
+        rates = {"harmful": float(refused[0, :len(harmful)].float().mean()),
+                 "harmless": float(refused[0, len(harmful):].float().mean())}
     if cfg.reference == "auto":
         first = _search(model, harmful, harmless, replace(cfg, reference="balanced"), judge, max_new_tokens, grads, rates)
         if first.best.success or cfg.method == "zero":
-            return first
+            return replace(first, clean=(grads, rates))
         second = _search(model, harmful, harmless, replace(cfg, reference="opposite"), judge, max_new_tokens, grads, rates)
-        return replace(second, tried=[{"reference": "balanced", "refusal": first.refusal.to_dict(),
+        return replace(second, clean=(grads, rates), tried=[{"reference": "balanced", "refusal": first.refusal.to_dict(),
                                        "compliance": first.compliance.to_dict(), "neutral": first.neutral,
                                        "estimate": first.estimate_quality()}])
-    return _search(model, harmful, harmless, cfg, judge, max_new_tokens, grads, rates)
+    return replace(_search(model, harmful, harmless, cfg, judge, max_new_tokens, grads, rates), clean=(grads, rates))
 
 
 def _search(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig, judge, max_new_tokens,

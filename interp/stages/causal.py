@@ -186,7 +186,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     lap("recommend")
     # the same search and recommendation under the other ablation methods, side by side
     alt = by_method(model, H, L, [m for m in cfg.methods if m != cfg.method], scfg, rcfg, study.judge, new_tokens,
-                       held_out=plain)
+                    held_out=plain, clean=search.clean)
     flips = _steering_evidence(model, {cfg.method: rec, **alt}, patching.head_effect, H, L, rec.flip, cfg)
     agree = consensus({cfg.method: rec, **alt}, patching=patching.head_effect, steering=flips, k=cfg.k)
     if flips is not None:
