@@ -66,3 +66,16 @@ def test_gradients_estimate_per_position_replacement(organism, plain_prompts):
     # is a mean, so the estimate is small but not exactly zero
     own = g.ablation_estimate(g.z_slot[0]).abs()[0]
     assert float(own.max()) < float(est.abs().max())
+
+
+def test_per_position_ablation_saves_and_loads(organism, plain_prompts, tmp_path):
+    ps = plain_prompts[:3]
+    ref = head_reference(organism, plain_prompts[-6:])
+    for method in ("mean", "resample"):
+        iv = Intervention.ablate_heads([(0, 2), (2, 5)], method, ref, seed=1)
+        with iv.apply(organism):
+            want = last_logits(organism, ps)
+        back = Intervention.load(iv.save(tmp_path / method, organism))
+        with back.apply(organism):
+            assert torch.allclose(last_logits(organism, ps), want, atol=1e-5)
+        assert "per position" in back.ops[0].summary()
