@@ -126,7 +126,7 @@ def score(recommended: list, truth: list) -> dict:
     return {"precision": hit / len(rec) if rec else None, "recall": hit / len(tru) if tru else None}
 
 
-def run_variant(name: str, max_new_tokens: int, methods: tuple, n_search: int, progress: bool = True) -> dict:
+def run_variant(name: str, max_new_tokens: int, methods: str, n_search: int, progress: bool = True) -> dict:
     from interp.stages.causal import CausalConfig, causal_stage
     from interp.threads import model_threads
 
@@ -192,7 +192,7 @@ def main(argv=None) -> list[dict]:
     rows = []
     for name in [x.strip() for x in args.recipes.split(",") if x.strip()]:
         print(f"[{name}]", flush=True)
-        rows.append(run_variant(name, args.max_new_tokens, tuple(args.methods.split(",")), args.n_search))
+        rows.append(run_variant(name, args.max_new_tokens, args.methods, args.n_search))
         print(table(rows[-1:]), flush=True)
     print("\n" + table(rows))
     heads_rows = [r for r in rows if r["truth"]]

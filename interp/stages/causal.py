@@ -40,7 +40,9 @@ class CausalConfig:
     jailbreak_per_cell: int = 2  # held-out jailbreak prompts per (family, strength)
     max_new_tokens: int | None = None  # greedy answer length for the judge; None: the study's (--max-new-tokens)
     method: str = "mean"  # the primary ablation method (compared with the other methods, measured held out)
-    methods: tuple = ("mean", "zero", "resample")  # the search and recommendation also run under these, side by side
+    # the search and recommendation also run under these, side by side (a comma-separated string: it
+    # round-trips through the report's JSON, which `--from` compares settings with)
+    methods: str = "mean,zero,resample"
     # single-head steering (HSI's selection) of the candidate heads, as a third line of evidence: a
     # strength large enough that a head carrying the decision flips answers alone (not calibrated); 0: off
     steer_sigmas: float = 8.0
@@ -111,6 +113,17 @@ def _reference_words(policy: str, direction: str, method: str, positions: str = 
         return (f"{other} training prompts ({method} at {where}): the label-free mean flipped nothing, so the "
                 "heads were tested by replacing their output with the other label's")
     return f"harmful + harmless training prompts ({method} at {where})"
+
+
+def _methods(cfg: CausalConfig) -> list[str]:
+    from interp.causal.ablate import METHODS
+    from interp.errors import InputError
+
+    names = [m.strip() for m in (cfg.methods or "").split(",") if m.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad:
+        raise InputError(f"unknown ablation methods {bad} in CausalConfig.methods; choose from {METHODS}")
+    return names
 
 
 def _steering_evidence(model, recs: dict, patching_map, H, L, flip: str, cfg: CausalConfig):
@@ -185,7 +198,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
                           held_out=plain["harmless" if search.best.flip == "refusal" else "harmful"])
     lap("recommend")
     # the same search and recommendation under the other ablation methods, side by side
-    alt = by_method(model, H, L, [m for m in cfg.methods if m != cfg.method], scfg, rcfg, study.judge, new_tokens,
+    alt = by_method(model, H, L, [m for m in _methods(cfg) if m != cfg.method], scfg, rcfg, study.judge, new_tokens,
                     held_out=plain, clean=search.clean)
     flips = _steering_evidence(model, {cfg.method: rec, **alt}, patching.head_effect, H, L, rec.flip, cfg)
     agree = consensus({cfg.method: rec, **alt}, patching=patching.head_effect, steering=flips, k=cfg.k)
