@@ -78,3 +78,35 @@ def test_demo_time_checks_the_sizes_a_claim_needs():
     assert "steering hsi @ 2, harmful" not in rows  # a scored curve point is not a reported operating point
     assert not rows["calibration hsi_sigmas not silently at a grid edge"]
     assert not rows["every rate carries n and ci95"]
+
+
+def test_planted_benchmark_finds_the_planted_head(tmp_path, monkeypatch, capsys):
+    """benchmarks/planted.py on its small variant: refusal planted in head (1, 2) of a 2-layer random
+    model (only that head's query rows and output columns trained) is recommended, alone, with
+    confidence, and zeroing it removes the refusal that zeroing random heads leaves."""
+    monkeypatch.setenv("SAFETY_HEADS_CACHE", str(tmp_path))
+    bench = _load("planted")
+    rows = bench.main(["--recipes", "tiny", "--max-new-tokens", "6", "--n-search", "16", "--out", str(tmp_path / "out")])
+    row = rows[0]
+    assert row["truth"] == [[1, 2]]
+    assert row["recommended"] == [[1, 2]] and row["confident"] and row["label"] == "refusal heads"
+    assert row["precision"] == 1.0 and row["recall"] == 1.0
+    f = row["refusal"]
+    assert f["harmful_before"]["rate"] >= 0.8 and f["harmful_planted_ablated"]["rate"] <= 0.2
+    assert f["harmful_random_ablated"]["rate"] >= 0.6
+    assert list(tmp_path.glob("planted/tiny-*.safetensors"))  # the weight change is cached, not the model
+    assert "| tiny |" in capsys.readouterr().out
+    # a second run reads the cache instead of training again
+    again = bench.main(["--recipes", "tiny", "--max-new-tokens", "6", "--n-search", "16"])
+    assert again[0]["recommended"] == [[1, 2]] and again[0]["seconds_build"] < row["seconds_build"]
+
+
+def test_planted_direction_control_recommends_no_head(tmp_path, monkeypatch):
+    """The control's plumbing: refusal planted in one residual direction (a rank-1 write of the last
+    MLP), no head: the model refuses harmful requests and no head is recommended with confidence.
+    (On this random base the write does not tell the labels apart: harmless requests are refused too.)"""
+    monkeypatch.setenv("SAFETY_HEADS_CACHE", str(tmp_path))
+    row = _load("planted").main(["--recipes", "tiny_direction", "--max-new-tokens", "6", "--n-search", "16"])[0]
+    assert row["truth"] == [] and row["kind"] == "direction"
+    assert row["refusal"]["harmful_before"]["rate"] >= 0.7
+    assert not row["confident"] and row["recommended"] == []

@@ -76,10 +76,16 @@ def test_zero_and_mean_replace_only_the_chosen_heads_at_every_position(organism,
     assert torch.all(z[:, :, [2, 5]] == 0)
     keep = [h for h in range(organism.n_heads) if h not in (2, 5)]
     assert torch.allclose(z[:, :, keep], clean[:, :, keep], atol=1e-6)
-    mean = head_reference(organism, ref, positions="last").mean[1, 2]
+    last = head_reference(organism, ref, positions="last")
+    with ablate_heads(organism, [(1, 2)], method="mean", reference=last):  # position-free: one value everywhere
+        z = z_at(organism, ps, 1)
+    assert torch.allclose(z[:, :, 2], last.mean[1, 2].expand_as(z[:, :, 2]), atol=1e-5)  # first and last position alike
+    per = head_reference(organism, ref)  # the default: per position from the end
     with ablate_heads(organism, [(1, 2)], method="mean", reference=ref):
         z = z_at(organism, ps, 1)
-    assert torch.allclose(z[:, :, 2], mean.expand_as(z[:, :, 2]), atol=1e-5)  # first and last position alike
+    assert torch.allclose(z[:, 1, 2], per.mean[0, 1, 2].expand_as(z[:, 1, 2]), atol=1e-5)  # last: last-token mean
+    assert torch.allclose(z[:, 1, 2], last.mean[1, 2].expand_as(z[:, 1, 2]), atol=1e-5)
+    assert torch.allclose(z[:, 0, 2], per.mean[-1, 1, 2].expand_as(z[:, 0, 2]), atol=1e-5)  # early: earlier tokens' mean
 
 
 def test_reference_positions(organism, plain_prompts):
@@ -87,13 +93,16 @@ def test_reference_positions(organism, plain_prompts):
     last, every = head_reference(organism, ref, "last"), head_reference(organism, ref, "all")
     assert last.z.shape == every.z.shape == (6, organism.n_layers, organism.n_heads, organism.d_head)
     assert not torch.allclose(last.mean, every.mean)
+    per = head_reference(organism, ref, window=4)
+    assert per.z.shape == (6, 5, organism.n_layers, organism.n_heads, organism.d_head)
+    assert torch.allclose(per.last, last.z, atol=1e-5)
     with pytest.raises(InputError, match="positions"):
         head_reference(organism, ref, "first")
 
 
 def test_resample_is_seeded_and_takes_reference_outputs(organism, plain_prompts):
     ps, ref = plain_prompts[:4], plain_prompts[-6:]
-    refz = head_reference(organism, ref).z[:, 2, 1]  # [n_ref, d_head]
+    refz = head_reference(organism, ref, "last").z[:, 2, 1]  # [n_ref, d_head]
     with ablate_heads(organism, [(2, 1)], method="resample", reference=ref, seed=3):
         a = z_at(organism, ps, 2)[:, -1, 1]
     with ablate_heads(organism, [(2, 1)], method="resample", reference=ref, seed=3):

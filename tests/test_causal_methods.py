@@ -184,3 +184,51 @@ def test_cli_is_registered_and_checks_k():
     args = build_parser().parse_args(["causal", "--out", "x", "--k", "2"])
     assert args.k == 2 and args.func.__module__ == "interp.commands.causal"
     assert main(["causal", "--out", "x", "--k", "9"]) == 2  # InputError -> exit code 2, nothing loaded
+
+
+def test_stage_reports_methods_specificity_and_intervals(organism, plain_prompts, eval_prompts):
+    from interp.generation import GenerationConfig
+    from interp.study import Study, StudyData
+
+    data = StudyData(plain_prompts, plain_prompts[:0], eval_prompts, provider="test")
+    study = Study(organism, data, gen=GenerationConfig(max_new_tokens=8))
+    out = causal_stage(study, None, CausalConfig(k=4, n_search=12, n_pairs=8, n_random=4, jailbreak_per_cell=1)).report
+    ab = out["ablation"]
+    assert ab["max_new_tokens"] == 8  # the study's answer length, not a fixed 6
+    assert ab["search"]["refusal"]["max_new_tokens"] == 8
+    spec = ab["specificity"]
+    assert spec["kl"]["n"] > 0 and spec["kl"]["ci95"] is not None and not spec["disruptive"]
+    assert ab["label"] == "refusal heads"
+    after, before = ab["refusal_rate_harmful_after"], ab["baseline"]["harmful"]["refusal_rate"]
+    assert after["n"] == before["n"] > 0 and len(after["ci95"]) == 2
+    methods = out["methods"]
+    assert set(methods["methods"]) == {"mean", "zero", "resample"}
+    assert set(methods["recommendations"]) == {"zero", "resample"}
+    # the organism's harm detectors in block 0 are found whichever way they are ablated
+    assert methods["heads"] and all(h[0] == 0 for h in methods["heads"]), methods["verdict"]
+    assert "more than one ablation method" in methods["verdict"]
+
+
+def test_consensus_orders_heads_by_agreeing_evidence(organism, plain_prompts):
+    from interp.causal.consensus import consensus, steering_flips
+    from interp.steering.heads import fit_head_directions
+
+    h, l = plain_prompts.filter(label="harmful")[:12], plain_prompts.filter(label="harmless")[:12]
+    dirs = fit_head_directions(organism, h.concat(l), heads=[(0, 4), (0, 5), (3, 1)])
+    flips = steering_flips(organism, dirs, l, 8.0, heads=[(0, 4), (0, 5), (3, 1)])
+    assert flips.isnan().sum() == organism.n_layers * organism.n_heads - 3
+    assert 0 <= float(flips[0, 4]) <= 1
+
+    class Rec:  # what consensus reads of a Recommendation
+        def __init__(self, cand, disruptive=False):
+            self.candidates, self.confident, self.flip, self.disruptive = cand, True, "refusal", disruptive
+            self.search, self.specificity = None, {}
+
+    recs = {"mean": Rec([(0, 4), (0, 5)]), "zero": Rec([(0, 5), (3, 1)]), "resample": Rec([(1, 1)], disruptive=True)}
+    patch = torch.zeros(organism.n_layers, organism.n_heads)
+    patch[0, 5], patch[3, 1] = 0.5, 0.4
+    out = consensus(recs, patching=patch, k=4)
+    assert out["heads"] == [[0, 5]]  # the only head two methods found; (1, 1) came from a disruptive set
+    assert "disruptive" in out["verdict"] and "(0, 5)" in out["verdict"]
+    none = consensus({"mean": Rec([(0, 4)]), "zero": Rec([(3, 1)])}, k=4)
+    assert none["heads"] == [] and none["verdict"].startswith("the ablation methods disagree")

@@ -42,6 +42,7 @@ from interp.hooks import FwdHook, hooked
 from interp.model import ChatModel, EncodedBatch, texts
 from interp.scoring import refusal_log_odds
 from interp.runner import last_logits, prompt_batches
+from interp.causal.ablate import WINDOW, position_slots
 
 # the leaf of the backward pass: every hook an intervention touches lies downstream of it
 LEAF_HOOK = EMBED
@@ -118,32 +119,47 @@ def batches(model: ChatModel, prompts, batch_size: int = 8) -> Iterator[tuple[li
 # ------------------------------------------------------------------ heads
 @dataclass(frozen=True)
 class HeadGradients:
-    """Per prompt and head, the two sums over positions that first-order estimates of replacing a
-    head's output (`hook_z`) by a position-independent value v need:
-    m(v) - m ~ sum_pos g . (v - z) = g_sum . v - g_dot_z."""
+    """Per prompt and head, the sums over positions that first-order estimates of replacing a
+    head's output (`hook_z`) by a value v need: m(v) - m ~ sum_pos g . (v - z) = g_sum . v - g_dot_z
+    for a position-independent v; for a per-position v (slots from the end, `interp.causal.ablate`)
+    the gradient summed per slot, `g_slot`, replaces `g_sum`. `z_slot` holds each prompt's own
+    per-position values (the per-position reference of these prompts)."""
 
     g_sum: Float[Tensor, "prompt layer head d_head"]  # sum over positions of dm/dz
     g_dot_z: Float[Tensor, "prompt layer head"]  # sum over positions of dm/dz . z
     metric: Float[Tensor, "prompt"]  # the unablated metric per prompt
     z_last: Float[Tensor, "prompt layer head d_head"] | None = None  # each head's output at the last token
+    g_slot: Float[Tensor, "prompt slot layer head d_head"] | None = None  # dm/dz summed per position slot
+    z_slot: Float[Tensor, "prompt slot layer head d_head"] | None = None  # z per position slot (mean before the window)
 
-    def ablation_estimate(self, values: Float[Tensor, "layer head d_head"] | None = None) -> Float[Tensor, "prompt layer head"]:
+    def ablation_estimate(self, values: Tensor | None = None) -> Float[Tensor, "prompt layer head"]:
         """Estimated change of the metric per prompt when each head alone is replaced by `values`
-        (None: zero)."""
+        ([layer, head, d_head] at every position, [slot, layer, head, d_head] per position; None: zero)."""
         if values is None:
             return -self.g_dot_z
+        if values.ndim == 4:
+            if self.g_slot is None or self.g_slot.shape[1] != values.shape[0]:
+                raise InputError("per-position values need the gradients summed over the same position slots: "
+                                 "call head_gradients with window = the reference's window")
+            return einops.einsum(self.g_slot, values.float().to(self.g_slot.device),
+                                 "b s l h e, s l h e -> b l h") - self.g_dot_z
         return einops.einsum(self.g_sum, values.float().to(self.g_sum.device), "b l h e, l h e -> b l h") - self.g_dot_z
 
     def rows(self, idx: Sequence[int]) -> "HeadGradients":
         idx = torch.as_tensor(list(idx), dtype=torch.long)
-        return HeadGradients(self.g_sum[idx], self.g_dot_z[idx], self.metric[idx],
-                             None if self.z_last is None else self.z_last[idx])
+
+        def take(x):
+            return None if x is None else x[idx]
+
+        return HeadGradients(self.g_sum[idx], self.g_dot_z[idx], self.metric[idx], take(self.z_last), take(self.g_slot),
+                             take(self.z_slot))
 
 
 def head_gradients(model: ChatModel, prompts, metric: Metric | None = None, batch_size: int = 8,
-                   hooks: Sequence[FwdHook] = ()) -> HeadGradients:
+                   hooks: Sequence[FwdHook] = (), window: int | None = WINDOW) -> HeadGradients:
     """`HeadGradients` of every prompt (rows in the caller's order), metric default: refusal score;
-    `hooks` (e.g. heads already ablated) stay installed during the pass."""
+    `hooks` (e.g. heads already ablated) stay installed during the pass; `window`: position slots
+    kept for per-position estimates (None: none)."""
     metric = metric or refusal_score_metric(model)
     names = [act_name("z", l) for l in range(model.n_layers)]
     n = len(texts(prompts))
@@ -151,18 +167,28 @@ def head_gradients(model: ChatModel, prompts, metric: Metric | None = None, batc
     g_dot_z = torch.zeros(n, model.n_layers, model.n_heads)
     z_last = torch.zeros(n, model.n_layers, model.n_heads, model.d_head)
     values = torch.zeros(n)
-
-    def reduce(name, z, g):  # [batch, pos, head, d_head] -> the two sums over positions, and the last token
-        g = g.float()
-        return g.sum(1).cpu(), einops.einsum(g, z.float(), "b p h e, b p h e -> b h").cpu(), z[:, -1].float().cpu()
+    S = None if window is None else window + 1
+    g_slot = None if S is None else torch.zeros(n, S, model.n_layers, model.n_heads, model.d_head)
+    z_slot = None if S is None else torch.zeros(n, S, model.n_layers, model.n_heads, model.d_head)
 
     for idx, b in batches(model, prompts, batch_size):
+        mask = b.attention_mask.to(model.device)
+
+        def reduce(name, z, g):  # [batch, pos, head, d_head] -> sums over positions, the last token, the slots
+            g, z = g.float(), z.float()
+            out = (g.sum(1).cpu(), einops.einsum(g, z, "b p h e, b p h e -> b h").cpu(), z[:, -1].cpu())
+            if S is None:
+                return out
+            return out + (position_slots(g, mask, window, mean=False).cpu(), position_slots(z, mask, window).cpu())
+
         red, m = attribute(model, b, names, metric, reduce, hooks)
         rows = torch.tensor(idx)
         for l, name in enumerate(names):
-            g_sum[rows, l], g_dot_z[rows, l], z_last[rows, l] = red[name]
+            g_sum[rows, l], g_dot_z[rows, l], z_last[rows, l] = red[name][:3]
+            if S is not None:
+                g_slot[rows, :, l], z_slot[rows, :, l] = red[name][3:]
         values[rows] = m.float().cpu()
-    return HeadGradients(g_sum, g_dot_z, values, z_last)
+    return HeadGradients(g_sum, g_dot_z, values, z_last, g_slot, z_slot)
 
 
 def progress_bar(total: int, label: str | None, unit: str = "candidate", file=None):

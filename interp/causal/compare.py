@@ -18,7 +18,6 @@ real amount, and beat every one of many random head sets of the same size (the n
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 
 import torch
@@ -27,10 +26,7 @@ from torch import Tensor
 
 from interp.errors import InputError
 from interp.model import ChatModel
-from interp.prompts import PromptSet
-from interp.causal.runner import ablation_scores
-from interp.causal.search import FLIPS, HeadSearch, SearchConfig, search_heads
-from interp.causal.heads import Head, all_heads
+from interp.causal.search import HeadSearch
 from interp.stats import spearman  # in interp.stats: search, patching and the probes use it without importing this module
 
 
@@ -163,113 +159,5 @@ def compare_methods(model: ChatModel, search: HeadSearch | None = None, patching
     return compare_maps(maps, notes, k)
 
 
-# ------------------------------------------------------------------ recommendation
-@dataclass(frozen=True)
-class RecommendConfig:
-    """When a head set counts as recommended with confidence.
-
-    The set's ablation must (1) flip judged behaviour (the search's target, 50 points of refusal
-    rate), (2) move the mean refusal score by at least `min_score_effect` log-odds, and (3) move
-    it more than every one of `n_null` random head sets of the same size drawn from the other
-    heads (a permutation-style null: with 20 draws, beating all is p < 0.05)."""
-
-    k: int = 4
-    n_null: int = 20
-    min_score_effect: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.k, int) or not 1 <= self.k <= 4:
-            raise InputError(f"k must be an integer from 1 to 4 (heads to steer), got {self.k!r}")
-        if self.n_null < 1:
-            raise InputError(f"n_null must be at least 1, got {self.n_null}")
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    heads: list[Head]  # recommended with confidence (empty when none is)
-    candidates: list[Head]  # the search's best set, whether or not it passed
-    confident: bool
-    flip: str  # "refusal" or "compliance": what the heads' ablation removes (interp.causal.search.FLIPS)
-    reasons: list[str]  # why (not) confident, in words
-    evidence: dict[Head, dict]  # per candidate head: every method's number
-    set_effect: float  # wanted-way change of the mean refusal score (log-odds) under the set's ablation
-    null: dict  # the random-set effects' summary
-    search: HeadSearch | None = None
-
-    def to_dict(self) -> dict:
-        return {"heads": [list(h) for h in self.heads], "candidates": [list(h) for h in self.candidates],
-                "confident": self.confident, "direction": self.flip, "reasons": self.reasons,
-                "set_effect": self.set_effect, "null": self.null,
-                "evidence": [{"head": list(h), **ev} for h, ev in self.evidence.items()]}
-
-
-def _rank_of(m: Tensor, h: Head) -> int:
-    mag = m.abs().nan_to_num(-1.0).flatten()
-    return int((mag > mag[h[0] * m.shape[1] + h[1]]).sum()) + 1
-
-
-def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k: int = 4,
-                    search: HeadSearch | None = None, comparison: Comparison | None = None,
-                    cfg: RecommendConfig | None = None, search_cfg: SearchConfig | None = None) -> Recommendation:
-    """Choose at most `k` heads to steer, with the evidence for each, and say whether the choice is
-    confident (see RecommendConfig). `search` and `comparison` reuse results already computed."""
-    cfg = cfg or RecommendConfig(k=k)
-    scfg = search_cfg or (search.cfg if search is not None else SearchConfig(max_heads=cfg.k))
-    if search is None:
-        search = search_heads(model, harmful, harmless, scfg)
-    best = search.best
-    label, sign = FLIPS[best.flip]
-    prompts = harmful if label == "harmful" else harmless
-    ref = search.references[best.flip]
-    cand = best.heads[:cfg.k]
-    reasons: list[str] = []
-    if not cand:
-        reasons.append("no head moved behaviour at all in either direction")
-        return Recommendation([], [], False, best.flip, reasons, {}, 0.0, {}, search)
-    # one batched pass: unablated, the set, the set minus each head, and the random null sets
-    rng = random.Random(cfg.seed)
-    others = [h for h in all_heads(model) if h not in cand]
-    n_draw = min(len(cand), len(others))
-    null_sets = [rng.sample(others, n_draw) for _ in range(cfg.n_null)] if n_draw else []
-    drop_one = [[x for x in cand if x != h] for h in cand]
-    rows = [[], cand] + drop_one + null_sets
-    s = ablation_scores(model, prompts, rows, scfg.method, ref, scfg.seed, scfg.positions)
-    eff = sign * (s - s[:1]).mean(1)  # wanted-way change of the mean score per row
-    set_eff = float(eff[1])
-    marg = {h: set_eff - float(eff[2 + i]) for i, h in enumerate(cand)}
-    null = eff[2 + len(cand):]
-    null_d = {"n": len(null_sets), "size": n_draw, "mean": float(null.mean()) if len(null) else float("nan"),
-              "max": float(null.max()) if len(null) else float("nan"),
-              "q95": float(null.quantile(0.95)) if len(null) else float("nan")}
-    confident = True
-    if not best.success:
-        confident = False
-        reasons.append(f"ablating {len(cand)} head(s) moved the judged refusal rate by only {best.effect:+.2f} "
-                       f"(target {scfg.target:.2f}) in the best direction ({best.flip})")
-    if set_eff < cfg.min_score_effect:
-        confident = False
-        reasons.append(f"the set moves the mean refusal score by {set_eff:.3f} log-odds, below {cfg.min_score_effect}")
-    if len(null) and set_eff <= float(null.max()):
-        confident = False
-        reasons.append(f"the set's effect ({set_eff:.3f}) does not beat all {len(null)} random sets of {n_draw} heads "
-                       f"(max {float(null.max()):.3f})")
-    weak = [h for h in cand if marg[h] <= 0]
-    if confident and weak:
-        reasons.append(f"heads {weak} add nothing to the set (drop-one effect <= 0) and are left out")
-    if confident:
-        reasons.insert(0, f"ablating {cand} flips behaviour ({best.flip}: judged rate "
-                          f"{best.rate_before:.2f} -> {best.rate_after:.2f}) and moves the score by {set_eff:.2f} "
-                          f"log-odds, more than all {len(null)} random sets (max {null_d['max']:.2f})")
-    evidence = {}
-    for h in cand:
-        ev = {"single_ablation": float(search.single[best.flip][h]),
-              "single_ablation_rank": _rank_of(search.single[best.flip], h), "drop_one": marg[h]}
-        if comparison is not None:
-            for name, m in comparison.maps.items():
-                v = float(m[h])
-                ev[name] = None if math.isnan(v) else v
-                ev[f"{name}_rank"] = _rank_of(m, h)
-        evidence[h] = ev
-    heads = [h for h in cand if marg[h] > 0] if confident else []
-    return Recommendation(heads, cand, confident, best.flip, reasons, evidence, set_eff, null_d, search)
+# the recommendation lives in interp.causal.recommend; these names stay importable from here
+from interp.causal.recommend import RecommendConfig, Recommendation, recommend_heads  # noqa: E402,F401  (re-exported)

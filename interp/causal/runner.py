@@ -54,28 +54,54 @@ def _score(model: ChatModel):
     return lambda logits: refusal_log_odds(model, logits).cpu()
 
 
+def _kl_from(clean: Tensor):
+    """A read: per row, KL(clean || ablated) of the next-token distribution at the last position
+    (nats); rows are replica-major, so row r compares with prompt r mod n."""
+    ref = torch.log_softmax(clean.float(), -1)
+
+    def read(logits: Tensor) -> Tensor:
+        lp = torch.log_softmax(logits.float(), -1)
+        base = ref.to(lp.device).repeat(lp.shape[0] // ref.shape[0], 1)
+        return (base.exp() * (base - lp)).sum(-1).clamp(min=0).cpu()
+
+    return read
+
+
+def _reader(model: ChatModel, metric: str, clean: Tensor | None):
+    return _score(model) if metric == "score" else _kl_from(clean)
+
+
+METRICS = ("score", "kl")
+
+
 @torch.no_grad()
 def ablation_scores(model: ChatModel, prompts, head_sets: Sequence[Sequence[Head]], method: str = "mean",
-                    reference=None, seed: int = 0, positions: str = "last", max_rows: int = 512,
+                    reference=None, seed: int = 0, positions: str = "position", max_rows: int = 512,
                     resume: bool = True, progress: str | None = None,
-                    base: Sequence[Head] = ()) -> Float[Tensor, "set prompt"]:
+                    base: Sequence[Head] = (), metric: str = "score") -> Float[Tensor, "set prompt"]:
     """Refusal score of every prompt under each head set's ablation (an empty set = unablated), in
     as few forward passes as the row budget allows (`interp.runner.run`, one replica per set).
     `resume`: a set whose first head is in layer l runs from block l on a clean run's cached block
     inputs; False runs every set from the embeddings. `base`: heads every set contains (a greedy
     step's set so far): the cached run has them ablated, so each set resumes at the first layer of
-    its other heads. `progress`: a label shows a progress bar over the sets."""
+    its other heads. `progress`: a label shows a progress bar over the sets. `metric`: "score" (the
+    refusal score) or "kl" (KL from the unablated next-token distribution, nats: how much else the
+    ablation changes; with `base`, from the base set's run)."""
+    if metric not in METRICS:
+        raise InputError(f"unknown metric {metric!r}; choose one of {METRICS}")
     prompt_texts, sets = _check_sets(model, prompts, head_sets)
     base = check_heads(model, base, allow_empty=True, what="base head set")
     if any(not set(base) <= set(hs) for hs in sets):
         raise InputError(f"every head set must contain the base set {base}")
     ref = resolve_reference(model, method, reference, positions)
     if resume and _resuming_pays(model, sets, base):
-        return _scores_resumed(model, prompt_texts, sets, method, ref, seed, max_rows, progress, base)
+        return _scores_resumed(model, prompt_texts, sets, method, ref, seed, max_rows, progress, base, metric)
     out = torch.empty(len(sets), len(prompt_texts))
     stack = ablations(sets, method, ref, seed)
+    base_run = ablations([base], method, ref, seed)[0] if base else None
     for idx, b, _ in prompt_batches(model, prompt_texts, max_rows):
-        out[:, idx] = run(model, b, stack, read=_score(model), max_rows=max_rows).view(len(sets), len(idx))
+        clean = run(model, b, base_run, max_rows=max_rows) if metric == "kl" else None
+        out[:, idx] = run(model, b, stack, read=_reader(model, metric, clean), max_rows=max_rows).view(len(sets), len(idx))
     return out
 
 
@@ -95,7 +121,7 @@ def _resuming_pays(model: ChatModel, sets: list[list[Head]], base: list[Head]) -
 
 
 def _scores_resumed(model: ChatModel, texts: list[str], sets: list[list[Head]], method: str, ref, seed: int,
-                    max_rows: int, progress: str | None, base: list[Head] = ()) -> Tensor:
+                    max_rows: int, progress: str | None, base: list[Head] = (), metric: str = "score") -> Tensor:
     L = model.n_layers
     start = _starts(model, sets, base)
     # each replica ablates the heads of its set from its start on; the earlier ones are in the cache
@@ -106,14 +132,15 @@ def _scores_resumed(model: ChatModel, texts: list[str], sets: list[list[Head]], 
     with progress_bar(len(sets) * -(-len(texts) // min(len(texts), RESUME_PROMPTS)), progress, "set") as bar:
         for idx, b, _ in prompt_batches(model, texts, max_rows, max_prompts=RESUME_PROMPTS):
             cached = cache_block_inputs(model, b, first, cached_under)
-            s = run(model, cached, stack, read=_score(model), from_layer="auto", max_rows=max_rows, progress=bar.update)
+            s = run(model, cached, stack, read=_reader(model, metric, cached.logits), from_layer="auto", max_rows=max_rows,
+                    progress=bar.update)
             out[:, idx] = s.view(len(sets), len(idx))
     return out
 
 
 @torch.no_grad()
 def ablation_refusals(model: ChatModel, prompts, head_sets: Sequence[Sequence[Head]], method: str = "mean",
-                      reference=None, seed: int = 0, positions: str = "last", judge: RefusalJudge = RefusalJudge(),
+                      reference=None, seed: int = 0, positions: str = "position", judge: RefusalJudge = RefusalJudge(),
                       max_new_tokens: int = FAST_GEN.max_new_tokens,
                       max_rows: int = 512) -> tuple[Bool[Tensor, "set prompt"], Float[Tensor, "set prompt"]]:
     """Judged refusal (greedy generation under the ablation, KV cache on) and refusal score of every
@@ -174,7 +201,7 @@ def _delta(before: Mapping[str, dict], after: Mapping[str, dict]) -> dict:
 
 
 def measure_ablation(model: ChatModel, heads, sets: Mapping[str, PromptSet], method: str = "mean", reference=None,
-                     seed: int = 0, positions: str = "last", judge: RefusalJudge = RefusalJudge(),
+                     seed: int = 0, positions: str = "position", judge: RefusalJudge = RefusalJudge(),
                      gen: GenerationConfig = FAST_GEN, baseline: Mapping[str, dict] | None = None) -> dict:
     """Change in refusal rate and refusal score of each named set when `heads` are ablated.
 
@@ -193,7 +220,7 @@ def measure_ablation(model: ChatModel, heads, sets: Mapping[str, PromptSet], met
 
 
 def measure_head_sets(model: ChatModel, head_sets: Sequence[Sequence[Head]], sets: Mapping[str, PromptSet],
-                      method: str = "mean", reference=None, seed: int = 0, positions: str = "last",
+                      method: str = "mean", reference=None, seed: int = 0, positions: str = "position",
                       judge: RefusalJudge = RefusalJudge(), max_new_tokens: int = FAST_GEN.max_new_tokens,
                       baseline: Mapping[str, dict] | None = None) -> list[dict]:
     """`measure_ablation` for many head sets at once (batched: one generation serves them all)."""

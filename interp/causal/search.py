@@ -66,7 +66,7 @@ class SearchConfig:
     min_gain: float = 0.05  # log-odds: stop when the best next head moves the mean score by less
     n_candidates: int = 16  # heads kept per flip after an exhaustive single-head scan (largest effects)
     method: str = "mean"
-    positions: str = "last"
+    positions: str = "position"  # reference values per position from the end (interp.causal.ablate); "last", "all"
     reference: str = "auto"
     seed: int = 0
     top_k: int = 8  # heads ablated exactly after the attribution estimate (ignored when exhaustive)
@@ -98,15 +98,24 @@ def flip_references(model: ChatModel, harmful: PromptSet, harmless: PromptSet, c
     n = len(harmful)
 
     def ref(prompts: PromptSet, rows: slice) -> HeadReference:
-        if grads is not None and cfg.positions == "last" and grads.z_last is not None:
-            return HeadReference(grads.z_last[rows], "last", prompts.describe())
-        return head_reference(model, prompts, cfg.positions)
+        return _from_grads(model, prompts, cfg.positions, grads, rows)
 
     if cfg.reference == "balanced":
         r = ref(harmful.concat(harmless), slice(0, None))
         return {d: r for d in FLIPS}
     return {"refusal": ref(harmless.require("harmless reference set"), slice(n, None)),
             "compliance": ref(harmful.require("harmful reference set"), slice(0, n))}
+
+
+def _from_grads(model: ChatModel, prompts: PromptSet, positions: str, grads: HeadGradients | None,
+                rows: slice = slice(0, None)) -> HeadReference:
+    """The reference of `prompts` from the attribution pass over them when it holds it (last-token
+    or per-position outputs), else from a capture pass."""
+    if grads is not None and positions == "last" and grads.z_last is not None:
+        return HeadReference(grads.z_last[rows], "last", prompts.describe())
+    if grads is not None and positions == "position" and grads.z_slot is not None:
+        return HeadReference(grads.z_slot[rows], "position", prompts.describe())
+    return head_reference(model, prompts, positions)
 
 
 @dataclass(frozen=True)
@@ -118,17 +127,50 @@ class FlipSearch:
     rate_after: float
     success: bool  # the judged rate moved by at least the target
     note: str = ""  # why the search did not run, when it did not
+    n: int = 0  # prompts the judged rates are over
+    flipped_by_score: float | None = None  # share of prompts whose refusal score changed sign under the final set
+    max_new_tokens: int | None = None  # answer length the judge read
+    target: float = 0.5
 
     @property
     def effect(self) -> float:
         """Judged refusal-rate change the wanted way (positive = behaviour flipped)."""
         return FLIPS[self.flip][1] * (self.rate_after - self.rate_before)
 
+    @property
+    def status(self) -> str:
+        """"flipped" (the judge says so), "not flipped" (neither the judge nor the score), or
+        "undecided": the one-pass score flips at least the target share of prompts and the judge
+        does not (or the reverse): the answers read differ from their first token, so neither
+        number alone is a verdict (read the completions, or judge longer answers)."""
+        by_score = self.flipped_by_score is not None and self.flipped_by_score >= self.target
+        if self.success:
+            return "flipped" if by_score or self.flipped_by_score is None else "undecided"
+        return "undecided" if by_score else "not flipped"
+
+    def agreement(self) -> str:
+        if self.flipped_by_score is None or not self.heads:
+            return ""
+        if self.status != "undecided":
+            return (f"score and judge agree: {self.flipped_by_score:.0%} of prompts flipped by score, judged rate "
+                    f"{self.rate_before:.2f} -> {self.rate_after:.2f} at {self.max_new_tokens} new tokens")
+        return (f"score and judge disagree: the refusal score flips {self.flipped_by_score:.0%} of the {self.n} prompts, "
+                f"the judged rate moves {self.rate_before:.2f} -> {self.rate_after:.2f} at {self.max_new_tokens} new "
+                "tokens; not called a failure: read the completions or judge longer answers")
+
     def to_dict(self) -> dict:
+        from interp.stats import rate_record
+
         # the key "direction" is kept: reports written before name the flip so
+        rec = {}
+        if self.n:
+            rec = {"rate_before_record": rate_record(round(self.rate_before * self.n), self.n),
+                   "rate_after_record": rate_record(round(self.rate_after * self.n), self.n)}
         return {"direction": self.flip, "heads": [list(h) for h in self.heads], "success": self.success,
-                "rate_before": self.rate_before, "rate_after": self.rate_after, "effect": self.effect, "steps": self.steps,
-                **({"note": self.note} if self.note else {})}
+                "status": self.status, "agreement": self.agreement(), "flipped_by_score": self.flipped_by_score,
+                "max_new_tokens": self.max_new_tokens, "n": self.n,
+                "rate_before": self.rate_before, "rate_after": self.rate_after, "effect": self.effect, **rec,
+                "steps": self.steps, **({"note": self.note} if self.note else {})}
 
 
 @dataclass(frozen=True)
@@ -146,6 +188,7 @@ class HeadSearch:
     tried: list = field(default_factory=list)  # summaries of reference policies tried before this one ("auto")
     estimate: dict[str, Float[Tensor, "layer head"]] = field(default_factory=dict)  # attribution estimate, every head
     measured: dict[str, Bool[Tensor, "layer head"]] = field(default_factory=dict)  # heads ablated exactly
+    clean: tuple | None = field(default=None, repr=False)  # (attribution pass, judged clean rates): reusable
 
     @property
     def best(self) -> FlipSearch:
@@ -181,7 +224,7 @@ class HeadSearch:
 
 
 def single_head_ablation_effects(model: ChatModel, prompts, flip: str, method: str = "mean", reference=None, seed: int = 0,
-                        positions: str = "last") -> Float[Tensor, "layer head"]:
+                        positions: str = "position") -> Float[Tensor, "layer head"]:
     """Change of the mean refusal score when each head alone is ablated (exactly, one head per
     replica), signed so that positive is the flip's wanted way (refusal: lower score on
     harmful prompts; compliance: higher score on harmless ones)."""
@@ -222,7 +265,8 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
             measured = torch.ones_like(single, dtype=torch.bool)
         else:
             single, measured = estimate.clone(), torch.zeros_like(estimate, dtype=torch.bool)
-        return FlipSearch(flip, [], [], rate0, rate0, False, note), single, estimate, measured
+        return (FlipSearch(flip, [], [], rate0, rate0, False, note, len(prompts), None, max_new_tokens, cfg.target),
+                single, estimate, measured)
     if cfg.exhaustive:
         single, scan = _single_scan(model, prompts, flip, cfg.method, ref, cfg.seed, cfg.positions)
         measured = torch.ones_like(single, dtype=torch.bool)
@@ -286,32 +330,40 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
         rate = float(r[0].float().mean())
         steps[-1]["refusal_rate"] = rate
         success = sign * (rate - rate0) >= cfg.target
-    return FlipSearch(flip, current, steps, rate0, rate, success), single, estimate, measured
+    found = FlipSearch(flip, current, steps, rate0, rate, success, "", len(prompts), best_key[0] if current else None,
+                       max_new_tokens, cfg.target)
+    return found, single, estimate, measured
 
 
 def search_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig = SearchConfig(),
-                 judge: RefusalJudge = RefusalJudge(), max_new_tokens: int = FAST_GEN.max_new_tokens) -> HeadSearch:
+                 judge: RefusalJudge = RefusalJudge(), max_new_tokens: int = FAST_GEN.max_new_tokens,
+                 clean: tuple | None = None) -> HeadSearch:
     """Greedy search, both ways, for the smallest head set whose ablation flips behaviour:
     removes refusal of `harmful` prompts ("refusal"), or removes compliance with `harmless` ones
-    ("compliance"). `best` says which way this model's heads work."""
+    ("compliance"). `best` says which way this model's heads work. `clean`: another search's
+    `HeadSearch.clean` on the same prompts, judge and answer length (its attribution pass and
+    judged clean rates are reused: searching under another ablation method costs no new clean run)."""
     harmful = harmful.require("harmful search set")
     harmless = harmless.require("harmless search set")
     both = harmful.concat(harmless)
     # one forward+backward pass serves both flips and both reference policies, and its
     # last-token head outputs are the reference means
-    grads = head_gradients(model, both)
-    refused, _ = ablation_refusals(model, both, [[]], judge=judge, max_new_tokens=max_new_tokens, method="zero")
-    rates = {"harmful": float(refused[0, :len(harmful)].float().mean()),
-             "harmless": float(refused[0, len(harmful):].float().mean())}
+    if clean is not None:  # another method's search on the same prompts: the same clean run
+        grads, rates = clean
+    else:
+        grads = head_gradients(model, both)
+        refused, _ = ablation_refusals(model, both, [[]], judge=judge, max_new_tokens=max_new_tokens, method="zero")
+        rates = {"harmful": float(refused[0, :len(harmful)].float().mean()),
+                 "harmless": float(refused[0, len(harmful):].float().mean())}
     if cfg.reference == "auto":
         first = _search(model, harmful, harmless, replace(cfg, reference="balanced"), judge, max_new_tokens, grads, rates)
         if first.best.success or cfg.method == "zero":
-            return first
+            return replace(first, clean=(grads, rates))
         second = _search(model, harmful, harmless, replace(cfg, reference="opposite"), judge, max_new_tokens, grads, rates)
-        return replace(second, tried=[{"reference": "balanced", "refusal": first.refusal.to_dict(),
+        return replace(second, clean=(grads, rates), tried=[{"reference": "balanced", "refusal": first.refusal.to_dict(),
                                        "compliance": first.compliance.to_dict(), "neutral": first.neutral,
                                        "estimate": first.estimate_quality()}])
-    return _search(model, harmful, harmless, cfg, judge, max_new_tokens, grads, rates)
+    return replace(_search(model, harmful, harmless, cfg, judge, max_new_tokens, grads, rates), clean=(grads, rates))
 
 
 def _search(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig, judge, max_new_tokens,
@@ -340,8 +392,7 @@ def _neutral(model: ChatModel, heads: list[Head], harmful: PromptSet, harmless: 
     both = harmful.concat(harmless)
     n = len(harmful)
     out: dict = {"heads": [list(h) for h in heads]}
-    bal = (HeadReference(grads.z_last, "last", both.describe()) if grads is not None and cfg.positions == "last"
-           else head_reference(model, both, cfg.positions))
+    bal = _from_grads(model, both, cfg.positions, grads)
     for name, method, ref in (("zero", "zero", None), ("balanced_mean", "mean", bal)):
         s = ablation_scores(model, both, [heads], method, ref, cfg.seed, cfg.positions)[0]
         out[name] = {"refusing_harmful": float((s[:n] > 0).float().mean()), "refusing_harmless": float((s[n:] > 0).float().mean()),

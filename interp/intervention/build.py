@@ -90,10 +90,11 @@ def ablate_direction(direction) -> ProjectOut:
 
 
 def ablate_heads(heads, method: str = "mean", reference=None, seed: int = 0, values: Tensor | None = None) -> AblateHeads:
-    """Replace each given head's `hook_z` at every position (position-free: holds under the KV
-    cache). method "zero"; "mean": the mean of `reference` (a `HeadReference` or its
-    [prompt, layer, head, d_head] activations); "resample": each batch row takes the output of a
-    reference prompt drawn by a seeded permutation; "values": the given [layer, head, d_head]
+    """Replace each given head's `hook_z` (holds under the KV cache). method "zero"; "mean": the
+    mean of `reference` (a `HeadReference` or its activations: [prompt, layer, head, d_head] applied
+    at every position, or per position from the end, [prompt, slot, layer, head, d_head]); "resample":
+    each batch row takes the output of a reference prompt drawn by a seeded permutation (at the same
+    position when per position); "values": the given [layer, head, d_head]
     `values`. Build a reference from prompts with `interp.causal.head_reference`."""
     if method in ("mean", "resample"):
         if reference is None:
@@ -101,9 +102,9 @@ def ablate_heads(heads, method: str = "mean", reference=None, seed: int = 0, val
                              "over a reference set: pass reference= (balanced harmful + harmless prompts, e.g. the "
                              "study's train split, so the mean carries no label; or a HeadReference), or use method='zero'")
         z = reference.z if hasattr(reference, "z") else reference
-        if not isinstance(z, Tensor) or z.ndim != 4:
+        if not isinstance(z, Tensor) or z.ndim not in (4, 5):
             raise InputError("reference must be a HeadReference (interp.causal.head_reference) or a tensor "
-                             "[prompt, layer, head, d_head] of head outputs")
+                             "[prompt, layer, head, d_head] of head outputs ([prompt, slot, layer, head, d_head] per position)")
         if z.shape[0] == 0:
             raise InputError("the reference activations hold no prompt: capture them on a non-empty reference set")
         values = z.mean(0) if method == "mean" else z

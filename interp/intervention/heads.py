@@ -98,10 +98,16 @@ class SteerHeads(Strength, Op):
 @register
 @dataclass(frozen=True, eq=False)
 class AblateHeads(Op):
-    """Replace each chosen head's output at every position (position-free: holds under the key/value
-    cache). `method`: "zero"; "mean" (`values` [layer, head, d_head]: a reference mean); "values"
-    (given `values` [layer, head, d_head]); "resample" (`values` [prompt, layer, head, d_head]:
-    each batch row takes a reference prompt's outputs, drawn by a permutation seeded by `seed`)."""
+    """Replace each chosen head's output. `method`: "zero"; "mean" (`values`: a reference mean,
+    [layer, head, d_head] applied at every position, or per position [slot, layer, head, d_head]);
+    "values" (given `values` [layer, head, d_head]); "resample" (`values` [prompt, layer, head,
+    d_head], or per position [prompt, slot, layer, head, d_head]: each batch row takes a reference
+    prompt's outputs, drawn by a permutation seeded by `seed`).
+
+    Per-position values have `window + 1` slots: slot k (k < window) holds the value at the k-th
+    position from the end of a pass (0: the last), slot `window` the value for the positions before
+    them. Under the key/value cache a generation step is a pass of one position, its last, so it
+    takes slot 0: the ablation holds during cached generation. Position-free values hold everywhere."""
 
     heads: tuple[tuple[int, int], ...]
     method: str = "zero"
@@ -112,24 +118,29 @@ class AblateHeads(Op):
         object.__setattr__(self, "heads", pairs(self.heads, strict=True))
         if self.method not in ABLATE_METHODS:
             raise InputError(f"unknown ablation method {self.method!r}; choose one of {ABLATE_METHODS}")
-        want = 3 if self.method in ("mean", "values") else 4 if self.method == "resample" else None
-        if want is not None and (not isinstance(self.values, Tensor) or self.values.ndim != want):
-            raise InputError(f"{self.method}-ablation needs values, a tensor of {want} axes "
-                             f"({'[layer, head, d_head]' if want == 3 else '[prompt, layer, head, d_head]'})")
+        want = {"mean": (3, 4), "values": (3,), "resample": (4, 5)}.get(self.method)
+        if want is not None and (not isinstance(self.values, Tensor) or self.values.ndim not in want):
+            raise InputError(f"{self.method}-ablation needs values, a tensor of {' or '.join(map(str, want))} axes "
+                             f"({'[layer, head, d_head]' if self.method != 'resample' else '[prompt, layer, head, d_head]'}"
+                             f"{'' if self.method == 'values' else ', with a slot axis before layer when per position'})")
         if self.method == "resample" and self.values.shape[0] == 0:
             raise InputError("the reference activations hold no prompt: capture them on a non-empty reference set")
         object.__setattr__(self, "seed", int(self.seed))
+
+    @property
+    def per_position(self) -> bool:
+        return self.values is not None and self.values.ndim == (5 if self.method == "resample" else 4)
 
     def first_layer(self, model: ChatModel) -> int:
         return min(l for l, _ in self.heads)
 
     def summary(self) -> str:
-        return f"{self.method}-ablation of heads {[tuple(h) for h in self.heads[:4]]}" + (
-            f" (+{len(self.heads) - 4} more)" if len(self.heads) > 4 else "")
+        return f"{self.method}-ablation{' (per position)' if self.per_position else ''} of heads " \
+               f"{[tuple(h) for h in self.heads[:4]]}" + (f" (+{len(self.heads) - 4} more)" if len(self.heads) > 4 else "")
 
     def layer_values(self, model: ChatModel):
-        """layer -> replacement values broadcasting over [batch, pos, head, d_head], or a
-        function of the batch size (resample: row r takes reference prompt perm[r mod n])."""
+        """layer -> a function (batch size, positions) -> replacement values broadcasting over
+        [batch, pos, head, d_head] (resample: row r takes reference prompt perm[r mod n])."""
         dtype = model.dtype
         if self.values is not None:
             want = (model.n_layers, model.n_heads, model.d_head)
@@ -138,15 +149,22 @@ class AblateHeads(Op):
                                  f"{want[1]}, {want[2]}] for {model.name}; were they captured on another model?")
         if self.method == "zero":
             zero = torch.zeros(model.n_heads, model.d_head, dtype=dtype, device=model.device)
-            return lambda l: zero
+            return lambda l: (lambda batch, n_pos: zero)
+        table = self.values.to(model.device, dtype)
+        per_pos = self.per_position
         if self.method in ("mean", "values"):
-            table = self.values.to(model.device, dtype)
-            return lambda l: table[l]
+            if per_pos:  # [slot, layer, head, d_head] -> [pos, head, d_head]
+                window = table.shape[0] - 1
+                return lambda l: (lambda batch, n_pos: table[slot_index(n_pos, window, table.device), l])
+            return lambda l: (lambda batch, n_pos: table[l])
         g = torch.Generator().manual_seed(self.seed)
-        perm = torch.randperm(self.values.shape[0], generator=g)
-        z = self.values.to(model.device, dtype)
+        perm = torch.randperm(table.shape[0], generator=g).to(table.device)
         # row r takes reference prompt perm[r mod n]: stable across generation steps (same rows)
-        return lambda l: (lambda batch: z[perm[torch.arange(batch) % len(perm)], l][:, None])
+        if per_pos:
+            window = table.shape[1] - 1
+            return lambda l: (lambda batch, n_pos: table[perm[torch.arange(batch, device=table.device) % len(perm)]][
+                :, slot_index(n_pos, window, table.device), l])
+        return lambda l: (lambda batch, n_pos: table[perm[torch.arange(batch, device=table.device) % len(perm)], l][:, None])
 
     def build(self, model: ChatModel) -> Build:
         heads = check_heads(model, self.heads)
@@ -168,34 +186,41 @@ class AblateHeads(Op):
             op.check_model(model)
             key = (op.method, id(op.values), op.seed)
             if key not in tables:
-                tables[key] = op.layer_values(model)
-            values = tables[key]
+                tables[key] = (op.layer_values(model), op.method == "resample")
+            values, by_row = tables[key]
             for l, hs in by_layer(check_heads(model, op.heads)).items():
                 if l not in masks:
                     masks[l] = torch.zeros(n_rows, model.n_heads, dtype=torch.bool)
                     vals[l] = []
                 masks[l][rows, hs] = True
-                v = values(l)
-                # resample: a row's reference follows its prompt, not its replica
-                vals[l].append((rows, key, v(rows.stop - rows.start) if callable(v) else v))
+                vals[l].append((rows, key, by_row, values(l)))
         out = []
         for l, m in masks.items():
-            if len({key for _, key, _ in vals[l]}) == 1 and vals[l][0][2].ndim == 2:  # one table for every replica
-                v = vals[l][0][2]
+            entries_l = vals[l]
+            if len({key for _, key, _, _ in entries_l}) == 1 and not entries_l[0][2]:  # one table for every replica
+                v = entries_l[0][3]  # [head, d_head] or per position [pos, head, d_head]: broadcasts over rows
             else:
-                v = torch.zeros(n_rows, 1, model.n_heads, model.d_head, dtype=model.dtype, device=model.device)
-                for rows, _, x in vals[l]:
-                    v[rows] = x
+                def v(batch, n_pos, entries_l=entries_l):
+                    out_v = torch.zeros(n_rows, n_pos, model.n_heads, model.d_head, dtype=model.dtype, device=model.device)
+                    for rows, _, _, fn in entries_l:
+                        # resample: a row's reference follows its prompt, not its replica
+                        out_v[rows] = fn(rows.stop - rows.start, n_pos)
+                    return out_v
             out.append((act_name("z", l), _replace(m, v, per_row=True)))
         return out
 
 
+def slot_index(n_pos: int, window: int, device=None) -> Tensor:
+    """Slot of each position of a pass: its offset from the end inside the window, else `window`."""
+    return (n_pos - 1 - torch.arange(n_pos, device=device)).clamp(max=window)
+
+
 def _replace(mask, values, per_row: bool = False):
-    """Where `mask` ([head], or [row, head] when `per_row`) is set, take `values` (broadcasting
-    against [batch, pos, head, d_head]; a callable gets the batch size)."""
+    """Where `mask` ([head], or [row, head] when `per_row`) is set, take `values(batch, n_pos)`
+    (broadcasting against [batch, pos, head, d_head])."""
 
     def hook(z, hook=None):
-        v = values(z.shape[0]) if callable(values) else values
+        v = values(z.shape[0], z.shape[1])
         m = mask.to(z.device)
         m = m[:, None, :, None] if per_row else m[None, None, :, None]
         return torch.where(m, v.to(z.dtype).to(z.device), z)

@@ -23,6 +23,7 @@ from interp.causal.ablate import head_reference
 from interp.stages.causal_measure import measure
 from interp.causal.search import SearchConfig, search_heads
 from interp.causal.compare import RecommendConfig, compare_methods, recommend_heads
+from interp.causal.consensus import by_method, consensus
 from interp.causal.dla import direct_logit_attribution, logit_lens
 from interp.causal.heads import all_heads
 from interp.causal.patching import activation_patching, equal_length_pairs
@@ -31,12 +32,19 @@ from interp.causal.patching import activation_patching, equal_length_pairs
 @dataclass(frozen=True)
 class CausalConfig:
     k: int = 4  # at most this many heads are recommended
-    n_search: int = 16  # plain train prompts per label for the search, DLA and the null
+    n_search: int = 32  # plain train prompts per label for the search, DLA and the null
+    n_search_min: int = 32  # never fewer (when the train split has them), whatever the study's scale
     n_pairs: int = 16  # harmful/harmless pairs for patching (fewer when the train split has fewer equal-length pairs)
     n_random: int = 10  # random head sets of size K measured against the recommended set
     jailbreak_per_cell: int = 2  # held-out jailbreak prompts per (family, strength)
-    max_new_tokens: int = 6  # greedy answer length for the judge (openers decide it)
-    method: str = "mean"
+    max_new_tokens: int | None = None  # greedy answer length for the judge; None: the study's (--max-new-tokens)
+    method: str = "mean"  # the primary ablation method (compared with the other methods, measured held out)
+    # the search and recommendation also run under these, side by side (a comma-separated string: it
+    # round-trips through the report's JSON, which `--from` compares settings with)
+    methods: str = "mean,zero,resample"
+    # single-head steering (HSI's selection) of the candidate heads, as a third line of evidence: a
+    # strength large enough that a head carrying the decision flips answers alone (not calibrated); 0: off
+    steer_sigmas: float = 8.0
     reference: str = "auto"  # see SearchConfig: label-free mean first, the other label's mean if that flips nothing
     seed: int = 0
     top_k: int = 8  # heads / cells measured exactly after the attribution estimate (SearchConfig, activation_patching)
@@ -93,15 +101,48 @@ def _lens_figure(lens: torch.Tensor, labels: list[str]) -> go.Figure:
     return fig
 
 
-def _reference_words(policy: str, direction: str, method: str) -> str:
+def _reference_words(policy: str, direction: str, method: str, positions: str = "position") -> str:
     if method == "zero":
         return "none (zero-ablation)"
-    where = "the last prompt token, applied at every position"
+    where = {"position": "each position counted from the end (the earlier tokens' mean before the window)",
+             "last": "the last prompt token, applied at every position",
+             "all": "the mean over every token, applied at every position"}[positions]
     if policy == "opposite":
         other = "harmless" if direction == "refusal" else "harmful"
         return (f"{other} training prompts ({method} at {where}): the label-free mean flipped nothing, so the "
                 "heads were tested by replacing their output with the other label's")
     return f"harmful + harmless training prompts ({method} at {where})"
+
+
+def _methods(cfg: CausalConfig) -> list[str]:
+    from interp.causal.ablate import METHODS
+    from interp.errors import InputError
+
+    names = [m.strip() for m in (cfg.methods or "").split(",") if m.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad:
+        raise InputError(f"unknown ablation methods {bad} in CausalConfig.methods; choose from {METHODS}")
+    return names
+
+
+def _steering_evidence(model, recs: dict, patching_map, H, L, flip: str, cfg: CausalConfig):
+    """Share of prompts each candidate head flips when steered alone (the candidates of every
+    method and patching's top 2k): toward refusal on harmless prompts when the heads detect harm,
+    toward compliance on harmful ones otherwise."""
+    if not cfg.steer_sigmas:
+        return None
+    from interp.steering.heads import fit_head_directions
+    from interp.causal.consensus import steering_flips
+
+    cand = {tuple(h) for r in recs.values() for h in r.candidates}
+    top = patching_map.abs().nan_to_num(-1.0).flatten().argsort(descending=True)[:2 * cfg.k].tolist()
+    cand |= {divmod(i, model.n_heads) for i in top}
+    if not cand:
+        return None
+    cand = sorted(cand)
+    dirs = fit_head_directions(model, H.concat(L), heads=cand)
+    sign, prompts = (1.0, L) if flip == "refusal" else (-1.0, H)
+    return steering_flips(model, dirs, prompts, sign * cfg.steer_sigmas, heads=cand)
 
 
 def causal_stage(study: Study, ranking=None, cfg: CausalConfig = CausalConfig()) -> CausalResult:
@@ -122,12 +163,13 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
         timings[name], cpu[name] = round(now - t, 2), round(now_c - c, 2)
         t, c = now, now_c
 
-    n_search = study.scaled(cfg.n_search, 8)  # fewer at the demo's real-model scale (interp.study.DEMO_SIZES)
+    n_search = study.scaled(cfg.n_search, min(cfg.n_search, cfg.n_search_min))
     H = study.data.plain("train", "harmful")[:n_search].require("harmful training prompts")
     L = study.data.plain("train", "harmless")[:n_search].require("harmless training prompts")
+    new_tokens = cfg.max_new_tokens or study.gen.max_new_tokens
     scfg = SearchConfig(max_heads=cfg.k, method=cfg.method, reference=cfg.reference, seed=cfg.seed, top_k=cfg.top_k,
                         exhaustive=cfg.exhaustive)
-    search = search_heads(model, H, L, scfg, study.judge, cfg.max_new_tokens)
+    search = search_heads(model, H, L, scfg, study.judge, new_tokens)
     lap("search")
     pairs = equal_length_pairs(model, study.data.plain("train", "harmful"), study.data.plain("train", "harmless"),
                                study.scaled(cfg.n_pairs, 8), seed=cfg.seed)
@@ -138,12 +180,23 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     lens = logit_lens(model, both)
     lap("dla")
     comparison = compare_methods(model, search, patching, dla, ranking, k=cfg.k)
-    rec = recommend_heads(model, H, L, cfg.k, search=search, comparison=comparison,
-                          cfg=RecommendConfig(k=cfg.k, seed=cfg.seed))
+    sets = _eval_sets(study, cfg)
+    rcfg = RecommendConfig(k=cfg.k, seed=cfg.seed)
+    plain = {k: sets[k] for k in ("harmful", "harmless")}
+    rec = recommend_heads(model, H, L, cfg.k, search=search, comparison=comparison, cfg=rcfg,
+                          held_out=plain["harmless" if search.best.flip == "refusal" else "harmful"])
     lap("recommend")
+    # the same search and recommendation under the other ablation methods, side by side
+    alt = by_method(model, H, L, [m for m in _methods(cfg) if m != cfg.method], scfg, rcfg, study.judge, new_tokens,
+                    held_out=plain, clean=search.clean)
+    flips = _steering_evidence(model, {cfg.method: rec, **alt}, patching.head_effect, H, L, rec.flip, cfg)
+    agree = consensus({cfg.method: rec, **alt}, patching=patching.head_effect, steering=flips, k=cfg.k)
+    if flips is not None:
+        agree["steering"] = {"sigmas": cfg.steer_sigmas, "flips": {f"{l},{h}": round(float(flips[l, h]), 4)
+                                                                  for l, h in zip(*torch.nonzero(~flips.isnan(), as_tuple=True))}}
+    lap("methods")
 
     # behaviour on held-out prompts: the recommended (or best-guess) set against random sets
-    sets = _eval_sets(study, cfg)
     heads = rec.heads or rec.candidates
     K = len(heads) or cfg.k
     ref = search.references[rec.flip]
@@ -154,13 +207,14 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     # mean: the gap between the two is the redundancy the label-free ablation ran into
     bref = (head_reference(model, both, scfg.positions)
             if heads and search.cfg.reference == "opposite" and cfg.method != "zero" else None)
-    measured = measure(study, sets, heads, random_sets, cfg.method, ref, cfg.seed, cfg.max_new_tokens, bref)
+    measured = measure(study, sets, heads, random_sets, cfg.method, ref, cfg.seed, new_tokens, bref)
     lap("measure")
 
     ablation = {
         "heads": [list(h) for h in heads], "k": K, "method": cfg.method, "direction": rec.flip,
-        "confident": rec.confident,
-        "reference": _reference_words(search.cfg.reference, rec.flip, cfg.method),
+        "confident": rec.confident, "label": rec.to_dict()["label"], "specificity": rec.specificity,
+        "max_new_tokens": new_tokens, "agreement": search.best.agreement(),
+        "reference": _reference_words(search.cfg.reference, rec.flip, cfg.method, search.cfg.positions),
         "mechanism": search.neutral.get("mechanism"),
         **measured,
         "n": {k: len(v) for k, v in sets.items()},
@@ -180,6 +234,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
         "top_overlap": {"k": comparison.k, **comparison.top_overlap},
         "recommended_heads": [list(h) for h in rec.heads],
         "recommendation": rec.to_dict(),
+        "methods": {**agree, "recommendations": {m: r.to_dict() for m, r in alt.items()}},
         "table": comparison.table(),
         "figure": figure_ref("causal_methods"),
         "config": {**asdict(cfg), "n_search_used": len(H), "n_pairs_used": len(pairs[0])},

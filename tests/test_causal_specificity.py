@@ -1,0 +1,81 @@
+"""Specificity: a head set whose ablation changes everything (not one behaviour) is "disruptive",
+never recommended with confidence; the organism's refusal heads are specific."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from interp.causal.ablate import head_reference
+from interp.causal.compare import recommend_heads
+from interp.causal.runner import ablation_scores
+from interp.causal.search import SearchConfig, search_heads
+from interp.causal.specificity import SpecificityConfig, specificity
+from interp.errors import InputError
+from interp.threads import model_threads
+
+DISRUPTIVE = (0, 3)
+
+
+@pytest.fixture(scope="module")
+def disruptive_model():
+    """The organism with one layer-0 head's output weights scaled 100x: its output dominates the
+    residual stream, so ablating it scrambles every answer."""
+    from interp.model import load_model
+
+    m = load_model("organism")
+    l, h = DISRUPTIVE
+    with torch.no_grad():
+        m.bridge.original_model.model.layers[l].self_attn.o_proj.weight[:, h * m.d_head:(h + 1) * m.d_head] *= 100
+    return m
+
+
+@pytest.fixture(scope="module")
+def labels(plain_prompts):
+    return plain_prompts.filter(label="harmful"), plain_prompts.filter(label="harmless")
+
+
+def test_kl_metric_is_zero_without_ablation_and_positive_with_it(organism, labels):
+    _, harmless = labels
+    with model_threads(organism):
+        kl = ablation_scores(organism, harmless[:6], [[], [(0, 4), (0, 5)]], "zero", metric="kl")
+    assert torch.allclose(kl[0], torch.zeros(6), atol=1e-5)
+    assert bool((kl[1] >= 0).all()) and float(kl[1].max()) > 0
+    with pytest.raises(InputError, match="unknown metric"):
+        ablation_scores(organism, harmless[:2], [[(0, 0)]], "zero", metric="entropy")
+
+
+def test_disruptive_head_is_labelled_disruptive(disruptive_model, labels):
+    harmful, harmless = labels
+    m = disruptive_model
+    ref = head_reference(m, harmful[:16].concat(harmless[:16]))
+    with model_threads(m):
+        for method in ("mean", "zero"):
+            s = specificity(m, [DISRUPTIVE], harmless[16:], method, ref if method == "mean" else None)
+            assert s["disruptive"], s
+            assert s["kl"]["ci95"][0] > 10 * s["random_q95"]
+            assert s["verdict"].startswith("disruptive")
+        # a search that came back with that head: the recommendation is not confident, and says why
+        search = search_heads(m, harmful[:16], harmless[:16], SearchConfig(max_heads=1, method="zero"))
+        faked = replace(search, refusal=replace(search.refusal, heads=[DISRUPTIVE], success=True, rate_after=0.0),
+                        compliance=replace(search.compliance, heads=[], success=False))
+        rec = recommend_heads(m, harmful[:16], harmless[:16], k=1, search=faked, held_out=harmless[16:])
+    assert rec.disruptive and not rec.confident and rec.heads == []
+    assert rec.to_dict()["label"] == "disruptive"
+    assert any(r.startswith("disruptive") for r in rec.reasons)
+
+
+def test_organism_refusal_heads_are_specific(organism, labels):
+    harmful, harmless = labels
+    heads = [(0, 4), (0, 5), (0, 2), (0, 0)]  # the organism's harm detectors (see docs/causal.md)
+    ref = head_reference(organism, harmful[:16].concat(harmless[:16]))
+    with model_threads(organism):
+        for method in ("mean", "zero"):
+            s = specificity(organism, heads, harmless[16:], method, ref if method == "mean" else None)
+            assert not s["disruptive"], s
+            assert s["kl"]["n"] == 16 and s["random"]["n"] == 20
+
+
+def test_bad_specificity_config():
+    with pytest.raises(InputError, match="n_random"):
+        SpecificityConfig(n_random=1)
