@@ -30,12 +30,13 @@ ACTIVATION_BUDGET = 256 * 2**20
 
 
 def rows_per_pass(model: ChatModel, seq_len: int, max_rows: int, new_tokens: int = 0, grad: bool = False,
-                  budget: int = ACTIVATION_BUDGET) -> int:
+                  budget: int | None = None) -> int:
     """How many rows of `seq_len` tokens one pass may hold within `budget` bytes (at least 1, at
     most `max_rows`): the widest moment of a block (residual copies, the MLP's gate, up and product,
     the attention scores), plus the key/value cache when `new_tokens` are generated. With `grad`,
     what a backward pass keeps of every layer (norm inputs, queries, keys, values, attention
     probabilities, the MLP's three activations; with frozen weights no linear layer's input)."""
+    budget = activation_budget() if budget is None else budget
     cfg = model.cfg
     d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * model.d_model)
     n_kv = int(getattr(cfg, "n_key_value_heads", None) or model.n_heads)
@@ -54,13 +55,17 @@ def rows_per_pass(model: ChatModel, seq_len: int, max_rows: int, new_tokens: int
 PASS_BUDGET = 2 * ACTIVATION_BUDGET
 
 
-def prompt_chunks(model: ChatModel, prompt_texts: Sequence[str], batch_size: int, max_tokens: int = MAX_BATCH_TOKENS,
+def prompt_chunks(model: ChatModel, prompt_texts: Sequence[str], batch_size: int, max_tokens: int | None = None,
                   sort: bool = True) -> list[list[int]]:
     """Indices of `prompt_texts` in passes: in order of character length (`sort`) or as given, each
     pass closed at `batch_size` prompts or before its padded size (prompts x longest prompt, in
     tokens after chat formatting) would pass `max_tokens`, or its rows `rows_per_pass` within
     PASS_BUDGET, or pass MIN_SPLIT_TOKENS while more than MAX_PADDING times its real tokens. A
-    prompt longer than `max_tokens` gets a pass of its own."""
+    prompt longer than `max_tokens` gets a pass of its own. `--batch-size` and `--pass-budget`
+    (`configure_passes`) replace `batch_size` and scale the token cap."""
+    batch_size = _SETTINGS["batch_size"] or batch_size
+    if max_tokens is None:
+        max_tokens = MAX_BATCH_TOKENS * max(1, pass_budget() // PASS_BUDGET)
     order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i])) if sort else list(range(len(prompt_texts)))
     lengths = model.token_lengths([prompt_texts[i] for i in order])
     chunks: list[list[int]] = []
@@ -68,7 +73,7 @@ def prompt_chunks(model: ChatModel, prompt_texts: Sequence[str], batch_size: int
     longest = real = 0
     for i, n in zip(order, lengths):
         padded = max(longest, n) * (len(cur) + 1)
-        rows = rows_per_pass(model, max(longest, n), batch_size, budget=PASS_BUDGET)
+        rows = rows_per_pass(model, max(longest, n), batch_size, budget=pass_budget())
         if cur and (len(cur) >= rows or padded > max_tokens or (padded > MIN_SPLIT_TOKENS and padded > MAX_PADDING * (real + n))):
             chunks.append(cur)
             cur, longest, real = [], 0, 0
@@ -77,3 +82,52 @@ def prompt_chunks(model: ChatModel, prompt_texts: Sequence[str], batch_size: int
     if cur:
         chunks.append(cur)
     return chunks
+
+
+# ------------------------------------------------------------------ the command line's knobs
+# Set once per command (`configure_passes`, called where the model is loaded): --batch-size replaces
+# every pass's prompt count, --pass-budget the memory a plain pass may take (a replicated pass of the
+# runner: half of it). Without --pass-budget: PASS_BUDGET on a CPU; on CUDA a quarter of the device
+# memory free after the weights loaded.
+_SETTINGS: dict = {"batch_size": None, "budget": None}
+CUDA_SHARE = 0.25
+
+
+def pass_budget() -> int:
+    """Bytes a plain forward pass may take (`prompt_chunks`)."""
+    return _SETTINGS["budget"] or PASS_BUDGET
+
+
+def activation_budget() -> int:
+    """Bytes a replicated pass of the runner may take (`rows_per_pass`'s default)."""
+    return _SETTINGS["budget"] // 2 if _SETTINGS["budget"] else ACTIVATION_BUDGET
+
+
+def default_budget(device) -> int | None:
+    """A quarter of the free memory of a CUDA device; None (the CPU default) elsewhere."""
+    import torch
+
+    dev = torch.device(device) if device is not None else None
+    if dev is None or dev.type != "cuda" or not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info(dev)
+    return max(PASS_BUDGET, int(free * CUDA_SHARE))
+
+
+def configure_passes(device=None, batch_size: int | None = None, budget: int | None = None) -> dict:
+    """Set this process's prompts per pass and pass budget (None: the defaults, also on CUDA where
+    the budget follows the free memory); returns the settings in effect, for the report."""
+    from interp.errors import InputError
+
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    if budget is not None and budget < 1:
+        raise InputError(f"--pass-budget must be positive, got {budget}")
+    _SETTINGS["batch_size"] = batch_size
+    _SETTINGS["budget"] = budget if budget is not None else default_budget(device)
+    return passes_in_effect(budget is not None)
+
+
+def passes_in_effect(given: bool = False) -> dict:
+    return {"batch_size": _SETTINGS["batch_size"], "pass_budget_mb": round(pass_budget() / 2**20, 1),
+            "budget_from": "--pass-budget" if given else ("free CUDA memory" if _SETTINGS["budget"] else "default")}

@@ -19,7 +19,7 @@ import sys
 from interp.errors import SafetyHeadsError
 
 # modules that define `register(subparsers)`; a missing optional module is skipped
-COMMANDS = ["interp.commands.core", "interp.commands.judge", "interp.commands.rank", "interp.commands.causal", "interp.commands.steer", "interp.commands.slipping", "interp.commands.figures", "interp.commands.export", "interp.commands.r2d"]
+COMMANDS = ["interp.commands.core", "interp.commands.judge", "interp.commands.rank", "interp.commands.causal", "interp.commands.steer", "interp.commands.slipping", "interp.commands.figures", "interp.commands.export", "interp.commands.r2d", "interp.commands.apply"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -42,6 +42,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bridge-check", action="store_true",
                    help="load the model even if the TransformerLens bridge's logits differ from the plain model's "
                         "(checked on one prompt at load; the override is recorded in the report)")
+    add_budget_options(p)
+
+
+def add_intervention_args(p, required: bool = False) -> None:
+    p.add_argument("--intervention", action="append", default=None, required=required, metavar="DIR",
+                   help="a saved intervention or defense: a directory under a study's OUT/interventions/ (hsi, layer, "
+                        "antidote, direction_ablation, sharpening, smoothllm, ...) or one Intervention.save wrote; repeat "
+                        "for several")
+    p.add_argument("--allow-other-model", action="store_true",
+                   help="use an intervention made on another model of the same shape (recorded)")
 
 
 def _phrases(text: str) -> tuple[str, ...]:
@@ -76,7 +86,8 @@ def families_value(text: str) -> tuple[str, ...] | None:
 
 
 def add_study_options(p: argparse.ArgumentParser, out_default: str | None = None, out_required: bool = False,
-                      out_help: str = "output directory", families_default: str = "all") -> None:
+                      out_help: str = "output directory", families_default: str = "all",
+                      sections: tuple[str, ...] | None = None, reuse: bool = False) -> None:
     """The options every study command shares; defaults from `interp.study.StudyConfig` (the
     jailbreak families built from prompt files: all of them, except where `families_default` says
     otherwise: `safety-heads eval` scores only the files it is given)."""
@@ -136,6 +147,57 @@ def add_study_options(p: argparse.ArgumentParser, out_default: str | None = None
                    f"(default {','.join(map(str, d.fractions))})")
     g.add_argument("--out", default=out_default, required=out_required, help=out_help)
     g.add_argument("--png", action="store_true", help="also write PNG figures (needs kaleido + chromium)")
+    if sections is not None:
+        g.add_argument("--sections", default=None,
+                       help=f"comma-separated sections to run (default: {','.join(sections)}); every command takes the "
+                            "demo's names: baseline,heads,directions,causal,steering,slipping,defenses,r2d")
+    if reuse:
+        add_reuse_options(p)
+
+
+def add_reuse_options(p: argparse.ArgumentParser) -> None:
+    """--from, --heads, --direction: runs that build on each other (interp.reuse)."""
+    g = p.add_argument_group("building on an earlier run")
+    g.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                   help="reuse what an earlier run (demo, steer, slipping, rank, causal) saved in DIR: the head ranking, "
+                        "the refusal direction, the causal recommendation; checked against this model and data; only "
+                        "what is missing is recomputed")
+    g.add_argument("--heads", type=_heads, default=None, metavar="L.H,...",
+                   help="the heads to steer and follow, named by hand, e.g. 21.4,27.0 (layer.head); the causal search is "
+                        "then not run")
+    g.add_argument("--direction", default=None, metavar="FILE",
+                   help="the refusal direction, named by hand: an artifact this toolkit saved (e.g. "
+                        "OUT/artifacts/direction.json) or a direction.pt in the refusal_direction layout")
+
+
+def _heads(text: str):
+    from interp.errors import InputError
+    from interp.reuse import parse_heads
+
+    try:
+        return parse_heads(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_budget_options(p: argparse.ArgumentParser) -> None:
+    """--batch-size and --pass-budget, the same on every command (interp.batching)."""
+    g = p.add_argument_group("passes")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="at most this many prompts per forward pass (default 64; a pass also stays within --pass-budget)")
+    g.add_argument("--pass-budget", type=_megabytes, default=None, metavar="MB",
+                   help="activation memory one forward pass may take, in MB (default: 512 on a CPU; on CUDA a share of "
+                        "the free device memory)")
+
+
+def _megabytes(text: str) -> int:
+    try:
+        mb = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--pass-budget takes a number of megabytes, e.g. 2048; got {text!r}") from None
+    if not mb > 0:
+        raise argparse.ArgumentTypeError(f"--pass-budget must be positive, got {text!r}")
+    return int(mb * 2**20)
 
 
 def study_config(args, **override):
@@ -155,6 +217,12 @@ def study_config(args, **override):
               max_new_tokens=args.max_new_tokens)
     if args.out is not None:
         kw["out"] = args.out
+    for name in ("from_dir", "heads", "direction", "batch_size", "pass_budget"):
+        if getattr(args, name, None) is not None:
+            kw[name] = getattr(args, name)
+    if getattr(args, "sections", None):
+        override = {k: v for k, v in override.items() if k != "sections"}
+        kw["sections"] = tuple(x.strip() for x in args.sections.split(",") if x.strip())
     kw.update(override)
     return StudyConfig(**kw)
 
@@ -189,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     except SafetyHeadsError as e:
         print(f"safety-heads: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        from interp.batching import configure_passes
+
+        configure_passes()  # --batch-size / --pass-budget end with the command
     if isinstance(result, dict):
         print(json.dumps(result, indent=1, default=str))
     return 0

@@ -56,6 +56,11 @@ def check_args(args: argparse.Namespace) -> None:
             _check_input_file(flag, value)
         if name in ARTIFACT_ARGS and isinstance(value, str):
             _check_artifact(flag, value)
+        if name == "intervention" and isinstance(value, list):
+            from interp.saved import check_condition_dir
+
+            for v in value:
+                check_condition_dir(flag, v)
         if name in MODEL_ARGS and isinstance(value, str):
             _check_model(value)
         if name in OUTPUT_DIRS and isinstance(value, str) and Path(value).exists() and not Path(value).is_dir():

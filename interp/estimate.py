@@ -30,7 +30,7 @@ from typing import Sequence
 
 import torch
 
-from interp.batching import MAX_BATCH_TOKENS, prompt_chunks
+from interp.batching import prompt_chunks
 from interp.model import ChatModel, texts
 
 # seconds per layer per forward call beyond the arithmetic (hooks, dispatch); see the module docstring
@@ -79,7 +79,7 @@ def matmul_throughput(model: ChatModel, seconds: float = 0.05) -> float:
 
 
 def estimate(model: ChatModel, prompts, new_tokens: int = 0, batch_size: int = 64,
-             max_tokens: int = MAX_BATCH_TOKENS) -> Estimate:
+             max_tokens: int | None = None) -> Estimate:
     """The estimate for running `prompts` through `model` in passes of at most `batch_size` prompts,
     generating `new_tokens` after each (0: one prompt pass, as capture and scoring make)."""
     prompt_texts = texts(prompts)

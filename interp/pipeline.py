@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,9 +134,12 @@ def open_study(cfg: StudyConfig) -> Study:
                        system_prompt=cfg.system_prompt, truncate=cfg.truncate, skip_bridge_check=cfg.skip_bridge_check,
                        placement=Placement.from_args(cfg.device_map, cfg.max_memory, cfg.offload_folder))
     model.require_direct_answers()
+    from interp.batching import configure_passes
+
+    configure_passes(model.device, cfg.batch_size, cfg.pass_budget)  # --batch-size, --pass-budget (CUDA: free memory)
     cfg = cfg.resolved(model)
     data = load_study_data(cfg, model)
-    return Study(model, data, make_judge(cfg), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=64),
+    return Study(model, data, make_judge(cfg), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size or 64),
                  cfg.labels, cfg.seed, cfg.per_cell)
 
 
@@ -173,7 +177,13 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
               "prompt_sets": {s: data.split(s).describe() for s in ("train", "val", "test")}, "timings": timings}
     if data.over_refusal is not None:
         report["prompt_sets"]["over_refusal"] = data.over_refusal.describe()
+    from interp.batching import passes_in_effect
+    from interp.progress import Stages, _is_terminal
+
+    report["passes"] = passes_in_effect(cfg.pass_budget is not None)
     result = StudyResult(report, {}, out)
+    n_stages = len(wanted) - ("heads" in wanted and "directions" in wanted)
+    lines = None if _is_terminal(sys.stderr) else Stages(n_stages)  # a log file: one line per stage
 
     study.answers.clear()  # this run's answers only
 
@@ -181,44 +191,72 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
         """Run one stage, save its figures, write the report (and every answer so far) to `out`."""
         if progress:
             print(f"[demo] {name} ...", flush=True)
-        t = time.perf_counter()
+        t = lines.start(name) if lines else time.perf_counter()
         with model_threads(model):  # small models: one intra-op thread (see interp.threads)
             res = fn(study, *args)
         for fname, fig in res.figures.items():
             save_figure(fig, out / figure_ref(fname), png=cfg.png)
-        save_artifacts(res.artifacts, out / "artifacts")
+        save_stage_artifacts(study, res.artifacts, out, report)
         result.figures[name] = dict(res.figures)
         for key, part in (report_as(res) if report_as else {name: res.report}).items():
             report[key] = part
         timings[name] = round(time.perf_counter() - t, 2)
         write_answers(out, study, report)
         _write(out, report)
+        if lines:
+            lines.end(name, t)
         return res
 
     if "baseline" in wanted:
         stage("baseline", baseline_stage)
-    probes = causal = slipping = None
-    if "heads" in wanted or "directions" in wanted:
+    slipping = None
+    given = _given(study, cfg)
+    ranking, direction, recommended = given.ranking, given.direction, given.recommended
+    if given.sources:
+        report["given"] = given.describe()
+
+    def reused(name: str, parts: list[str]) -> None:
+        """A stage whose outputs are given: its report parts copied from the earlier run, not recomputed."""
+        if progress:
+            print(f"[demo] {name}: given ({'; '.join(f'{k} from {v}' for k, v in given.sources.items())}), not recomputed",
+                  flush=True)
+        if lines:
+            lines.end(name, lines.start(name), " (given, not recomputed)")
+        for part in parts:
+            if part in given.parts:
+                report[part] = {**given.parts[part], "reused_from": str(cfg.from_dir)}
+                _copy_figures(given.parts[part], Path(cfg.from_dir), out)
+        timings[name] = 0.0
+
+    probe_parts = [s for s in ("heads", "directions") if s in wanted]
+    if probe_parts and ranking is not None and direction is not None:
+        reused("+".join(probe_parts), probe_parts)
+    elif probe_parts:
         from interp.stages.probes import probe_stage
 
-        keep = [s for s in ("heads", "directions") if s in wanted]
-        probes = stage("+".join(keep), probe_stage, report_as=lambda r: {s: getattr(r, s) for s in keep})
-        figs = result.figures.pop("+".join(keep))  # one pass makes both parts: file each figure under its part
-        for s in keep:
+        probes = stage("+".join(probe_parts), probe_stage, report_as=lambda r: {s: getattr(r, s) for s in probe_parts})
+        figs = result.figures.pop("+".join(probe_parts))  # one pass makes both parts: file each figure under its part
+        for s in probe_parts:
             result.figures[s] = {k: v for k, v in figs.items() if (k == "directions") == (s == "directions")}
-    if "causal" in wanted:
+        ranking, direction = probes.ranking, direction if direction is not None else probes.direction
+    if "causal" in wanted and recommended is not None:
+        reused("causal", ["causal"])
+    elif "causal" in wanted:
         from interp.stages.causal import causal_stage
 
-        causal = stage("causal", causal_stage, probes.ranking if probes else None)
+        recommended = stage("causal", causal_stage, ranking).recommended_heads
     if "steering" in wanted:
         from interp.stages.steering import steering_stage
 
-        stage("steering", steering_stage, causal.recommended_heads if causal else None,
-              probes.ranking if probes else None, probes.direction if probes else None)
+        stage("steering", steering_stage, recommended, ranking, direction)
+    if given.named_heads:  # heads named by hand are the heads the slipping stage follows too
+        from interp.reuse import NamedHeads
+
+        ranking = NamedHeads(given.named_heads)
     if "slipping" in wanted:
         from interp.stages.slipping import slipping_stage
 
-        slipping = stage("slipping", slipping_stage, probes.ranking if probes else None)
+        slipping = stage("slipping", slipping_stage, ranking)
     if "defenses" in wanted:
         from interp.stages.slipping import defenses_stage
 
@@ -238,12 +276,53 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
     return result
 
 
+def _given(study: Study, cfg: StudyConfig):
+    """What --from, --heads and --direction give this run (`interp.reuse`)."""
+    from interp.reuse import Given, gather
+
+    if cfg.from_dir is None and not cfg.heads and cfg.direction is None:
+        return Given()
+    return gather(study, cfg.from_dir, cfg.heads, cfg.direction)
+
+
+def _copy_figures(part: dict, src: Path, out: Path) -> None:
+    import shutil
+
+    from interp.summary import figures
+
+    for f in figures(part):
+        if (src / f).is_file():
+            (out / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / f, out / f)
+
+
+def _write(out: Path, report: dict) -> None:
+    """`report.json`, and `summary.md` rendered from it (interp.summary)."""
+    from interp.summary import write_summary
+
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
+    write_summary(out)
+
+
 def run_demo(cfg: StudyConfig = StudyConfig(), progress: bool = True) -> dict:
     """Open the study `cfg` describes and run it; returns the report (also in `cfg.out`)."""
     check_sections(cfg.sections)
     t = time.perf_counter()
     study = open_study(cfg)
     return run_study(study, cfg, progress=progress, timings={"load": round(time.perf_counter() - t, 2)}).report
+
+
+def save_stage_artifacts(study: Study, artifacts: dict, out: Path, report: dict) -> None:
+    """A stage's artifacts under `out/artifacts/`, and the interventions and defenses it chose
+    (`interp.saved.Chosen`) under `out/interventions/<name>/`, listed in the report's "interventions"."""
+    from interp.saved import FOLDER, Chosen, save_chosen
+
+    chosen = {k: v for k, v in artifacts.items() if isinstance(v, Chosen)}
+    save_artifacts({k: v for k, v in artifacts.items() if k not in chosen}, out / "artifacts")
+    if chosen:
+        cards = save_chosen(out / FOLDER, chosen, study.model, study.judge, study.gen.max_new_tokens,
+                            study.data.describe(ids=False))
+        report.setdefault("interventions", {}).update(cards)
 
 
 def save_artifacts(artifacts: dict, folder: Path) -> list[Path]:
@@ -279,10 +358,6 @@ def write_answers(out: Path, study: Study, report: dict) -> None:
                              "conditions": {k: len(v) for k, v in conditions(study.answers).items()},
                              "note": "every generated answer; `safety-heads judge --completions FILE` re-judges them and "
                                      "prints one behaviour table per condition"}
-
-
-def _write(out: Path, report: dict) -> None:
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
 
 
 def _json_default(o):

@@ -89,6 +89,14 @@ class StudyConfig:
     out: str = "out/demo"
     sections: tuple[str, ...] | None = None  # demo/figures: None runs every stage
     png: bool = False
+    # runs that build on each other (interp.reuse): an earlier run's output directory, heads and a
+    # direction named by hand; a stage whose outputs are all given is not run
+    from_dir: str | None = None
+    heads: tuple[tuple[int, int], ...] | None = None
+    direction: str | None = None
+    # forward passes (interp.batching): prompts per pass and the activation memory one pass may take
+    batch_size: int | None = None
+    pass_budget: int | None = None
 
     def __post_init__(self) -> None:
         if self.labels not in LABEL_KINDS:

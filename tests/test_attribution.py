@@ -230,7 +230,11 @@ def test_progress_bar_counts_candidates_left():
         bar.refresh()
     shown = out.getvalue()
     assert "direction candidates" in shown and "2/5" in shown and "<" in shown  # done/total [elapsed<left]
-    assert progress_bar(3, None).disable and progress_bar(3, "x", file=io.StringIO()).disable  # not a terminal
+    assert progress_bar(3, None).disable  # no label: nothing shown
+    log = io.StringIO()  # not a terminal (a batch job's log): one line per step instead of a bar
+    with progress_bar(3, "x", file=log) as bar:
+        bar.update(3)
+    assert "x: 3/3 candidates done" in log.getvalue()
 
 
 def test_rank_exhaustive_flag_measures_every_candidate(tmp_path):

@@ -31,10 +31,10 @@ LAYERS = (  # (layer, modules: each one and everything under it), lowest first
               "interp.direction_files", "interp.distributed", "interp.estimate", "interp.export",
               "interp.errors", "interp.evaluate", "interp.fingerprint", "interp.generation", "interp.hooknames",
               "interp.hooks", "interp.hub", "interp.intervention", "interp.jailbreaks", "interp.lora", "interp.model",
-              "interp.placement", "interp.plotting", "interp.prompts", "interp.provenance", "interp.runner",
+              "interp.placement", "interp.plotting", "interp.progress", "interp.prompts", "interp.provenance", "interp.runner",
               "interp.scoring", "interp.sources", "interp.stats", "interp.threads", "interp.utility", "interp.vocab")),
     ("methods", ("probes", "interp.causal", "interp.steering", "interp.slipping", "interp.r2d")),
-    ("study", ("interp.study", "interp.study_files", "interp.pipeline", "interp.stages", "interp.commands", "interp.cli", "interp.cli_checks",
+    ("study", ("interp.study", "interp.study_files", "interp.saved", "interp.under", "interp.summary", "interp.reuse", "interp.pipeline", "interp.stages", "interp.commands", "interp.cli", "interp.cli_checks",
                "interp.gallery", "interp.notebook", "interp.__main__")),
     ("organisms", ("organisms",)),
     ("facade", ()),  # the package `interp` itself (its __init__), matched exactly

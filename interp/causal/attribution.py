@@ -167,8 +167,7 @@ def head_gradients(model: ChatModel, prompts, metric: Metric | None = None, batc
 
 def progress_bar(total: int, label: str | None, unit: str = "candidate", file=None):
     """A tqdm bar (done / total candidates, rate, time left) when `label` is given and the output
-    (stderr by default) is a terminal; otherwise a bar that shows nothing (tqdm's disable=None)."""
-    from tqdm.auto import tqdm
+    (stderr by default) is a terminal; one line per step when it is not (`interp.progress`)."""
+    from interp.progress import progress_bar as bar
 
-    return tqdm(total=total, desc=label or "", unit=unit, disable=True if label is None else None, mininterval=1.0,
-                leave=False, file=file)
+    return bar(total, label, unit, file)

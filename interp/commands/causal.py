@@ -10,7 +10,8 @@ def register(sub) -> None:
     from interp.cli import add_study_options
 
     p = sub.add_parser("causal", help="which heads drive refusal (ablation, patching, DLA) and which K to steer")
-    add_study_options(p, out_required=True, out_help="directory for causal.json and figures/")
+    add_study_options(p, out_required=True, out_help="directory for causal.json and figures/", sections=("causal",),
+                      reuse=True)
     p.add_argument("--k", type=int, default=4, help="recommend at most K heads (1-4)")
     p.add_argument("--method", default="mean", choices=["mean", "zero", "resample"], help="ablation method")
     p.add_argument("--exhaustive", action="store_true",
@@ -31,22 +32,36 @@ def _causal(args) -> dict:
 
     if not 1 <= args.k <= 4:
         raise InputError(f"--k must be from 1 to 4, got {args.k}")
+    if args.heads:
+        raise InputError("causal finds the heads that drive refusal; --heads names them for steer, slipping and demo")
+    if args.sections and args.sections.replace(" ", "") != "causal":
+        raise InputError(f"causal runs the causal section only, got --sections {args.sections}; run "
+                         "safety-heads demo --sections ... for others")
     cfg = study_config(args)
     out = Path(cfg.out)
     study = open_study(cfg)
-    with model_threads(study.model):
-        res = causal_stage(study, None, CausalConfig(k=args.k, method=args.method, seed=args.seed,
-                                                        exhaustive=args.exhaustive))
+    ccfg = CausalConfig(k=args.k, method=args.method, seed=args.seed, exhaustive=args.exhaustive)
+    part, ranking = _given(study, cfg, ccfg)
     out.mkdir(parents=True, exist_ok=True)
-    for name, fig in res.figures.items():
-        save_figure(fig, out / figure_ref(name), png=cfg.png)
+    if part is None:
+        from interp.progress import one_stage
+
+        with model_threads(study.model), one_stage("causal"):
+            res = causal_stage(study, ranking, ccfg)
+        for name, fig in res.figures.items():
+            save_figure(fig, out / figure_ref(name), png=cfg.png)
+        part = res.report
     result = {"model": study.model.describe(), **provenance(), "config": cfg.describe(), "data": study.data.describe(),
-              **res.report}
+              **part}
     write_answers(out, study, result)  # every judged answer to out/completions.jsonl
     path = out / "causal.json"
     path.write_text(json.dumps(result, indent=1, default=_json_default))
+    from interp.summary import write_summary
+
+    saved = json.loads(path.read_text())  # the summary reads what was written, nothing else
+    write_summary(out, {k: saved.get(k) for k in ("model", "config", "data")} | {"causal": saved}, title="Which heads drive refusal")
     ab = result["ablation"]
-    return {"out": str(path), "recommended_heads": result["recommended_heads"], "direction": ab["direction"],
+    return {"out": str(path), "summary": str(out / "summary.md"), "recommended_heads": result["recommended_heads"], "direction": ab["direction"],
             "refusal_rate_before": {k: v["refusal_rate"] for k, v in ab["baseline"].items()},
             "refusal_rate_harmful_after": ab["refusal_rate_harmful_after"],
             "refusal_rate_harmless_after": ab["refusal_rate_harmless_after"],
@@ -54,3 +69,27 @@ def _causal(args) -> dict:
             "random_heads_refusal_rate_harmless_after": ab["random_heads_refusal_rate_harmless_after"],
             "verdict": ab.get("verdict"), "completions": str(out / "completions.jsonl"),
             "correlations": result["correlations"]}
+
+
+def _given(study, cfg, ccfg) -> tuple[dict | None, object]:
+    """(the earlier run's causal part, when --from names one made with the same settings, else None;
+    the earlier run's head ranking, compared with the causal methods when the search runs)."""
+    from dataclasses import asdict
+
+    from interp.pipeline import _copy_figures
+    from interp.reuse import gather
+
+    if cfg.from_dir is None:
+        return None, None
+    given = gather(study, cfg.from_dir, None, None)
+    part = given.parts.get("causal")
+    same = part is not None and all((part.get("config") or {}).get(k) == v for k, v in asdict(ccfg).items())
+    if not same:
+        why = "it has no causal result" if part is None else "its causal result was made with other settings"
+        print(f"[causal] search: recomputed ({why}){'; the head ranking from ' + cfg.from_dir if given.ranking else ''}",
+              flush=True)
+        return None, given.ranking
+    print(f"[causal] causal: given (from {cfg.from_dir}, same settings), not recomputed", flush=True)
+    _copy_figures(part, Path(cfg.from_dir), Path(cfg.out))
+    skip = ("model", "config", "data", "toolkit_version", "libraries", "reused_from")
+    return {**{k: v for k, v in part.items() if k not in skip}, "reused_from": cfg.from_dir}, given.ranking

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
+DEMO_SECTIONS = ("baseline", "heads", "directions", "causal", "steering", "slipping", "defenses", "r2d")
+
+
 def register(sub) -> None:
-    from interp.cli import _phrases, add_model_args, add_study_options
+    from interp.cli import _phrases, add_intervention_args, add_model_args, add_study_options
 
     p = sub.add_parser("demo", help="run the whole study on a model and write report.json and figures")
-    add_study_options(p, out_default="out/demo")
-    p.add_argument("--sections", default=None, help="comma-separated sections to run (default: all): "
-                   "baseline,heads,directions,causal,steering,slipping,defenses,r2d")
+    add_study_options(p, out_default="out/demo", sections=DEMO_SECTIONS, reuse=True)
     p.set_defaults(func=_demo)
 
     e = sub.add_parser("eval", help="behaviour table (refusal rate and score on harmful, harmless, jailbreak and "
@@ -21,6 +22,7 @@ def register(sub) -> None:
                       families_default="none")
     e.add_argument("--completions", default=None, help="write every answer (JSON lines) to this file; "
                    "`safety-heads judge --completions FILE` re-judges it")
+    add_intervention_args(e)
     e.set_defaults(func=_eval)
 
     c = sub.add_parser("capture", help="capture activations to safetensors shards")
@@ -46,22 +48,26 @@ def load_from_args(args):
     from interp.model import load_model
     from interp.placement import Placement
 
+    from interp.batching import configure_passes
+
     placement = Placement.from_args(getattr(args, "device_map", None), getattr(args, "max_memory", None),
                                     getattr(args, "offload_folder", None))
-    return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), chat_template=args.chat_template,
+    model = load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), chat_template=args.chat_template,
                       truncate=getattr(args, "truncate", False), placement=placement,
                       refusal_phrases=getattr(args, "refusal_phrases", None),
                       compliance_phrases=getattr(args, "compliance_phrases", None),
                       skip_bridge_check=getattr(args, "skip_bridge_check", False))
+    configure_passes(model.device, getattr(args, "batch_size", None), getattr(args, "pass_budget", None))
+    return model
 
 
 def _demo(args):
     from interp.cli import study_config
     from interp.pipeline import run_demo
 
-    cfg = study_config(args, sections=tuple(args.sections.split(",")) if args.sections else None)
+    cfg = study_config(args)
     report = run_demo(cfg)
-    print(f"wrote {Path(cfg.out) / 'report.json'} in {report['timings']['total']:.1f}s")
+    print(f"wrote {Path(cfg.out) / 'report.json'} in {report['timings']['total']:.1f}s; read {Path(cfg.out) / 'summary.md'} first")
     return {"baseline": report.get("baseline", {}).get("refusal_rate")}
 
 
@@ -84,16 +90,16 @@ def _eval(args):
     with process_group() as w:  # under torchrun every rank takes its share of the batches
         study = open_study(cfg)
         with model_threads(study.model):  # a small model runs on one thread, as in every study stage
-            rows = evaluation_completions(study, world=w)
+            rows, under = _eval_rows(args, study, w)
         data = study.data.describe(ids=False)
         table = {"model": study.model.name, **behaviour_table(rows, seed=study.seed), "judge": study.judge.describe(),
-                 "max_new_tokens": study.gen.max_new_tokens, "data": data}
+                 "max_new_tokens": study.gen.max_new_tokens, "data": data, **under}
     if not w.is_main:
         return None  # rank 0 prints and writes the table
     if done is not None:
         header = {"command": "eval", "model": study.model.name, "fingerprint": study.model.fingerprint,
                   "judge": judge_header(study.judge), "seed": study.seed, "max_new_tokens": study.gen.max_new_tokens,
-                  "data": data}
+                  "data": data, **({"intervention": table["intervention"]} if "intervention" in table else {})}
         table["completions"] = str(write_completions(done, rows, header))
     if args.out:
         out = Path(args.out)
@@ -104,6 +110,43 @@ def _eval(args):
             out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(table, indent=1, default=str))
     return table
+
+
+def _eval_rows(args, study, world) -> tuple[list, dict]:
+    """eval's answers: on the unmodified model, or under the --intervention directories (applied
+    together, as one condition named by them; a saved defense answers through its own `respond`)."""
+    from dataclasses import replace
+
+    from interp.pipeline import evaluation_completions
+    from interp.saved import load_conditions
+
+    conditions = load_conditions(args.intervention, study.model, args.allow_other_model)
+    if not conditions:
+        return evaluation_completions(study, world=world), {}
+    from interp.intervention import Intervention
+
+    name = "+".join(c.name for c in conditions)
+    ivs = [c.intervention for c in conditions if c.intervention is not None]
+    defenses = [c for c in conditions if c.defense is not None]
+    under = {"intervention": {c.name: {"path": str(c.path), **{k: c.card[k] for k in ("method", "strength", "unit")
+                                                              if k in c.card}} for c in conditions}}
+    if defenses:
+        from interp.errors import InputError
+        from interp.under import generate_under
+
+        if ivs or len(defenses) > 1:
+            raise InputError("eval takes one saved defense (smoothllm, token_highlighter) or saved interventions, not "
+                             "both; compare them side by side with safety-heads apply")
+        d = study.data
+        prompts = d.train.concat(d.val).concat(d.test, name="all")
+        rows = generate_under(study.model, prompts, defenses, study.judge, study.gen)
+        return [replace(r, set="all") for r in rows], under
+    total = Intervention.none()
+    for iv in ivs:
+        total = total + iv
+    with total.apply(study.model):
+        rows = evaluation_completions(study, world=world)
+    return [replace(r, condition=name) for r in rows], under
 
 
 def _completions_path(args) -> Path | None:

@@ -80,8 +80,8 @@ def register(sub) -> None:
     from interp.cli import add_study_options
 
     p = sub.add_parser("figures", help="regenerate every figure the toolkit makes, with an index.html gallery")
-    add_study_options(p, out_default="figures")
-    p.add_argument("--sections", default=None, help="comma-separated demo sections (default: all)")
+    add_study_options(p, out_default="figures", sections=("baseline", "heads", "directions", "causal", "steering",
+                                                         "slipping", "defenses", "r2d"))
     p.add_argument("--no-token-heatmaps", action="store_true", help="skip the per-family token attention heatmaps")
     p.add_argument("--work-dir", default=None, help="keep the demo's report and artifacts here (default: a temporary folder)")
     p.set_defaults(func=_figures)
@@ -90,7 +90,7 @@ def register(sub) -> None:
 def _figures(args):
     from interp.cli import study_config
 
-    scfg = study_config(args, sections=tuple(args.sections.split(",")) if args.sections else None)
+    scfg = study_config(args)
     cfg = GalleryConfig(out=args.out, png=args.png, study=scfg, token_heatmaps=not args.no_token_heatmaps,
                         work_dir=args.work_dir)
     gallery = build_gallery(cfg)

@@ -5,11 +5,14 @@ held-out sets (the demo's heads, directions, causal and steering sections, on th
 from __future__ import annotations
 
 
+SECTIONS = ("heads", "directions", "causal", "steering")
+
+
 def register(sub) -> None:
     from interp.cli import add_study_options
 
     p = sub.add_parser("steer", help="compare HSI, layer steering, refusal direction and antidote; safety-utility curves")
-    add_study_options(p, out_required=True)
+    add_study_options(p, out_required=True, sections=SECTIONS, reuse=True)
     p.set_defaults(func=_steer)
 
 
@@ -17,6 +20,6 @@ def _steer(args) -> dict:
     from interp.cli import study_config
     from interp.pipeline import run_demo
 
-    report = run_demo(study_config(args, sections=("heads", "directions", "causal", "steering")))
-    st = report["steering"]
-    return {"out": args.out, **{k: st[k] for k in ("hsi", "layer", "antidote", "direction") if k in st}}
+    report = run_demo(study_config(args, sections=SECTIONS))
+    st = report.get("steering", {})
+    return {"out": args.out, "summary": f"{args.out}/summary.md", **{k: st[k] for k in ("hsi", "layer", "antidote", "direction") if k in st}}

@@ -280,7 +280,9 @@ def defenses_stage(study: Study, top_heads=None, causal_heads=None, cfg: Slippin
     out["note"] = ("jailbreak_success: a record over every harmful jailbreak prompt evaluated (pooled over the cells, of equal size ; each family at a middle and "
                    f"its top strength); jailbreak_success_untrained leaves out the cells the model was trained to obey: {left_out}. "
                    "Same prompts for every defense.")
-    return StageResult(out, {"defenses": defense_figure(table)})
+    from interp.stages.chosen import defenses_chosen
+
+    return StageResult(out, {"defenses": defense_figure(table)}, defenses_chosen(defenses, table, ps))
 
 
 def attention_tokens_stage(study: Study, top_heads=None) -> StageResult:

@@ -288,4 +288,11 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
         "figure": figure_ref("steering_tradeoff"), "figure_kl": figure_ref("steering_tradeoff_kl"),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
-    return SteeringResult(report, figures, {}, hd, heads, sparse_iv.with_strength(nf_s), direction)
+    from interp.stages.chosen import steering_chosen
+
+    chosen = steering_chosen(hsi=on_heads.with_strength(sigmas_h), layer=Intervention.steer_layer(hd, layers, 1.0).with_strength(sigmas_h),
+                             antidote=sparse_iv.with_strength(nf_s), antidote_dense=dense_iv.with_strength(nf_d),
+                             direction=direction, rows=rows, gen_sets=gen_sets, d_report=d_report,
+                             calibration=report["calibration"], effects={"hsi": report["hsi"]["effect"], "layer": report["layer"]["effect"],
+                                                                         "antidote": r4(e_s), "antidote_dense": r4(e_d)})
+    return SteeringResult(report, figures, chosen, hd, heads, sparse_iv.with_strength(nf_s), direction)
