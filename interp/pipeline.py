@@ -260,8 +260,7 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
     if "defenses" in wanted:
         from interp.stages.slipping import defenses_stage
 
-        stage("defenses", defenses_stage, slipping.top_heads if slipping else None,
-              recommended)
+        stage("defenses", defenses_stage, slipping.top_heads if slipping else None, recommended)
     if "r2d" in wanted:
         from interp.stages.r2d import r2d_stage
 

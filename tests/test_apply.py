@@ -10,7 +10,6 @@ from interp.cli import main
 
 
 @pytest.fixture(scope="module")
-
 def steered(tmp_path_factory):
     out = tmp_path_factory.mktemp("steer")
     assert main(["steer", "--out", str(out), "--per-cell", "4"]) == 0
@@ -49,13 +48,13 @@ def test_apply_reproduces_the_reports_rates(steered, capsys, tmp_path):
         got = _apply(capsys, tmp_path / name, "--intervention", str(out / "interventions" / name))
         rates = got["conditions"][name]["refusal_rate"]
         for k in ("harmful", "jailbreak", "harmless"):
-            assert rates[k]["rate"] == _rate(row[k]), (name, k)
+            assert rates[k] == row[k], (name, k)  # the report's record: rate, n and interval
             assert rates[k] == card["measured"][k]
         assert (tmp_path / name / "completions.jsonl").is_file()
     got = _apply(capsys, tmp_path / "abl", "--intervention", str(out / "interventions/direction_ablation"))
-    assert got["conditions"]["direction_ablation"]["refusal_rate"]["harmful"]["rate"] == _rate(st["direction"]["ablation_harmful_refusal_rate"])
+    assert got["conditions"]["direction_ablation"]["refusal_rate"]["harmful"] == st["direction"]["ablation_harmful_refusal_rate"]
     got = _apply(capsys, tmp_path / "add", "--intervention", str(out / "interventions/direction_addition"))
-    assert got["conditions"]["direction_addition"]["refusal_rate"]["harmless"]["rate"] == _rate(st["direction"]["addition_harmless_refusal_rate"])
+    assert got["conditions"]["direction_addition"]["refusal_rate"]["harmless"] == st["direction"]["addition_harmless_refusal_rate"]
 
 
 def test_several_interventions_in_one_stacked_pass_match_each_alone(steered, capsys, tmp_path):
@@ -111,10 +110,5 @@ def test_defenses_are_saved_and_apply_reproduces_their_rates(tmp_path, capsys):
         got = _apply(capsys, tmp_path / name, "--intervention", str(d))
         key = name if name == "sharpening" else f"defense:{name}"
         table = got["conditions"][key]["table"]["refusal_rate"]
-        assert table["harmful"]["rate"] == _rate(report["defenses"][name]["harmful_refusal"]), name
-        assert table["harmless"]["rate"] == _rate(report["defenses"][name]["harmless_refusal"]), name
-
-
-def _rate(x):
-    """A report's rate: a record {rate, n, ci95} or a bare number."""
-    return x["rate"] if isinstance(x, dict) else x
+        assert table["harmful"] == report["defenses"][name]["harmful_refusal"], name
+        assert table["harmless"] == report["defenses"][name]["harmless_refusal"], name

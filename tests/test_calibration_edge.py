@@ -3,7 +3,7 @@ when the limit is still beyond it."""
 
 import pytest
 
-from interp.steering import tradeoff
+from interp.steering import calibration as tradeoff  # where calibrate lives (re-exported by tradeoff)
 
 
 def _fake(monkeypatch, limit):
@@ -66,6 +66,13 @@ def test_safe_top_then_unsafe_next_grid_is_the_old_top(monkeypatch):
     _fake(monkeypatch, 0.5)
     c = _cal([0.1, 0.2, 0.4])
     assert c.strength == pytest.approx(0.4) and not c.at_grid_edge
+
+
+def test_tradeoff_still_exports_the_calibration():
+    from interp.steering import max_safe_strength
+    from interp.steering.tradeoff import calibrate
+
+    assert calibrate is tradeoff.calibrate and max_safe_strength is tradeoff.max_safe_strength
 
 
 def test_max_safe_strength_keeps_its_old_meaning(monkeypatch):

@@ -9,6 +9,7 @@ import pytest
 from interp.cli import main
 
 SECTIONS = "baseline,causal,steering,slipping,defenses"
+pytestmark = pytest.mark.slow  # one demo of five stages (about a minute on 2 cores)
 
 
 @pytest.fixture(scope="module")

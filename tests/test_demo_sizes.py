@@ -3,6 +3,8 @@ prompts at each family's strongest strength), and the real-model defaults meet w
 
 import json
 
+import pytest
+
 from interp.cli import main
 from interp.study import CLAIM_SIZES, DEMO_SIZES, StudyConfig
 
@@ -23,6 +25,7 @@ def test_sizes_follow_per_cell_when_given_and_the_demo_scale_otherwise(organism)
     assert (c.per_cell, c.plain_per_label, c.top_per_cell) == (2, 5, 4)
 
 
+@pytest.mark.slow
 def test_report_sizes_follow_the_configured_sizes(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--sections", "baseline,causal,steering", "--per-cell", "2",

@@ -12,9 +12,9 @@ SWEEP_SETS = ("harmful", "jailbreak", "harmless")
 
 
 def _record(rate, n: int) -> dict:
-    """A rate record {rate, n, ci95}: the stage's own record where it has one, else from the rate and n."""
+    """A rate record: as the stage reported it, or rebuilt from a rate over `n` prompts."""
     if isinstance(rate, dict):
-        return dict(rate)
+        return rate
     return rate_record(round(float(rate) * n), n)
 
 
@@ -74,7 +74,9 @@ def defenses_chosen(defenses: dict, table, prompts: PromptSet) -> dict[str, Chos
             continue
         measured = {"harmful": _record(row.harmful_refusal, n["harmful"]),
                     "harmless": _record(row.harmless_refusal, n["harmless"])}
-        card = {"method": f"defense: {name}", "chosen": "the defense's default setting (docs/slipping.md)",
+        how = ("calibrated on the validation split under the harmless budget (defenses.sharpening.calibration)"
+               if isinstance(d, Sharpening) else "the defense's default setting (docs/slipping.md)")
+        card = {"method": f"defense: {name}", "chosen": how,
                 "measured": measured, "measured_as": f"defenses.{name}: refusal rates of plain harmful and harmless prompts",
                 "jailbreak_success": round(float(row.jailbreak_success_mean), 4)}
         if isinstance(d, Sharpening):

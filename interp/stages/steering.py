@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 
 from interp.errors import InputError
-from interp.evaluate import evaluate_refusal
 from interp.intervention import Intervention
 from interp.prompts import PromptSet
 from interp.study import FULL_PER_CELL, StageResult, Study, figure_ref
@@ -24,7 +23,8 @@ from interp.steering.antidote import fit_antidote
 from interp.steering.effect import EFFECT_DEFINITION, EffectMeter
 from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select_heads
 from interp.steering.layer import compare_heads_vs_layer
-from interp.steering.tradeoff import calibrate, scored_sweep, sweep, tradeoff_figure, unsteered_point
+from interp.steering.calibration import calibrate
+from interp.steering.tradeoff import scored_sweep, sweep, tradeoff_figure, unsteered_point
 from interp.stages.evidence import baseline_answers, judged_runs
 from interp.stages.steering_evidence import best_points, comparisons, record_sweep, records, with_records
 from interp.direction import Direction
