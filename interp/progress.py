@@ -105,6 +105,19 @@ class Stages:
         say(f"{self.what} {self.done}/{self.total} {name}: done in {duration(took)}{note}; {tail}", self.file)
 
 
+def step_line(label: str, done: int, total: int, started: float, note: str = "", file=None) -> None:
+    """One line per step of a search whose steps are few and long (off a terminal only): counts
+    done, the time since `started` (`time.perf_counter()` as the first step began), and the most
+    time left at that pace (a search may stop before its last step)."""
+    out = file or sys.stderr
+    if _is_terminal(out):
+        return
+    elapsed = time.perf_counter() - started
+    left = elapsed / max(done, 1) * max(total - done, 0)
+    say(f"{label}: step {done}/{total} done{', ' + note if note else ''}, {duration(elapsed)} elapsed; at most about "
+        f"{duration(left)} left", out)
+
+
 @contextmanager
 def one_stage(name: str, file=None):
     """A command of one stage: its start and end lines when stderr is not a terminal."""
