@@ -221,7 +221,7 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
             print(f"[demo] {name}: given ({'; '.join(f'{k} from {v}' for k, v in given.sources.items())}), not recomputed",
                   flush=True)
         if lines:
-            lines.end(name, lines.start(name), " (given, not recomputed)")
+            lines.end(name, lines.start(name), " (given, not recomputed)", timed=False)
         for part in parts:
             if part in given.parts:
                 report[part] = {**given.parts[part], "reused_from": str(cfg.from_dir)}

@@ -83,20 +83,39 @@ class Stages:
 
     def __init__(self, total: int, what: str = "stage", file=None):
         self.total, self.what, self.file = total, what, file
-        self.done, self.seconds, self.t0 = 0, 0.0, time.perf_counter()
+        self.done, self.timed, self.seconds, self.t0 = 0, 0, 0.0, time.perf_counter()
 
     def start(self, name: str) -> float:
         say(f"{self.what} {self.done + 1}/{self.total} {name}: started", self.file)
         return time.perf_counter()
 
-    def end(self, name: str, t: float, note: str = "") -> None:
+    def end(self, name: str, t: float, note: str = "", timed: bool = True) -> None:
+        """`timed=False`: a stage that did no work (given, not recomputed) does not set the pace."""
         took = time.perf_counter() - t
         self.done += 1
-        self.seconds += took
-        left = self.seconds / self.done * (self.total - self.done)
-        say(f"{self.what} {self.done}/{self.total} {name}: done in {duration(took)}{note}; "
-            + (f"about {duration(left)} left at the pace so far" if self.done < self.total else
-               f"all done in {duration(time.perf_counter() - self.t0)}"), self.file)
+        if timed:
+            self.timed += 1
+            self.seconds += took
+        if self.done >= self.total:
+            tail = f"all done in {duration(time.perf_counter() - self.t0)}"
+        elif self.timed:
+            tail = f"about {duration(self.seconds / self.timed * (self.total - self.done))} left at the pace so far"
+        else:
+            tail = f"{self.total - self.done} to go"
+        say(f"{self.what} {self.done}/{self.total} {name}: done in {duration(took)}{note}; {tail}", self.file)
+
+
+def step_line(label: str, done: int, total: int, started: float, note: str = "", file=None) -> None:
+    """One line per step of a search whose steps are few and long (off a terminal only): counts
+    done, the time since `started` (`time.perf_counter()` as the first step began), and the most
+    time left at that pace (a search may stop before its last step)."""
+    out = file or sys.stderr
+    if _is_terminal(out):
+        return
+    elapsed = time.perf_counter() - started
+    left = elapsed / max(done, 1) * max(total - done, 0)
+    say(f"{label}: step {done}/{total} done{', ' + note if note else ''}, {duration(elapsed)} elapsed; at most about "
+        f"{duration(left)} left", out)
 
 
 @contextmanager

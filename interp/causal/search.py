@@ -9,6 +9,7 @@ ablates with (label-free, or the other label's) is part of the answer: see `Sear
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from time import perf_counter
 
 import torch
 from jaxtyping import Bool, Float
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from interp.errors import InputError
 from interp.model import ChatModel
+from interp.progress import step_line
 from interp.prompts import PromptSet
 from interp.scoring import RefusalJudge
 from interp.causal.ablate import METHODS, HeadReference, head_reference
@@ -289,6 +291,7 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
     steps: list[dict] = []
     best_key, rate, success = key(scan[0]), rate0, False
     n_steps = min(cfg.max_heads, len(cands) if cfg.exhaustive else model.n_layers * H)
+    t_steps = perf_counter()
     for step in range(n_steps):
         if step == 0:  # the single-head scan already holds these rows
             options = cands
@@ -322,6 +325,7 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
             rate = float(r[0].float().mean())
         steps.append({"heads": [list(h) for h in current], "flipped_by_score": best_key[0],
                       "mean_score": sign * best_key[1], "refusal_rate": rate if judged else None})
+        step_line(f"head search ({flip})", step + 1, n_steps, t_steps, f"set {current}")
         if judged and sign * (rate - rate0) >= cfg.target:
             success = True
             break

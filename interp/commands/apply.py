@@ -23,6 +23,7 @@ def register(sub) -> None:
     p = sub.add_parser("apply", help="generate under saved interventions (OUT/interventions/<name>) and write "
                                      "completions.jsonl and the behaviour table")
     add_model_args(p)
+    p.set_defaults(model=None)  # default: the model the first intervention was made on (its card)
     add_intervention_args(p, required=True)
     p.add_argument("--prompts", default=None, help="prompt file (any format of interp.datasets); default: the prompts "
                    "the study measured the first --intervention on (its prompts.jsonl)")
@@ -55,7 +56,9 @@ def judging(args, conditions, model):
 
 def _apply(args) -> dict:
     from interp.commands.core import load_from_args
-    from interp.saved import load_conditions
+    from interp.progress import say
+    from interp.saved import load_condition, load_conditions
+    from interp.study import StudyConfig
     from interp.completions import judge_header, write_completions
     from interp.datasets import load_prompt_file
     from interp.errors import InputError
@@ -64,6 +67,10 @@ def _apply(args) -> dict:
     from interp.under import generate_under, summarise
     from interp.threads import model_threads
 
+    if args.model is None:
+        made_on = next((load_condition(d).card.get("model") for d in args.intervention), None)
+        args.model = made_on or StudyConfig().model
+        say(f"--model not given: the model the intervention was made on, {args.model}")
     model = load_from_args(args)
     conditions = load_conditions(args.intervention, model, args.allow_other_model)
     prompts_path = args.prompts or next((str(c.prompts_file()) for c in conditions if c.prompts_file()), None)
