@@ -89,3 +89,29 @@ def test_on_the_organism_sharpening_is_calibrated_on_validation(organism, plain_
     best = max(x["harmful_refusal"] for x in c.candidates if x["harmless_refusal"] <= 0.1)
     chosen = next(x for x in c.candidates if x["T"] == c.T and x["where"] == ("none" if c.heads is None and c.T == 1 else c.where))
     assert chosen["harmful_refusal"] == best and chosen["harmless_refusal"] <= 0.1
+
+
+def test_another_head_defense_is_calibrated_through_the_same_search(organism, plain_prompts):
+    """The extension point a new defense uses: `make(strength, heads)` builds its intervention. Here
+    the defense damps heads' outputs (ScaleHeads with factor = strength): damping the organism's
+    layer-0 harm detectors lowers harmful refusal, so within the budget the search keeps factor 1
+    (no change) and never picks a damping that costs refusal."""
+    from interp.intervention import Intervention, ScaleHeads
+    from interp.hooks import count_hooks
+
+    made = []
+
+    def make(strength, heads):
+        made.append((strength, heads))
+        return Intervention.of(ScaleHeads(tuple(heads), strength))
+
+    harmful = plain_prompts.filter(label="harmful")
+    harmless = plain_prompts.filter(label="harmless")
+    heads = {"layer 0": [(0, h) for h in range(organism.n_heads)]}
+    c = cal.calibrate_sharpening(organism, harmful, harmless, heads, budget=0.1, grid=(1.0, 2.0, 4.0), extend=0, make=make)
+    assert made and all(hs == heads["layer 0"] for _, hs in made) and {round(s, 4) for s, _ in made} == {0.5, 0.25}
+    damped = [x for x in c.candidates if x["where"] == "layer 0"]
+    none = c.candidates[0]
+    assert min(x["harmful_refusal"] for x in damped) < none["harmful_refusal"]  # the damping really ran
+    assert c.T == 1.0 and c.where == "no sharpening"
+    assert count_hooks(organism) == 0

@@ -76,9 +76,14 @@ def stacked_scores(model: ChatModel, prompts: PromptSet, interventions: list[Int
 
 
 def calibrate_sharpening(model: ChatModel, harmful: PromptSet, harmless: PromptSet, head_sets: Mapping[str, object],
-                         budget: float = 0.1, grid=INVERSE_T_GRID, extend: int = EXTEND) -> SharpeningChoice:
+                         budget: float = 0.1, grid=INVERSE_T_GRID, extend: int = EXTEND, make=None) -> SharpeningChoice:
     """Choose sharpening's temperature and head set (`head_sets`: name -> (layer, head) pairs, or None
-    for every layer) on validation `harmful` (plain and jailbreak) and `harmless` prompts."""
+    for every layer) on validation `harmful` (plain and jailbreak) and `harmless` prompts.
+
+    `make(strength, heads) -> Intervention` calibrates any head-set defense whose strength works
+    like a temperature (1: no change, smaller: stronger), e.g. scaling heads' outputs by a factor;
+    default: attention sharpening at temperature `strength`."""
+    make = make or (lambda T, heads: Intervention.sharpen(T, None, heads))
     harmful.require("validation harmful prompts for the sharpening calibration")
     harmless.require("validation harmless prompts for the sharpening calibration")
     if not head_sets:
@@ -92,7 +97,7 @@ def calibrate_sharpening(model: ChatModel, harmful: PromptSet, harmless: PromptS
     ratio = inv[-1] / inv[-2] if len(inv) > 1 else 1.25
 
     def measure(points: list[tuple[str, float]]) -> list[dict]:
-        ivs = [Intervention.sharpen(1.0 / g, None, list(sets[name]) if sets[name] else None) for name, g in points]
+        ivs = [make(1.0 / g, list(sets[name]) if sets[name] else None) for name, g in points]
         s = stacked_scores(model, both, ivs)
         return [{"where": name, "T": round(1.0 / g, 6), "harmful_refusal": round(float((s[i][is_harmful] > 0).float().mean()), 4),
                  "harmless_refusal": round(float((s[i][~is_harmful] > 0).float().mean()), 4),

@@ -68,16 +68,21 @@ def calibration_sets(study: Study):
     return None
 
 
-def calibrated_sharpening(study: Study, top_heads=None, causal_heads=None, fallback_T: float = 0.25):
+def calibrated_sharpening(study: Study, top_heads=None, causal_heads=None, fallback_T: float = 0.25,
+                          make=None, defense=None):
     """Sharpening's temperature and head set chosen on the validation split
     (`interp.slipping.calibrate`) among every layer, the slipping stage's top heads and the causal
-    heads; returns (Sharpening defense, report dict)."""
+    heads; returns (Sharpening defense, report dict). Another head-set defense with a
+    temperature-like strength passes `make(strength, heads) -> Intervention` and
+    `defense(strength, heads) -> defense` and is calibrated the same way."""
     from interp.slipping.calibrate import calibrate_sharpening
     from interp.slipping.defenses import Sharpening
 
+    defense = defense or (lambda T, heads: Sharpening(T, None, heads))
+
     sets = calibration_sets(study)
     if sets is None:
-        return Sharpening(fallback_T), {"T": fallback_T, "where": "all layers", "calibrated": False,
+        return defense(fallback_T, None), {"T": fallback_T, "where": "all layers", "calibrated": False,
                                         "note": f"no validation or training prompts of both labels: the default T = {fallback_T:g}"}
     harmful, harmless, split = sets
     head_sets = {"all layers": None}
@@ -85,8 +90,8 @@ def calibrated_sharpening(study: Study, top_heads=None, causal_heads=None, fallb
         head_sets["slipping top heads"] = [tuple(h) for h in top_heads]
     if causal_heads:
         head_sets["causal heads"] = [tuple(h) for h in causal_heads]
-    choice = calibrate_sharpening(study.model, harmful, harmless, head_sets, SHARPEN_BUDGET)
-    return (Sharpening(choice.T, None, choice.heads),
+    choice = calibrate_sharpening(study.model, harmful, harmless, head_sets, SHARPEN_BUDGET, make=make)
+    return (defense(choice.T, choice.heads),
             {**choice.to_dict(), "calibrated": True, "split": split, "layers": "all" if choice.heads is None else "heads"})
 
 
