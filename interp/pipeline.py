@@ -248,7 +248,11 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
     if "steering" in wanted:
         from interp.stages.steering import steering_stage
 
-        stage("steering", steering_stage, recommended, ranking, direction)
+        from interp.reuse import NamedHeads
+
+        # heads named by hand are steered as named (all of them), and said to be
+        heads = NamedHeads(given.named_heads) if given.named_heads else recommended
+        stage("steering", steering_stage, heads, ranking, direction)
     if given.named_heads:  # heads named by hand are the heads the slipping stage follows too
         from interp.reuse import NamedHeads
 

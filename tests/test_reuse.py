@@ -64,10 +64,12 @@ def test_heads_and_direction_named_by_hand(earlier, tmp_path, capsys, monkeypatc
     src, before = earlier
     monkeypatch.setattr("interp.stages.causal.causal_stage", _boom)
     out = tmp_path / "named"
-    assert main(["steer", "--heads", "0.1,2.3", "--direction", str(src / "artifacts/direction.json"), "--per-cell", "2",
-                 "--sections", "steering", "--out", str(out)]) == 0
+    assert main(["steer", "--heads", "0.1,2.3,1.0,1.1,3.2", "--direction", str(src / "artifacts/direction.json"),
+                 "--per-cell", "2", "--sections", "steering", "--out", str(out)]) == 0
     after = json.loads((out / "report.json").read_text())
-    assert after["steering"]["hsi"]["heads"] == [[0, 1], [2, 3]]
+    # every named head is steered (more than the 4 the causal recommendation is cut to), and said to be named
+    assert after["steering"]["hsi"]["heads"] == [[0, 1], [2, 3], [1, 0], [1, 1], [3, 2]]
+    assert after["steering"]["hsi"]["heads_source"] == "the heads named by hand (--heads)"
     assert after["steering"]["direction"]["layer"] == before["steering"]["direction"]["layer"]
     assert after["given"]["recommended_heads"].startswith("--heads")
     assert main(["steer", "--heads", "9.0", "--out", str(tmp_path / "bad")]) == 2

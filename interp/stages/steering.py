@@ -134,6 +134,8 @@ def _pairs(items) -> list[tuple[int, int]]:
 
 
 def _given_heads(recommended, ranking) -> tuple[list[tuple[int, int]], str] | None:
+    if recommended is not None and hasattr(recommended, "heads") and hasattr(recommended, "top"):  # --heads
+        return _pairs(recommended.heads), "the heads named by hand (--heads)"
     if recommended:
         try:
             return _pairs(recommended)[:K_HEADS], "the causal stage's recommended heads"
