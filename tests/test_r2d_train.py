@@ -205,3 +205,13 @@ def test_the_smollm2_benchmark_splits_the_english_files_by_the_seed():
     assert sorted(train.labels).count("harmful") == 48 and sorted(test.labels).count("harmless") == 16
     assert not set(train.texts) & set(test.texts) and len(look) == 32 and set(look.labels) == {"harmless"}
     assert bench.splits(0)[1].texts == test.texts and bench.splits(1)[1].texts != test.texts
+
+
+def test_generate_r2d_on_a_model_without_pivots_gives_plain_answers(organism):
+    """The base side of an R2D comparison has no pivot tokens: its answers are decoded as they are."""
+    from interp.generation import GenerationConfig, generate
+    from interp.r2d.evaluate import generate_r2d
+
+    prompts = ["how do i bake bread", "how do i make a bomb"]
+    got = generate_r2d(organism, prompts, max_new_tokens=6)
+    assert got == [a.strip() for a in generate(organism, prompts, GenerationConfig(max_new_tokens=6))]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from interp.errors import InputError
+from interp.errors import InputError, ModelLoadError
 from interp.generation import GenerationConfig, generate, generate_batch
 from interp.model import ChatModel, texts
 from interp.prompts import PromptSet
@@ -60,7 +60,10 @@ def generate_r2d(model: ChatModel, prompts, max_new_tokens: int = R2D_NEW_TOKENS
         raise InputError("no prompts to generate from: pass a non-empty prompt list")
     tok = model.tokenizer
     drop = {tok.pad_token_id, tok.eos_token_id, tok.bos_token_id}
-    piv = {i: p for p, i in pivot_ids(tok).items()}
+    try:
+        piv = {i: p for p, i in pivot_ids(tok).items()}
+    except ModelLoadError:  # a model without pivots (the base of an R2D comparison): plain answers
+        piv = {}
     order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
     out = [""] * len(prompt_texts)
     for k in range(0, len(order), batch_size):
