@@ -37,9 +37,14 @@ class Chosen:
 
 
 def _defense_classes() -> dict:
-    from interp.slipping.defenses import Sharpening, SmoothLLM, TokenHighlighter
+    """Every defense of `interp.slipping.defenses` by class name (a dataclass with `respond`), so a
+    new defense class there is saved and loaded without being listed here."""
+    from dataclasses import is_dataclass
 
-    return {c.__name__: c for c in (Sharpening, SmoothLLM, TokenHighlighter)}
+    from interp.slipping import defenses
+
+    return {name: c for name, c in vars(defenses).items()
+            if isinstance(c, type) and is_dataclass(c) and callable(getattr(c, "respond", None))}
 
 
 def save_chosen(folder: str | Path, chosen: dict[str, Chosen], model, judge=None, max_new_tokens: int | None = None,
