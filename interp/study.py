@@ -156,7 +156,7 @@ TOY_PARAMETERS = 10_000_000
 # max_new_tokens: the greedy answer length at which the refusal judge's verdict equals its verdict at
 # 128 tokens for >= 99% of held-out prompts (benchmarks/judge_tokens.py, docs/judge.md)
 DEMO_SIZES = {"toy": {"per_cell": 20, "n_train": 64, "max_new_tokens": 12, "plain_per_label": 20, "top_per_cell": 20},
-              "real": {"per_cell": 4, "n_train": 32, "max_new_tokens": 64, "plain_per_label": 32, "top_per_cell": 16}}
+              "real": {"per_cell": 4, "n_train": 32, "max_new_tokens": 16, "plain_per_label": 32, "top_per_cell": 16}}
 CLAIM_SIZES = {"plain_per_label": 32, "top_per_cell": 16}  # the least a real-model claim rests on (issue: findings)
 FULL_PER_CELL = DEMO_SIZES["toy"]["per_cell"]  # the held-out cell size the stages' subsamples are set for
 
