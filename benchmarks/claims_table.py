@@ -1,0 +1,162 @@
+"""Write the seed-claims page (docs/claims.md) from demo reports: one table, one row per claim, one
+column per organism, every number read from the reports.
+
+    python benchmarks/claims_table.py --report organism=out/demo_toy \\
+        --report organism:smollm2=out/demo_smollm2 [--report organism:smollm2-r2d=out/demo_r2d] --out docs/claims.md
+
+Each DIR is the `--out` of `safety-heads demo --model M --out DIR` (DIR/report.json). A cell holds the
+report's numbers (rates with n and 95% interval, differences with theirs), the verdict and the
+command that reproduces them. The verdict rests on the interval of the difference the report gives
+(`interp.stats.decided`): "holds" when it excludes 0 on the side the claim predicts, "fails" on the
+other side, "too few prompts to call" when it contains 0. Where the report gives two rates and no
+difference, their own intervals decide (apart: decided; overlapping: too few to call). Where it
+gives no interval at all, the cell says "not called" and why; where it lacks the section,
+"not measured" with the report's reason. A calibration the report flags `at_grid_edge` is said in
+the cell. Nothing here computes a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from claims_rows import CLAIMS, Cell, num  # noqa: E402
+from interp.stats import decided  # noqa: E402
+
+TOO_FEW = "too few prompts to call"
+
+
+def _apart(a: dict, b: dict) -> int:
+    """+1 when a's interval lies above b's, -1 below, 0 when they overlap (or one is missing)."""
+    ca, cb = a.get("ci95"), b.get("ci95")
+    if not ca or not cb:
+        return 0
+    return 1 if ca[0] > cb[1] else -1 if ca[1] < cb[0] else 0
+
+
+def verdict(cell: Cell) -> str:
+    """holds / fails / too few prompts to call / not called: why / not measured: why."""
+    if cell.missing:
+        return f"not measured: {cell.missing}"
+    if cell.diff is not None:
+        side = decided(cell.diff)
+        return TOO_FEW if side == 0 else "holds" if side == cell.sign else "fails"
+    if cell.pair is not None:
+        side = _apart(*cell.pair)
+        if side == 0:
+            return f"{TOO_FEW} (the two rates' intervals overlap; the report gives no difference)"
+        return ("holds" if side == cell.sign else "fails") + " (the two rates' intervals are apart)"
+    return f"not called: {cell.no_interval or 'the report gives no interval'}"
+
+
+def command(label: str, report: dict, out: str) -> str:
+    cfg = report.get("config", {})
+    cmd = f"safety-heads demo --model {cfg.get('model') or label}"
+    if cfg.get("max_new_tokens") is not None:
+        cmd += f" --max-new-tokens {cfg['max_new_tokens']}"
+    if cfg.get("seed"):
+        cmd += f" --seed {cfg['seed']}"
+    return f"{cmd} --out {out}"
+
+
+def _esc(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_cell(cell: Cell, cmd: str) -> str:
+    parts = [f"**{verdict(cell)}**"]
+    parts += [line for line in cell.lines if line]
+    parts += [f"**{n}**" for n in cell.notes]
+    parts.append(f"`{cmd}`: report.json {cell.where}")
+    return _esc("<br>".join(parts))
+
+
+def _describe(label: str, report: dict, out: str) -> str:
+    m, cfg, data = report.get("model", {}), report.get("config", {}), report.get("data", {})
+    arch = (f"{m.get('n_layers')} layers x {m.get('n_heads')} heads ({m.get('n_kv_heads')} KV heads), d_model "
+            f"{m.get('d_model')}" if m else "model not described")
+    sizes = ", ".join(f"{k} {v}" for k, v in data.get("sizes", {}).items())
+    scale = ", ".join(f"{k.replace('_', ' ')} {cfg[k]}" for k in ("n_train", "per_cell", "plain_per_label", "top_per_cell")
+                      if cfg.get(k) is not None)
+    judge = report.get("judge", {})
+    total = report.get("timings", {}).get("total")
+    return (f"* **`{label}`** (`{m.get('name', label)}`, {arch}): prompts {sizes or 'not stated'}; {scale}; answers "
+            f"of {cfg.get('max_new_tokens')} new tokens, judged by {judge.get('type', 'the judge')} "
+            f"({judge.get('n_phrases')} phrases); the demo took {num(total)} s (timings.total). "
+            f"`{command(label, report, out)}`")
+
+
+def differ(rows: list[tuple[str, list[str]]], labels: list[str]) -> list[str]:
+    """Claims whose verdict word differs between the organisms (derived from the verdicts alone)."""
+    out = []
+    for claim, words in rows:
+        heads = [w.split(":")[0].split(" (")[0] for w in words]
+        if len(set(heads)) > 1:
+            out.append(f"* {claim}: " + "; ".join(f"`{lab}` {h}" for lab, h in zip(labels, heads)))
+    return out
+
+
+def page(reports: list[tuple[str, dict, str]]) -> str:
+    """The page for (label, report, out dir) triples, in column order."""
+    labels = [lab for lab, _, _ in reports]
+    lines = ["# The seed claims on the organisms", "",
+             "Every seed claim measured by `safety-heads demo` on each organism, read from its `report.json` by "
+             "`benchmarks/claims_table.py` (nothing on this page is typed by hand). A rate is shown with its n and "
+             "Wilson 95% interval; a difference with its 95% interval (paired by prompt where the prompts are the "
+             "same). **holds**: the difference's interval excludes 0 on the side the claim predicts; **fails**: on "
+             "the other side; **too few prompts to call**: it contains 0; **not called**: the report gives no "
+             "interval for it; **not measured**: the report lacks it (with its reason).", "",
+             "The organisms, as their reports state them:", ""]
+    lines += [_describe(lab, rep, out) for lab, rep, out in reports]
+    lines += ["", "<!-- lead: machine note (where each report was made, cores, load, wall time) -->", "",
+              "| claim | " + " | ".join(f"`{lab}`" for lab in labels) + " |",
+              "|---|" + "---|" * len(labels)]
+    verdicts = []
+    for claim, predicts, read in CLAIMS:
+        cells = [read(rep) for _, rep, _ in reports]
+        verdicts.append((claim, [verdict(c) for c in cells]))
+        row = [f"**{claim}**: {predicts}"] + [render_cell(c, command(lab, rep, out)) for c, (lab, rep, out) in zip(cells, reports)]
+        lines.append("| " + " | ".join(_esc(x) for x in row[:1]) + " | " + " | ".join(row[1:]) + " |")
+    if len(reports) > 1:
+        diffs = differ(verdicts, labels)
+        lines += ["", "## Where the organisms differ", "",
+                  "Claims whose verdict differs between the organisms:" if diffs else "Every claim gets the same verdict on each organism.",
+                  ""] + diffs
+    lines += ["", "<!-- lead: narrative -->", ""]
+    return "\n".join(lines)
+
+
+def read_reports(specs: list[str]) -> list[tuple[str, dict, str]]:
+    out = []
+    for spec in specs:
+        label, sep, folder = spec.partition("=")
+        if not sep or not label or not folder:
+            raise SystemExit(f"--report takes LABEL=DIR (e.g. organism=out/demo_toy), got {spec!r}")
+        path = Path(folder) / "report.json"
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: run `safety-heads demo --model {label} --out {folder}` first")
+        out.append((label, json.loads(path.read_text()), folder))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--report", action="append", required=True, metavar="LABEL=DIR",
+                    help="a demo output directory (DIR/report.json) and its column name; repeat for each organism")
+    ap.add_argument("--out", help="the page to write (default: print it)")
+    args = ap.parse_args(argv)
+    text = page(read_reports(args.report))
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
