@@ -38,12 +38,12 @@ def rec(r) -> str:
     if v is None:
         return f"none (n={r.get('n', 0)})"
     ci = r.get("ci95")
-    return f"{num(v)} (n={r['n']}, 95% CI {num(ci[0])}-{num(ci[1])})" if ci else f"{num(v)} (n={r['n']})"
+    return f"{num(v)} (n={r['n']}, 95% CI [{num(ci[0])}, {num(ci[1])}])" if ci else f"{num(v)} (n={r['n']})"
 
 
 def dif(d: dict) -> str:
     ci, n = d.get("ci95"), (f"{d['n_a']} paired" if d.get("paired") else f"{d.get('n_a')} vs {d.get('n_b')}")
-    span = f"95% CI {num(ci[0], True)} to {num(ci[1], True)}" if ci else "no interval"
+    span = f"95% CI [{num(ci[0], True)}, {num(ci[1], True)}]" if ci else "no interval"
     return f"{num(d['difference'], True)} ({span}, {n} prompts)" if d.get("difference") is not None else "no difference"
 
 
