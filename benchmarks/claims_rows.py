@@ -51,13 +51,12 @@ def heads(hs) -> str:
     return ", ".join(f"({h[0]},{h[1]})" for h in hs or [])
 
 
-def _section(report: dict, name: str) -> tuple[dict | None, str | None]:
+def _open(report: dict, name: str, where: str) -> tuple[Cell, dict | None]:
+    """A cell for the report's section `name`, and the section (None, with the reason, when it is absent or skipped)."""
     part = report.get(name)
-    if part is None:
-        return None, f"the report has no {name} section (run the demo with it)"
-    if isinstance(part, dict) and part.get("skipped"):
-        return None, part["skipped"]
-    return part, None
+    why = (f"the report has no {name} section (run the demo with it)" if part is None
+           else part.get("skipped") if isinstance(part, dict) else None)
+    return Cell(where, missing=why), None if why else part
 
 
 def _edge(cal: dict | None, what: str) -> list[str]:
@@ -77,8 +76,7 @@ def _at(steer: dict, method: str, strength) -> dict:
 
 def direction(report: dict, kind: str) -> Cell:
     """The refusal direction ablated (harmful answered) or added (harmless refused)."""
-    cell = Cell("steering.direction")
-    steer, cell.missing = _section(report, "steering")
+    cell, steer = _open(report, "steering", "steering.direction")
     if steer is None:
         return cell
     d, label = steer.get("direction", {}), "harmful" if kind == "ablation" else "harmless"
@@ -97,8 +95,7 @@ def direction(report: dict, kind: str) -> Cell:
 
 
 def causal_vs_random(report: dict) -> Cell:
-    cell = Cell("causal.ablation")
-    causal, cell.missing = _section(report, "causal")
+    cell, causal = _open(report, "causal", "causal.ablation")
     if causal is None:
         return cell
     a = causal.get("ablation", {})
@@ -118,8 +115,7 @@ def causal_vs_random(report: dict) -> Cell:
 
 
 def hsi_vs_layer(report: dict) -> Cell:
-    cell = Cell("steering.hsi, steering.layer")
-    steer, cell.missing = _section(report, "steering")
+    cell, steer = _open(report, "steering", "steering.hsi, steering.layer")
     if steer is None:
         return cell
     h, lay = steer.get("hsi", {}), steer.get("layer", {})
@@ -135,8 +131,7 @@ def hsi_vs_layer(report: dict) -> Cell:
 
 
 def antidote_sparse_dense(report: dict) -> Cell:
-    cell = Cell("steering.antidote")
-    steer, cell.missing = _section(report, "steering")
+    cell, steer = _open(report, "steering", "steering.antidote")
     if steer is None:
         return cell
     a, cals = steer.get("antidote", {}), steer.get("calibrations", {})
@@ -156,8 +151,7 @@ def antidote_sparse_dense(report: dict) -> Cell:
 
 
 def antidote_best(report: dict) -> Cell:
-    cell = Cell("steering.antidote.best_safe_jailbreak_gain")
-    steer, cell.missing = _section(report, "steering")
+    cell, steer = _open(report, "steering", "steering.antidote.best_safe_jailbreak_gain")
     if steer is None:
         return cell
     b = steer.get("antidote", {}).get("best_safe_jailbreak_gain")
@@ -177,8 +171,7 @@ def antidote_best(report: dict) -> Cell:
 
 
 def slipping(report: dict) -> Cell:
-    cell = Cell("slipping.per_family, slipping.correlations")
-    sl, cell.missing = _section(report, "slipping")
+    cell, sl = _open(report, "slipping", "slipping.per_family, slipping.correlations")
     if sl is None:
         return cell
     fam = sl.get("per_family", {})
@@ -195,8 +188,7 @@ def slipping(report: dict) -> Cell:
 
 
 def defense(report: dict, name: str) -> Cell:
-    cell = Cell(f"defenses.{name}")
-    d, cell.missing = _section(report, "defenses")
+    cell, d = _open(report, "defenses", f"defenses.{name}")
     if d is None:
         return cell
     if name not in d:
@@ -221,8 +213,7 @@ def defense(report: dict, name: str) -> Cell:
 
 
 def attack(report: dict) -> Cell:
-    cell = Cell("slipping.attack")
-    sl, cell.missing = _section(report, "slipping")
+    cell, sl = _open(report, "slipping", "slipping.attack")
     if sl is None:
         return cell
     a = sl.get("attack")
@@ -243,41 +234,22 @@ def attack(report: dict) -> Cell:
 
 
 def r2d(report: dict) -> Cell:
-    cell = Cell("r2d")
-    part, cell.missing = _section(report, "r2d")
+    cell, part = _open(report, "r2d", "r2d")
     if part is None:
         return cell
     base, me = part.get("base", {}), part.get("r2d", {})
     cell.lines = [f"{k.replace('_', ' ')}: base {rec(base.get(k))} -> R2D {rec(me.get(k))}"
                   for k in ("jailbreak_success", "jailbreak_success_untrained_top", "harmful_refusal", "over_refusal")
                   if k in base and k in me]
-    cell.sign = -1
-    cell.diff = next((v for k, v in part.get("comparisons", {}).items() if "jailbreak" in k), None)
+    comps = {k: v for k, v in part.get("comparisons", {}).items() if isinstance(v, dict) and "difference" in v}
+    cell.lines += [f"{k}: {dif(v)}" for k, v in comps.items()]
+    cell.diff = next((v for k, v in comps.items() if "jailbreak" in k), None)
+    # the claim: R2D's jailbreak success is below its base's (R2D minus base < 0, whichever side the report puts first)
+    cell.sign = 1 if cell.diff and "base" in str(cell.diff.get("a", "")).lower() else -1
     if cell.diff:
-        cell.lines.append(f"R2D minus base {dif(cell.diff)}")
-    elif isinstance(base.get("jailbreak_success"), dict) and isinstance(me.get("jailbreak_success"), dict):
+        return cell
+    if isinstance(base.get("jailbreak_success"), dict) and isinstance(me.get("jailbreak_success"), dict):
         cell.pair = (me["jailbreak_success"], base["jailbreak_success"])
     else:
         cell.no_interval = "point rates without n or an interval"
     return cell
-
-
-# (claim, what the claim predicts, reader) in the page's order
-CLAIMS = [
-    ("Refusal direction: ablation", "ablating the direction lowers harmful refusal", lambda r: direction(r, "ablation")),
-    ("Refusal direction: addition", "adding the direction raises harmless refusal", lambda r: direction(r, "addition")),
-    ("Causal heads vs random heads", "ablating the recommended heads flips refusal more than as many random heads",
-     causal_vs_random),
-    ("HSI heads vs their layer", "steering the heads refuses jailbreaks at least as often as steering their whole "
-     "layer(s) at the same sigmas (heads minus layer > 0)", hsi_vs_layer),
-    ("Jailbreak Antidote: sparse vs dense", "the sparse shift keeps the dense shift's effect, each at its calibrated "
-     "strength", antidote_sparse_dense),
-    ("Jailbreak Antidote: best safety-utility point", "raises jailbreak refusal with harmless refusal within the "
-     "calibration budget", antidote_best),
-    ("Attention slipping", "attention on the request falls as a jailbreak strengthens, with refusal", slipping),
-    ("Attention sharpening (calibrated)", "lowers jailbreak success", lambda r: defense(r, "sharpening")),
-    ("SmoothLLM", "lowers jailbreak success", lambda r: defense(r, "smoothllm")),
-    ("Token Highlighter", "lowers jailbreak success", lambda r: defense(r, "token_highlighter")),
-    ("Logit-guided attack vs random search", "guided search breaks more requests than random search", attack),
-    ("Reasoning-to-Defend", "R2D lowers jailbreak success against its base model", r2d),
-]

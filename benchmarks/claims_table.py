@@ -25,10 +25,31 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from claims_rows import CLAIMS, Cell, num  # noqa: E402
+import claims_rows as rows  # noqa: E402
+from claims_rows import Cell, num  # noqa: E402
 from interp.stats import decided  # noqa: E402
 
 TOO_FEW = "too few prompts to call"
+
+# (claim, what the claim predicts, reader) in the page's order
+CLAIMS = [
+    ("Refusal direction: ablation", "ablating the direction lowers harmful refusal", lambda r: rows.direction(r, "ablation")),
+    ("Refusal direction: addition", "adding the direction raises harmless refusal", lambda r: rows.direction(r, "addition")),
+    ("Causal heads vs random heads", "ablating the recommended heads flips refusal more than as many random heads",
+     rows.causal_vs_random),
+    ("HSI heads vs their layer", "steering the heads refuses jailbreaks at least as often as steering their whole "
+     "layer(s) at the same sigmas (heads minus layer > 0)", rows.hsi_vs_layer),
+    ("Jailbreak Antidote: sparse vs dense", "the sparse shift keeps the dense shift's effect, each at its calibrated "
+     "strength", rows.antidote_sparse_dense),
+    ("Jailbreak Antidote: best safety-utility point", "raises jailbreak refusal with harmless refusal within the "
+     "calibration budget", rows.antidote_best),
+    ("Attention slipping", "attention on the request falls as a jailbreak strengthens, with refusal", rows.slipping),
+    ("Attention sharpening (calibrated)", "lowers jailbreak success", lambda r: rows.defense(r, "sharpening")),
+    ("SmoothLLM", "lowers jailbreak success", lambda r: rows.defense(r, "smoothllm")),
+    ("Token Highlighter", "lowers jailbreak success", lambda r: rows.defense(r, "token_highlighter")),
+    ("Logit-guided attack vs random search", "guided search breaks more requests than random search", rows.attack),
+    ("Reasoning-to-Defend", "R2D lowers jailbreak success against its base model", rows.r2d),
+]
 
 
 def _apart(a: dict, b: dict) -> int:
@@ -91,10 +112,10 @@ def _describe(label: str, report: dict, out: str) -> str:
             f"`{command(label, report, out)}`")
 
 
-def differ(rows: list[tuple[str, list[str]]], labels: list[str]) -> list[str]:
+def differ(verdicts: list[tuple[str, list[str]]], labels: list[str]) -> list[str]:
     """Claims whose verdict word differs between the organisms (derived from the verdicts alone)."""
     out = []
-    for claim, words in rows:
+    for claim, words in verdicts:
         heads = [w.split(":")[0].split(" (")[0] for w in words]
         if len(set(heads)) > 1:
             out.append(f"* {claim}: " + "; ".join(f"`{lab}` {h}" for lab, h in zip(labels, heads)))

@@ -182,3 +182,23 @@ def test_on_a_toy_demo_report(tmp_path):
         assert words[c].split(" (")[0] in ("holds", "fails", "too few prompts to call"), (c, words[c])
     assert words["Causal heads vs random heads"].startswith("not measured")
     assert words["Attention slipping"].startswith("not measured")
+
+
+def test_where_the_organisms_differ_is_derived_from_the_verdicts():
+    toy, real = report(), report()
+    real["steering"]["comparisons"]["direction addition vs none: harmless"] = D(0.1, -0.05, 0.3)
+    page = ct.page([("organism", toy, "a"), ("organism:smollm2", real, "b")])
+    part = page.split("## Where the organisms differ")[1]
+    assert "* Refusal direction: addition: `organism` holds; `organism:smollm2` too few prompts to call" in part
+    assert "Refusal direction: ablation" not in part
+
+
+def test_r2d_comparisons_decide_the_r2d_row():
+    rep = report()
+    rep["r2d"] = {"base": {"jailbreak_success": R(0.8, 32, 0.63, 0.91)}, "r2d": {"jailbreak_success": R(0.2, 32, 0.09, 0.37)},
+                  "comparisons": {"r2d vs base: jailbreak success": {**D(-0.6, -0.75, -0.4), "a": "r2d", "b": "base"}}}
+    assert ct.verdict(cell(rep, "Reasoning-to-Defend")) == "holds"
+    rep["r2d"]["comparisons"] = {"base vs r2d: jailbreak success": {**D(0.6, 0.4, 0.75), "a": "base", "b": "r2d"}}
+    assert ct.verdict(cell(rep, "Reasoning-to-Defend")) == "holds"
+    del rep["r2d"]["comparisons"]  # two records, no difference: their intervals (apart here) decide
+    assert ct.verdict(cell(rep, "Reasoning-to-Defend")).startswith("holds")
