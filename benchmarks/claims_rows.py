@@ -63,7 +63,8 @@ def _edge(cal: dict | None, what: str) -> list[str]:
     if not cal or not cal.get("at_grid_edge"):
         return []
     where = f" ({cal['edge']} edge)" if cal.get("edge") else ""
-    return [f"{what} calibration at its grid edge{where}"]
+    ext = f" after {cal['extended']} extension(s)" if cal.get("extended") else ""
+    return [f"{what} calibration at its grid edge{where}{ext}"]
 
 
 def _unsteered(steer: dict) -> dict:
@@ -200,11 +201,15 @@ def defense(report: dict, name: str) -> Cell:
     none, me = d.get("none", {}), d[name]
     cell.lines = [f"jailbreak success {rec(none.get('jailbreak_success'))} -> {rec(me.get('jailbreak_success'))}",
                   f"difference {dif(cell.diff)}" if cell.diff else "no difference reported",
+                  f"on the cells not trained to comply: {rec(none['jailbreak_success_untrained'])} -> "
+                  f"{rec(me['jailbreak_success_untrained'])}" if "jailbreak_success_untrained" in me and
+                  "jailbreak_success_untrained" in none else "",
                   f"plain harmful refused {rec(none.get('harmful_refusal'))} -> {rec(me.get('harmful_refusal'))}",
                   f"harmless refusal difference {dif(harmless)}" if harmless else ""]
     cal = me.get("calibration") if name == "sharpening" else None
     if cal:
-        cell.lines.insert(0, f"calibrated on {cal.get('split', 'validation')}: T {num(cal.get('T'))}, {cal.get('where')}")
+        cell.lines.insert(0, f"calibrated on {cal.get('split', 'validation')}: "
+                             + (cal.get("note") or f"T {num(cal.get('T'))}, {cal.get('where')}"))
         util = me.get("utility", {}).get("ce_increase")
         if util:
             cell.lines.append(f"harmless cross-entropy increase {dif(util)}")
