@@ -108,8 +108,10 @@ def _describe(label: str, report: dict, out: str) -> str:
     total = report.get("timings", {}).get("total")
     return (f"* **`{label}`** (`{m.get('name', label)}`, {arch}): prompts {sizes or 'not stated'}; {scale}; answers "
             f"of {cfg.get('max_new_tokens')} new tokens, judged by {judge.get('type', 'the judge')} "
-            f"({judge.get('n_phrases')} phrases); the demo took {num(total)} s (timings.total). "
-            f"`{command(label, report, out)}`")
+            f"({judge.get('n_phrases')} phrases); "
+            + (f"the demo took {num(total)} s (timings.total). " if total is not None
+               else "the report has no total time (the run did not finish). ")
+            + f"`{command(label, report, out)}`")
 
 
 def differ(verdicts: list[tuple[str, list[str]]], labels: list[str]) -> list[str]:
