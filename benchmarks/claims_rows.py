@@ -23,7 +23,9 @@ class Cell:
 
 
 def num(x, signed: bool = False) -> str:
-    if isinstance(x, bool) or x is None:
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
         return str(x)
     if isinstance(x, int):
         return f"{x:+d}" if signed else str(x)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -75,14 +76,29 @@ def verdict(cell: Cell) -> str:
     return f"not called: {cell.no_interval or 'the report gives no interval'}"
 
 
+# the demo options a report's "config" records that change its numbers (sizes: see `command`)
+OPTIONS = ("device", "dtype", "harmful", "harmless", "jailbreak", "over_refusal", "text_column", "category",
+           "max_per_label", "families", "strengths", "system_prompt", "labels", "seed", "truncate", "sections")
+
+
 def command(label: str, report: dict, out: str) -> str:
-    cfg = report.get("config", {})
-    cmd = f"safety-heads demo --model {cfg.get('model') or label}"
+    """The demo command that reproduces `report`: its model, --max-new-tokens, and every option its
+    config records with a value other than the default (sizes: other than the demo's scale)."""
+    from interp.study import DEMO_SIZES, StudyConfig
+
+    cfg, default = report.get("config", {}), StudyConfig().describe()
+    words = ["safety-heads demo", "--model", str(cfg.get("model") or label)]
     if cfg.get("max_new_tokens") is not None:
-        cmd += f" --max-new-tokens {cfg['max_new_tokens']}"
-    if cfg.get("seed"):
-        cmd += f" --seed {cfg['seed']}"
-    return f"{cmd} --out {out}"
+        words += ["--max-new-tokens", str(cfg["max_new_tokens"])]
+    scale = max(DEMO_SIZES.values(), key=lambda s: sum(cfg.get(k) == v for k, v in s.items()))
+    sizes = [(k, cfg[k]) for k, v in scale.items() if k != "max_new_tokens" and cfg.get(k) not in (None, v)]
+    for key, value in [(k, cfg.get(k)) for k in OPTIONS if cfg.get(k) not in (None, default.get(k))] + sizes:
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is not False:
+            words += [flag, shlex.quote(",".join(map(str, value)) if isinstance(value, list) else str(value))]
+    return " ".join(words + ["--out", shlex.quote(str(out))])
 
 
 def _esc(text: str) -> str:

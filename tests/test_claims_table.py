@@ -39,7 +39,7 @@ def report() -> dict:
     return {
         "model": {"name": "toy", "n_layers": 4, "n_heads": 8, "n_kv_heads": 2, "d_model": 128},
         "config": {"model": "organism", "seed": 0, "max_new_tokens": 12, "per_cell": 20, "n_train": 64,
-                   "plain_per_label": 32, "top_per_cell": 16},
+                   "plain_per_label": 20, "top_per_cell": 20},
         "data": {"sizes": {"train": 194, "val": 47, "test": 1120}}, "judge": {"type": "substring", "n_phrases": 30},
         "timings": {"total": 103.34},
         "steering": {
@@ -202,3 +202,15 @@ def test_r2d_comparisons_decide_the_r2d_row():
     assert ct.verdict(cell(rep, "Reasoning-to-Defend")) == "holds"
     del rep["r2d"]["comparisons"]  # two records, no difference: their intervals (apart here) decide
     assert ct.verdict(cell(rep, "Reasoning-to-Defend")).startswith("holds")
+
+
+def test_the_command_repeats_every_option_that_changes_the_numbers():
+    rep = report()
+    assert ct.command("organism", rep, "out/toy") == "safety-heads demo --model organism --max-new-tokens 12 --out out/toy"
+    rep["config"] |= {"model": "smollm2-135m-instruct", "harmful": "data/h.csv", "labels": "category", "seed": 3,
+                      "families": ["suffix", "topicmix"], "per_cell": 2, "n_train": 16, "plain_per_label": 2,
+                      "top_per_cell": 2, "max_new_tokens": 64}
+    assert ct.command("smol", rep, "my dir") == (
+        "safety-heads demo --model smollm2-135m-instruct --max-new-tokens 64 --harmful data/h.csv --families "
+        "suffix,topicmix --labels category --seed 3 --per-cell 2 --n-train 16 --plain-per-label 2 --top-per-cell 2 "
+        "--out 'my dir'")
