@@ -38,10 +38,10 @@ CLAIMS = [
     ("Refusal direction: addition", "adding the direction raises harmless refusal", lambda r: rows.direction(r, "addition")),
     ("Causal heads vs random heads", "ablating the recommended heads flips refusal more than as many random heads",
      rows.causal_vs_random),
-    ("HSI heads vs their layer", "steering the heads refuses jailbreaks at least as often as steering their whole "
-     "layer(s) at the same sigmas (heads minus layer > 0)", rows.hsi_vs_layer),
-    ("Jailbreak Antidote: sparse vs dense", "the sparse shift keeps the dense shift's effect, each at its calibrated "
-     "strength", rows.antidote_sparse_dense),
+    ("HSI heads vs their layer", "steering the few heads does at least as well against jailbreaks as steering their "
+     "whole layer(s) at the same sigmas (to hold: heads minus layer > 0)", rows.hsi_vs_layer),
+    ("Jailbreak Antidote: sparse vs dense", "the sparse shift does at least as well as the dense one, each at its "
+     "calibrated strength (to hold: sparse minus dense > 0)", rows.antidote_sparse_dense),
     ("Jailbreak Antidote: best safety-utility point", "raises jailbreak refusal with harmless refusal within the "
      "calibration budget", rows.antidote_best),
     ("Attention slipping", "attention on the request falls as a jailbreak strengthens, with refusal", rows.slipping),
@@ -130,14 +130,22 @@ def _describe(label: str, report: dict, out: str) -> str:
             + f"`{command(label, report, out)}`")
 
 
+DECIDED = ("holds", "fails", TOO_FEW)
+
+
 def differ(verdicts: list[tuple[str, list[str]]], labels: list[str]) -> list[str]:
-    """Claims whose verdict word differs between the organisms (derived from the verdicts alone)."""
-    out = []
+    """From the verdicts alone: claims whose verdict differs between the organisms that measured them
+    with an interval, then the claims that could not be compared (not measured or not called somewhere)."""
+    out, unmatched = [], []
     for claim, words in verdicts:
         heads = [w.split(":")[0].split(" (")[0] for w in words]
-        if len(set(heads)) > 1:
+        if any(h not in DECIDED for h in heads):
+            unmatched.append(claim)
+        elif len(set(heads)) > 1:
             out.append(f"* {claim}: " + "; ".join(f"`{lab}` {h}" for lab, h in zip(labels, heads)))
-    return out
+    head = "Claims whose verdict differs between the organisms:" if out else "No claim measured on every organism gets different verdicts."
+    tail = [f"Not compared (not measured or not called on at least one organism): {', '.join(unmatched)}."] if unmatched else []
+    return [head, ""] + out + ([""] if out else []) + tail
 
 
 def page(reports: list[tuple[str, dict, str]]) -> str:
@@ -162,10 +170,7 @@ def page(reports: list[tuple[str, dict, str]]) -> str:
         row = [f"**{claim}**: {predicts}"] + [render_cell(c, command(lab, rep, out)) for c, (lab, rep, out) in zip(cells, reports)]
         lines.append("| " + " | ".join(_esc(x) for x in row[:1]) + " | " + " | ".join(row[1:]) + " |")
     if len(reports) > 1:
-        diffs = differ(verdicts, labels)
-        lines += ["", "## Where the organisms differ", "",
-                  "Claims whose verdict differs between the organisms:" if diffs else "Every claim gets the same verdict on each organism.",
-                  ""] + diffs
+        lines += ["", "## Where the organisms differ", ""] + differ(verdicts, labels)
     lines += ["", "<!-- lead: narrative -->", ""]
     return "\n".join(lines)
 

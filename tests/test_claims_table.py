@@ -190,7 +190,8 @@ def test_where_the_organisms_differ_is_derived_from_the_verdicts():
     page = ct.page([("organism", toy, "a"), ("organism:smollm2", real, "b")])
     part = page.split("## Where the organisms differ")[1]
     assert "* Refusal direction: addition: `organism` holds; `organism:smollm2` too few prompts to call" in part
-    assert "Refusal direction: ablation" not in part
+    assert "Refusal direction: ablation" not in part  # holds on both
+    assert "Not compared (not measured or not called on at least one organism): " in part and "Reasoning-to-Defend" in part
 
 
 def test_r2d_comparisons_decide_the_r2d_row():
