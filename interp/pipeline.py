@@ -136,13 +136,14 @@ R2D_SECTIONS = ("baseline", "r2d")  # what the demo runs on an R2D model (answer
 
 def open_study(cfg: StudyConfig, allow_r2d: bool = False) -> Study:
     """Load the model (with the judging phrases and system prompt of `cfg`) and the study's data.
-    An R2D model (kind 'r2d') only with `allow_r2d` (the demo's R2D_SECTIONS read it their own way)."""
+    An R2D model (kind 'r2d') only with `allow_r2d` (the demo's R2D_SECTIONS read it their own way),
+    and never the word-level R2D organism (its section runs from the base organism's study)."""
     model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype), chat_template=cfg.chat_template,
                        refusal_phrases=cfg.refusal_phrases, compliance_phrases=cfg.compliance_phrases,
                        system_prompt=cfg.system_prompt, truncate=cfg.truncate, skip_bridge_check=cfg.skip_bridge_check,
                        placement=Placement.from_args(cfg.device_map, cfg.max_memory, cfg.offload_folder))
-    if not (allow_r2d and model.kind == "r2d"):
-        model.require_direct_answers()
+    if not (allow_r2d and model.kind == "r2d" and model.source != "organism"):
+        model.require_direct_answers()  # the word-level R2D organism is compared from its base (--model organism)
     from interp.batching import configure_passes
 
     configure_passes(model.device, cfg.batch_size, cfg.pass_budget)  # --batch-size, --pass-budget (CUDA: free memory)

@@ -43,7 +43,8 @@ def pair(study: Study):
             other = m.meta.get("comparison") or m.meta.get("base_model")
             if not other:
                 return None, f"{m.name} names no comparison model (meta 'comparison' or 'base_model')"
-            return m, load_model(other)
+            same = {k: m.meta[k] for k in ("refusal_phrases", "compliance_phrases") if m.meta.get(k)}
+            return m, load_model(other, **same)  # a base of the same vocabulary reads with the same openers
         return load_model(R2D_FOR[m.name]), m
     except (InputError, ModelLoadError) as e:
         return None, f"the R2D model could not be loaded: {e}"
