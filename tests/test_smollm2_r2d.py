@@ -99,3 +99,18 @@ def test_source_brings_organism_smollm2s_study_data():
     assert src["organism:smollm2-r2d"].study_data is src["organism:smollm2"].study_data
     assert not src["organism:smollm2-r2d"].claims("organism:smollm2") and not src["organism:smollm2-r2d"].claims("r2d:x")
     assert adapter.KIND == "r2d"
+
+
+def test_the_one_command_builder_passes_steps_threads_and_seed(tmp_path, monkeypatch, capsys):
+    from interp.cli import main as cli_main
+    from organisms import smollm2_r2d
+
+    seen = []
+    recipe = {"fingerprints": {}, "data": {"counts": {}}, "final_lm_loss": 1.0, "final_cpo_loss": 0.5, "seconds": {}}
+    monkeypatch.setattr(smollm2_r2d, "build", lambda out, seed, cfg: seen.append((out, seed, cfg)) or recipe)
+    assert smollm2_r2d.main(["--out", str(tmp_path), "--steps", "2", "--threads", "2", "--seed", "4"]) == 0
+    out, seed, cfg = seen[-1]
+    assert (out, seed, cfg.steps, cfg.threads, cfg.harmful_fraction) == (str(tmp_path), 4, 2, 2, 0.5)
+    assert json.loads(capsys.readouterr().out)["load_with"] == f"--model r2d:{tmp_path}"
+    assert cli_main(["organism", "train", "--variant", "smollm2-r2d", "--out", str(tmp_path), "--steps", "3"]) == 0
+    assert seen[-1][2].steps == 3 and seen[-1][2].threads == 1
