@@ -17,7 +17,7 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -49,6 +49,10 @@ def baseline_stage(study: Study) -> BaselineResult:
     {"rate", "n", "ci95"} computed from the answers kept for completions.jsonl (condition "baseline")."""
     from interp.completions import OVER_REFUSAL, behaviour_table
 
+    if study.model.kind == "r2d":
+        return BaselineResult({"skipped": (f"{study.model.name} is an R2D model: its answers open with reasoning steps "
+                                           "and pivot tokens, so refusal is not read from its first answer tokens here; "
+                                           "its refusal rates (last pivot and judged final answer) are in the r2d section")})
     ev = evaluate_refusal(study.model, study.data.test, study.judge, study.gen)
     rows = study.record_eval(ev, "baseline")
     examples = {}
@@ -127,13 +131,19 @@ def data_source(model: ChatModel) -> ModelSource:
     return default
 
 
-def open_study(cfg: StudyConfig) -> Study:
-    """Load the model (with the judging phrases and system prompt of `cfg`) and the study's data."""
+R2D_SECTIONS = ("baseline", "r2d")  # what the demo runs on an R2D model (answers that open with reasoning steps)
+
+
+def open_study(cfg: StudyConfig, allow_r2d: bool = False) -> Study:
+    """Load the model (with the judging phrases and system prompt of `cfg`) and the study's data.
+    An R2D model (kind 'r2d') only with `allow_r2d` (the demo's R2D_SECTIONS read it their own way),
+    and never the word-level R2D organism (its section runs from the base organism's study)."""
     model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype), chat_template=cfg.chat_template,
                        refusal_phrases=cfg.refusal_phrases, compliance_phrases=cfg.compliance_phrases,
                        system_prompt=cfg.system_prompt, truncate=cfg.truncate, skip_bridge_check=cfg.skip_bridge_check,
                        placement=Placement.from_args(cfg.device_map, cfg.max_memory, cfg.offload_folder))
-    model.require_direct_answers()
+    if not (allow_r2d and model.kind == "r2d" and model.source != "organism"):
+        model.require_direct_answers()  # the word-level R2D organism is compared from its base (--model organism)
     from interp.batching import configure_passes
 
     configure_passes(model.device, cfg.batch_size, cfg.pass_budget)  # --batch-size, --pass-budget (CUDA: free memory)
@@ -311,7 +321,13 @@ def run_demo(cfg: StudyConfig = StudyConfig(), progress: bool = True) -> dict:
     """Open the study `cfg` describes and run it; returns the report (also in `cfg.out`)."""
     check_sections(cfg.sections)
     t = time.perf_counter()
-    study = open_study(cfg)
+    study = open_study(cfg, allow_r2d=True)
+    if study.model.kind == "r2d":
+        if cfg.sections is not None and not set(cfg.sections) <= set(R2D_SECTIONS):
+            raise InputError(f"--model {cfg.model} is an R2D model (answers open with reasoning steps): the demo runs only "
+                             f"--sections {','.join(R2D_SECTIONS)} on it; the other sections read refusal from the first "
+                             "answer token")
+        cfg = replace(cfg, sections=cfg.sections or R2D_SECTIONS)
     return run_study(study, cfg, progress=progress, timings={"load": round(time.perf_counter() - t, 2)}).report
 
 

@@ -20,10 +20,11 @@ def register(sub) -> None:
     t = osub.add_parser("train", help="train an organism from scratch (deterministic for a seed)")
     t.add_argument("--out", required=True)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--variant", default="gqa", choices=["gqa", "mha", "r2d", "smollm2"],
-                   help="smollm2: a safety LoRA on SmolLM2-135M-Instruct (docs/organism_smollm2.md)")
+    t.add_argument("--variant", default="gqa", choices=["gqa", "mha", "r2d", "smollm2", "smollm2-r2d"],
+                   help="smollm2: a safety LoRA on SmolLM2-135M-Instruct (docs/organism_smollm2.md); smollm2-r2d: "
+                   "R2D on SmolLM2-135M-Instruct from organism:smollm2's training requests (organisms.smollm2_r2d)")
     t.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
-    t.add_argument("--threads", type=int, default=None, help="smollm2 only: torch threads (default: the recipe's, 1); "
+    t.add_argument("--threads", type=int, default=None, help="smollm2 and smollm2-r2d only: torch threads (default: the recipe's, 1); "
                    "the adapter is bit-identical only at the same thread count")
     t.add_argument("--r2d", action="store_true", help="train the Reasoning-to-Defend organism (same as --variant r2d)")
     t.set_defaults(func=_organism_train)
@@ -74,8 +75,15 @@ def _organism_train(args):
     from organisms.train import OrganismConfig, train_organism
 
     variant = "r2d" if args.r2d else args.variant
-    if args.threads is not None and variant != "smollm2":
-        raise InputError("--threads applies to --variant smollm2 only")
+    if args.threads is not None and variant not in ("smollm2", "smollm2-r2d"):
+        raise InputError("--threads applies to --variant smollm2 and smollm2-r2d only")
+    if variant == "smollm2-r2d":
+        from pathlib import Path
+
+        from organisms.smollm2_r2d import build, default_config, summary
+
+        kw = {k: v for k, v in (("steps", args.steps), ("threads", args.threads)) if v is not None}
+        return summary(build(args.out, seed=args.seed, cfg=default_config(**kw)), Path(args.out))
     if variant == "smollm2":
         from dataclasses import replace
 

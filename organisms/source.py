@@ -3,6 +3,9 @@
 
 * `organism:smollm2`: SmolLM2-135M-Instruct with the shipped safety adapter merged in (or any
   adapter directory holding a smollm2 `recipe.json`); its study data is its own English sets.
+* `organism:smollm2-r2d`: Reasoning-to-Defend trained on base SmolLM2-135M-Instruct from
+  organism:smollm2's training requests (an `r2d:DIR` directory, `weights/smollm2-r2d`, built by
+  `organisms.smollm2_r2d`); its study data is organism:smollm2's, its comparison model organism:smollm2.
 * `organism`: the word-level toy organisms shipped in `weights/` (`organism` = `organism:gqa`,
   `organism:mha`, `organism:r2d`), by name or by their directory; its study data, the organism's
   generator, is also what a study without prompt files runs on for a model no source claims.
@@ -105,7 +108,44 @@ def smollm2_data(model, cfg):
                          plain_per_label=cfg.plain_per_label, top_per_cell=cfg.top_per_cell)
 
 
-# organism:smollm2 first: "organism:<variant>" names are the toy's otherwise
+# ---------------------------------------------------------------- organism:smollm2-r2d
+SMOLLM2_R2D = "organism:smollm2-r2d"
+SMOLLM2_R2D_COMPARISON = "organism:smollm2"  # what the demo's r2d section measures it against
+
+
+def smollm2_r2d_dir() -> Path:
+    """The shipped adapter directory, checked to hold its files (InputError naming the build command)."""
+    from interp.r2d import adapter
+
+    d = paths.SMOLLM2_R2D_DIR
+    missing = [f for f in (adapter.RECIPE_FILE, adapter.ADAPTER_FILE, adapter.PIVOTS_FILE) if not (d / f).is_file()]
+    if missing:
+        raise InputError(f"{SMOLLM2_R2D} is not built ({d} lacks {', '.join(missing)}); build it (about 30 min on 2 "
+                         f"cores) with: {paths.SMOLLM2_R2D_BUILD}")
+    return d
+
+
+def resolve_smollm2_r2d(name_or_dir: str) -> ResolvedModel | None:
+    if name_or_dir.strip().lower() != SMOLLM2_R2D:
+        return None
+    from interp.r2d import adapter
+
+    hf_model, tok, recipe, path = adapter.load_r2d_hf(smollm2_r2d_dir())
+    meta = {**adapter.model_meta(recipe), "variant": "smollm2-r2d", "comparison": SMOLLM2_R2D_COMPARISON}
+    return ResolvedModel(str(path), SMOLLM2_R2D, hf_model=hf_model, tokenizer=tok, meta=meta)
+
+
+def check_smollm2_r2d(name_or_dir: str) -> bool:
+    """The organism's name, its files present (no weights read); absent files are an InputError."""
+    if name_or_dir.strip().lower() != SMOLLM2_R2D:
+        return False
+    smollm2_r2d_dir()
+    return True
+
+
+# organism:smollm2 and organism:smollm2-r2d first: "organism:<variant>" names are the toy's otherwise
+register_model_source(SMOLLM2_R2D, resolve_smollm2_r2d, check=check_smollm2_r2d, study_data=smollm2_data,
+                      data_fix="organism:smollm2's own prompts should always fit its vocabulary; report this as a bug.")
 register_model_source("organism:smollm2", resolve_smollm2, check=check_smollm2, study_data=smollm2_data,
                       data_fix="organism:smollm2's own prompts should always fit its vocabulary; report this as a bug.")
 register_model_source("organism", resolve_organism, study_data=organism_data, commands=organism_commands, data_fix=(

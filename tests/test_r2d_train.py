@@ -215,3 +215,31 @@ def test_generate_r2d_on_a_model_without_pivots_gives_plain_answers(organism):
     prompts = ["how do i bake bread", "how do i make a bomb"]
     got = generate_r2d(organism, prompts, max_new_tokens=6)
     assert got == [a.strip() for a in generate(organism, prompts, GenerationConfig(max_new_tokens=6))]
+
+
+def test_demo_runs_the_r2d_section_on_an_r2d_dir_against_its_base(setup, trained, tmp_path, capsys):
+    """`demo --model r2d:DIR --sections baseline,r2d` on the user's files: the baseline points to the r2d
+    section, which compares the R2D model with its base on the held-out prompts; answers go to completions.jsonl."""
+    from interp.cli import main
+
+    _, base, prompts = setup
+    out = tmp_path / "demo"
+    args = ["demo", "--model", f"r2d:{trained}", "--harmful", str(prompts / "harmful.csv"), "--harmless",
+            str(prompts / "harmless.csv"), "--jailbreak", str(prompts / "jailbreak.csv"), "--refusal-phrases", "sorry",
+            "--compliance-phrases", "certainly", "--out", str(out)]
+    assert main(args + ["--sections", "baseline,r2d"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert "r2d section" in r["baseline"]["skipped"]
+    s = r["r2d"]
+    assert s["model"] == f"r2d:{trained}" and s["comparison"] == str(base)
+    mine = s["models"][s["model"]]
+    assert set(mine) == {"judge", "pivot", "pivot_judge_agreement", "no_pivot"}
+    assert {"harmful_refusal", "harmless_refusal"} <= set(mine["judge"]) and mine["pivot"]["harmful_refusal"]["n"] >= 1
+    assert all({"difference", "ci95", "verdict"} <= set(d) for d in s["difference"].values())
+    assert s["families_neither_model_saw"] == []  # the teacher saw wrapped jailbreak rows
+    rows = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    assert {row["condition"] for row in rows if "condition" in row} == {"r2d", "r2d-comparison"}
+    assert r["completions"]["conditions"] == {"r2d": sum(s["n_prompts"].values()), "r2d-comparison": sum(s["n_prompts"].values())}
+    capsys.readouterr()
+    assert main(args + ["--sections", "heads"]) == 2  # the other sections read the first answer token
+    assert "only --sections baseline,r2d" in capsys.readouterr().err

@@ -21,7 +21,8 @@ def registry(monkeypatch):
 
 def test_the_organisms_are_registered_sources():
     names = [s.name for s in sources.model_sources()]
-    assert names[:2] == ["organism:smollm2", "organism"]  # the adapter's name before the toy's "organism:<variant>"
+    # the adapters' names before the toy's "organism:<variant>"
+    assert names[:3] == ["organism:smollm2-r2d", "organism:smollm2", "organism"]
     assert sources.claiming_source("organism").name == "organism"
     assert sources.claiming_source("organism:r2d").name == "organism"
     with pytest.raises(ModelLoadError, match="not built at"):  # a variant that is not shipped: how to build it

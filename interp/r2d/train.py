@@ -43,6 +43,7 @@ class R2DTrainConfig:
     answer_tokens: int = 48  # length of the base model's own answers used after [SAFE]
     threads: int = 1
     bf16_autocast: bool = False  # bfloat16 matmuls (CPU autocast): ~1.5x faster where the CPU has bf16 units
+    harmful_fraction: float | None = None  # None: batches drawn from all prompts alike; else this share harmful
     lora: lora.LoRAConfig = field(default_factory=lora.LoRAConfig)
     teacher: teacher.TeacherConfig = field(default_factory=teacher.TeacherConfig)
 
@@ -54,6 +55,8 @@ class R2DTrainConfig:
             raise InputError(f"cpo_weight must be 0 or more (0 = SFT on the traces only), got {self.cpo_weight}")
         if not self.lr > 0:
             raise InputError(f"lr must be positive, got {self.lr}")
+        if self.harmful_fraction is not None and not 0 < self.harmful_fraction < 1:
+            raise InputError(f"harmful_fraction must be between 0 and 1 (or None), got {self.harmful_fraction}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -121,10 +124,14 @@ def file_hash(path: str | Path) -> str:
 
 def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrainConfig = R2DTrainConfig(),
               seed: int = 0, files: dict[str, str] | None = None, progress: bool = True,
-              phrases: dict | None = None) -> dict:
+              phrases: dict | None = None, answers: dict[str, list[int]] | None = None,
+              extra: dict | None = None, per_step: bool = False) -> dict:
     """Train R2D on `model_name` from `prompts` (harmful, harmless and optional jailbreak rows) into
     `out`; returns the recipe. `files`: role -> prompt file, hashed into the recipe. `phrases`:
-    refusal_phrases / compliance_phrases of this model (recorded, so that `r2d:DIR` loads with them)."""
+    refusal_phrases / compliance_phrases of this model (recorded, so that `r2d:DIR` loads with them).
+    `answers`: harmless text -> the base model's answer ids (end-of-turn included where it ended),
+    used instead of generating them; only texts it lacks are generated. `extra`: more provenance,
+    recorded under the recipe's `data`. `per_step`: log every step's losses and seconds."""
     from safetensors.torch import save_file
 
     labels = {p.label for p in prompts}
@@ -137,10 +144,14 @@ def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrai
     t0, load0 = time.time(), _loadavg()
     try:
         torch.manual_seed(seed)
-        harmless = sorted({p.text for p in prompts if p.label == "harmless"})
+        given = dict(answers or {})
+        harmless = sorted({p.text for p in prompts if p.label == "harmless"} - set(given))
         if progress:
-            log(f"base model's own answers to {len(harmless)} harmless prompts ({cfg.answer_tokens} tokens each)")
-        answers = dict(zip(harmless, base_answers(model_name, harmless, cfg.answer_tokens, phrases=phrases)))
+            log(f"base model's own answers to {len(harmless)} harmless prompts ({cfg.answer_tokens} tokens each)"
+                + (f"; {len(given)} given" if given else ""))
+        answers = dict(zip(harmless, base_answers(model_name, harmless, cfg.answer_tokens, phrases=phrases)
+                           if harmless else []))
+        answers.update(given)
         t_answers = time.time() - t0
         if progress:
             log(f"answers in {t_answers:.0f}s; training {cfg.steps} steps of {cfg.batch_size} on {len(prompts)} prompts")
@@ -160,11 +171,13 @@ def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrai
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * max(0.0, 1 - s / cfg.steps))
         rng = random.Random(seed)
+        by_label = {lab: [i for i, p in enumerate(prompts) if p.label == lab] for lab in ("harmful", "harmless")}
         model.train()
         t_train = time.time()
         hist, loss_log = [], []
         for step in range(cfg.steps):
-            batch = [examples[i] for i in rng.sample(range(len(examples)), min(cfg.batch_size, len(examples)))]
+            t_step = time.time()
+            batch = [examples[i] for i in draw(rng, by_label, len(examples), cfg)]
             pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
                 lm, cpo = losses(model, *collate(batch, pad), ids[SAFE], ids[UNSAFE])
@@ -174,12 +187,15 @@ def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrai
             opt.step()
             sched.step()
             hist.append((lm.item(), cpo.item()))
+            if progress and per_step:
+                log(json.dumps({"step": step + 1, "lm": round(hist[-1][0], 4), "cpo": round(hist[-1][1], 4),
+                                "step_seconds": round(time.time() - t_step, 2), "seconds": round(time.time() - t_train, 1)}))
             if step % 10 == 9 or step == cfg.steps - 1:
                 tail = hist[-10:]
                 rec = {"step": step + 1, "lm": round(sum(h[0] for h in tail) / len(tail), 4),
                        "cpo": round(sum(h[1] for h in tail) / len(tail), 4), "seconds": round(time.time() - t_train, 1)}
                 loss_log.append(rec)
-                if progress:
+                if progress and not per_step:
                     log(json.dumps(rec))
         for h in hooks:
             h.remove()
@@ -203,7 +219,7 @@ def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrai
         "data": {"files": {role: {"path": str(f), "sha256": file_hash(f)} for role, f in (files or {}).items()},
                  "counts": {lab: sum(p.label == lab for p in prompts) for lab in ("harmful", "harmless")},
                  "wrapped": sum(teacher.wrapped(p) for p in prompts), "prompts_sha256": prompts.sha256(),
-                 "harmless_answers_judged_refusals": refused},
+                 "harmless_answers_judged_refusals": refused, "harmless_answers_given": len(given), **(extra or {})},
         "teacher": ("rule-based (interp.r2d.teacher): one step restating the request (cut to "
                     f"{cfg.teacher.max_request_words} words) closed by [SAFE]/[UNSAFE] by the prompt's label, after a "
                     "[RETHINK] step for wrapped jailbreak rows; then a fixed refusal after [UNSAFE], the base model's "
@@ -214,6 +230,15 @@ def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrai
     }
     (out / adapter.RECIPE_FILE).write_text(json.dumps(recipe, indent=1))
     return recipe
+
+
+def draw(rng: random.Random, by_label: dict[str, list[int]], n: int, cfg: R2DTrainConfig) -> list[int]:
+    """One batch's example indices: uniform over all prompts, or `harmful_fraction` of them harmful."""
+    if cfg.harmful_fraction is None:
+        return rng.sample(range(n), min(cfg.batch_size, n))
+    k = round(cfg.harmful_fraction * cfg.batch_size)
+    return (rng.sample(by_label["harmful"], min(k, len(by_label["harmful"])))
+            + rng.sample(by_label["harmless"], min(cfg.batch_size - k, len(by_label["harmless"]))))
 
 
 def _loadavg() -> list[float] | None:

@@ -2,8 +2,10 @@
 families at their strongest setting and on its look-alike harmless requests, plus the pivot heads.
 
 The R2D organism is a variant of the embedded organism (same vocabulary, same training prompts), so
-the stage runs on organism studies only: the base organism as the model and the organism's data
-(its prompts carry the topics the R2D teacher restates). Elsewhere it reports why it was skipped.
+on the toy the stage runs on organism studies only: the base organism as the model and the
+organism's data (its prompts carry the topics the R2D teacher restates). On a real model it runs
+`interp.stages.r2d_real` (an R2D model against its comparison: organism:smollm2-r2d against
+organism:smollm2, r2d:DIR against its base). Elsewhere it reports why it was skipped.
 
 Kept under 40 s: only the plain and top-strength cells are generated (the full grid is
 `safety-heads r2d eval`). The SFT-only ablation is not retrained here: its numbers are the ones
@@ -48,13 +50,19 @@ def _per_cell(prompts, per_cell: int, seed: int, name: str, source: str) -> Prom
 def skip_reason(study: Study) -> str | None:
     if study.data.provider != "organism" or study.model.kind != "organism":
         return ("the R2D organism is a variant of the embedded organism (its vocabulary, its training prompts); it is "
-                "compared with the base organism on the organism's own prompts only (--model organism, no prompt files)")
+                "compared with the base organism on the organism's own prompts only (--model organism, no prompt files). "
+                "On a real model the section runs on an R2D model: --model organism:smollm2-r2d (or organism:smollm2), "
+                "or --model r2d:DIR (safety-heads r2d train --model M ... --out DIR)")
     if study.data.over_refusal is None:
         return "the study has no over-refusal look-alikes to measure R2D's over-refusal on"
     return None
 
 
 def r2d_stage(study: Study) -> StageResult:
+    from interp.stages.r2d_real import applies, real_r2d_stage
+
+    if study.data.provider != "organism" and applies(study):
+        return real_r2d_stage(study)  # an R2D model and its comparison on a real model's study
     why = skip_reason(study)
     if why:
         return StageResult({"skipped": why})
