@@ -21,12 +21,11 @@ from typing import Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
-
 from interp.batching import prompt_chunks
 from interp.errors import InputError
 from interp.hooks import FwdHook, check_finite, hooked
 from interp.model import ChatModel, EncodedBatch, texts
+from interp.progress import pass_bar, silenced
 from interp.provenance import library_versions
 from interp.runner import PassRead, forward
 
@@ -36,7 +35,7 @@ class GenerationConfig:
     max_new_tokens: int = 24
     batch_size: int = 32
     use_kv_cache: bool = True
-    progress: bool = False
+    progress: bool = False  # each pass's prompts done on stderr (`interp.progress.pass_bar`; the study's passes show it)
 
 
 class BrokenCacheWarning(RuntimeWarning):
@@ -173,14 +172,17 @@ def _generate(model: ChatModel, prompts, cfg: GenerationConfig, truncate: bool |
     chunks = prompt_chunks(model, prompt_texts, cfg.batch_size)
     mine = chunks if world is None else world.share(chunks)
     logits: list[Tensor | None] = [None] * len(prompt_texts)
-    for chunk in tqdm(mine, desc="generating", disable=not cfg.progress):
-        batch = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)
-        first: list[Tensor] | None = [] if keep_logits else None
-        new = generate_batch(model, batch, cfg.max_new_tokens, cfg.use_kv_cache, rows=chunk, first_logits=first)
-        for r, (i, ids) in enumerate(zip(chunk, new)):
-            answers[i] = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            if keep_logits:
-                logits[i] = first[0][r]
+    with silenced(not cfg.progress or (world is not None and not world.is_main)), \
+            pass_bar(sum(len(c) for c in mine)) as bar:
+        for chunk in mine:
+            batch = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)
+            first: list[Tensor] | None = [] if keep_logits else None
+            new = generate_batch(model, batch, cfg.max_new_tokens, cfg.use_kv_cache, rows=chunk, first_logits=first)
+            for r, (i, ids) in enumerate(zip(chunk, new)):
+                answers[i] = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                if keep_logits:
+                    logits[i] = first[0][r]
+            bar.update(len(chunk))
     if world is not None and world.distributed:
         answers = world.merge({i: answers[i] for chunk in mine for i in chunk}, len(answers))
         if keep_logits:
