@@ -51,6 +51,11 @@ def scope(name: str):
         _SCOPE.reset(token)
 
 
+def in_scope() -> bool:
+    """True inside a `scope` (a study's stage): where passes show their progress by default."""
+    return bool(_SCOPE.get())
+
+
 def where(what: str | None = None) -> str:
     """The label of progress shown here: the scopes, then `what`."""
     return ": ".join(_SCOPE.get() + ((what,) if what else ())) or "working"
@@ -77,12 +82,14 @@ def say(line: str, file=None) -> None:
 
 class LineProgress:
     """The bar's interface (`update`, context manager) printing lines instead of redrawing: at 25%,
-    50%, 75%, at most every `every` seconds, none of these before `after` seconds; the last always."""
+    50%, 75%, at most every `every` seconds, none of these before `after` seconds; the last always
+    (`quiet_short`: only when the work took `after` seconds or more). `set_postfix_str(note)` and
+    `update(0)`, as on a tqdm bar, say where within a step the work is (a line when one is due)."""
 
     def __init__(self, total: int, label: str, unit: str = "step", file=None, every: float = MIN_SECONDS,
-                 after: float = 0.0):
+                 after: float = 0.0, quiet_short: bool = False):
         self.total, self.label, self.unit, self.file = max(int(total), 0), label, unit, file
-        self.every, self.after = every, after
+        self.every, self.after, self.quiet_short, self.note = every, after, quiet_short, ""
         self.n, self.t0 = 0, time.perf_counter()
         self.last = self.t0
         self.marks = {max(1, round(self.total * f)) for f in (0.25, 0.5, 0.75, 1.0)} if self.total else set()
@@ -92,15 +99,18 @@ class LineProgress:
         now = time.perf_counter()
         elapsed = now - self.t0
         if self.n >= self.total:
-            if self.marks:  # the last line once
+            if self.marks and not (self.quiet_short and elapsed < self.after):  # the last line once
                 say(f"{self.label}: {self.total}/{self.total} {plural(self.unit)} done in {duration(elapsed)}", self.file)
             self.marks = set()
         elif elapsed >= self.after and (self.n in self.marks or now - self.last >= self.every):
             self.last = now
             left = elapsed / self.n * (self.total - self.n) if self.n else float("nan")
-            say(f"{self.label}: {self.n}/{self.total} {plural(self.unit)} done, {duration(elapsed)} elapsed, "
-                f"about {duration(left)} left", self.file)
+            say(f"{self.label}: {self.n}/{self.total} {plural(self.unit)} done, {duration(elapsed)} elapsed"
+                + (f", about {duration(left)} left" if self.n else "") + (f" ({self.note})" if self.note else ""), self.file)
             self.marks = {m for m in self.marks if m > self.n}
+
+    def set_postfix_str(self, note: str = "", refresh: bool = True) -> None:
+        self.note = note
 
     def close(self) -> None:
         pass
@@ -124,17 +134,28 @@ def progress_bar(total: int, label: str | None, unit: str = "step", file=None):
                 mininterval=1.0, leave=False, file=out)
 
 
-def pass_bar(total: int, what: str = "generating", unit: str = "prompt", file=None):
-    """One pass of generation (`.update(prompts done)`), labelled by the scope it runs in: a bar on
-    a terminal (shown after a second); otherwise one line as the pass ends, and in a pass longer
-    than MIN_SECONDS a line at 25%, 50%, 75% and at most every PASS_SECONDS, with the time left."""
+def pass_bar(total: int, what: str = "generating", unit: str = "prompt", file=None, quiet_short: bool = False):
+    """One pass over prompts (`.update(prompts done)`), labelled by the scope it runs in: a bar on
+    a terminal (shown after a second); otherwise one line as the pass ends (`quiet_short`: only
+    when it took MIN_SECONDS or more: the many short scoring passes of a calibration say nothing),
+    and in a pass longer than MIN_SECONDS a line at 25%, 50%, 75% and at most every PASS_SECONDS,
+    with the time left (and the bar's postfix: which batch, which token)."""
     from tqdm.auto import tqdm
 
     out = file or sys.stderr
     if enabled() and not _is_terminal(out):
-        return LineProgress(total, where(what), unit, out, every=PASS_SECONDS, after=MIN_SECONDS)
+        return LineProgress(total, where(what), unit, out, every=PASS_SECONDS, after=MIN_SECONDS, quiet_short=quiet_short)
     return tqdm(total=total, desc=where(what), unit=unit, disable=not enabled(), mininterval=1.0, delay=1.0,
                 leave=False, file=out)
+
+
+def counted(items, bar, size=len):
+    """`items`, counting each on `bar` (`size(item)` units) once the loop's body has run; the bar
+    is closed when they run out."""
+    for item in items:
+        yield item
+        bar.update(size(item))
+    bar.close()
 
 
 class Stages:
@@ -249,5 +270,5 @@ class Steps:
             self.bar = None
 
 
-__all__ = ["LineProgress", "Stages", "Steps", "duration", "enabled", "one_stage", "pass_bar", "progress_bar", "say",
-           "scope", "silenced", "where"]
+__all__ = ["LineProgress", "Stages", "Steps", "counted", "duration", "enabled", "in_scope", "one_stage", "pass_bar",
+           "progress_bar", "say", "scope", "silenced", "where"]
