@@ -96,3 +96,9 @@ def test_progress_is_silenced_and_a_long_pass_says_where_it_is(capsys, organism)
     assert [line.split(":")[2].split(",")[0].strip() for line in lines] == ["2/8 prompts done", "4/8 prompts done",
                                                                            "6/8 prompts done", "8/8 prompts done in 0 s"]
     assert "about" in lines[0] and "left" in lines[0]
+    # within a batch (no prompt done yet): where the pass is, when a line is due
+    out = io.StringIO()
+    bar = LineProgress(8, "generating", "prompt", out, every=0.0)
+    bar.set_postfix_str("batch 1/2, token 3/4", refresh=False)
+    bar.update(0)
+    assert out.getvalue() == "safety-heads: generating: 0/8 prompts done, 0 s elapsed (batch 1/2, token 3/4)\n"
