@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
 from interp.batching import prompt_chunks
 from interp.errors import InputError
 from interp.hooks import FwdHook, check_finite, hooked
