@@ -88,6 +88,7 @@ def evaluate_stack(model: ChatModel, prompts: PromptSet, interventions, judge: R
     `evaluate_refusal` under `with intervention.apply(model):`."""
     from interp.generation import Greedy
     from interp.intervention import Intervention, Stack
+    from interp.progress import pass_bar, silenced
     from interp.runner import prompt_batches, run
 
     prompts.require("evaluation set")
@@ -95,10 +96,12 @@ def evaluate_stack(model: ChatModel, prompts: PromptSet, interventions, judge: R
     k, n = len(stack), len(prompts)
     answers: list[list[str]] = [[""] * n for _ in range(k)]
     scores = torch.empty(k, n)
-    for idx, b, _ in prompt_batches(model, prompts.texts, max_rows, new_tokens=gen.max_new_tokens):
-        rows = run(model, b, stack, read=Greedy(gen.max_new_tokens), max_rows=max_rows)
-        first = check_finite(refusal_log_odds(model, torch.stack([logits for _, logits in rows])), "refusal scores")
-        for r, (ids, _) in enumerate(rows):
-            answers[r // len(idx)][idx[r % len(idx)]] = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
-        scores[:, idx] = first.float().cpu().view(k, len(idx))
+    with silenced(not gen.progress), pass_bar(n * k, f"generating under {k} conditions" if k > 1 else "generating") as bar:
+        for idx, b, _ in prompt_batches(model, prompts.texts, max_rows, new_tokens=gen.max_new_tokens):
+            rows = run(model, b, stack, read=Greedy(gen.max_new_tokens), max_rows=max_rows)
+            first = check_finite(refusal_log_odds(model, torch.stack([logits for _, logits in rows])), "refusal scores")
+            for r, (ids, _) in enumerate(rows):
+                answers[r // len(idx)][idx[r % len(idx)]] = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            scores[:, idx] = first.float().cpu().view(k, len(idx))
+            bar.update(len(idx) * k)
     return [RefusalEval(prompts, a, judge(a), scores[c]) for c, a in enumerate(answers)]

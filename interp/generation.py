@@ -16,17 +16,17 @@ from __future__ import annotations
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from interp.batching import prompt_chunks
 from interp.errors import InputError
 from interp.hooks import FwdHook, check_finite, hooked
 from interp.model import ChatModel, EncodedBatch, texts
+from interp.progress import pass_bar, silenced
 from interp.provenance import library_versions
 from interp.runner import PassRead, forward
 
@@ -36,7 +36,7 @@ class GenerationConfig:
     max_new_tokens: int = 24
     batch_size: int = 32
     use_kv_cache: bool = True
-    progress: bool = False
+    progress: bool = False  # each pass's prompts done on stderr (`interp.progress.pass_bar`; the study's passes show it)
 
 
 class BrokenCacheWarning(RuntimeWarning):
@@ -75,13 +75,14 @@ def _step(model: ChatModel, step_input, mask, past, use_cache: bool):
 @torch.no_grad()
 def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, use_kv_cache: bool = True,
                    rows: list[int] | None = None, first_logits: list | None = None,
-                   prompt_hooks: Sequence[FwdHook] = ()) -> list[list[int]]:
+                   prompt_hooks: Sequence[FwdHook] = (), on_step: Callable[[int], None] | None = None) -> list[list[int]]:
     """Greedy continuation of one encoded batch; returns new token ids per row (stopped at EOS).
     `rows`: the caller's prompt index of each row (for error messages). `first_logits`: a list that
     receives the first step's logits [batch, d_vocab] (the next-token logits at the first response
     position: what `interp.scoring.last_logits` computes, without a pass of its own).
     `prompt_hooks`: forward hooks active in the first step only, the pass over the whole prompt
-    (`interp.capture.capture_with_answers` reads activations there)."""
+    (`interp.capture.capture_with_answers` reads activations there). `on_step(step)` after each
+    step (a progress bar's "token t of n")."""
     eos = model.tokenizer.eos_token_id
     tokens, mask = batch.tokens, batch.attention_mask
     n = tokens.shape[0]
@@ -112,6 +113,8 @@ def generate_batch(model: ChatModel, batch: EncodedBatch, max_new_tokens: int, u
         step_logits = check_finite(logits[:, -1, :], f"logits at generation step {step}", rows)
         if step == 0 and first_logits is not None:
             first_logits.append(step_logits)
+        if on_step is not None:
+            on_step(step)
         nxt = step_logits.argmax(-1)
         for r in range(n):
             if not done[r]:
@@ -173,14 +176,23 @@ def _generate(model: ChatModel, prompts, cfg: GenerationConfig, truncate: bool |
     chunks = prompt_chunks(model, prompt_texts, cfg.batch_size)
     mine = chunks if world is None else world.share(chunks)
     logits: list[Tensor | None] = [None] * len(prompt_texts)
-    for chunk in tqdm(mine, desc="generating", disable=not cfg.progress):
-        batch = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)
-        first: list[Tensor] | None = [] if keep_logits else None
-        new = generate_batch(model, batch, cfg.max_new_tokens, cfg.use_kv_cache, rows=chunk, first_logits=first)
-        for r, (i, ids) in enumerate(zip(chunk, new)):
-            answers[i] = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            if keep_logits:
-                logits[i] = first[0][r]
+    with silenced(not cfg.progress or (world is not None and not world.is_main)), \
+            pass_bar(sum(len(c) for c in mine)) as bar:
+        for b, chunk in enumerate(mine):
+            batch = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)
+            first: list[Tensor] | None = [] if keep_logits else None
+
+            def step_done(t: int) -> None:  # where a long pass is between its batches' ends
+                bar.set_postfix_str(f"batch {b + 1}/{len(mine)}, token {t + 1}/{cfg.max_new_tokens}", refresh=False)
+                bar.update(0)
+
+            new = generate_batch(model, batch, cfg.max_new_tokens, cfg.use_kv_cache, rows=chunk, first_logits=first,
+                                 on_step=step_done)
+            for r, (i, ids) in enumerate(zip(chunk, new)):
+                answers[i] = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                if keep_logits:
+                    logits[i] = first[0][r]
+            bar.update(len(chunk))
     if world is not None and world.distributed:
         answers = world.merge({i: answers[i] for chunk in mine for i in chunk}, len(answers))
         if keep_logits:

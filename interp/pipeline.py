@@ -149,7 +149,8 @@ def open_study(cfg: StudyConfig, allow_r2d: bool = False) -> Study:
     configure_passes(model.device, cfg.batch_size, cfg.pass_budget)  # --batch-size, --pass-budget (CUDA: free memory)
     cfg = cfg.resolved(model)
     data = load_study_data(cfg, model)
-    return Study(model, data, make_judge(cfg), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size or 64),
+    return Study(model, data, make_judge(cfg), GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size or 64,
+                                                                     progress=True),
                  cfg.labels, cfg.seed, cfg.per_cell)
 
 
@@ -171,7 +172,15 @@ def check_sections(sections) -> list[str]:
 def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | None = None, progress: bool = True,
               timings: dict | None = None) -> StudyResult:
     """Run the stages `cfg.sections` names (all by default), in order, into `out` (default
-    `cfg.out`): `report.json` after every stage, each stage's figures under `figures/`."""
+    `cfg.out`): `report.json` after every stage, each stage's figures under `figures/`. Progress
+    goes to stderr (`interp.progress`); `progress=False` shows none."""
+    from interp.progress import silenced
+
+    with silenced(not progress):
+        return _run_study(study, cfg, out, timings)
+
+
+def _run_study(study: Study, cfg: StudyConfig, out: str | Path | None, timings: dict | None) -> StudyResult:
     from interp.provenance import provenance
 
     wanted = check_sections(cfg.sections)
@@ -188,7 +197,7 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
     if data.over_refusal is not None:
         report["prompt_sets"]["over_refusal"] = data.over_refusal.describe()
     from interp.batching import passes_in_effect
-    from interp.progress import Stages, _is_terminal
+    from interp.progress import Stages, _is_terminal, enabled, say, scope
 
     report["passes"] = passes_in_effect(cfg.pass_budget is not None)
     result = StudyResult(report, {}, out)
@@ -199,10 +208,10 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
 
     def stage(name: str, fn, *args, report_as=None):
         """Run one stage, save its figures, write the report (and every answer so far) to `out`."""
-        if progress:
-            print(f"[demo] {name} ...", flush=True)
+        if enabled() and not lines:  # a terminal (a log file gets the stage lines)
+            say(f"{name} ...")
         t = lines.start(name) if lines else time.perf_counter()
-        with model_threads(model):  # small models: one intra-op thread (see interp.threads)
+        with model_threads(model), scope(name):  # small models: one intra-op thread (see interp.threads)
             res = fn(study, *args)
         for fname, fig in res.figures.items():
             save_figure(fig, out / figure_ref(fname), png=cfg.png)
@@ -227,9 +236,8 @@ def run_study(study: Study, cfg: StudyConfig = StudyConfig(), out: str | Path | 
 
     def reused(name: str, parts: list[str]) -> None:
         """A stage whose outputs are given: its report parts copied from the earlier run, not recomputed."""
-        if progress:
-            print(f"[demo] {name}: given ({'; '.join(f'{k} from {v}' for k, v in given.sources.items())}), not recomputed",
-                  flush=True)
+        if enabled():
+            say(f"{name}: given ({'; '.join(f'{k} from {v}' for k, v in given.sources.items())}), not recomputed")
         if lines:
             lines.end(name, lines.start(name), " (given, not recomputed)", timed=False)
         for part in parts:

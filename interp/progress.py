@@ -4,7 +4,12 @@ to a file is never silent.
 
 `progress_bar(total, label, unit)` is the bar of a search (every step counted with `.update(n)`);
 `Stages` announces a command's stages: one line as each starts and ends, with the time left at
-the pace so far.
+the pace so far; `Steps` the named steps of a long stage; `pass_bar` one pass of generation
+(prompts done of the pass's total).
+
+Everything here writes to stderr (stdout carries a command's JSON), labels its lines with the
+stage and step it runs in (`scope`), and says nothing inside `silenced()` (`run_study(...,
+progress=False)`).
 """
 
 from __future__ import annotations
@@ -12,8 +17,48 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 MIN_SECONDS = 5.0  # a step line at most this often (and at 25%, 50%, 75% and the end)
+PASS_SECONDS = 30.0  # a generation pass: a line at most this often, none before MIN_SECONDS but the last
+_SILENT: ContextVar[bool] = ContextVar("progress_silent", default=False)
+_SCOPE: ContextVar[tuple[str, ...]] = ContextVar("progress_scope", default=())
+
+
+def enabled() -> bool:
+    """False inside `silenced()`: no bar and no progress line."""
+    return not _SILENT.get()
+
+
+@contextmanager
+def silenced(on: bool = True):
+    """No progress shown inside (`on=False`: no change)."""
+    token = _SILENT.set(True) if on else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _SILENT.reset(token)
+
+
+@contextmanager
+def scope(name: str):
+    """Progress shown inside is labelled `name` (after the enclosing scopes': "steering: sweep")."""
+    token = _SCOPE.set(_SCOPE.get() + (name,))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def in_scope() -> bool:
+    """True inside a `scope` (a study's stage): where passes show their progress by default."""
+    return bool(_SCOPE.get())
+
+
+def where(what: str | None = None) -> str:
+    """The label of progress shown here: the scopes, then `what`."""
+    return ": ".join(_SCOPE.get() + ((what,) if what else ())) or "working"
 
 
 def _is_terminal(file) -> bool:
@@ -36,10 +81,15 @@ def say(line: str, file=None) -> None:
 
 
 class LineProgress:
-    """The bar's interface (`update`, context manager) printing lines instead of redrawing."""
+    """The bar's interface (`update`, context manager) printing lines instead of redrawing: at 25%,
+    50%, 75%, at most every `every` seconds, none of these before `after` seconds; the last always
+    (`quiet_short`: only when the work took `after` seconds or more). `set_postfix_str(note)` and
+    `update(0)`, as on a tqdm bar, say where within a step the work is (a line when one is due)."""
 
-    def __init__(self, total: int, label: str, unit: str = "step", file=None):
+    def __init__(self, total: int, label: str, unit: str = "step", file=None, every: float = MIN_SECONDS,
+                 after: float = 0.0, quiet_short: bool = False):
         self.total, self.label, self.unit, self.file = max(int(total), 0), label, unit, file
+        self.every, self.after, self.quiet_short, self.note = every, after, quiet_short, ""
         self.n, self.t0 = 0, time.perf_counter()
         self.last = self.t0
         self.marks = {max(1, round(self.total * f)) for f in (0.25, 0.5, 0.75, 1.0)} if self.total else set()
@@ -47,13 +97,20 @@ class LineProgress:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.perf_counter()
-        if self.n in self.marks or now - self.last >= MIN_SECONDS or self.n >= self.total:
+        elapsed = now - self.t0
+        if self.n >= self.total:
+            if self.marks and not (self.quiet_short and elapsed < self.after):  # the last line once
+                say(f"{self.label}: {self.total}/{self.total} {plural(self.unit)} done in {duration(elapsed)}", self.file)
+            self.marks = set()
+        elif elapsed >= self.after and (self.n in self.marks or now - self.last >= self.every):
             self.last = now
-            elapsed = now - self.t0
-            left = elapsed / self.n * max(self.total - self.n, 0) if self.n else float("nan")
-            say(f"{self.label}: {min(self.n, self.total)}/{self.total} {plural(self.unit)} done, {duration(elapsed)} elapsed, "
-                f"about {duration(left)} left", self.file)
+            left = elapsed / self.n * (self.total - self.n) if self.n else float("nan")
+            say(f"{self.label}: {self.n}/{self.total} {plural(self.unit)} done, {duration(elapsed)} elapsed"
+                + (f", about {duration(left)} left" if self.n else "") + (f" ({self.note})" if self.note else ""), self.file)
             self.marks = {m for m in self.marks if m > self.n}
+
+    def set_postfix_str(self, note: str = "", refresh: bool = True) -> None:
+        self.note = note
 
     def close(self) -> None:
         pass
@@ -71,10 +128,34 @@ def progress_bar(total: int, label: str | None, unit: str = "step", file=None):
     from tqdm.auto import tqdm
 
     out = file or sys.stderr
-    if label is not None and not _is_terminal(out):
+    if label is not None and enabled() and not _is_terminal(out):
         return LineProgress(total, label, unit, out)
-    return tqdm(total=total, desc=label or "", unit=unit, disable=True if label is None else None, mininterval=1.0,
-                leave=False, file=file)
+    return tqdm(total=total, desc=label or "", unit=unit, disable=True if label is None or not enabled() else None,
+                mininterval=1.0, leave=False, file=out)
+
+
+def pass_bar(total: int, what: str = "generating", unit: str = "prompt", file=None, quiet_short: bool = False):
+    """One pass over prompts (`.update(prompts done)`), labelled by the scope it runs in: a bar on
+    a terminal (shown after a second); otherwise one line as the pass ends (`quiet_short`: only
+    when it took MIN_SECONDS or more: the many short scoring passes of a calibration say nothing),
+    and in a pass longer than MIN_SECONDS a line at 25%, 50%, 75% and at most every PASS_SECONDS,
+    with the time left (and the bar's postfix: which batch, which token)."""
+    from tqdm.auto import tqdm
+
+    out = file or sys.stderr
+    if enabled() and not _is_terminal(out):
+        return LineProgress(total, where(what), unit, out, every=PASS_SECONDS, after=MIN_SECONDS, quiet_short=quiet_short)
+    return tqdm(total=total, desc=where(what), unit=unit, disable=not enabled(), mininterval=1.0, delay=1.0,
+                leave=False, file=out)
+
+
+def counted(items, bar, size=len):
+    """`items`, counting each on `bar` (`size(item)` units) once the loop's body has run; the bar
+    is closed when they run out."""
+    for item in items:
+        yield item
+        bar.update(size(item))
+    bar.close()
 
 
 class Stages:
@@ -86,7 +167,8 @@ class Stages:
         self.done, self.timed, self.seconds, self.t0 = 0, 0, 0.0, time.perf_counter()
 
     def start(self, name: str) -> float:
-        say(f"{self.what} {self.done + 1}/{self.total} {name}: started", self.file)
+        if enabled():
+            say(f"{self.what} {self.done + 1}/{self.total} {name}: started", self.file)
         return time.perf_counter()
 
     def end(self, name: str, t: float, note: str = "", timed: bool = True) -> None:
@@ -102,7 +184,8 @@ class Stages:
             tail = f"about {duration(self.seconds / self.timed * (self.total - self.done))} left at the pace so far"
         else:
             tail = f"{self.total - self.done} to go"
-        say(f"{self.what} {self.done}/{self.total} {name}: done in {duration(took)}{note}; {tail}", self.file)
+        if enabled():
+            say(f"{self.what} {self.done}/{self.total} {name}: done in {duration(took)}{note}; {tail}", self.file)
 
 
 def step_line(label: str, done: int, total: int, started: float, note: str = "", file=None) -> None:
@@ -110,7 +193,7 @@ def step_line(label: str, done: int, total: int, started: float, note: str = "",
     done, the time since `started` (`time.perf_counter()` as the first step began), and the most
     time left at that pace (a search may stop before its last step)."""
     out = file or sys.stderr
-    if _is_terminal(out):
+    if _is_terminal(out) or not enabled():
         return
     elapsed = time.perf_counter() - started
     left = elapsed / max(done, 1) * max(total - done, 0)
@@ -122,7 +205,7 @@ def step_line(label: str, done: int, total: int, started: float, note: str = "",
 def one_stage(name: str, file=None):
     """A command of one stage: its start and end lines when stderr is not a terminal."""
     out = file or sys.stderr
-    if _is_terminal(out):
+    if _is_terminal(out) or not enabled():
         yield
         return
     lines = Stages(1, file=out)
@@ -131,4 +214,61 @@ def one_stage(name: str, file=None):
     lines.end(name, t)
 
 
-__all__ = ["LineProgress", "Stages", "duration", "one_stage", "progress_bar", "say"]
+class Steps:
+    """The named steps of a long stage: `steps.next(name)` as each starts (the one before it is
+    then done), `total` known up front or set before the first step. On a terminal a bar over the
+    steps; otherwise one line as each step ends, with the time left at the pace so far. Progress
+    shown during a step (a generation pass) is labelled with the stage's and the step's names."""
+
+    def __init__(self, total: int = 0, label: str | None = None, file=None):
+        self.total, self.label, self.file = total, label or where(), file or sys.stderr
+        self._prefix = () if label is None or _SCOPE.get()[-1:] == (label,) else (label,)  # the label in the scope once
+        self.done, self.name, self.bar, self._token = 0, None, None, None
+        self.t0 = self.t = time.perf_counter()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(finished=exc_type is None)
+
+    def next(self, name: str) -> None:
+        self._end()
+        if self.bar is None and enabled() and _is_terminal(self.file):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.label, unit="step", mininterval=1.0, leave=False, file=self.file)
+        if self.bar is not None:
+            self.bar.set_postfix_str(name, refresh=False)
+        self.name, self.t = name, time.perf_counter()
+        self._token = _SCOPE.set(_SCOPE.get() + self._prefix + (name,))
+
+    def _end(self) -> None:
+        if self.name is None:
+            return
+        _SCOPE.reset(self._token)
+        self.done += 1
+        now = time.perf_counter()
+        if self.bar is not None:
+            self.bar.update(1)
+        elif enabled():
+            total = max(self.total, self.done)
+            left = (now - self.t0) / self.done * (total - self.done)
+            say(f"{self.label}: step {self.done}/{total} {self.name} done in {duration(now - self.t)}; "
+                + (f"about {duration(left)} left at the pace so far" if total > self.done
+                   else f"all done in {duration(now - self.t0)}"), self.file)
+        self.name = None
+
+    def close(self, finished: bool = True) -> None:
+        if finished:
+            self._end()
+        elif self.name is not None:
+            _SCOPE.reset(self._token)
+            self.name = None
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+__all__ = ["LineProgress", "Stages", "Steps", "counted", "duration", "enabled", "in_scope", "one_stage", "pass_bar",
+           "progress_bar", "say", "scope", "silenced", "where"]

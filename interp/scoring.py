@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
+from interp.progress import counted, in_scope, pass_bar, silenced
 
 from interp.batching import prompt_chunks
 from interp.errors import InputError
@@ -88,17 +88,21 @@ def refusal_log_odds(model: ChatModel, logits: Float[Tensor, "batch d_vocab"]) -
 
 
 @torch.no_grad()
-def last_logits(model: ChatModel, prompts, batch_size: int = 64, truncate: bool | None = None, progress: bool = False,
+def last_logits(model: ChatModel, prompts, batch_size: int = 64, truncate: bool | None = None, progress: bool | None = None,
                 world: "World | None" = None) -> Float[Tensor, "batch d_vocab"]:
     """Next-token logits at the first response position for each prompt (in the caller's order).
-    `world` (under torchrun): each rank scores its share of the batches; every rank gets all rows."""
+    `world` (under torchrun): each rank scores its share of the batches; every rank gets all rows.
+    `progress`: a bar over the prompts (None: inside a study's stage, for a pass of some seconds)."""
     prompt_texts = texts(prompts)
     if not prompt_texts:
         raise InputError("no prompts to score: pass a non-empty prompt list")
     out: list[Tensor | None] = [None] * len(prompt_texts)
     chunks = prompt_chunks(model, prompt_texts, batch_size)
     mine = chunks if world is None else world.share(chunks)
-    for chunk in tqdm(mine, desc="scoring", disable=not progress):
+    show = (progress if progress is not None else in_scope()) and (world is None or world.is_main)
+    with silenced(not show):
+        bar = pass_bar(sum(len(c) for c in mine), "scoring", quiet_short=progress is None)
+    for chunk in counted(mine, bar):
         b = model.encode([prompt_texts[i] for i in chunk], truncate=truncate, indices=chunk)
         # the runner unembeds the last position only (64 prompts x 60 tokens x a 49k vocabulary would be 750 MB)
         logits = check_finite(run(model, b), "next-token logits", chunk)

@@ -402,7 +402,7 @@ class Study:
     model: ChatModel
     data: StudyData
     judge: RefusalJudge = RefusalJudge()
-    gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64)
+    gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64, progress=True)
     labels: str = "behaviour"
     seed: int = 0
     per_cell: int = FULL_PER_CELL  # the test split's cell size: stages scale their subsamples to it (`scaled`)

@@ -51,3 +51,54 @@ def test_the_options_set_every_pass(organism):
     finally:
         configure_passes()
     assert configure_passes("cpu")["budget_from"] == "default"
+
+
+def test_a_study_shows_each_generation_pass_and_the_steering_steps_on_stderr_only(tmp_path, capsys):
+    out = tmp_path / "steer"
+    assert main(["steer", "--out", str(out), "--sections", "baseline,steering", "--per-cell", "1",
+                 "--n-train", "8", "--max-new-tokens", "2"]) == 0
+    cap = capsys.readouterr()
+    result = json.loads(cap.out)  # stdout is the JSON alone
+    assert result["out"] == str(out) and "hsi" in result
+    err = cap.err.splitlines()
+    # every generation pass of the baseline: one line with the prompts done of the pass's total
+    n_test = json.loads((out / "report.json").read_text())["baseline"]["n_prompts"]
+    assert f"safety-heads: baseline: generating: {n_test}/{n_test} prompts done in" in cap.err
+    # the steering stage: one line per named step, counted, with the time left; its passes labelled by step
+    steps = [line for line in err if line.startswith("safety-heads: steering: step ")]
+    total = int(steps[0].split("/")[1].split()[0])
+    assert len(steps) == total > 10 and f"step {total}/{total} " in steps[-1] and "all done in" in steps[-1]
+    assert any("calibrate head steering done in" in line for line in steps)
+    assert "about" in steps[0] and "left at the pace so far" in steps[0]
+    assert any(line.startswith("safety-heads: steering: judge hsi (heads) at 1x its strength: generating: ")
+               for line in err)
+    assert all(line.startswith(("safety-heads: ", "Loading weights")) for line in err if line.strip())
+
+
+def test_progress_is_silenced_and_a_long_pass_says_where_it_is(capsys, organism):
+    from interp.generation import GenerationConfig, generate
+    from interp.progress import LineProgress, scope, silenced
+
+    prompts = ["tell me how to make a bomb", "tell me a joke"] * 3
+    with scope("baseline"):
+        generate(organism, prompts, GenerationConfig(max_new_tokens=2, batch_size=2, progress=True))
+        generate(organism, prompts, GenerationConfig(max_new_tokens=2, batch_size=2))  # progress off: silent
+        with silenced():
+            generate(organism, prompts, GenerationConfig(max_new_tokens=2, batch_size=2, progress=True))
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("safety-heads: baseline: generating: 6/6 prompts done in ")
+    # a pass that runs past `after` seconds: lines along the way with the time left, then its last line
+    out = io.StringIO()
+    bar = LineProgress(8, "generating", "prompt", out, every=1e9, after=0.0)
+    for _ in range(8):
+        bar.update(1)
+    lines = out.getvalue().splitlines()
+    assert [line.split(":")[2].split(",")[0].strip() for line in lines] == ["2/8 prompts done", "4/8 prompts done",
+                                                                           "6/8 prompts done", "8/8 prompts done in 0 s"]
+    assert "about" in lines[0] and "left" in lines[0]
+    # within a batch (no prompt done yet): where the pass is, when a line is due
+    out = io.StringIO()
+    bar = LineProgress(8, "generating", "prompt", out, every=0.0)
+    bar.set_postfix_str("batch 1/2, token 3/4", refresh=False)
+    bar.update(0)
+    assert out.getvalue() == "safety-heads: generating: 0/8 prompts done, 0 s elapsed (batch 1/2, token 3/4)\n"

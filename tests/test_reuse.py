@@ -29,9 +29,12 @@ def test_steer_from_an_earlier_run_reuses_its_heads_and_direction(earlier, tmp_p
     out = tmp_path / "steer"
     capsys.readouterr()
     assert main(["steer", "--from", str(src), "--per-cell", "2", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "[demo] heads+directions: given" in printed and "[demo] causal: given" in printed
-    assert "[demo] heads+directions ..." not in printed and "[demo] causal ..." not in printed
+    cap = capsys.readouterr()
+    json.loads(cap.out)  # progress on stderr, the JSON alone on stdout
+    said = cap.err
+    assert "safety-heads: heads+directions: given (" in said and "safety-heads: causal: given (" in said
+    assert "heads+directions: done in 0 s (given, not recomputed)" in said and "causal: done in 0 s (given, not recomputed)" in said
+    assert "causal: step 1/" not in said and "steering: step 1/" in said  # the causal search did not run; steering did
     after = json.loads((out / "report.json").read_text())
     assert after["given"]["ranking"].startswith(str(src))
     assert after["causal"]["recommended_heads"] == before["causal"]["recommended_heads"]
@@ -85,7 +88,8 @@ def test_causal_from_a_run_with_the_same_settings_recomputes_nothing(earlier, tm
     out = tmp_path / "causal"
     capsys.readouterr()
     assert main(["causal", "--from", str(src), "--per-cell", "2", "--out", str(out)]) == 0
-    assert "[causal] causal: given" in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert "safety-heads: causal: given (from" in cap.err and "recommended_heads" in json.loads(cap.out)
     saved = json.loads((out / "causal.json").read_text())
     assert saved["recommended_heads"] == before["causal"]["recommended_heads"]
     assert saved["reused_from"] == str(src) and (out / "summary.md").is_file()

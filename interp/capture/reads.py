@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Hashable, Mapping
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from interp.progress import counted, in_scope, pass_bar, silenced
 
 from interp.batching import prompt_chunks
 from interp.capture.activations import Activations
@@ -61,7 +61,7 @@ def _n_rows(prompts) -> int:
 
 
 def _read(model: ChatModel, prompts, reads: Mapping[Hashable, Read], batch_size: int, sort: bool = True,
-          truncate: bool | None = None, progress: bool = False, all_logits: bool = False,
+          truncate: bool | None = None, progress: bool | None = None, all_logits: bool = False,
           gen: "GenerationConfig | None" = None) -> tuple[dict[Hashable, Tensor], dict[Hashable, str], list | None]:
     """Every read of every prompt, rows in the caller's order, each read's label (last batch), and
     with `gen` each prompt's greedy answer (token ids), the reads taken in its prompt pass."""
@@ -85,8 +85,10 @@ def _read(model: ChatModel, prompts, reads: Mapping[Hashable, Read], batch_size:
     labels: dict[Hashable, str] = {}
     order: list[int] = []
     batches = _batches(model, prompts, batch_size, sort, truncate)
-    n_batches = -(-_n_rows(prompts) // batch_size) if not isinstance(prompts, EncodedBatch) else 1
-    for rows, batch, extra in tqdm(batches, total=n_batches, desc="capturing", disable=not progress):
+    # progress None: a bar inside a study's stage, for a pass of some seconds (interp.progress)
+    with silenced(not (progress if progress is not None else in_scope())):
+        bar = pass_bar(_n_rows(prompts), "capturing", quiet_short=progress is None)
+    for rows, batch, extra in counted(batches, bar, size=lambda item: len(item[0])):
         order += rows
         store: dict[Hashable, Tensor] = {}
         bound = {}
@@ -129,7 +131,7 @@ def _read(model: ChatModel, prompts, reads: Mapping[Hashable, Read], batch_size:
 
 
 def capture_hooks(model: ChatModel, prompts, reads: Mapping[Hashable, Read], batch_size: int = 32, *,
-                  sort: bool = True, truncate: bool | None = None, progress: bool = False,
+                  sort: bool = True, truncate: bool | None = None, progress: bool | None = None,
                   all_logits: bool = False) -> dict[Hashable, Tensor]:
     """The read path under `capture`, by hook name: `reads[key] = (hook name, reducer)` ->
     `{key: tensor}`, rows in the caller's order (float32, on the CPU).
@@ -145,7 +147,7 @@ def capture_hooks(model: ChatModel, prompts, reads: Mapping[Hashable, Read], bat
 
 
 def capture(model: ChatModel, prompts, sites="z", positions: Positions = "last", batch_size: int = 32,
-            truncate: bool | None = None, progress: bool = False, *, reducer: Reducer | None = None,
+            truncate: bool | None = None, progress: bool | None = None, *, reducer: Reducer | None = None,
             sort: bool = True) -> Activations:
     """Capture activations at `sites` for every prompt, in the caller's order.
 
@@ -164,7 +166,7 @@ def capture(model: ChatModel, prompts, sites="z", positions: Positions = "last",
 
 def capture_with_answers(model: ChatModel, prompts, sites="z", positions: Positions = "last",
                          gen: "GenerationConfig | None" = None, truncate: bool | None = None,
-                         progress: bool = False) -> tuple[Activations, list[str]]:
+                         progress: bool | None = None) -> tuple[Activations, list[str]]:
     """`capture` and `interp.generation.generate` in one prompt pass: the activations are read in
     the first generation step, which runs the whole prompt, so judging what a model answered and
     reading why costs one pass over the prompts, not two. Batches follow `gen.batch_size`; the

@@ -77,6 +77,7 @@ def _given(study, cfg, ccfg) -> tuple[dict | None, object]:
     from dataclasses import asdict
 
     from interp.pipeline import _copy_figures
+    from interp.progress import say
     from interp.reuse import gather
 
     if cfg.from_dir is None:
@@ -86,10 +87,9 @@ def _given(study, cfg, ccfg) -> tuple[dict | None, object]:
     same = part is not None and all((part.get("config") or {}).get(k) == v for k, v in asdict(ccfg).items())
     if not same:
         why = "it has no causal result" if part is None else "its causal result was made with other settings"
-        print(f"[causal] search: recomputed ({why}){'; the head ranking from ' + cfg.from_dir if given.ranking else ''}",
-              flush=True)
+        say(f"causal search: recomputed ({why}){'; the head ranking from ' + cfg.from_dir if given.ranking else ''}")
         return None, given.ranking
-    print(f"[causal] causal: given (from {cfg.from_dir}, same settings), not recomputed", flush=True)
+    say(f"causal: given (from {cfg.from_dir}, same settings), not recomputed")
     _copy_figures(part, Path(cfg.from_dir), Path(cfg.out))
     skip = ("model", "config", "data", "toolkit_version", "libraries", "reused_from")
     return {**{k: v for k, v in part.items() if k not in skip}, "reused_from": cfg.from_dir}, given.ranking

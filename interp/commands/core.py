@@ -66,9 +66,12 @@ def _demo(args):
     from interp.pipeline import run_demo
 
     cfg = study_config(args)
-    report = run_demo(cfg)
-    print(f"wrote {Path(cfg.out) / 'report.json'} in {report['timings']['total']:.1f}s; read {Path(cfg.out) / 'summary.md'} first")
-    return {"baseline": report.get("baseline", {}).get("refusal_rate")}
+    from interp.progress import say
+
+    report = run_demo(cfg)  # progress and this line on stderr: stdout is the JSON below
+    say(f"wrote {Path(cfg.out) / 'report.json'} in {report['timings']['total']:.1f}s; read {Path(cfg.out) / 'summary.md'} first")
+    return {"out": str(cfg.out), "summary": str(Path(cfg.out) / "summary.md"),
+            "baseline": report.get("baseline", {}).get("refusal_rate")}
 
 
 def _eval(args):

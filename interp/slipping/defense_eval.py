@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -130,13 +131,17 @@ def _row(name: str, prompts: PromptSet, out: DefenseOutput) -> DefenseRow:
 
 
 def evaluate_defenses(model: ChatModel, prompts: PromptSet, defenses: dict, judge: RefusalJudge = RefusalJudge(),
-                      gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64)) -> DefenseTable:
-    """Run every defense (name -> object with `respond`) on the same prompts."""
+                      gen: GenerationConfig = GenerationConfig(max_new_tokens=12, batch_size=64),
+                      each: Callable[[str], None] | None = None) -> DefenseTable:
+    """Run every defense (name -> object with `respond`) on the same prompts (`each(name)` as each
+    starts: a stage's progress)."""
     prompts.require("defense evaluation set")
     if not defenses:
         raise InputError("no defenses to evaluate: pass a dict name -> defense (e.g. {'none': NoDefense()})")
     outs, rows = {}, {}
     for name, d in defenses.items():
+        if each is not None:
+            each(name)
         with model_threads(model):  # small models: one intra-op thread (interp.threads)
             out = d.respond(model, prompts, judge, gen)
         outs[name] = out

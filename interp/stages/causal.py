@@ -147,11 +147,13 @@ def _steering_evidence(model, recs: dict, patching_map, H, L, flip: str, cfg: Ca
 
 def causal_stage(study: Study, ranking=None, cfg: CausalConfig = CausalConfig()) -> CausalResult:
     """Search, patch, attribute, compare (with the probe `ranking` when given) and recommend."""
-    with model_threads(study.model):
-        return _run_causal(study, ranking, cfg)
+    from interp.progress import Steps
+
+    with model_threads(study.model), Steps(6, label="causal") as steps:
+        return _run_causal(study, ranking, cfg, steps)
 
 
-def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
+def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult:
     model = study.model
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -169,16 +171,20 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     new_tokens = cfg.max_new_tokens or study.gen.max_new_tokens
     scfg = SearchConfig(max_heads=cfg.k, method=cfg.method, reference=cfg.reference, seed=cfg.seed, top_k=cfg.top_k,
                         exhaustive=cfg.exhaustive)
+    steps.next("head search")
     search = search_heads(model, H, L, scfg, study.judge, new_tokens)
     lap("search")
     pairs = equal_length_pairs(model, study.data.plain("train", "harmful"), study.data.plain("train", "harmless"),
                                study.scaled(cfg.n_pairs, 8), seed=cfg.seed)
+    steps.next("activation patching")
     patching = activation_patching(model, *pairs, head_positions="all", exhaustive=cfg.exhaustive, top_k=cfg.top_k)
     lap("patching")
     both = H.concat(L)
+    steps.next("direct logit attribution")
     dla = direct_logit_attribution(model, both)
     lens = logit_lens(model, both)
     lap("dla")
+    steps.next("recommend heads")
     comparison = compare_methods(model, search, patching, dla, ranking, k=cfg.k)
     sets = _eval_sets(study, cfg)
     rcfg = RecommendConfig(k=cfg.k, seed=cfg.seed)
@@ -187,6 +193,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
                           held_out=plain["harmless" if search.best.flip == "refusal" else "harmful"])
     lap("recommend")
     # the same search and recommendation under the other ablation methods, side by side
+    steps.next("the other ablation methods")
     alt = by_method(model, H, L, [m for m in _methods(cfg) if m != cfg.method], scfg, rcfg, study.judge, new_tokens,
                     held_out=plain, clean=search.clean)
     flips = _steering_evidence(model, {cfg.method: rec, **alt}, patching.head_effect, H, L, rec.flip, cfg)
@@ -207,6 +214,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig) -> CausalResult:
     # mean: the gap between the two is the redundancy the label-free ablation ran into
     bref = (head_reference(model, both, scfg.positions)
             if heads and search.cfg.reference == "opposite" and cfg.method != "zero" else None)
+    steps.next("held-out behaviour against random heads")
     measured = measure(study, sets, heads, random_sets, cfg.method, ref, cfg.seed, new_tokens, bref)
     lap("measure")
 

@@ -81,7 +81,7 @@ def judged_runs(study: Study, prompts: PromptSet, interventions: Mapping[str, ob
     (`interp.evaluate.evaluate_stack`), record each as condition `prefix + name` (at `alphas[name]`),
     and return name -> its rows."""
     n = study.gen.max_new_tokens if max_new_tokens is None else max_new_tokens
-    gen = GenerationConfig(max_new_tokens=n, batch_size=study.gen.batch_size)
+    gen = GenerationConfig(max_new_tokens=n, batch_size=study.gen.batch_size, progress=study.gen.progress)
     evs = evaluate_stack(study.model, prompts, list(interventions.values()), study.judge, gen)
     alphas = alphas or {}
     return {name: study.record_eval(ev, prefix + name, alphas.get(name), max_new_tokens=n)

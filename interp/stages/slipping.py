@@ -95,10 +95,18 @@ def _pooled(series: list[SlippingSeries], heads, idx_filter=None) -> dict:
 def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) -> SlippingResult:
     """Trace attention on the request over every jailbreak family's strengths and over an attack's
     course; the top heads come from the probe `ranking` when given."""
+    from interp.progress import Steps
+
+    with Steps(4, label="slipping") as steps:
+        return _slipping(study, ranking, cfg, steps)
+
+
+def _slipping(study: Study, ranking, cfg: SlippingDemoConfig, steps) -> SlippingResult:
     model = study.model
     ev = study.data.test
     harmful = subsample(ev, study.scaled(cfg.per_cell, 2), seed=cfg.seed, labels=("harmful",))
     harmless = subsample(ev, study.scaled(cfg.control_per_cell), seed=cfg.seed, labels=("harmless",))
+    steps.next(f"trace attention on {len(harmful) + len(harmless)} prompts")
     trace = trace_attention(model, harmful.concat(harmless, "slipping-traced"), TraceConfig(max_new_tokens=cfg.max_new_tokens),
                             judge=study.judge)
     traced = study.record(trace.prompts, trace.answers, trace.refused, trace.refusal_score.tolist(), "slipping:trace",
@@ -161,12 +169,14 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
     # the same reason
     plain = [p for p in harmful if p.family is None][:study.scaled(cfg.attack_prompts)]
     acfg = AttackConfig(n_tokens=3, n_iters=8, n_candidates=8, exclude=topic_words(study.data.plain("train")), seed=cfg.seed)
+    steps.next(f"attacks on {len(plain)} prompts")
     attacks = run_attacks(model, plain, acfg, judge=study.judge)
     attack_success = {}
     for method, results in attacks.items():  # each attack's final answer, kept (label harmful: refused = not broken)
         kept = study.record([r.final for r in results], [r.answer for r in results], [not r.success for r in results],
                             None, f"slipping:attack_{method}", max_new_tokens=acfg.max_new_tokens)
         attack_success[method] = {"success": rate_record([not r.refused for r in kept]), "condition": f"slipping:attack_{method}"}
+    steps.next("attention over the attack's course")
     aseries = attack_series(model, attacks["guided"], cfg=TraceConfig(max_new_tokens=0))
     a_att = _mean_heads(torch.stack([t.on("request").mean(0) for t in aseries.traces]), top)
 
@@ -177,6 +187,7 @@ def slipping_stage(study: Study, ranking=None, cfg: SlippingDemoConfig = CFG) ->
     figures = {"slipping_heatmap_steps": step_heatmap(series["distractor"] if "distractor" in series else next(iter(series.values()))),
                "slipping_lines": attention_refusal_lines(list(series.values()), top),
                "slipping_correlation": correlation_heatmap(_concat_series(list(series.values())), "within")}
+    steps.next("figures")
     if example is not None:
         mat, keys, queries = token_attention(model, example, max_new_tokens=6, heads=top)
         figures[f"slipping_tokens_{example.family}"] = token_heatmap(
@@ -238,15 +249,25 @@ def defenses_stage(study: Study, top_heads=None, causal_heads=None, cfg: Slippin
     stage's) are the heads whose attention explains what sharpening does. Sharpening's temperature
     and where it acts (every layer, `top_heads`, the causal stage's `causal_heads`) are chosen on the
     validation split under the harmless-refusal budget (`defense_evidence.calibrated_sharpening`)."""
+    from interp.progress import Steps
+
+    with Steps(7, label="defenses") as steps:
+        return _defenses(study, top_heads, causal_heads, cfg, steps)
+
+
+def _defenses(study: Study, top_heads, causal_heads, cfg: SlippingDemoConfig, steps) -> StageResult:
     model = study.model
     # at the demo's real-model scale each family is defended at its strongest cell only (SmoothLLM
     # alone generates ten copies of every prompt)
     ps = _defense_set(study.data.test, study.scaled(cfg.defense_per_cell), cfg.seed,
                       top_only=study.per_cell < FULL_PER_CELL)
+    steps.next("calibrate sharpening on val")
     sharpening, calibration = calibrated_sharpening(study, top_heads, causal_heads, cfg.sharpen_T)
     defenses = {"none": NoDefense(), "sharpening": sharpening, "smoothllm": SmoothLLM(seed=cfg.seed),
                 "token_highlighter": TokenHighlighter()}
-    table = evaluate_defenses(model, ps, defenses, study.judge, study.gen)
+    table = evaluate_defenses(model, ps, defenses, study.judge, study.gen,
+                              each=lambda name: steps.next(f"defense {name} on {len(ps)} prompts"))
+    steps.next("evidence and sharpening's utility")
     out = table.to_dict()
     evidence = defense_evidence(study, ps, table)
     trained = study.data.trained_comply
@@ -256,6 +277,7 @@ def defenses_stage(study: Study, top_heads=None, causal_heads=None, cfg: Slippin
     out["sharpening"]["utility"] = sharpening_utility(study, ps, sharpening)
 
     # why sharpening does what it does: attention on the request with and without it
+    steps.next("attention with and without sharpening")
     heads = list(top_heads or [(0, h) for h in range(min(4, model.n_heads))])
     harm = ps.filter(label="harmful")
     base = trace_attention(model, harm, TraceConfig(max_new_tokens=0))

@@ -153,13 +153,14 @@ def steering_stage(study: Study, recommended_heads=None, ranking=None, direction
     """Head steering (on the causal stage's heads, else the probe ranking's, else HSI's choice),
     layer steering, the Jailbreak Antidote and the refusal direction (the probes stage's, else the
     same selection run here), compared on the held-out split."""
+    from interp.progress import Steps
     from interp.threads import model_threads
 
-    with model_threads(study.model):  # small model on a shared machine: one thread is far faster
-        return _stage(study, recommended_heads, ranking, direction)
+    with model_threads(study.model), Steps(label="steering") as steps:  # one thread: far faster on a shared machine
+        return _stage(study, recommended_heads, ranking, direction, steps)
 
 
-def _stage(study: Study, recommended_heads, ranking, given_direction) -> SteeringResult:
+def _stage(study: Study, recommended_heads, ranking, given_direction, steps) -> SteeringResult:
     t0 = time.perf_counter()
     model = study.model
     train = study.data.plain("train").require("training set", 4, both_labels=True)
@@ -174,10 +175,15 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     gen_sets = _held_out(study.data.test, plain_n=len(study.data.test), cell_n=4 if reduced else study.scaled(2),
                          seed=study.seed + 1, top_only=reduced)
     factors = SWEEP_FACTORS_REDUCED if reduced else SWEEP_FACTORS
+    # generation and the judge at the calibrated point (factor 1, the reported one); at the real-model
+    # scale the curve's other points are read off the one-pass refusal score
+    judged_f = factors if not reduced else [f for f in factors if f == 1.0]
+    steps.total = 10 + 3 * len(judged_f) + 3 * reduced  # the steps named below
     jb_key = "jailbreak" if "jailbreak" in effect_sets else "harmful"
     timings = {}
 
     # ---- head steering (HSI / ITI shift) and the layer baseline
+    steps.next("fit head directions")
     hd = fit_head_directions(model, train)
     got = _given_heads(recommended_heads, ranking)
     if got is not None:
@@ -190,19 +196,25 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
         heads = select_heads(model, hd, K_HEADS, harmless_tr[: min(16, len(harmless_tr))], SELECT_SIGMAS, by="steering")
         heads_source = f"HSI: largest single-head effect at {SELECT_SIGMAS:g} sigma on training harmless prompts"
     on_heads = Intervention.steer_heads(hd, heads, 1.0)
+    steps.next("calibrate head steering")
     cal_h = calibrate(model, on_heads, harmless_tr, HEAD_GRID, MAX_HARMLESS_REFUSAL)
     sigmas_h = cal_h.strength
+    steps.next("heads against the layer")
     cmp = compare_heads_vs_layer(model, hd, heads, sigmas_h, {k: effect_sets[k] for k in (jb_key, "harmless") if k in effect_sets})
     layers = cmp["layers"]
     timings["heads"] = time.perf_counter() - t0
 
     # ---- Jailbreak Antidote, sparse and dense, each at its calibrated strength
     t = time.perf_counter()
+    steps.next("fit the Antidote")
     anti = fit_antidote(model, harmful_tr, harmless_tr, sparsity=0.05)
     sparse_iv, dense_iv = anti.intervention(), anti.with_sparsity(1.0).intervention()
+    steps.next("calibrate the sparse Antidote")
     cal_s = calibrate(model, sparse_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
+    steps.next("calibrate the dense Antidote")
     cal_d = calibrate(model, dense_iv, harmless_tr, ANTIDOTE_GRID, MAX_HARMLESS_REFUSAL)
     nf_s, nf_d = cal_s.strength, cal_d.strength
+    steps.next("Antidote effects")
     jb_meter = EffectMeter(model, effect_sets[jb_key])
     e_s = jb_meter(sparse_iv.with_strength(nf_s))
     e_d = jb_meter(dense_iv.with_strength(nf_d))
@@ -211,6 +223,7 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
 
     # ---- refusal direction: ablation and addition, judged on generated answers
     t = time.perf_counter()
+    steps.next("refusal direction")
     from_state = _given_direction(model, given_direction, harmful_tr, harmless_tr)
     direction, d_source = from_state or _own_direction(study)
 
@@ -234,6 +247,7 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
                  "examples": {"ablation": [r.answer for r in abl[:2]], "addition": [r.answer for r in add[:2]]}},
                 {"ablation": abl, "addition": add})
 
+    steps.next("judge direction ablation and addition")
     d_report, d_rows = judged(direction)
     d_report["source"] = d_source
     timings["direction"] = time.perf_counter() - t
@@ -241,6 +255,7 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     # ---- safety-utility trade-off on the small generation subsample
     t = time.perf_counter()
     # the unsteered answers are the baseline stage's when it ran (the same prompts and settings)
+    steps.next("unsteered answers")
     known = {k: baseline_answers(study, v) for k, v in gen_sets.items()}
     unsteered, row = unsteered_point(model, gen_sets, study.judge, study.gen,
                                      known if all(v is not None for v in known.values()) else None)
@@ -248,11 +263,11 @@ def _stage(study: Study, recommended_heads, ranking, given_direction) -> Steerin
     swept = [("hsi (heads)", on_heads, sigmas_h), ("layer (all heads)", Intervention.steer_layer(hd, layers, 1.0), sigmas_h),
              ("antidote (5%)", sparse_iv, nf_s)]
     for name, iv, chosen in swept:
-        # generation and the judge at the calibrated point (factor 1, the reported one); at the
-        # real-model scale the curve's other points are read off the one-pass refusal score
-        judged_f = factors if not reduced else [f for f in factors if f == 1.0]
-        rows += sweep(model, iv, [f * chosen for f in judged_f], gen_sets, name, study.judge, study.gen, unsteered)
+        for f in judged_f:
+            steps.next(f"judge {name} at {f:g}x its strength")
+            rows += sweep(model, iv, [f * chosen], gen_sets, name, study.judge, study.gen, unsteered)
         if reduced:
+            steps.next(f"score {name} at its other strengths")
             rows += scored_sweep(model, iv, [f * chosen for f in factors if f != 1.0], gen_sets, name, unsteered)
     recorded = record_sweep(study, gen_sets, rows)
     timings["tradeoff"] = time.perf_counter() - t

@@ -216,6 +216,7 @@ def single_head_steering_effects(model: ChatModel, head_dirs: HeadDirections, pr
     of steering each fitted head alone by `sigmas`. One stacked run per prompt batch (a replica per
     head, each resumed at its head's layer from a clean run's cached block inputs)."""
     from interp.hooks import check_finite
+    from interp.progress import in_scope, pass_bar, silenced
     from interp.runner import RESUME_PROMPTS, cache_block_inputs, prompt_batches, run
     from interp.scoring import refusal_log_odds
 
@@ -225,12 +226,16 @@ def single_head_steering_effects(model: ChatModel, head_dirs: HeadDirections, pr
     heads = [(int(l), int(h)) for l, h in zip(*torch.nonzero(head_dirs.fitted, as_tuple=True))]
     stack = Intervention.stack([Intervention.steer_heads(head_dirs, [p], sigmas) for p in heads])
     change = torch.zeros(len(heads))
-    for idx, b, _ in prompt_batches(model, texts, max_rows, max_prompts=RESUME_PROMPTS):
+    batches = list(prompt_batches(model, texts, max_rows, max_prompts=RESUME_PROMPTS))
+    with silenced(not in_scope()):  # inside a study's stage: a bar over the heads when it takes seconds
+        bar = pass_bar(len(heads) * len(batches), "single-head effects", "head", quiet_short=True)
+    for idx, b, _ in batches:
         cached = cache_block_inputs(model, b, min(l for l, _ in heads))
         base = refusal_log_odds(model, cached.logits).cpu()
         s = run(model, cached, stack, read=lambda logits: refusal_log_odds(model, logits).cpu(), from_layer="auto",
-                max_rows=max_rows)
+                max_rows=max_rows, progress=bar.update)
         change += (check_finite(s, "refusal scores").view(len(heads), len(idx)) - base).sum(1)
+    bar.close()
     out = torch.full((model.n_layers, model.n_heads), float("nan"))
     for (l, h), c in zip(heads, (change / len(texts)).tolist()):
         out[l, h] = c
