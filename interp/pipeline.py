@@ -131,12 +131,12 @@ def data_source(model: ChatModel) -> ModelSource:
     return default
 
 
-R2D_SECTIONS = ("baseline", "r2d")  # what the demo runs on an R2D model (answers that open with reasoning steps)
+R2D_STAGES = ("baseline", "r2d")  # what the demo runs on an R2D model (answers that open with reasoning steps)
 
 
 def open_study(cfg: StudyConfig, allow_r2d: bool = False) -> Study:
     """Load the model (with the judging phrases and system prompt of `cfg`) and the study's data.
-    An R2D model (kind 'r2d') only with `allow_r2d` (the demo's R2D_SECTIONS read it their own way),
+    An R2D model (kind 'r2d') only with `allow_r2d` (the demo's R2D_STAGES read it their own way),
     and never the word-level R2D organism (its section runs from the base organism's study)."""
     model = load_model(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.dtype), chat_template=cfg.chat_template,
                        refusal_phrases=cfg.refusal_phrases, compliance_phrases=cfg.compliance_phrases,
@@ -331,11 +331,11 @@ def run_demo(cfg: StudyConfig = StudyConfig(), progress: bool = True) -> dict:
     t = time.perf_counter()
     study = open_study(cfg, allow_r2d=True)
     if study.model.kind == "r2d":
-        if cfg.sections is not None and not set(cfg.sections) <= set(R2D_SECTIONS):
+        if cfg.sections is not None and not set(cfg.sections) <= set(R2D_STAGES):
             raise InputError(f"--model {cfg.model} is an R2D model (answers open with reasoning steps): the demo runs only "
-                             f"--sections {','.join(R2D_SECTIONS)} on it; the other sections read refusal from the first "
+                             f"--sections {','.join(R2D_STAGES)} on it; the other sections read refusal from the first "
                              "answer token")
-        cfg = replace(cfg, sections=cfg.sections or R2D_SECTIONS)
+        cfg = replace(cfg, sections=cfg.sections or R2D_STAGES)
     return run_study(study, cfg, progress=progress, timings={"load": round(time.perf_counter() - t, 2)}).report
 
 
