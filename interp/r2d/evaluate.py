@@ -66,11 +66,15 @@ def generate_r2d(model: ChatModel, prompts, max_new_tokens: int = R2D_NEW_TOKENS
         piv = {}
     order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
     out = [""] * len(prompt_texts)
-    for k in range(0, len(order), batch_size):
-        chunk = order[k:k + batch_size]
-        new = generate_batch(model, model.encode([prompt_texts[i] for i in chunk]), max_new_tokens)
-        for i, ids in zip(chunk, new):
-            out[i] = decode_with_pivots(tok, [t for t in ids if t not in drop], piv)
+    from interp.progress import pass_bar
+
+    with pass_bar(len(order), "generating R2D traces") as bar:  # minutes on a real model: say where it is
+        for k in range(0, len(order), batch_size):
+            chunk = order[k:k + batch_size]
+            new = generate_batch(model, model.encode([prompt_texts[i] for i in chunk]), max_new_tokens)
+            for i, ids in zip(chunk, new):
+                out[i] = decode_with_pivots(tok, [t for t in ids if t not in drop], piv)
+            bar.update(len(chunk))
     return out
 
 
