@@ -64,14 +64,14 @@ def generate_r2d(model: ChatModel, prompts, max_new_tokens: int = R2D_NEW_TOKENS
         piv = {i: p for p, i in pivot_ids(tok).items()}
     except ModelLoadError:  # a model without pivots (the base of an R2D comparison): plain answers
         piv = {}
-    order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
-    out = [""] * len(prompt_texts)
+    from interp.batching import prompt_chunks
     from interp.progress import pass_bar
 
-    with pass_bar(len(order), "generating R2D traces") as bar:  # minutes on a real model: say where it is
-        for k in range(0, len(order), batch_size):
-            chunk = order[k:k + batch_size]
-            new = generate_batch(model, model.encode([prompt_texts[i] for i in chunk]), max_new_tokens)
+    out = [""] * len(prompt_texts)
+    # the shared pass sizing (interp.batching): by length, capped in padded tokens, as every other pass
+    with pass_bar(len(prompt_texts), "generating R2D traces") as bar:  # minutes on a real model: say where it is
+        for chunk in prompt_chunks(model, prompt_texts, batch_size):
+            new = generate_batch(model, model.encode([prompt_texts[i] for i in chunk], indices=chunk), max_new_tokens)
             for i, ids in zip(chunk, new):
                 out[i] = decode_with_pivots(tok, [t for t in ids if t not in drop], piv)
             bar.update(len(chunk))
