@@ -189,7 +189,8 @@ def row_slipping(study, args) -> dict:
 
 
 def row_defenses(study, args) -> dict:
-    from interp.stages.slipping import SlippingDemoConfig, defenses_stage
+    from interp.stages.defenses import defenses_stage
+    from interp.stages.slipping import SlippingDemoConfig
 
     cfg = SlippingDemoConfig(defense_per_cell=args.per_cell, seed=study.seed)
     res = defenses_stage(_short(study), None, cfg=cfg)

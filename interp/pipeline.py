@@ -13,7 +13,6 @@ comes from `study.data`: nothing here knows where the prompts came from.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 import time
@@ -23,14 +22,17 @@ from pathlib import Path
 import torch
 
 from interp.errors import InputError
-from interp.evaluate import RefusalEval, evaluate_refusal
 from interp.generation import GenerationConfig
 from interp.model import ChatModel, load_model
 from interp.placement import Placement
 from interp.sources import ModelSource, claiming_source, model_sources
-from interp.plotting import refusal_vs_strength, save_figure
-from interp.study import Study, StageResult, StudyConfig, StudyData, figure_ref, files_study, make_judge
+from interp.plotting import save_figure
+from interp.study import Study, StudyConfig, StudyData, figure_ref, files_study, make_judge
 from interp.threads import model_threads
+# the baseline stage and the writers live in their own modules; imported here for the pipeline's callers
+from interp.stages.baseline import BaselineResult, baseline_stage, evaluation_completions, evaluation_table  # noqa: F401
+from interp.outputs import (COMPLETIONS, _copy_figures, _json_default, _write, save_artifacts,  # noqa: F401
+                            save_stage_artifacts, write_answers)
 
 # every stage, in the order they run; a demo runs them all unless told otherwise
 STAGES = ("baseline", "heads", "directions", "causal", "steering", "slipping", "defenses", "r2d")
@@ -38,69 +40,6 @@ STAGES = ("baseline", "heads", "directions", "causal", "steering", "slipping", "
 EXTRA_STAGES = ("attention_tokens",)
 
 
-@dataclass
-class BaselineResult(StageResult):
-    evaluation: RefusalEval | None = None
-
-
-def baseline_stage(study: Study) -> BaselineResult:
-    """Behaviour on the held-out split: refusal rate and score of plain harmful and harmless
-    requests, of every jailbreak cell, and of the over-refusal look-alikes; every rate a record
-    {"rate", "n", "ci95"} computed from the answers kept for completions.jsonl (condition "baseline")."""
-    from interp.completions import OVER_REFUSAL, behaviour_table
-
-    if study.model.kind == "r2d":
-        return BaselineResult({"skipped": (f"{study.model.name} is an R2D model: its answers open with reasoning steps "
-                                           "and pivot tokens, so refusal is not read from its first answer tokens here; "
-                                           "its refusal rates (last pivot and judged final answer) are in the r2d section")})
-    ev = evaluate_refusal(study.model, study.data.test, study.judge, study.gen)
-    rows = study.record_eval(ev, "baseline")
-    examples = {}
-    for p, a in zip(ev.prompts, ev.answers):
-        examples.setdefault(f"{p.label}/{p.family or 'plain'}/{p.strength or 0}", {"prompt": p.text, "answer": a})
-    over = study.data.over_refusal
-    if over is not None and len(over):
-        ov = evaluate_refusal(study.model, over, study.judge, study.gen)
-        rows = rows + study.record_eval(ov, "baseline", set=OVER_REFUSAL)
-    table = behaviour_table(rows, seed=study.seed)
-    report = {"refusal_rate": {k: v for k, v in table["refusal_rate"].items() if k != OVER_REFUSAL},
-              "refusal_score": {k: v for k, v in table["refusal_score"].items() if k != OVER_REFUSAL},
-              "n_prompts": len(ev.prompts), "condition": "baseline", "agreement": table["agreement"],
-              "split": "test", "figure": figure_ref("refusal_vs_strength"), "examples": dict(list(examples.items())[:12])}
-    if over is not None and len(over):
-        report["over_refusal"] = {"refusal_rate": table["refusal_rate"][OVER_REFUSAL],
-                                  "refusal_score": table["refusal_score"][OVER_REFUSAL], "n": len(over),
-                                  "examples": [{"prompt": p.text, "answer": a} for p, a in list(zip(over, ov.answers))[:4]]}
-    fig = refusal_vs_strength(report["refusal_rate"], f"Refusal against jailbreak strength: {study.model.name}")
-    return BaselineResult(report, {"refusal_vs_strength": fig}, evaluation=ev)
-
-
-def evaluation_completions(study: Study, which: str = "all", world=None) -> list:
-    """Every answer of `safety-heads eval` as `interp.completions.Completion` rows (condition
-    "baseline"): every prompt of the study (`which="all"`: nothing is fitted, so every split is held
-    out) or of one split, then the over-refusal look-alikes (set "over_refusal")."""
-    from interp.completions import OVER_REFUSAL, completions_from_eval
-
-    d = study.data
-    prompts = d.train.concat(d.val).concat(d.test, name="all") if which == "all" else d.split(which)
-    n = study.gen.max_new_tokens
-    ev = evaluate_refusal(study.model, prompts, study.judge, study.gen, world=world)
-    rows = completions_from_eval(ev, set=which, max_new_tokens=n)
-    if d.over_refusal is not None and len(d.over_refusal):
-        ov = evaluate_refusal(study.model, d.over_refusal, study.judge, study.gen, world=world)
-        rows += completions_from_eval(ov, set=OVER_REFUSAL, max_new_tokens=n)
-    return rows
-
-
-def evaluation_table(study: Study, which: str = "all", world=None) -> dict:
-    """The behaviour table of `safety-heads eval` (`interp.completions.behaviour_table`: every rate
-    as {"rate", "n", "ci95"}, every mean score as {"mean", "n", "ci95"}, the score-verdict agreement)."""
-    from interp.completions import behaviour_table
-
-    return behaviour_table(evaluation_completions(study, which, world), seed=study.seed)
-
-
-# ------------------------------------------------------------------ opening and running a study
 def load_study_data(cfg: StudyConfig, model: ChatModel) -> StudyData:
     """The study's data for `cfg`: the user's files, else the prompts the model's source brings
     (`interp.sources`: the organisms bring theirs), else those of the default model's source (the
@@ -280,7 +219,7 @@ def _run_study(study: Study, cfg: StudyConfig, out: str | Path | None, timings: 
 
         slipping = stage("slipping", slipping_stage, ranking)
     if "defenses" in wanted:
-        from interp.stages.slipping import defenses_stage
+        from interp.stages.defenses import defenses_stage
 
         stage("defenses", defenses_stage, slipping.top_heads if slipping else None, recommended)
     if "r2d" in wanted:
@@ -306,25 +245,6 @@ def _given(study: Study, cfg: StudyConfig):
     return gather(study, cfg.from_dir, cfg.heads, cfg.direction)
 
 
-def _copy_figures(part: dict, src: Path, out: Path) -> None:
-    import shutil
-
-    from interp.summary import figures
-
-    for f in figures(part):
-        if (src / f).is_file():
-            (out / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / f, out / f)
-
-
-def _write(out: Path, report: dict) -> None:
-    """`report.json`, and `summary.md` rendered from it (interp.summary)."""
-    from interp.summary import write_summary
-
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=_json_default))
-    write_summary(out)
-
-
 def run_demo(cfg: StudyConfig = StudyConfig(), progress: bool = True) -> dict:
     """Open the study `cfg` describes and run it; returns the report (also in `cfg.out`)."""
     check_sections(cfg.sections)
@@ -337,64 +257,6 @@ def run_demo(cfg: StudyConfig = StudyConfig(), progress: bool = True) -> dict:
                              "answer token")
         cfg = replace(cfg, sections=cfg.sections or R2D_STAGES)
     return run_study(study, cfg, progress=progress, timings={"load": round(time.perf_counter() - t, 2)}).report
-
-
-def save_stage_artifacts(study: Study, artifacts: dict, out: Path, report: dict) -> None:
-    """A stage's artifacts under `out/artifacts/`, and the interventions and defenses it chose
-    (`interp.saved.Chosen`) under `out/interventions/<name>/`, listed in the report's "interventions"."""
-    from interp.saved import FOLDER, Chosen, save_chosen
-
-    chosen = {k: v for k, v in artifacts.items() if isinstance(v, Chosen)}
-    save_artifacts({k: v for k, v in artifacts.items() if k not in chosen}, out / "artifacts")
-    if chosen:
-        cards = save_chosen(out / FOLDER, chosen, study.model, study.judge, study.gen.max_new_tokens,
-                            study.data.describe(ids=False))
-        report.setdefault("interventions", {}).update(cards)
-
-
-def save_artifacts(artifacts: dict, folder: Path) -> list[Path]:
-    """Each artifact as `folder/<name>`: through its own `.save` (safetensors + JSON), or as JSON."""
-    written = []
-    for name, obj in artifacts.items():
-        folder.mkdir(parents=True, exist_ok=True)
-        if hasattr(obj, "save"):
-            written += [Path(p) for p in obj.save(folder / name) or []]
-        else:
-            path = folder / (name if name.endswith(".json") else f"{name}.json")
-            path.write_text(json.dumps(obj, indent=1, default=_json_default))
-            written.append(path)
-    return written
-
-
-COMPLETIONS = "completions.jsonl"
-
-
-def write_answers(out: Path, study: Study, report: dict) -> None:
-    """Every answer the stages generated so far to `out/completions.jsonl` (`safety-heads judge
-    --completions` gives the report's refusal rates from it), and its summary in the report."""
-    from interp.completions import conditions, judge_header, write_completions
-
-    if not study.answers:
-        return
-    header = {"judge": judge_header(study.judge), "model": study.model.name,
-              "fingerprint": getattr(study.model, "fingerprint", None), "seed": study.seed,
-              "max_new_tokens": study.gen.max_new_tokens, "source": "safety-heads study stages",
-              "data": study.data.describe(ids=False)}
-    write_completions(out / COMPLETIONS, study.answers, header)
-    report["completions"] = {"file": COMPLETIONS, "rows": len(study.answers),
-                             "conditions": {k: len(v) for k, v in conditions(study.answers).items()},
-                             "note": "every generated answer; `safety-heads judge --completions FILE` re-judges them and "
-                                     "prints one behaviour table per condition"}
-
-
-def _json_default(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 __all__ = ["STAGES", "EXTRA_STAGES", "BaselineResult", "StudyResult", "baseline_stage", "evaluation_completions", "evaluation_table", "load_study_data", "open_study", "run_study",

@@ -51,11 +51,13 @@ def _model(r: dict) -> list[str]:
                    + ", ".join(f"{k} {v}" for k, v in sizes.items()))
     for cap in data.get("caps", []) or []:
         out.append(f"- cap: {json.dumps(cap)}")
-    j = r.get("judge", {})
+    j = r.get("judge") or {}
+    # a causal run's own config leaves the answer length to the study: the stage records what it used
+    new_tokens = cfg.get("max_new_tokens") or ((r.get("causal") or {}).get("ablation") or {}).get("max_new_tokens")
     if j or cfg:
         out.append(f"- judge: {j.get('type', 'substring')} ({j.get('n_phrases')} phrases; answers shorter than "
-                   f"{j.get('min_words')} word(s) count as refusals), greedy answers of {cfg.get('max_new_tokens')} tokens; "
-                   f"probe labels: {r.get('labels', cfg.get('labels'))}")
+                   f"{j.get('min_words')} word(s) count as refusals), greedy answers of {new_tokens} tokens"
+                   + (f"; probe labels: {labels}" if (labels := r.get("labels", cfg.get("labels"))) else ""))
     b = r.get("baseline", {}).get("refusal_rate")
     if b:
         out.append(f"- unsteered refusal on the held-out split: harmful {num(b.get('harmful'))}, harmless "

@@ -34,7 +34,7 @@ LAYERS = (  # (layer, modules: each one and everything under it), lowest first
               "interp.placement", "interp.plotting", "interp.progress", "interp.prompts", "interp.provenance", "interp.runner",
               "interp.scoring", "interp.sources", "interp.stats", "interp.threads", "interp.utility", "interp.vocab")),
     ("methods", ("probes", "interp.causal", "interp.steering", "interp.slipping", "interp.r2d")),
-    ("study", ("interp.study", "interp.study_files", "interp.saved", "interp.under", "interp.summary", "interp.reuse", "interp.pipeline", "interp.stages", "interp.commands", "interp.cli", "interp.cli_checks",
+    ("study", ("interp.study", "interp.study_files", "interp.outputs", "interp.saved", "interp.under", "interp.summary", "interp.reuse", "interp.pipeline", "interp.stages", "interp.commands", "interp.cli", "interp.cli_checks",
                "interp.gallery", "interp.notebook", "interp.__main__")),
     ("organisms", ("organisms",)),
     ("facade", ()),  # the package `interp` itself (its __init__), matched exactly

@@ -145,7 +145,9 @@ def test_stages_small(organism, eval_prompts):
     assert set(s["series"][0]) >= {"family", "strength", "attention_on_request", "refusal_score"}
     assert s["correlation"] > 0.3 and len(s["top_heads"]) == cfg.k, s["correlations"]  # attention tracks refusal
     assert len(s["figures"]) >= 3
-    d = report.defenses_stage(study, res.top_heads, cfg=cfg).report
+    from interp.stages.defenses import defenses_stage
+
+    d = defenses_stage(study, res.top_heads, cfg=cfg).report
     assert "roleplay at strength 4" in d["note"]
     assert {"none", "sharpening", "smoothllm", "token_highlighter"} <= set(d)
     assert {"T", "jailbreak_success", "harmless_refusal"} <= set(d["sharpening"])

@@ -88,3 +88,6 @@ def test_rank_and_causal_write_summaries(tmp_path, capsys):
     text = (out / "summary.md").read_text()
     check_numbers_come_from(text, causal)
     assert "Causal recommendation" in text
+    # the judge line names the judge and the answer length the stage used, never "None"
+    judge_line = next(line for line in text.splitlines() if line.startswith("- judge:"))
+    assert "None" not in judge_line and f"greedy answers of {causal['ablation']['max_new_tokens']} tokens" in judge_line

@@ -52,14 +52,15 @@ def _causal(args) -> dict:
             save_figure(fig, out / figure_ref(name), png=cfg.png)
         part = res.report
     result = {"model": study.model.describe(), **provenance(), "config": cfg.describe(), "data": study.data.describe(),
-              **part}
+              "judge": study.judge.describe(), **part}
     write_answers(out, study, result)  # every judged answer to out/completions.jsonl
     path = out / "causal.json"
     path.write_text(json.dumps(result, indent=1, default=_json_default))
     from interp.summary import write_summary
 
     saved = json.loads(path.read_text())  # the summary reads what was written, nothing else
-    write_summary(out, {k: saved.get(k) for k in ("model", "config", "data")} | {"causal": saved}, title="Which heads drive refusal")
+    write_summary(out, {k: saved.get(k) for k in ("model", "config", "data", "judge")} | {"causal": saved},
+                  title="Which heads drive refusal")
     ab = result["ablation"]
     return {"out": str(path), "summary": str(out / "summary.md"), "recommended_heads": result["recommended_heads"], "direction": ab["direction"],
             "refusal_rate_before": {k: v["refusal_rate"] for k, v in ab["baseline"].items()},

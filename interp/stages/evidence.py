@@ -64,28 +64,46 @@ def compare(a: Sequence, b: Sequence, name_a: str, name_b: str, what: str = "ref
     return {**d, "a": name_a, "b": name_b, "what": what, "verdict": verdict(d, name_a, name_b, what)}
 
 
+def _baseline_rows(study: Study, prompts, max_new_tokens: int) -> list | None:
+    """The baseline stage's rows for `prompts` when it generated all of them at `max_new_tokens`
+    with the study's own settings, else None."""
+    rows = {r.prompt_id: r for r in study.answers
+            if r.condition == "baseline" and r.set == "test" and r.max_new_tokens == max_new_tokens}
+    if not rows or any(p.id not in rows for p in prompts):
+        return None
+    return [rows[p.id] for p in prompts]
+
+
 def baseline_answers(study: Study, prompts) -> list[str] | None:
     """The baseline stage's answers to `prompts` when it generated all of them with the study's own
     settings (the unmodified model: the same answers again), else None. So no stage generates the
     unmodified model's answers twice."""
-    rows = {r.prompt_id: r for r in study.answers
-            if r.condition == "baseline" and r.set == "test" and r.max_new_tokens == study.gen.max_new_tokens}
-    if not rows or any(p.id not in rows for p in prompts):
-        return None
-    return [rows[p.id].answer for p in prompts]
+    rows = _baseline_rows(study, prompts, study.gen.max_new_tokens)
+    return None if rows is None else [r.answer for r in rows]
 
 
 def judged_runs(study: Study, prompts: PromptSet, interventions: Mapping[str, object], prefix: str,
                 max_new_tokens: int | None = None, alphas: Mapping[str, float] | None = None) -> dict[str, list]:
     """Generate and judge `prompts` under every named intervention in one batched pass
     (`interp.evaluate.evaluate_stack`), record each as condition `prefix + name` (at `alphas[name]`),
-    and return name -> its rows."""
+    and return name -> its rows. An identity intervention (`Intervention.none()`) on prompts the
+    baseline stage already answered at this length takes the baseline's rows: no pass runs twice."""
     n = study.gen.max_new_tokens if max_new_tokens is None else max_new_tokens
-    gen = GenerationConfig(max_new_tokens=n, batch_size=study.gen.batch_size, progress=study.gen.progress)
-    evs = evaluate_stack(study.model, prompts, list(interventions.values()), study.judge, gen)
     alphas = alphas or {}
-    return {name: study.record_eval(ev, prefix + name, alphas.get(name), max_new_tokens=n)
-            for name, ev in zip(interventions, evs)}
+    known = {name: rows for name, iv in interventions.items()
+             if getattr(iv, "is_none", lambda: False)() and (rows := _baseline_rows(study, prompts, n)) is not None}
+    todo = {name: iv for name, iv in interventions.items() if name not in known}
+    gen = GenerationConfig(max_new_tokens=n, batch_size=study.gen.batch_size, progress=study.gen.progress)
+    evs = dict(zip(todo, evaluate_stack(study.model, prompts, list(todo.values()), study.judge, gen))) if todo else {}
+    out = {}
+    for name in interventions:
+        if name in known:
+            rows = known[name]
+            out[name] = study.record(prompts, [r.answer for r in rows], [r.refused for r in rows],
+                                     [float("nan") if r.score is None else r.score for r in rows], prefix + name, alphas.get(name), max_new_tokens=n)
+        else:
+            out[name] = study.record_eval(evs[name], prefix + name, alphas.get(name), max_new_tokens=n)
+    return out
 
 
 __all__ = ["baseline_answers", "compare", "judged_runs", "rate", "select"]

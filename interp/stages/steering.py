@@ -10,27 +10,23 @@ held-out subsample.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 
 from interp.errors import InputError
 from interp.intervention import Intervention
-from interp.prompts import PromptSet
 from interp.study import FULL_PER_CELL, StageResult, Study, figure_ref
 from interp.steering._util import check_heads
 from interp.steering.antidote import fit_antidote
 from interp.steering.effect import EFFECT_DEFINITION, EffectMeter
-from interp.steering.heads import ORGANISM_DEFAULTS, fit_head_directions, select_heads
+from interp.steering.heads import fit_head_directions, select_heads
 from interp.steering.layer import compare_heads_vs_layer
 from interp.steering.calibration import calibrate
 from interp.steering.tradeoff import scored_sweep, sweep, tradeoff_figure, unsteered_point
 from interp.stages.evidence import baseline_answers, judged_runs
 from interp.stages.steering_evidence import best_points, comparisons, record_sweep, records, with_records
-from interp.direction import Direction
-from probes.directions import calibrate_direction, find_refusal_direction, resolve_direction
+from interp.stages.steering_inputs import K_HEADS, _given_direction, _given_heads, _held_out, _own_direction  # noqa: F401
 
-K_HEADS = ORGANISM_DEFAULTS.k
 SELECT_SIGMAS = 1.0  # single-head steering strength for HSI's head choice (sigma units)
 # calibration grids: geometric, ~19% apart (sigmas for heads, fractions of the residual norm for the antidote)
 HEAD_GRID = tuple(round(0.05 * 1.19 ** i, 4) for i in range(30))  # 0.05 .. ~7
@@ -38,25 +34,6 @@ ANTIDOTE_GRID = tuple(round(0.01 * 1.19 ** i, 4) for i in range(30))  # 0.01 .. 
 MAX_HARMLESS_REFUSAL = 0.10
 SWEEP_FACTORS = (0.5, 1.0, 1.5, 2.0)  # trade-off points per method, as multiples of its calibrated strength
 SWEEP_FACTORS_REDUCED = (1.0, 2.0)  # at the demo's real-model scale
-
-
-def _held_out(ev: PromptSet, plain_n: int, cell_n: int, seed: int = 0, top_only: bool = False) -> dict[str, PromptSet]:
-    """harmful / jailbreak / harmless subsets of the held-out set: up to `plain_n` plain prompts per
-    label and `cell_n` per (family, strength) jailbreak cell (`top_only`: only each family's
-    strongest cell, where a jailbreak works best)."""
-    rng = random.Random(seed)
-    top = {f: max(ss) for f, ss in ev.families().items()}
-    cells: dict[tuple, list] = {}
-    for p in ev:
-        if top_only and p.family is not None and p.strength != top[p.family]:
-            continue
-        cells.setdefault((p.label, p.family, p.strength), []).append(p)
-    pick = {k: (v if len(v) <= (plain_n if k[1] is None else cell_n) else rng.sample(v, plain_n if k[1] is None else cell_n))
-            for k, v in cells.items()}
-    out = {"harmful": [p for k, v in pick.items() if k[0] == "harmful" and k[1] is None for p in v],
-           "jailbreak": [p for k, v in pick.items() if k[0] == "harmful" and k[1] is not None for p in v],
-           "harmless": [p for k, v in pick.items() if k[0] == "harmless" and k[1] is None for p in v]}
-    return {k: PromptSet(f"{ev.name}:{k}", tuple(v), ev.source) for k, v in out.items() if v}
 
 
 def _best_safe_gains(rows: list[dict]) -> dict:
@@ -83,70 +60,6 @@ class SteeringResult(StageResult):
     heads: list = None
     antidote: object = None  # the Jailbreak Antidote Intervention at its calibrated strength
     refusal_direction: object = None
-
-
-def _given_direction(model, given, harmful_tr, harmless_tr):
-    """(direction, source) from the probes stage's direction when it fits this model, else None."""
-    if given is None:
-        return None
-    try:
-        vec, layer = resolve_direction(model, given)
-        if layer is None:
-            return None
-        if abs(float(vec.norm()) - 1.0) < 1e-3:  # a unit vector: give it the natural size for addition
-            return (calibrate_direction(model, given, harmful_tr, harmless_tr),
-                    "the probes stage's direction (unit vector scaled to the harmful-harmless mean gap)")
-        return given, "the probes stage's direction"
-    except InputError:
-        return None
-
-
-def _own_direction(study: Study) -> tuple[Direction, str]:
-    """Without a probes stage: the same selection the probes stage makes (Arditi et al., candidates
-    from the train split, chosen on val, the study's labels), without ranking the heads. Behaviour
-    labels need a model that refuses some prompts and complies with others; where it does not,
-    the candidates are harmful-minus-harmless (category labels) on the plain requests, as
-    `--labels category` would give."""
-    from interp.stages.probes import probe_sets
-
-    source = ("difference in means, Arditi et al. selection (probes.find_refusal_direction): train candidates, "
-              f"chosen on val, {study.labels} labels")
-    train, val = probe_sets(study)
-    try:
-        return find_refusal_direction(study.model, train, val, labels=study.labels, seed=study.seed), source
-    except InputError as e:
-        if study.labels == "category":
-            raise
-        d = study.data
-        return (find_refusal_direction(study.model, d.plain("train"), d.plain("val"), labels="category", seed=study.seed),
-                source.replace("behaviour labels", f"category labels (behaviour labels cannot be used: {e})"))
-
-
-def _pairs(items) -> list[tuple[int, int]]:
-    out = []
-    for it in items:
-        if hasattr(it, "layer") and hasattr(it, "head"):
-            out.append((int(it.layer), int(it.head)))
-        else:
-            l, h = tuple(it)[:2]
-            out.append((int(l), int(h)))
-    return out
-
-
-def _given_heads(recommended, ranking) -> tuple[list[tuple[int, int]], str] | None:
-    if recommended is not None and hasattr(recommended, "heads") and hasattr(recommended, "top"):  # --heads
-        return _pairs(recommended.heads), "the heads named by hand (--heads)"
-    if recommended:
-        try:
-            return _pairs(recommended)[:K_HEADS], "the causal stage's recommended heads"
-        except (TypeError, ValueError):
-            pass
-    if ranking is not None and hasattr(ranking, "top"):
-        try:
-            return _pairs(ranking.top(K_HEADS)), f"the probe ranking's top {K_HEADS}"
-        except (TypeError, ValueError, InputError):
-            pass
-    return None
 
 
 def steering_stage(study: Study, recommended_heads=None, ranking=None, direction=None) -> SteeringResult:
