@@ -130,13 +130,14 @@ def test_stage_steers_with_the_probes_direction_and_selects_none_itself(tiny, pl
     """One Arditi selection (probes.find_refusal_direction): given the probes stage's direction, the
     steering stage uses that very Direction and runs no selection of its own."""
     import interp.stages.steering as rep
+    import interp.stages.steering_inputs as inputs
     from interp.study import Study, StudyData
     from probes.directions import mean_difference_direction
 
     def no_second_selection(*a, **k):
         raise AssertionError("the steering stage ran its own direction selection")
 
-    monkeypatch.setattr(rep, "find_refusal_direction", no_second_selection)
+    monkeypatch.setattr(inputs, "find_refusal_direction", no_second_selection)
     ev = make_eval(seed=5, per_cell=1, families=["suffix"])
     train = plain_prompts.filter(label="harmful")[:8].concat(plain_prompts.filter(label="harmless")[:8])
     val = plain_prompts.filter(label="harmful")[8:12].concat(plain_prompts.filter(label="harmless")[8:12])
