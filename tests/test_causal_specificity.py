@@ -79,3 +79,20 @@ def test_organism_refusal_heads_are_specific(organism, labels):
 def test_bad_specificity_config():
     with pytest.raises(InputError, match="n_random"):
         SpecificityConfig(n_random=1)
+
+
+def test_specificity_leaves_out_the_prompts_the_flip_changes_by_design(organism, labels):
+    """A refusal flip removes refusal: over-refused "harmless" prompts change under it by design, so
+    the check reads the off-target prompts the unablated model does not lean to refuse."""
+    from interp.causal.specificity import untouched
+
+    harmful, harmless = labels
+    mixed = harmless[:12].concat(harmful[:4])  # 4 prompts the organism refuses, in the harmless role
+    with model_threads(organism):
+        kept, what = untouched(organism, "refusal", mixed)
+        assert {p.text for p in kept} == {p.text for p in harmless[:12]} and "12 of 16 harmless" in what
+        kept, what = untouched(organism, "compliance", harmful[:10].concat(harmless[:2]))
+        assert len(kept) == 10 and "10 of 12 harmful" in what
+        # too few untouched prompts: all of them, and the text says why
+        kept, what = untouched(organism, "refusal", harmful[:10].concat(harmless[:3]))
+        assert len(kept) == 13 and "too few" in what

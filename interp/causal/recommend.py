@@ -19,7 +19,7 @@ from interp.causal.ablate import head_reference
 from interp.causal.runner import ablation_scores
 from interp.causal.search import FLIPS, HeadSearch, SearchConfig, search_heads
 from interp.causal.heads import Head, all_heads
-from interp.causal.specificity import SpecificityConfig, off_target, specificity
+from interp.causal.specificity import SpecificityConfig, off_target, specificity, untouched
 
 if TYPE_CHECKING:
     from interp.causal.compare import Comparison
@@ -134,15 +134,16 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
     weak = [h for h in cand if marg[h] <= 0]
     spec = {}
     if cfg.specificity is not None:
-        what, other = off_target(best.flip, harmful, harmless)
+        _, other = off_target(best.flip, harmful, harmless)
         if held_out is not None:
             other = held_out
         # resample from the off-target label's own prompts: a balanced pool would hand harmless
         # prompts harmful prompts' outputs, and a head that carries the label would then look disruptive
         sref = head_reference(model, off_target(best.flip, harmful, harmless)[1], scfg.positions) \
             if scfg.method == "resample" else ref
-        spec = specificity(model, cand, other, scfg.method, sref, scfg.seed, scfg.positions, cfg.specificity,
-                           what=f"{'held-out ' if held_out is not None else ''}{what} prompts")
+        kept, counted = untouched(model, best.flip, other)
+        spec = specificity(model, cand, kept, scfg.method, sref, scfg.seed, scfg.positions, cfg.specificity,
+                           what=f"{'held-out ' if held_out is not None else ''}{counted}")
         if spec["disruptive"]:
             confident = False
             reasons.append(spec["verdict"])

@@ -7,6 +7,8 @@ Specificity measures that: the KL divergence of the next-token distribution (las
 nats) from the unablated model on held-out prompts whose behaviour the flip should not change (the
 harmless prompts for the "refusal" flip, the harmful ones for "compliance"), under the set's
 ablation, against random sets of the same size drawn from the other heads, ablated the same way.
+The recommendation reads it on the off-target prompts the flip leaves alone (`untouched`): a
+harmless prompt the model over-refuses changes under a refusal flip by design.
 
 A set whose KL is far above the random sets' (`SpecificityConfig`: the lower end of its interval
 above `ratio` times the random sets' 95th percentile and above `min_kl` nats) is labelled
@@ -51,6 +53,27 @@ def off_target(flip: str, harmful: PromptSet, harmless: PromptSet) -> tuple[str,
     if flip not in ("refusal", "compliance"):
         raise InputError(f"unknown flip {flip!r}; choose 'refusal' or 'compliance'")
     return ("harmless", harmless) if flip == "refusal" else ("harmful", harmful)
+
+
+def untouched(model: ChatModel, flip: str, prompts: PromptSet, min_prompts: int = 8) -> tuple[PromptSet, str]:
+    """The off-target prompts whose behaviour the flip does not touch, and how many they are: for
+    "refusal", the harmless prompts the unablated model does not lean to refuse (refusal score <= 0);
+    for "compliance", the harmful ones it leans to refuse. Removing an over-refusal of a harmless
+    prompt is the refusal flip itself, not a side effect: heads that carry refusal and also cause
+    some over-refusal would read as disruptive if those prompts counted. With fewer than
+    `min_prompts` such prompts, all of them (and the text says so)."""
+    s = ablation_scores(model, prompts, [[]], "zero")[0]  # the unablated model's score per prompt
+    keep = (s <= 0) if flip == "refusal" else (s > 0)
+    k, n = int(keep.sum()), len(prompts)
+    label = "harmless" if flip == "refusal" else "harmful"
+    if k == n:
+        return prompts, f"{n} {label} prompts"
+    if k < min_prompts:
+        return prompts, (f"{n} {label} prompts (all of them: only {k} {'comply' if flip == 'refusal' else 'refuse'} "
+                         "unablated, too few to leave the others out)")
+    kept = PromptSet(f"{prompts.name}:untouched", tuple(p for p, ok in zip(prompts, keep.tolist()) if ok), prompts.source)
+    verb = "does not lean to refuse" if flip == "refusal" else "leans to refuse"
+    return kept, f"{k} of {n} {label} prompts (those the unablated model {verb})"
 
 
 def specificity(model: ChatModel, heads: Sequence[Head], prompts: PromptSet, method: str = "mean", reference=None,
