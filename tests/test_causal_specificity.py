@@ -96,3 +96,5 @@ def test_specificity_leaves_out_the_prompts_the_flip_changes_by_design(organism,
         # too few untouched prompts: all of them, and the text says why
         kept, what = untouched(organism, "refusal", harmful[:10].concat(harmless[:3]))
         assert len(kept) == 13 and "too few" in what
+        with pytest.raises(InputError, match="unknown flip"):
+            untouched(organism, "sideways", harmless)

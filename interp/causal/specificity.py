@@ -62,6 +62,8 @@ def untouched(model: ChatModel, flip: str, prompts: PromptSet, min_prompts: int 
     prompt is the refusal flip itself, not a side effect: heads that carry refusal and also cause
     some over-refusal would read as disruptive if those prompts counted. With fewer than
     `min_prompts` such prompts, all of them (and the text says so)."""
+    if flip not in ("refusal", "compliance"):
+        raise InputError(f"unknown flip {flip!r}; choose 'refusal' or 'compliance'")
     s = ablation_scores(model, prompts, [[]], "zero")[0]  # the unablated model's score per prompt
     keep = (s <= 0) if flip == "refusal" else (s > 0)
     k, n = int(keep.sum()), len(prompts)

@@ -99,8 +99,9 @@ def judged_runs(study: Study, prompts: PromptSet, interventions: Mapping[str, ob
     for name in interventions:
         if name in known:
             rows = known[name]
-            out[name] = study.record(prompts, [r.answer for r in rows], [r.refused for r in rows],
-                                     [float("nan") if r.score is None else r.score for r in rows], prefix + name, alphas.get(name), max_new_tokens=n)
+            scores = [float("nan") if r.score is None else r.score for r in rows]
+            out[name] = study.record(prompts, [r.answer for r in rows], [r.refused for r in rows], scores,
+                                     prefix + name, alphas.get(name), max_new_tokens=n)
         else:
             out[name] = study.record_eval(evs[name], prefix + name, alphas.get(name), max_new_tokens=n)
     return out
