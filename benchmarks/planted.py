@@ -153,6 +153,8 @@ def run_variant(name: str, max_new_tokens: int, methods: str, n_search: int, pro
            **{f"candidates_{k}": v for k, v in score(rec.candidates, truth).items()},
            "specificity": rec.specificity.get("verdict") if rec.specificity else None,
            "methods_verdict": rep["methods"]["verdict"], "reasons": rec.reasons,
+           "chosen": rep["recommendation"].get("chosen"),
+           "skipped_disruptive": {m: r["skipped_disruptive"] for m, r in rep["methods"]["recommendations"].items()},
            "refusal": rates, "seconds_causal": round(t_causal, 1), "seconds_build": round(t_build, 1),
            "train_loss_last": meta["train"]["loss"][-1] if meta.get("train") else None,
            "timings": rep["timings"]}

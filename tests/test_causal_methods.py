@@ -203,7 +203,8 @@ def test_stage_reports_methods_specificity_and_intervals(organism, plain_prompts
     assert after["n"] == before["n"] > 0 and len(after["ci95"]) == 2
     methods = out["methods"]
     assert set(methods["methods"]) == {"mean", "zero", "resample"}
-    assert set(methods["recommendations"]) == {"zero", "resample"}
+    assert set(methods["recommendations"]) == {"mean", "zero", "resample"}
+    assert methods["chosen"] == "mean" and ab["chosen"] == "mean ablation's set is confident"
     # the organism's harm detectors in block 0 are found whichever way they are ablated
     assert methods["heads"] and all(h[0] == 0 for h in methods["heads"]), methods["verdict"]
     assert "more than one ablation method" in methods["verdict"]
@@ -232,3 +233,27 @@ def test_consensus_orders_heads_by_agreeing_evidence(organism, plain_prompts):
     assert "disruptive" in out["verdict"] and "(0, 5)" in out["verdict"]
     none = consensus({"mean": Rec([(0, 4)]), "zero": Rec([(3, 1)])}, k=4)
     assert none["heads"] == [] and none["verdict"].startswith("the ablation methods disagree")
+
+
+def test_choose_takes_a_confident_set_when_the_primary_is_not():
+    from interp.causal.consensus import choose
+
+    class Rec:  # what choose reads of a Recommendation
+        def __init__(self, heads, confident, label="refusal heads"):
+            self.heads = heads if confident else []
+            self.candidates, self.confident, self.reasons, self.label = heads, confident, ["why"], label
+
+        def to_dict(self):
+            return {"label": self.label}
+
+    table = [{"head": [13, 2], "n_methods": 2}, {"head": [16, 6], "n_methods": 2}, {"head": [15, 5], "n_methods": 1}]
+    recs = {"mean": Rec([(1, 5), (1, 7)], False, "disruptive"), "zero": Rec([(13, 2), (16, 6)], True),
+            "resample": Rec([(13, 2), (16, 6), (15, 5)], True)}
+    method, why = choose(recs, "mean", table)
+    assert method == "zero"  # both its heads were found by two methods; resample's third by one
+    assert why.startswith("taken from zero ablation") and "disruptive" in why
+    recs["mean"] = Rec([(20, 1)], True)
+    assert choose(recs, "mean", table)[0] == "mean"  # a confident primary stays
+    none = {m: Rec(r.candidates, False, "unconfirmed") for m, r in recs.items()}
+    method, why = choose(none, "mean", table)
+    assert method == "mean" and "no method's set is confident" in why

@@ -10,7 +10,7 @@ from interp.causal.ablate import head_reference
 from interp.causal.compare import recommend_heads
 from interp.causal.runner import ablation_scores
 from interp.causal.search import SearchConfig, search_heads
-from interp.causal.specificity import SpecificityConfig, specificity
+from interp.causal.specificity import DisruptionGuard, SpecificityConfig, specificity
 from interp.errors import InputError
 from interp.threads import model_threads
 
@@ -63,6 +63,42 @@ def test_disruptive_head_is_labelled_disruptive(disruptive_model, labels):
     assert rec.disruptive and not rec.confident and rec.heads == []
     assert rec.to_dict()["label"] == "disruptive"
     assert any(r.startswith("disruptive") for r in rec.reasons)
+
+
+def test_search_steps_past_a_disruptive_head(disruptive_model, labels):
+    """Unguarded, the mean-ablation search starts from the head whose ablation breaks the model; the
+    guard skips it (its KL is far above random heads') and finds the organism's own harm detectors."""
+    harmful, harmless = labels
+    m = disruptive_model
+    with model_threads(m):
+        bare = search_heads(m, harmful[:16], harmless[:16], SearchConfig(max_heads=4, method="mean", guard=False))
+        guarded = search_heads(m, harmful[:16], harmless[:16], SearchConfig(max_heads=4, method="mean"))
+    assert bare.compliance.heads[0] == DISRUPTIVE and not bare.compliance.skipped
+    found = guarded.compliance  # the organism detects harmless requests under the other label's mean
+    assert DISRUPTIVE not in found.heads and DISRUPTIVE in found.skipped
+    assert set(found.heads) <= {(0, 4), (0, 5), (0, 2), (0, 0)} and len(found.heads) >= 2
+    d = found.to_dict()
+    assert d["skipped_disruptive"] == [list(DISRUPTIVE)] and d["guard"]["bounds"]
+    assert d["steps"][0]["skipped_disruptive"] == [list(DISRUPTIVE)]
+    assert all(st["kl"] <= float(d["guard"]["bounds"][str(len(st["heads"]))]) * 10 for st in d["steps"])
+    with pytest.raises(InputError, match="guard_rounds"):
+        SearchConfig(guard_rounds=-1)
+
+
+def test_guard_keeps_heads_that_move_their_own_prompts_most(disruptive_model, labels):
+    """Both sets below change harmful prompts far more than random heads do; only the one that
+    changes them by a large share of what it does to its own (harmless) prompts is skipped."""
+    harmful, harmless = labels
+    m = disruptive_model
+    ref = head_reference(m, harmful[:16])  # the other label's mean, as the compliance search ablates with
+    g = DisruptionGuard(m, harmful[16:], harmless[16:], "harmful prompts", "mean", ref)
+    with model_threads(m):
+        keep, skip = g.disruptive([[(0, 4), (0, 5)], [DISRUPTIVE]])
+    assert skip["disruptive"] and skip["lo"] > skip["bound"] and skip["kl"] > g.leak * skip["kl_target"]
+    assert not keep["disruptive"]
+    assert g.to_dict()["bounds"].keys() == {"1", "2"}
+    with pytest.raises(InputError, match="leak"):
+        DisruptionGuard(m, harmful[:2], harmless[:2], "x", leak=0)
 
 
 def test_organism_refusal_heads_are_specific(organism, labels):

@@ -127,3 +127,20 @@ def consensus(recs: Mapping[str, Recommendation], patching: Tensor | None = None
         words.append(f"not confirmed by patching or steering (outside their top {top}): "
                      + ", ".join(str(tuple(r["head"])) for r in weak))
     return {"heads": [list(h) for h in heads], "table": table, "methods": per_method, "verdict": "; ".join(words)}
+
+
+def choose(recs: Mapping[str, Recommendation], primary: str, table: list[dict]) -> tuple[str, str]:
+    """Which method's set to recommend: the primary method's when it is confident; else the
+    confident set (not disruptive, by its definition) whose heads the most ablation methods found
+    (`consensus`'s table), then the smallest; else the primary's, unconfirmed. Returns (method, why)."""
+    if recs[primary].confident:
+        return primary, f"{primary} ablation's set is confident"
+    found = {tuple(r["head"]): r["n_methods"] for r in table}
+    sure = [m for m, r in recs.items() if r.confident]
+    if not sure:
+        return primary, f"no method's set is confident; {primary} ablation's set is reported, unconfirmed"
+    best = max(sure, key=lambda m: (sum(found.get(tuple(h), 1) for h in recs[m].heads) / len(recs[m].heads),
+                                    -len(recs[m].heads)))
+    label = recs[primary].to_dict()["label"]
+    return best, (f"taken from {best} ablation: {primary} ablation's set {[tuple(h) for h in recs[primary].candidates]} "
+                  f"is {label}" + (f" ({recs[primary].reasons[0]})" if recs[primary].reasons else ""))

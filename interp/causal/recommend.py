@@ -72,6 +72,8 @@ class Recommendation:
                 "label": "disruptive" if self.disruptive else "refusal heads" if self.confident else "unconfirmed",
                 "method": self.search.cfg.method if self.search is not None else None,
                 "set_effect": self.set_effect, "null": self.null, "specificity": self.specificity,
+                "skipped_disruptive": {f: [list(h) for h in getattr(self.search, f).skipped] for f in FLIPS}
+                if self.search is not None else {},
                 "evidence": [{"head": list(h), **ev} for h, ev in self.evidence.items()]}
 
 

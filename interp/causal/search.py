@@ -25,6 +25,7 @@ from interp.intervention import Intervention
 from interp.causal.attribution import HeadGradients, head_gradients
 from interp.causal.heads import Head, all_heads
 from interp.causal.runner import FAST_GEN, ablation_refusals, ablation_scores
+from interp.causal.specificity import DisruptionGuard, off_target, untouched
 # the search's question and its results live in search_types; they are imported from here too
 from interp.causal.search_types import FLIPS, REFERENCE_POLICIES, FlipSearch, HeadSearch, SearchConfig  # noqa: F401
 
@@ -86,7 +87,8 @@ def _single_scan(model, prompts, flip, method, reference, seed, positions, heads
 
 
 def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, rate0: float, judge,
-                      max_new_tokens, grads: HeadGradients) -> tuple[FlipSearch, Tensor, Tensor, Tensor]:
+                 max_new_tokens, grads: HeadGradients, guard: DisruptionGuard | None = None
+                 ) -> tuple[FlipSearch, Tensor, Tensor, Tensor]:
     label, sign = FLIPS[flip]
     estimate = _estimate(model, grads, flip, cfg.method, ref)
     H = model.n_heads
@@ -103,14 +105,14 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
             single, measured = estimate.clone(), torch.zeros_like(estimate, dtype=torch.bool)
         return (FlipSearch(flip, [], [], rate0, rate0, False, note, len(prompts), None, max_new_tokens, cfg.target),
                 single, estimate, measured)
+    order = [divmod(i, H) for i in estimate.flatten().argsort(descending=True).tolist()]
     if cfg.exhaustive:
         single, scan = _single_scan(model, prompts, flip, cfg.method, ref, cfg.seed, cfg.positions)
         measured = torch.ones_like(single, dtype=torch.bool)
         row_of = {h: 1 + i for i, h in enumerate(all_heads(model))}
-        order = single.flatten().argsort(descending=True).tolist()
-        cands = [divmod(i, H) for i in order[:max(cfg.n_candidates, cfg.max_heads)]]
+        cands = [divmod(i, H) for i in single.flatten().argsort(descending=True).tolist()[:max(cfg.n_candidates, cfg.max_heads)]]
     else:  # estimate every head, measure the top k exactly, search among those
-        top = [divmod(i, H) for i in estimate.flatten().argsort(descending=True)[:cfg.top_k].tolist()]
+        top = order[:cfg.top_k]
         exact, scan = _single_scan(model, prompts, flip, cfg.method, ref, cfg.seed, cfg.positions, heads=top)
         single, measured = estimate.clone(), torch.zeros_like(estimate, dtype=torch.bool)
         for h, e in zip(top, exact.tolist()):
@@ -121,33 +123,57 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
     def key(row: Tensor) -> tuple[float, float]:  # (share of prompts flipped by score, mean wanted-way score)
         return float(((sign * row) > 0).float().mean()), float(sign * row.mean())
 
+    def measure(current: list[Head], heads: list[Head]) -> Tensor:  # score rows of current + each head
+        if current:
+            return ablation_scores(model, prompts, [current + [h] for h in heads], cfg.method, ref, cfg.seed,
+                                   cfg.positions, base=current)
+        exact, s = _single_scan(model, prompts, flip, cfg.method, ref, cfg.seed, cfg.positions, heads=heads)
+        for h, e in zip(heads, exact.tolist()):  # further heads measured alone join the exact map
+            single[h], measured[h] = e, True
+        return s[1:]
+
     current: list[Head] = []
     steps: list[dict] = []
+    skipped: list[Head] = []  # heads whose addition made the set disruptive (the guard)
     best_key, rate, success = key(scan[0]), rate0, False
     n_steps = min(cfg.max_heads, len(cands) if cfg.exhaustive else model.n_layers * H)
     t_steps = perf_counter()
     for step in range(n_steps):
         if step == 0:  # the single-head scan already holds these rows
-            options = cands
+            pool = cands if cfg.exhaustive else cands + order[cfg.top_k:]
+            options, width = cands, len(cands)
             s = scan[[row_of[h] for h in options]]
         else:
             if cfg.exhaustive:
-                options = [h for h in cands if h not in current]
+                pool = [h for h in cands if h not in current and h not in skipped]
             else:
                 # estimate again around the run with the current set ablated: a head whose effect
                 # only shows once another is gone (saturated downstream) is found at this step
                 g = head_gradients(model, prompts, hooks=Intervention.ablate_heads(current, cfg.method, ref, cfg.seed).hooks(model))
                 est = _estimate(model, g, flip, cfg.method, ref)
-                for h in current:
-                    est[h] = -float("inf")
-                options = [divmod(i, H) for i in est.flatten().argsort(descending=True)[:cfg.top_k_step].tolist()
-                           if divmod(i, H) not in current]
+                pool = [divmod(i, H) for i in est.flatten().argsort(descending=True).tolist()]
+                pool = [h for h in pool if h not in current and h not in skipped]
+            width = len(pool) if cfg.exhaustive else cfg.top_k_step
+            options = pool[:width]
             if not options:
                 break
-            s = ablation_scores(model, prompts, [current + [h] for h in options], cfg.method, ref, cfg.seed, cfg.positions,
-                                base=current)
+            s = measure(current, options)
+        good, checks, seen = list(range(len(options))), [], len(options)
+        for _ in range(cfg.guard_rounds + 1 if guard is not None else 0):
+            # the guard: a set the next-token KL calls disruptive is skipped; when every option of
+            # a round is, the next heads by the estimate are measured (up to guard_rounds more)
+            checks = guard.disruptive([current + [h] for h in options])
+            skipped += [h for h, c in zip(options, checks) if c["disruptive"]]
+            good = [i for i, c in enumerate(checks) if not c["disruptive"]]
+            more = [h for h in pool[seen:] if h not in skipped][:width]
+            if good or cfg.exhaustive or not more:
+                break
+            seen = pool.index(more[-1]) + 1
+            options, s = more, measure(current, more)
+        if not good:
+            break  # every head measured makes the set disruptive
         keys = [key(row) for row in s]
-        j = max(range(len(options)), key=lambda i: keys[i])
+        j = max(good, key=lambda i: keys[i])
         if keys[j][0] <= best_key[0] and keys[j][1] - best_key[1] < cfg.min_gain:
             break  # no head flips more prompts or moves the score enough
         current, best_key = current + [options[j]], keys[j]
@@ -158,7 +184,10 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
                                      max_new_tokens)
             rate = float(r[0].float().mean())
         steps.append({"heads": [list(h) for h in current], "flipped_by_score": best_key[0],
-                      "mean_score": sign * best_key[1], "refusal_rate": rate if judged else None})
+                      "mean_score": sign * best_key[1], "refusal_rate": rate if judged else None,
+                      **({"kl": checks[j]["kl"]} if checks else {}),
+                      **({"skipped_disruptive": [list(options[i]) for i, c in enumerate(checks) if c["disruptive"]]}
+                         if any(c["disruptive"] for c in checks) else {})})
         step_line(f"head search ({flip})", step + 1, n_steps, t_steps, f"set {current}")
         if judged and sign * (rate - rate0) >= cfg.target:
             success = True
@@ -169,7 +198,7 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
         steps[-1]["refusal_rate"] = rate
         success = sign * (rate - rate0) >= cfg.target
     found = FlipSearch(flip, current, steps, rate0, rate, success, "", len(prompts), best_key[0] if current else None,
-                       max_new_tokens, cfg.target)
+                       max_new_tokens, cfg.target, skipped=skipped, guard=guard.to_dict() if guard is not None else {})
     return found, single, estimate, measured
 
 
@@ -213,9 +242,21 @@ def _search(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: Sear
     for flip, (label, _) in FLIPS.items():
         prompts = harmful if label == "harmful" else harmless
         results[flip], single[flip], estimate[flip], measured[flip] = _search_flip(
-            model, prompts, flip, cfg, refs[flip], rates[label], judge, max_new_tokens, grads.rows(rows[label]))
+            model, prompts, flip, cfg, refs[flip], rates[label], judge, max_new_tokens, grads.rows(rows[label]),
+            _guard(model, flip, harmful, harmless, cfg, refs[flip]) if cfg.guard else None)
     found = HeadSearch(results["refusal"], results["compliance"], single, refs, cfg, estimate=estimate, measured=measured)
     return replace(found, neutral=_neutral(model, found.best.heads, harmful, harmless, cfg, grads))
+
+
+def _guard(model: ChatModel, flip: str, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig,
+           ref) -> DisruptionGuard:
+    """The disruption guard of one flip: KL on the search's off-target prompts the flip leaves alone,
+    against random sets and against the KL on the flip's own prompts. Resample draws, off target,
+    from those prompts' own label (as the recommendation's specificity check does)."""
+    kept, what = untouched(model, flip, off_target(flip, harmful, harmless)[1])
+    gref = head_reference(model, kept, cfg.positions) if cfg.method == "resample" else ref
+    target = harmful if FLIPS[flip][0] == "harmful" else harmless
+    return DisruptionGuard(model, kept, target, what, cfg.method, gref, cfg.seed, cfg.positions, target_reference=ref)
 
 
 def _neutral(model: ChatModel, heads: list[Head], harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig,

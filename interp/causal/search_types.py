@@ -61,6 +61,10 @@ class SearchConfig:
     top_k: int = 8  # heads ablated exactly after the attribution estimate (ignored when exhaustive)
     top_k_step: int = 4  # at each later greedy step: heads re-estimated around the set so far, then measured
     exhaustive: bool = False
+    # skip heads whose addition makes the set disruptive (interp.causal.specificity.DisruptionGuard);
+    # when a whole round is, measure up to `guard_rounds` more rounds of heads by the estimate
+    guard: bool = True
+    guard_rounds: int = 2
 
     def __post_init__(self) -> None:
         if self.max_heads < 1:
@@ -71,6 +75,8 @@ class SearchConfig:
             raise InputError(f"unknown ablation method {self.method!r}; choose one of {METHODS}")
         if self.reference not in REFERENCE_POLICIES:
             raise InputError(f"unknown reference policy {self.reference!r}; choose one of {REFERENCE_POLICIES}")
+        if not isinstance(self.guard_rounds, int) or self.guard_rounds < 0:
+            raise InputError(f"guard_rounds must be a non-negative integer, got {self.guard_rounds!r}")
         for name in ("top_k", "top_k_step"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -90,6 +96,8 @@ class FlipSearch:
     flipped_by_score: float | None = None  # share of prompts whose refusal score changed sign under the final set
     max_new_tokens: int | None = None  # answer length the judge read
     target: float = 0.5
+    skipped: list[Head] = field(default_factory=list)  # heads the disruption guard kept out of the set
+    guard: dict = field(default_factory=dict)  # the guard's prompts and KL bounds per set size
 
     @property
     def effect(self) -> float:
@@ -129,7 +137,9 @@ class FlipSearch:
                 "status": self.status, "agreement": self.agreement(), "flipped_by_score": self.flipped_by_score,
                 "max_new_tokens": self.max_new_tokens, "n": self.n,
                 "rate_before": self.rate_before, "rate_after": self.rate_after, "effect": self.effect, **rec,
-                "steps": self.steps, **({"note": self.note} if self.note else {})}
+                "steps": self.steps, **({"note": self.note} if self.note else {}),
+                **({"skipped_disruptive": [list(h) for h in self.skipped]} if self.skipped else {}),
+                **({"guard": self.guard} if self.guard else {})}
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,71 @@ def kl_per_prompt(model: ChatModel, heads: Sequence[Head], prompts: PromptSet, m
                   seed: int = 0, positions: str = "position") -> torch.Tensor:
     """KL (nats) per prompt of the next-token distribution under the ablation of `heads`."""
     return ablation_scores(model, prompts, [check_heads(model, heads)], method, reference, seed, positions, metric="kl")[0]
+
+
+class DisruptionGuard:
+    """Keeps a greedy head search off sets whose ablation breaks the model. A candidate set (the set
+    so far plus one head) is skipped when its ablation changes the next-token distribution of the
+    off-target prompts the flip leaves alone (1) far more than random sets of its size do (the
+    lower end of its mean KL's interval above `ratio` x their 95th percentile and above `min_kl`),
+    and (2) by more than `leak` times its mean KL on the target prompts it is meant to flip: a set
+    that carries one behaviour moves its own prompts far more than the others.
+
+    Measured (mean KL off target / on target): the planted `mid2` heads, zero-ablated, 0.47 / 1.88
+    for (13, 2) and 1.24 / 3.50 for the pair (0.25, 0.35): kept, though (1) alone skipped them; the
+    early pair the unguarded search chose there 4.57 / 2.65 (zero) and 4.08 / 1.70 (mean): skipped;
+    the organism's harm detectors 0.03-0.05 of their target KL; its disruptive fixture 0.48 (other
+    label's mean) and 0.97 (zero): skipped. Random sets of a size are drawn once and ride in the
+    same batched pass as the first candidates of that size; the target side is read only for the
+    sets (1) flags."""
+
+    def __init__(self, model: ChatModel, prompts: PromptSet, target: PromptSet, what: str, method: str = "mean",
+                 reference=None, seed: int = 0, positions: str = "position",
+                 cfg: SpecificityConfig = SpecificityConfig(n_random=10), max_prompts: int = 16, target_reference=None,
+                 leak: float = 0.4):
+        if not 0 < leak:
+            raise InputError(f"leak must be > 0 (off-target KL as a share of target KL), got {leak}")
+        self.leak = leak
+        self.model, self.method, self.reference, self.seed, self.positions, self.cfg = \
+            model, method, reference, seed, positions, cfg
+        self.prompts, self.target = prompts[:max_prompts], target[:max_prompts]
+        self.target_reference = reference if target_reference is None else target_reference
+        self.what = what if len(prompts) <= max_prompts else f"the first {max_prompts} of {what}"
+        self.bounds: dict[int, float] = {}  # set size -> KL above which a set is far from random sets
+
+    def _kl(self, prompts: PromptSet, sets: list, reference) -> torch.Tensor:
+        return ablation_scores(self.model, prompts, sets, self.method, reference, self.seed, self.positions, metric="kl")
+
+    def disruptive(self, sets: Sequence[Sequence[Head]]) -> list[dict]:
+        """Per set: {"kl": mean KL off target, "lo": its interval's lower end, "bound", "kl_target",
+        "disruptive"}."""
+        rng = random.Random(self.cfg.seed)
+        new = sorted({len(s) for s in sets} - set(self.bounds))
+        heads = all_heads(self.model)
+        null = {k: [rng.sample(heads, k) for _ in range(self.cfg.n_random)] for k in new}
+        kl = self._kl(self.prompts, [list(s) for s in sets] + [hs for k in new for hs in null[k]], self.reference)
+        i = len(sets)
+        for k in new:
+            q95 = float(kl[i:i + self.cfg.n_random].mean(1).quantile(0.95))
+            self.bounds[k] = max(self.cfg.ratio * q95, self.cfg.min_kl)
+            i += self.cfg.n_random
+        out, far = [], []
+        for row, s in zip(kl[:len(sets)], sets):
+            b = bootstrap_mean(row, seed=self.cfg.seed)
+            lo = b["ci95"][0] if b["ci95"] else b["mean"]
+            out.append({"kl": b["mean"], "lo": lo, "bound": round(self.bounds[len(s)], 4)})
+            far.append(lo > self.bounds[len(s)])
+        # only the sets far from random need the target side: one more pass, over those alone
+        idx = [j for j, f in enumerate(far) if f]
+        on = self._kl(self.target, [list(sets[j]) for j in idx], self.target_reference).mean(1).tolist() if idx else []
+        for j, o in zip(idx, on):
+            out[j]["kl_target"] = round(o, 4)
+        for j, row in enumerate(out):
+            row["disruptive"] = bool(far[j] and row["kl"] > self.leak * row.get("kl_target", float("inf")))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"prompts": self.what, "target_prompts": len(self.target), "method": self.method,
+                "n_random": self.cfg.n_random, "ratio": self.cfg.ratio, "leak": self.leak,
+                "bounds": {str(k): round(v, 4) for k, v in sorted(self.bounds.items())},
+                "rule": "skipped when the off-target KL is far above random sets' and above leak x the KL on the target prompts"}

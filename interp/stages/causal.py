@@ -23,7 +23,7 @@ from interp.causal.ablate import head_reference
 from interp.stages.causal_measure import measure
 from interp.causal.search import SearchConfig, search_heads
 from interp.causal.compare import RecommendConfig, compare_methods, recommend_heads
-from interp.causal.consensus import by_method, consensus
+from interp.causal.consensus import by_method, choose, consensus
 from interp.causal.dla import direct_logit_attribution, logit_lens
 from interp.causal.heads import all_heads
 from interp.causal.patching import activation_patching, equal_length_pairs
@@ -202,6 +202,12 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult
         agree["steering"] = {"sigmas": cfg.steer_sigmas, "flips": {f"{l},{h}": round(float(flips[l, h]), 4)
                                                                   for l, h in zip(*torch.nonzero(~flips.isnan(), as_tuple=True))}}
     lap("methods")
+    # the primary method's set unless another method's is confident where it is not (consensus.choose)
+    recs = {cfg.method: rec, **alt}
+    chosen, why = choose(recs, cfg.method, agree["table"])
+    if chosen != cfg.method:
+        rec, search = alt[chosen], alt[chosen].search
+    method = search.cfg.method
 
     # behaviour on held-out prompts: the recommended (or best-guess) set against random sets
     heads = rec.heads or rec.candidates
@@ -213,16 +219,16 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult
     # when the heads were found with the other label's mean, also report them under a label-free
     # mean: the gap between the two is the redundancy the label-free ablation ran into
     bref = (head_reference(model, both, scfg.positions)
-            if heads and search.cfg.reference == "opposite" and cfg.method != "zero" else None)
+            if heads and search.cfg.reference == "opposite" and method != "zero" else None)
     steps.next("held-out behaviour against random heads")
-    measured = measure(study, sets, heads, random_sets, cfg.method, ref, cfg.seed, new_tokens, bref)
+    measured = measure(study, sets, heads, random_sets, method, ref, cfg.seed, new_tokens, bref)
     lap("measure")
 
     ablation = {
-        "heads": [list(h) for h in heads], "k": K, "method": cfg.method, "direction": rec.flip,
+        "heads": [list(h) for h in heads], "k": K, "method": method, "chosen": why, "direction": rec.flip,
         "confident": rec.confident, "label": rec.to_dict()["label"], "specificity": rec.specificity,
         "max_new_tokens": new_tokens, "agreement": search.best.agreement(),
-        "reference": _reference_words(search.cfg.reference, rec.flip, cfg.method, search.cfg.positions),
+        "reference": _reference_words(search.cfg.reference, rec.flip, method, search.cfg.positions),
         "mechanism": search.neutral.get("mechanism"),
         **measured,
         "n": {k: len(v) for k, v in sets.items()},
@@ -241,8 +247,8 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult
         "correlations": comparison.correlations,
         "top_overlap": {"k": comparison.k, **comparison.top_overlap},
         "recommended_heads": [list(h) for h in rec.heads],
-        "recommendation": rec.to_dict(),
-        "methods": {**agree, "recommendations": {m: r.to_dict() for m, r in alt.items()}},
+        "recommendation": {**rec.to_dict(), "chosen": why},
+        "methods": {**agree, "chosen": chosen, "recommendations": {m: r.to_dict() for m, r in recs.items()}},
         "table": comparison.table(),
         "figure": figure_ref("causal_methods"),
         "config": {**asdict(cfg), "n_search_used": len(H), "n_pairs_used": len(pairs[0])},
