@@ -154,6 +154,9 @@ def run_variant(name: str, max_new_tokens: int, methods: str, n_search: int, pro
            "specificity": rec.specificity.get("verdict") if rec.specificity else None,
            "methods_verdict": rep["methods"]["verdict"], "reasons": rec.reasons,
            "chosen": rep["recommendation"].get("chosen"),
+           # where each method ranks the planted heads (1 = strongest): which evidence would find them
+           "truth_ranks": {f"{l},{h}": {k: v for k, v in row.items() if k.endswith("_rank")}
+                           for row in rep["table"] for l, h in truth if (row["layer"], row["head"]) == (l, h)},
            "skipped_disruptive": {m: r["skipped_disruptive"] for m, r in rep["methods"]["recommendations"].items()},
            "refusal": rates, "seconds_causal": round(t_causal, 1), "seconds_build": round(t_build, 1),
            "train_loss_last": meta["train"]["loss"][-1] if meta.get("train") else None,
