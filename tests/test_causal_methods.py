@@ -162,7 +162,9 @@ def test_stage_on_organism(organism, plain_prompts, eval_prompts):
     for key in ("heads", "k", "method", "refusal_rate_harmful_after", "refusal_rate_harmless_after",
                 "random_heads_refusal_rate_harmful_after", "random_heads_refusal_rate_harmless_after", "baseline"):
         assert key in ab
-    assert ab["method"] == "mean" and 1 <= ab["k"] <= 4
+    # the set recommended is the confident one the ablation methods agree on most (consensus.choose)
+    assert ab["method"] == out["methods"]["chosen"] == out["recommendation"]["method"] and 1 <= ab["k"] <= 4
+    assert all(h[0] == 0 for h in out["recommended_heads"]), out["recommendation"]  # block 0's harm detectors
     assert res.recommended_heads == [tuple(h) for h in out["recommended_heads"]]
     assert set(res.figures) == {"causal_resid_patching", "causal_logit_lens", "causal_methods"}
     assert out["recommended_heads"], out["recommendation"]["reasons"]
@@ -204,7 +206,8 @@ def test_stage_reports_methods_specificity_and_intervals(organism, plain_prompts
     methods = out["methods"]
     assert set(methods["methods"]) == {"mean", "zero", "resample"}
     assert set(methods["recommendations"]) == {"mean", "zero", "resample"}
-    assert methods["chosen"] == "mean" and ab["chosen"] == "mean ablation's set is confident"
+    assert methods["chosen"] in methods["recommendations"] and ab["chosen"].startswith(f"{methods['chosen']} ablation's set")
+    assert out["recommendation"]["method"] == methods["chosen"] == ab["method"]
     # the organism's harm detectors in block 0 are found whichever way they are ablated
     assert methods["heads"] and all(h[0] == 0 for h in methods["heads"]), methods["verdict"]
     assert "more than one ablation method" in methods["verdict"]
@@ -235,7 +238,7 @@ def test_consensus_orders_heads_by_agreeing_evidence(organism, plain_prompts):
     assert none["heads"] == [] and none["verdict"].startswith("the ablation methods disagree")
 
 
-def test_choose_takes_a_confident_set_when_the_primary_is_not():
+def test_choose_takes_the_confident_set_the_methods_agree_on():
     from interp.causal.consensus import choose
 
     class Rec:  # what choose reads of a Recommendation
@@ -246,14 +249,18 @@ def test_choose_takes_a_confident_set_when_the_primary_is_not():
         def to_dict(self):
             return {"label": self.label}
 
-    table = [{"head": [13, 2], "n_methods": 2}, {"head": [16, 6], "n_methods": 2}, {"head": [15, 5], "n_methods": 1}]
+    table = [{"head": [13, 2], "n_methods": 2}, {"head": [16, 6], "n_methods": 2}, {"head": [15, 5], "n_methods": 1},
+             {"head": [1, 5], "n_methods": 1}, {"head": [1, 7], "n_methods": 1}]
     recs = {"mean": Rec([(1, 5), (1, 7)], False, "disruptive"), "zero": Rec([(13, 2), (16, 6)], True),
             "resample": Rec([(13, 2), (16, 6), (15, 5)], True)}
     method, why = choose(recs, "mean", table)
     assert method == "zero"  # both its heads were found by two methods; resample's third by one
-    assert why.startswith("taken from zero ablation") and "disruptive" in why
-    recs["mean"] = Rec([(20, 1)], True)
-    assert choose(recs, "mean", table)[0] == "mean"  # a confident primary stays
+    assert why.startswith("zero ablation's set") and "disruptive" in why
+    recs["mean"] = Rec([(1, 5), (1, 7)], True)  # confident, but no other method found its heads
+    assert choose(recs, "mean", table)[0] == "zero"
+    recs["mean"] = Rec([(13, 2), (16, 6)], True)  # as well agreed as zero's: the primary stays
+    assert choose(recs, "mean", table) == ("mean", "mean ablation's set [(13, 2), (16, 6)]: its heads are found by "
+                                                   "2.0 ablation methods on average")
     none = {m: Rec(r.candidates, False, "unconfirmed") for m, r in recs.items()}
     method, why = choose(none, "mean", table)
     assert method == "mean" and "no method's set is confident" in why

@@ -130,17 +130,27 @@ def consensus(recs: Mapping[str, Recommendation], patching: Tensor | None = None
 
 
 def choose(recs: Mapping[str, Recommendation], primary: str, table: list[dict]) -> tuple[str, str]:
-    """Which method's set to recommend: the primary method's when it is confident; else the
-    confident set (not disruptive, by its definition) whose heads the most ablation methods found
-    (`consensus`'s table), then the smallest; else the primary's, unconfirmed. Returns (method, why)."""
-    if recs[primary].confident:
-        return primary, f"{primary} ablation's set is confident"
+    """Which method's set to recommend: among the confident sets (not disruptive, by definition),
+    the one whose heads the most ablation methods found (the mean count over its heads, from
+    `consensus`'s table), then the primary method's, then the smallest; with none confident, the
+    primary's, unconfirmed. Agreement comes first because one method can be confidently wrong:
+    on the planted `early1` variant mean ablation confidently removed refusal through four heads
+    upstream of the planted one (layer 1), while zero and resample ablation both found the planted
+    head (4, 3). Returns (method, why)."""
     found = {tuple(r["head"]): r["n_methods"] for r in table}
     sure = [m for m, r in recs.items() if r.confident]
     if not sure:
         return primary, f"no method's set is confident; {primary} ablation's set is reported, unconfirmed"
-    best = max(sure, key=lambda m: (sum(found.get(tuple(h), 1) for h in recs[m].heads) / len(recs[m].heads),
-                                    -len(recs[m].heads)))
-    label = recs[primary].to_dict()["label"]
-    return best, (f"taken from {best} ablation: {primary} ablation's set {[tuple(h) for h in recs[primary].candidates]} "
-                  f"is {label}" + (f" ({recs[primary].reasons[0]})" if recs[primary].reasons else ""))
+
+    def agreement(m: str) -> float:
+        return sum(found.get(tuple(h), 1) for h in recs[m].heads) / max(len(recs[m].heads), 1)
+
+    best = max(sure, key=lambda m: (agreement(m), m == primary, -len(recs[m].heads)))
+    why = (f"{best} ablation's set {[tuple(h) for h in recs[best].heads]}: its heads are found by "
+           f"{agreement(best):.1f} ablation methods on average")
+    if best != primary:
+        p = recs[primary]
+        why += (f"; {primary} ablation's set {[tuple(h) for h in p.candidates]} is {p.to_dict()['label']}"
+                + (f" ({p.reasons[0]})" if p.reasons and not p.confident else
+                   f" (found by {agreement(primary):.1f} on average)" if p.confident else ""))
+    return best, why
