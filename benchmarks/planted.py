@@ -158,6 +158,9 @@ def run_variant(name: str, max_new_tokens: int, methods: str, n_search: int, pro
            "truth_ranks": {f"{l},{h}": {k: v for k, v in row.items() if k.endswith("_rank")}
                            for row in rep["table"] for l, h in truth if (row["layer"], row["head"]) == (l, h)},
            "skipped_disruptive": {m: r["skipped_disruptive"] for m, r in rep["methods"]["recommendations"].items()},
+           "per_method": {m: {k: r[k] for k in ("candidates", "heads", "confident", "label", "direction")}
+                          for m, r in rep["methods"]["recommendations"].items()},
+           "consensus": rep["methods"]["table"],
            "refusal": rates, "seconds_causal": round(t_causal, 1), "seconds_build": round(t_build, 1),
            "train_loss_last": meta["train"]["loss"][-1] if meta.get("train") else None,
            "timings": rep["timings"]}

@@ -92,7 +92,8 @@ def test_planted_benchmark_finds_the_planted_head(tmp_path, monkeypatch, capsys)
     assert row["recommended"] == [[1, 2]] and row["confident"] and row["label"] == "refusal heads"
     assert row["precision"] == 1.0 and row["recall"] == 1.0
     assert set(row["truth_ranks"]) == {"1,2"} and row["truth_ranks"]["1,2"]["ablation_rank"] == 1
-    assert row["chosen"] and set(row["skipped_disruptive"]) == {"mean", "zero", "resample"}
+    assert row["chosen"] and set(row["skipped_disruptive"]) == set(row["per_method"]) == {"mean", "zero", "resample"}
+    assert [1, 2] in [r["head"] for r in row["consensus"]]
     f = row["refusal"]
     assert f["harmful_before"]["rate"] >= 0.8 and f["harmful_planted_ablated"]["rate"] <= 0.2
     assert f["harmful_random_ablated"]["rate"] >= 0.6
