@@ -198,18 +198,18 @@ def main(argv=None) -> list[dict]:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
+    out = Path(args.out) if args.out else None
     for name in [x.strip() for x in args.recipes.split(",") if x.strip()]:
         print(f"[{name}]", flush=True)
         rows.append(run_variant(name, args.max_new_tokens, args.methods, args.n_search))
         print(table(rows[-1:]), flush=True)
+        if out:  # after each variant: a long run stopped part-way keeps what it finished
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "planted.json").write_text(json.dumps(rows, indent=1, default=str))
     print("\n" + table(rows))
     heads_rows = [r for r in rows if r["truth"]]
     good = [r for r in heads_rows if (r["recall"] or 0) >= 0.5 and (r["precision"] or 0) == 1.0]
     print(f"\nhead variants with recall >= 0.5 and no recommended head outside the truth: {len(good)} of {len(heads_rows)}")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "planted.json").write_text(json.dumps(rows, indent=1, default=str))
     return rows
 
 
