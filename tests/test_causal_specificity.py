@@ -71,8 +71,8 @@ def test_search_steps_past_a_disruptive_head(disruptive_model, labels):
     harmful, harmless = labels
     m = disruptive_model
     with model_threads(m):
-        bare = search_heads(m, harmful[:16], harmless[:16], SearchConfig(max_heads=4, method="mean", guard=False))
-        guarded = search_heads(m, harmful[:16], harmless[:16], SearchConfig(max_heads=4, method="mean"))
+        bare = search_heads(m, harmful[:16], harmless[:16], SearchConfig(max_heads=4, method="mean"))  # the default
+        guarded = search_heads(m, harmful[:16], harmless[:16], SearchConfig(max_heads=4, method="mean", guard=True))
     assert bare.compliance.heads[0] == DISRUPTIVE and not bare.compliance.skipped
     found = guarded.compliance  # the organism detects harmless requests under the other label's mean
     assert DISRUPTIVE not in found.heads and DISRUPTIVE in found.skipped
