@@ -161,6 +161,7 @@ def run_variant(name: str, max_new_tokens: int, methods: str, n_search: int, pro
            "per_method": {m: {k: r[k] for k in ("candidates", "heads", "confident", "label", "direction")}
                           for m, r in rep["methods"]["recommendations"].items()},
            "consensus": rep["methods"]["table"],
+           "converged": rep["methods"].get("converged"),
            "refusal": rates, "seconds_causal": round(t_causal, 1), "seconds_build": round(t_build, 1),
            "train_loss_last": meta["train"]["loss"][-1] if meta.get("train") else None,
            "timings": rep["timings"]}

@@ -17,7 +17,7 @@ from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.causal.ablate import head_reference
 from interp.causal.runner import ablation_scores
-from interp.causal.search import FLIPS, HeadSearch, SearchConfig, search_heads
+from interp.causal.search import FLIPS, FlipSearch, HeadSearch, SearchConfig, search_heads
 from interp.causal.heads import Head, all_heads
 from interp.causal.specificity import SpecificityConfig, off_target, specificity, untouched
 
@@ -61,6 +61,7 @@ class Recommendation:
     null: dict  # the random-set effects' summary
     search: HeadSearch | None = None
     specificity: dict = field(default_factory=dict)  # KL on off-target prompts against random sets (specificity())
+    checked: FlipSearch | None = None  # the judged check of a set given to recommend_heads (`best=`), not the search's
 
     @property
     def disruptive(self) -> bool:
@@ -74,7 +75,8 @@ class Recommendation:
                 "set_effect": self.set_effect, "null": self.null, "specificity": self.specificity,
                 "skipped_disruptive": {f: [list(h) for h in getattr(self.search, f).skipped] for f in FLIPS}
                 if self.search is not None else {},
-                "evidence": [{"head": list(h), **ev} for h, ev in self.evidence.items()]}
+                "evidence": [{"head": list(h), **ev} for h, ev in self.evidence.items()],
+                **({"checked": self.checked.to_dict()} if self.checked is not None else {})}
 
 
 def _rank_of(m: Tensor, h: Head) -> int:
@@ -85,16 +87,18 @@ def _rank_of(m: Tensor, h: Head) -> int:
 def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k: int = 4,
                     search: HeadSearch | None = None, comparison: Comparison | None = None,
                     cfg: RecommendConfig | None = None, search_cfg: SearchConfig | None = None,
-                    held_out: PromptSet | None = None) -> Recommendation:
+                    held_out: PromptSet | None = None, best: FlipSearch | None = None) -> Recommendation:
     """Choose at most `k` heads to steer, with the evidence for each, and say whether the choice is
     confident (see RecommendConfig). `search` and `comparison` reuse results already computed.
     `held_out`: prompts the flip should leave alone (harmless ones for "refusal"), for the
-    specificity check; default: the search's own prompts of that label."""
+    specificity check; default: the search's own prompts of that label. `best`: a judged check of
+    another set (`interp.causal.converge.check_set`) tested in place of the search's best set."""
     cfg = cfg or RecommendConfig(k=k)
     scfg = search_cfg or (search.cfg if search is not None else SearchConfig(max_heads=cfg.k))
     if search is None:
         search = search_heads(model, harmful, harmless, scfg)
-    best = search.best
+    checked = best
+    best = best or search.best
     label, sign = FLIPS[best.flip]
     prompts = harmful if label == "harmful" else harmless
     ref = search.references[best.flip]
@@ -102,7 +106,7 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
     reasons: list[str] = []
     if not cand:
         reasons.append("no head moved behaviour at all in either direction")
-        return Recommendation([], [], False, best.flip, reasons, {}, 0.0, {}, search)
+        return Recommendation([], [], False, best.flip, reasons, {}, 0.0, {}, search, checked=checked)
     # one batched pass: unablated, the set, the set minus each head, and the random null sets
     rng = random.Random(cfg.seed)
     others = [h for h in all_heads(model) if h not in cand]
@@ -168,4 +172,4 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
                 ev[f"{name}_rank"] = _rank_of(m, h)
         evidence[h] = ev
     heads = [h for h in cand if marg[h] > 0] if confident else []
-    return Recommendation(heads, cand, confident, best.flip, reasons, evidence, set_eff, null_d, search, spec)
+    return Recommendation(heads, cand, confident, best.flip, reasons, evidence, set_eff, null_d, search, spec, checked)

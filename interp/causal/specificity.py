@@ -3,16 +3,21 @@
 A set whose ablation removes refusal is a candidate for "the heads that carry refusal" only if it
 leaves the rest of the model's behaviour alone. An early head whose output every later layer
 reads can remove refusal by breaking the model: lower refusal is then one symptom among many.
-Specificity measures that: the KL divergence of the next-token distribution (last position,
-nats) from the unablated model on held-out prompts whose behaviour the flip should not change (the
-harmless prompts for the "refusal" flip, the harmful ones for "compliance"), under the set's
-ablation, against random sets of the same size drawn from the other heads, ablated the same way.
-The recommendation reads it on the off-target prompts the flip leaves alone (`untouched`): a
-harmless prompt the model over-refuses changes under a refusal flip by design.
+Specificity measures that on held-out prompts whose behaviour the flip should not change (the
+harmless prompts for the "refusal" flip, the harmful ones for "compliance"), and only those the
+flip leaves alone (`untouched`: a harmless prompt the model over-refuses changes under a refusal
+flip by design), under the set's ablation, against random sets of the same size drawn from the
+other heads, ablated the same way.
 
-A set whose KL is far above the random sets' (`SpecificityConfig`: the lower end of its interval
-above `ratio` times the random sets' 95th percentile and above `min_kl` nats) is labelled
-"disruptive": it is not reported as refusal heads and not recommended with confidence.
+The measure (`SpecificityConfig.measure`, default "ce") is the rise of the cross-entropy of the
+unablated model's own greedy answers to those prompts (nats per answer token, teacher forced):
+does the ablated model still say what it said? The next-token KL at the last prompt position
+("kl", always reported) reads only the opening token, where the refuse/comply decision itself
+lives; on the planted benchmark it called every planted head disruptive (docs/causal.md, section 6).
+
+A set is "disruptive" when the lower end of its mean's interval is above `ratio` times the random
+sets' 95th percentile and above the floor (`min_ce` nats per token, or `min_kl` nats): it is not
+reported as refusal heads and not recommended with confidence.
 """
 
 from __future__ import annotations
@@ -29,19 +34,32 @@ from interp.prompts import PromptSet
 from interp.stats import bootstrap_mean
 from interp.causal.heads import Head, all_heads, check_heads
 from interp.causal.runner import ablation_scores
+from interp.intervention import Intervention
 
 
 @dataclass(frozen=True)
 class SpecificityConfig:
-    """`n_random` random sets of the set's size; disruptive when the set's mean KL has its interval's
-    lower end above `ratio` x the random sets' 95th percentile and above `min_kl` nats."""
+    """`n_random` random sets of the set's size; disruptive when the set's mean (`measure`: "ce", the
+    rise of the cross-entropy of the model's own `answer_tokens`-token answers, or "kl", the
+    next-token KL) has its interval's lower end above `ratio` x the random sets' 95th percentile and
+    above the floor: `min_ce` nats per answer token (the model finds its own answer e^0.25 = 1.28x
+    less likely per token; chosen after the planted benchmark's measurements, docs/causal.md,
+    section 6), or `min_kl` nats."""
 
     n_random: int = 20
     ratio: float = 4.0
     min_kl: float = 0.1
     seed: int = 0
+    measure: str = "ce"
+    min_ce: float = 0.25
+    answer_tokens: int = 24
 
     def __post_init__(self) -> None:
+        if self.measure not in ("ce", "kl"):
+            raise InputError(f"unknown specificity measure {self.measure!r}; choose 'ce' (own answers) or 'kl' (next token)")
+        if not isinstance(self.answer_tokens, int) or self.answer_tokens < 1 or not self.min_ce >= 0:
+            raise InputError(f"answer_tokens must be a positive integer and min_ce >= 0, got {self.answer_tokens!r} "
+                             f"and {self.min_ce!r}")
         if not isinstance(self.n_random, int) or self.n_random < 2:
             raise InputError(f"n_random must be an integer of at least 2 (random sets for the null), got {self.n_random!r}")
         if not self.ratio > 0 or not self.min_kl >= 0:
@@ -78,13 +96,56 @@ def untouched(model: ChatModel, flip: str, prompts: PromptSet, min_prompts: int 
     return kept, f"{k} of {n} {label} prompts (those the unablated model {verb})"
 
 
+def _answer_slots(values: torch.Tensor | None, per_position: bool, resample: bool, n_answer: int):
+    """A per-position reference for a teacher-forced pass whose last `n_answer` positions are answer
+    tokens: in generation each answer token is a cached pass of one position and takes slot 0 (the
+    last prompt token's value), and the prompt's slots count from the prompt's end."""
+    if values is None or not per_position:
+        return values
+    ax = 1 if resample else 0
+    first = values.narrow(ax, 0, 1)
+    return torch.cat([first.expand(*[n_answer if i == ax else -1 for i in range(values.ndim)]), values], dim=ax)
+
+
+def answer_ce_increase(model: ChatModel, prompts: PromptSet, sets: Sequence[Sequence[Head]], method: str = "mean",
+                       reference=None, seed: int = 0, positions: str = "position", answer_tokens: int = 24
+                       ) -> torch.Tensor:
+    """[set, prompt]: rise of the cross-entropy (nats per answer token) of the unablated model's own
+    greedy answers to `prompts` when each head set is ablated (per-position references aligned as
+    in cached generation; prompts grouped by answer length so every row is aligned). NaN where the
+    answer is empty."""
+    from interp.causal.ablate import resolve_reference
+    from interp.intervention.heads import AblateHeads
+    from interp.utility import answer_cross_entropy, reference_answers
+
+    ref = resolve_reference(model, method, reference, positions)
+    values = None if ref is None else (ref.mean if method == "mean" else ref.z)
+    per_pos = values is not None and values.ndim == (5 if method == "resample" else 4)
+    answers = reference_answers(model, prompts, answer_tokens)
+    out = torch.full((len(sets), len(prompts)), float("nan"))
+    by_len: dict[int, list[int]] = {}
+    for i, a in enumerate(answers):
+        if a:
+            by_len.setdefault(len(a), []).append(i)
+    for n, idx in by_len.items():
+        group = PromptSet(prompts.name, tuple(prompts[i] for i in idx), prompts.source)
+        ans = [answers[i] for i in idx]
+        base = answer_cross_entropy(model, group, ans)
+        vals = _answer_slots(values, per_pos, method == "resample", n)
+        for j, hs in enumerate(sets):
+            iv = Intervention.of(AblateHeads(tuple(hs), method, vals, seed)) if hs else Intervention.none()
+            out[j, idx] = answer_cross_entropy(model, group, ans, iv) - base
+    return out
+
+
 def specificity(model: ChatModel, heads: Sequence[Head], prompts: PromptSet, method: str = "mean", reference=None,
                 seed: int = 0, positions: str = "position", cfg: SpecificityConfig = SpecificityConfig(),
                 what: str = "held-out prompts") -> dict:
-    """KL of the next-token distribution under the ablation of `heads` on `prompts`, against random
-    sets of the same size (one batched pass). Returns {"kl": {"mean", "n", "ci95"} over prompts,
-    "random": {"mean", "n", "ci95"} over the random sets' mean KLs, "random_q95", "random_max",
-    "ratio", "disruptive", "verdict", "prompts"}."""
+    """How much else the ablation of `heads` changes on `prompts`, against random sets of the same
+    size: the rise of the cross-entropy of the model's own answers ("ce", with `cfg.measure="ce"`)
+    and the next-token KL ("kl"), each {"mean", "n", "ci95"} over prompts; "random": the random
+    sets' means of the deciding measure, "random_q95", "random_max", "ratio", "threshold",
+    "disruptive", "verdict", "measure", "prompts"."""
     heads = check_heads(model, heads)
     prompts = prompts.require(f"specificity set ({what})")
     rng = random.Random(cfg.seed)
@@ -93,20 +154,31 @@ def specificity(model: ChatModel, heads: Sequence[Head], prompts: PromptSet, met
         raise InputError(f"too few other heads ({len(others)}) to draw random sets of {len(heads)}")
     null = [rng.sample(others, len(heads)) for _ in range(cfg.n_random)]
     kl = ablation_scores(model, prompts, [heads] + null, method, reference, seed, positions, metric="kl")
-    own = bootstrap_mean(kl[0], seed=cfg.seed)
-    means = kl[1:].mean(1)
+    own_kl = bootstrap_mean(kl[0], seed=cfg.seed)
+    vals = None
+    if cfg.measure == "ce":
+        vals = answer_ce_increase(model, prompts, [heads] + null, method, reference, seed, positions, cfg.answer_tokens)
+        vals = vals[:, ~vals[0].isnan()]
+        vals = vals if vals.shape[1] else None  # every answer empty: the next-token KL decides
+    if vals is not None:
+        floor, unit, name = cfg.min_ce, "nats per answer token", "cross-entropy of its own answers rises by"
+    else:
+        vals, floor, unit, name = kl, cfg.min_kl, "nats", "next-token KL"
+    own = bootstrap_mean(vals[0], seed=cfg.seed)
+    means = vals[1:].mean(1)
     q95, mx = float(means.quantile(0.95)), float(means.max())
-    bound = max(cfg.ratio * q95, cfg.min_kl)
+    bound = max(cfg.ratio * q95, floor)
     lo = own["ci95"][0] if own["ci95"] else own["mean"]
     disruptive = lo > bound
     ratio = own["mean"] / q95 if q95 > 0 else float("inf")
-    verdict = (f"disruptive: ablating {heads} changes the next-token distribution on {what} by KL {own['mean']:.3g} "
-               f"nats (95% CI {own['ci95'][0]:.3g} to {own['ci95'][1]:.3g}), {ratio:.1f}x the random sets' 95th "
-               f"percentile ({q95:.3g}): it breaks the model more than it removes one behaviour"
+    verdict = (f"disruptive: ablating {heads} on {what}: {name} {own['mean']:.3g} {unit} (95% CI "
+               f"{own['ci95'][0]:.3g} to {own['ci95'][1]:.3g}), {ratio:.1f}x the random sets' 95th percentile "
+               f"({q95:.3g}): it breaks the model more than it removes one behaviour"
                if disruptive and own["ci95"] else
-               f"specific: KL {own['mean']:.3g} nats on {what}, against random sets' 95th percentile {q95:.3g} "
-               f"(disruptive above {bound:.3g})")
-    return {"kl": own, "random": bootstrap_mean(means, seed=cfg.seed), "random_q95": round(q95, 4),
+               f"specific: {name} {own['mean']:.3g} {unit} on {what}, against random sets' 95th percentile "
+               f"{q95:.3g} (disruptive above {bound:.3g}); next-token KL {own_kl['mean']:.3g} nats")
+    return {"kl": own_kl, **({"ce": own} if vals is not kl else {}), "measure": "ce" if vals is not kl else "kl",
+            "random": bootstrap_mean(means, seed=cfg.seed), "random_q95": round(q95, 4),
             "random_max": round(mx, 4), "ratio": round(ratio, 3) if ratio != float("inf") else None,
             "threshold": round(bound, 4), "disruptive": bool(disruptive), "verdict": verdict, "prompts": what,
             "method": method, "heads": [list(h) for h in heads]}

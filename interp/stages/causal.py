@@ -24,6 +24,7 @@ from interp.stages.causal_measure import measure
 from interp.causal.search import SearchConfig, search_heads
 from interp.causal.compare import RecommendConfig, compare_methods, recommend_heads
 from interp.causal.consensus import by_method, choose, consensus
+from interp.causal.converge import converged, recommend_converged
 from interp.causal.dla import direct_logit_attribution, logit_lens
 from interp.causal.heads import all_heads
 from interp.causal.patching import activation_patching, equal_length_pairs
@@ -149,7 +150,7 @@ def causal_stage(study: Study, ranking=None, cfg: CausalConfig = CausalConfig())
     """Search, patch, attribute, compare (with the probe `ranking` when given) and recommend."""
     from interp.progress import Steps
 
-    with model_threads(study.model), Steps(6, label="causal") as steps:
+    with model_threads(study.model), Steps(7, label="causal") as steps:
         return _run_causal(study, ranking, cfg, steps)
 
 
@@ -202,11 +203,30 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult
         agree["steering"] = {"sigmas": cfg.steer_sigmas, "flips": {f"{l},{h}": round(float(flips[l, h]), 4)
                                                                   for l, h in zip(*torch.nonzero(~flips.isnan(), as_tuple=True))}}
     lap("methods")
-    # the primary method's set unless another method's is confident where it is not (consensus.choose)
     recs = {cfg.method: rec, **alt}
-    chosen, why = choose(recs, cfg.method, agree["table"])
-    if chosen != cfg.method:
-        rec, search = alt[chosen], alt[chosen].search
+    # the heads ablation, patching and a search agree on, tested as a set (interp.causal.converge);
+    # when none is confident, the method's set the ablation methods agree on most (consensus.choose)
+    steps.next("converged heads")
+    conv, conv_rows = converged(recs, patching.head_effect, top=2 * cfg.k, k=cfg.k)
+    conv_method, conv_rec, tried = None, None, []
+    if conv:
+        order = sorted(recs, key=lambda m: (-sum(tuple(h) in {tuple(x) for x in recs[m].candidates} for h in conv),
+                                            m != cfg.method))
+        conv_method, conv_rec, tried = recommend_converged(model, H, L, conv, recs, order, rcfg, study.judge, new_tokens,
+                                                           held_out=plain)
+    agree["converged"] = {"heads": [list(h) for h in conv], "table": conv_rows, "tried": tried,
+                          "rule": f"searched heads in the top {2 * cfg.k} by single-head ablation and by patching"}
+    lap("converge")
+    if conv_rec is not None:
+        chosen, rec, search = conv_method, conv_rec, conv_rec.search
+        why = (f"the converged heads {list(conv)} (found by a search, top {2 * cfg.k} by single-head ablation and by "
+               f"patching), confirmed under {conv_method} ablation")
+    else:
+        chosen, why = choose(recs, cfg.method, agree["table"])
+        if conv:
+            why += f"; the converged heads {list(conv)} were not confirmed under any method"
+        if chosen != cfg.method:
+            rec, search = alt[chosen], alt[chosen].search
     method = search.cfg.method
 
     # behaviour on held-out prompts: the recommended (or best-guess) set against random sets
@@ -227,7 +247,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult
     ablation = {
         "heads": [list(h) for h in heads], "k": K, "method": method, "chosen": why, "direction": rec.flip,
         "confident": rec.confident, "label": rec.to_dict()["label"], "specificity": rec.specificity,
-        "max_new_tokens": new_tokens, "agreement": search.best.agreement(),
+        "max_new_tokens": new_tokens, "agreement": (rec.checked or search.best).agreement(),
         "reference": _reference_words(search.cfg.reference, rec.flip, method, search.cfg.positions),
         "mechanism": search.neutral.get("mechanism"),
         **measured,

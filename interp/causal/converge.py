@@ -1,0 +1,92 @@
+"""The heads that independent lines of evidence converge on, checked as a set.
+
+A greedy ablation search can be confidently wrong. On the planted benchmark (docs/causal.md,
+section 6) mean ablation removed refusal through heads upstream of the planted one, whose ablation
+damages what the planted head reads, while the planted head itself was rank 1 by single-head
+ablation and rank 1 by activation patching. The two ask different questions: ablation, "is the
+head needed?"; patching from a matched harmless prompt, "does the head carry the harmful/harmless
+difference?". A head that every later layer reads passes the first and fails the second; a head
+that carries the decision passes both.
+
+`converged` keeps the heads some method's search chose that are also in the top `top` heads by
+single-head ablation (under any method) and by patching. `check_set` judges such a set under one
+method's ablation; `recommend_converged` runs the same test as every recommendation on it (judged
+flip, score effect, random sets, specificity), method by method, and returns the first confident one.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from torch import Tensor
+
+from interp.model import ChatModel
+from interp.prompts import PromptSet
+from interp.causal.heads import Head
+from interp.causal.recommend import RecommendConfig, Recommendation, recommend_heads
+from interp.causal.runner import ablation_refusals
+from interp.causal.search_types import FLIPS, FlipSearch, HeadSearch
+
+
+def _rank(m: Tensor, h: Head) -> int:
+    mag = m.abs().nan_to_num(-1.0).flatten()
+    return int((mag > mag[h[0] * m.shape[1] + h[1]]).sum()) + 1
+
+
+def converged(recs: Mapping[str, Recommendation], patching: Tensor, top: int = 8, k: int = 4) -> tuple[list[Head], list[dict]]:
+    """Heads of every method's search set (sets labelled disruptive included: that label can be
+    wrong for a head that carries refusal) in the top `top` both by single-head ablation (its best
+    rank over the methods' scans) and by patching (`patching`: [layer, head]). Returns (at most `k`
+    heads, best rank sum first; a row per searched head: ranks, methods, converged)."""
+    pool: list[Head] = []
+    for r in recs.values():
+        pool += [tuple(h) for h in r.candidates if tuple(h) not in pool]
+    rows = []
+    for h in pool:
+        ranks = [_rank(r.search.single[r.flip], h) for r in recs.values() if r.search is not None]
+        row = {"head": list(h), "methods": [m for m, r in recs.items() if h in {tuple(x) for x in r.candidates}],
+               "ablation_rank": min(ranks) if ranks else None, "patching_rank": _rank(patching, h)}
+        row["converged"] = row["ablation_rank"] is not None and row["ablation_rank"] <= top and row["patching_rank"] <= top
+        rows.append(row)
+    rows.sort(key=lambda r: (not r["converged"], (r["ablation_rank"] or 10**6) + r["patching_rank"]))
+    return [tuple(r["head"]) for r in rows if r["converged"]][:k], rows
+
+
+def check_set(model: ChatModel, search: HeadSearch, flip: str, heads: Sequence[Head], prompts: PromptSet, judge,
+              max_new_tokens: int) -> FlipSearch:
+    """The judged check of `heads` ablated as in `search` (its method, reference for `flip`) on
+    `prompts` (the flip's label: harmful for "refusal"), as a FlipSearch the recommendation reads."""
+    cfg, sign = search.cfg, FLIPS[flip][1]
+    refused, scores = ablation_refusals(model, prompts, [list(heads)], cfg.method, search.references[flip], cfg.seed,
+                                        cfg.positions, judge, max_new_tokens)
+    before = getattr(search, flip).rate_before
+    after = float(refused[0].float().mean())
+    return FlipSearch(flip, list(heads), [], before, after, sign * (after - before) >= cfg.target, n=len(prompts),
+                      flipped_by_score=float(((sign * scores[0]) > 0).float().mean()), max_new_tokens=max_new_tokens,
+                      target=cfg.target)
+
+
+def recommend_converged(model: ChatModel, harmful: PromptSet, harmless: PromptSet, heads: Sequence[Head],
+                        recs: Mapping[str, Recommendation], order: Sequence[str], rcfg: RecommendConfig, judge,
+                        max_new_tokens: int, held_out: Mapping[str, PromptSet] | None = None
+                        ) -> tuple[str | None, Recommendation | None, list[dict]]:
+    """Test the converged `heads` under each method of `order` in turn (its search's reference and
+    best flip) with the recommendation's own test; stop at the first confident one. Returns (method,
+    its Recommendation, or (None, None) when none is confident; a row per method tried)."""
+    tried = []
+    for m in order:
+        r = recs[m]
+        if r.search is None:
+            continue
+        label = FLIPS[r.flip][0]
+        prompts = harmful if label == "harmful" else harmless
+        fs = check_set(model, r.search, r.flip, heads, prompts, judge, max_new_tokens)
+        other = (held_out or {}).get("harmless" if r.flip == "refusal" else "harmful")
+        rec = recommend_heads(model, harmful, harmless, len(heads), search=r.search, held_out=other, best=fs,
+                              cfg=RecommendConfig(k=len(heads), n_null=rcfg.n_null, min_score_effect=rcfg.min_score_effect,
+                                                  seed=rcfg.seed, specificity=rcfg.specificity))
+        tried.append({"method": m, "flip": r.flip, "confident": rec.confident, "label": rec.to_dict()["label"],
+                      "judged": [fs.rate_before, fs.rate_after], "reasons": rec.reasons})
+        if rec.confident:
+            return m, rec, tried
+    return None, None, tried
