@@ -162,7 +162,7 @@ def test_stage_on_organism(organism, plain_prompts, eval_prompts):
     for key in ("heads", "k", "method", "refusal_rate_harmful_after", "refusal_rate_harmless_after",
                 "random_heads_refusal_rate_harmful_after", "random_heads_refusal_rate_harmless_after", "baseline"):
         assert key in ab
-    # the set recommended is the confident one the ablation methods agree on most (consensus.choose)
+    # the set recommended is the converged one, or the confident one the methods agree on most
     assert ab["method"] == out["methods"]["chosen"] == out["recommendation"]["method"] and 1 <= ab["k"] <= 4
     assert all(h[0] == 0 for h in out["recommended_heads"]), out["recommendation"]  # block 0's harm detectors
     assert res.recommended_heads == [tuple(h) for h in out["recommended_heads"]]
@@ -206,8 +206,15 @@ def test_stage_reports_methods_specificity_and_intervals(organism, plain_prompts
     methods = out["methods"]
     assert set(methods["methods"]) == {"mean", "zero", "resample"}
     assert set(methods["recommendations"]) == {"mean", "zero", "resample"}
-    assert methods["chosen"] in methods["recommendations"] and ab["chosen"].startswith(f"{methods['chosen']} ablation's set")
+    assert methods["chosen"] in methods["recommendations"]
     assert out["recommendation"]["method"] == methods["chosen"] == ab["method"]
+    # the harm detectors are found by a search and top by single-head ablation and by patching:
+    # the converged set is tested first, and confirmed
+    conv = methods["converged"]
+    assert conv["heads"] and all(h[0] == 0 for h in conv["heads"]) and conv["tried"][-1]["confident"]
+    assert ab["chosen"].startswith("the converged heads") and f"confirmed under {methods['chosen']}" in ab["chosen"]
+    assert ab["heads"] == [h for h in conv["heads"] if h in ab["heads"]] and ab["heads"]
+    assert spec["measure"] == "ce" and spec["ce"]["n"] > 0
     # the organism's harm detectors in block 0 are found whichever way they are ablated
     assert methods["heads"] and all(h[0] == 0 for h in methods["heads"]), methods["verdict"]
     assert "more than one ablation method" in methods["verdict"]

@@ -53,7 +53,9 @@ def test_disruptive_head_is_labelled_disruptive(disruptive_model, labels):
         for method in ("mean", "zero"):
             s = specificity(m, [DISRUPTIVE], harmless[16:], method, ref if method == "mean" else None)
             assert s["disruptive"], s
-            assert s["kl"]["ci95"][0] > 10 * s["random_q95"]
+            assert s["measure"] == "ce" and s["ce"]["ci95"][0] > 10 * s["random_q95"]
+            assert s["kl"]["ci95"][0] > 10 * specificity(m, [DISRUPTIVE], harmless[16:], method, ref if method == "mean"
+                                                         else None, cfg=SpecificityConfig(measure="kl"))["random_q95"]
             assert s["verdict"].startswith("disruptive")
         # a search that came back with that head: the recommendation is not confident, and says why
         search = search_heads(m, harmful[:16], harmless[:16], SearchConfig(max_heads=1, method="zero"))
@@ -115,6 +117,10 @@ def test_organism_refusal_heads_are_specific(organism, labels):
 def test_bad_specificity_config():
     with pytest.raises(InputError, match="n_random"):
         SpecificityConfig(n_random=1)
+    with pytest.raises(InputError, match="specificity measure"):
+        SpecificityConfig(measure="entropy")
+    with pytest.raises(InputError, match="answer_tokens"):
+        SpecificityConfig(answer_tokens=0)
 
 
 def test_specificity_leaves_out_the_prompts_the_flip_changes_by_design(organism, labels):

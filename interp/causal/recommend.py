@@ -15,11 +15,10 @@ from torch import Tensor
 from interp.errors import InputError
 from interp.model import ChatModel
 from interp.prompts import PromptSet
-from interp.causal.ablate import head_reference
 from interp.causal.runner import ablation_scores
 from interp.causal.search import FLIPS, FlipSearch, HeadSearch, SearchConfig, search_heads
 from interp.causal.heads import Head, all_heads
-from interp.causal.specificity import SpecificityConfig, off_target, specificity, untouched
+from interp.causal.specificity import SpecificityConfig, off_target, off_target_reference, specificity, untouched
 
 if TYPE_CHECKING:
     from interp.causal.compare import Comparison
@@ -143,10 +142,7 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
         _, other = off_target(best.flip, harmful, harmless)
         if held_out is not None:
             other = held_out
-        # resample from the off-target label's own prompts: a balanced pool would hand harmless
-        # prompts harmful prompts' outputs, and a head that carries the label would then look disruptive
-        sref = head_reference(model, off_target(best.flip, harmful, harmless)[1], scfg.positions) \
-            if scfg.method == "resample" else ref
+        sref = off_target_reference(model, scfg.method, off_target(best.flip, harmful, harmless)[1], ref, scfg.positions)
         kept, counted = untouched(model, best.flip, other)
         spec = specificity(model, cand, kept, scfg.method, sref, scfg.seed, scfg.positions, cfg.specificity,
                            what=f"{'held-out ' if held_out is not None else ''}{counted}")

@@ -25,7 +25,7 @@ from interp.intervention import Intervention
 from interp.causal.attribution import HeadGradients, head_gradients
 from interp.causal.heads import Head, all_heads
 from interp.causal.runner import FAST_GEN, ablation_refusals, ablation_scores
-from interp.causal.specificity import DisruptionGuard, off_target, untouched
+from interp.causal.specificity import DisruptionGuard, off_target, off_target_reference, untouched
 # the search's question and its results live in search_types; they are imported from here too
 from interp.causal.search_types import FLIPS, REFERENCE_POLICIES, FlipSearch, HeadSearch, SearchConfig  # noqa: F401
 
@@ -254,7 +254,7 @@ def _guard(model: ChatModel, flip: str, harmful: PromptSet, harmless: PromptSet,
     against random sets and against the KL on the flip's own prompts. Resample draws, off target,
     from those prompts' own label (as the recommendation's specificity check does)."""
     kept, what = untouched(model, flip, off_target(flip, harmful, harmless)[1])
-    gref = head_reference(model, kept, cfg.positions) if cfg.method == "resample" else ref
+    gref = off_target_reference(model, cfg.method, kept, ref, cfg.positions)
     target = harmful if FLIPS[flip][0] == "harmful" else harmless
     return DisruptionGuard(model, kept, target, what, cfg.method, gref, cfg.seed, cfg.positions, target_reference=ref)
 

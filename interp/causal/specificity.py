@@ -96,6 +96,21 @@ def untouched(model: ChatModel, flip: str, prompts: PromptSet, min_prompts: int 
     return kept, f"{k} of {n} {label} prompts (those the unablated model {verb})"
 
 
+def off_target_reference(model: ChatModel, method: str, prompts: PromptSet, reference, positions: str = "position"):
+    """The reference to ablate with on off-target `prompts`: under resample, their own label's
+    outputs (a balanced pool would hand harmless prompts harmful prompts' outputs, and a head that
+    carries the label would then look disruptive); otherwise the search's `reference`."""
+    from interp.causal.ablate import head_reference
+
+    return head_reference(model, prompts, positions) if method == "resample" else reference
+
+
+def null_bound(means: torch.Tensor, cfg: SpecificityConfig, floor: float) -> tuple[float, float]:
+    """(95th percentile of the random sets' means, the bound a set is disruptive above)."""
+    q95 = float(means.quantile(0.95))
+    return q95, max(cfg.ratio * q95, floor)
+
+
 def _answer_slots(values: torch.Tensor | None, per_position: bool, resample: bool, n_answer: int):
     """A per-position reference for a teacher-forced pass whose last `n_answer` positions are answer
     tokens: in generation each answer token is a cached pass of one position and takes slot 0 (the
@@ -166,8 +181,7 @@ def specificity(model: ChatModel, heads: Sequence[Head], prompts: PromptSet, met
         vals, floor, unit, name = kl, cfg.min_kl, "nats", "next-token KL"
     own = bootstrap_mean(vals[0], seed=cfg.seed)
     means = vals[1:].mean(1)
-    q95, mx = float(means.quantile(0.95)), float(means.max())
-    bound = max(cfg.ratio * q95, floor)
+    (q95, bound), mx = null_bound(means, cfg, floor), float(means.max())
     lo = own["ci95"][0] if own["ci95"] else own["mean"]
     disruptive = lo > bound
     ratio = own["mean"] / q95 if q95 > 0 else float("inf")
@@ -233,8 +247,7 @@ class DisruptionGuard:
         kl = self._kl(self.prompts, [list(s) for s in sets] + [hs for k in new for hs in null[k]], self.reference)
         i = len(sets)
         for k in new:
-            q95 = float(kl[i:i + self.cfg.n_random].mean(1).quantile(0.95))
-            self.bounds[k] = max(self.cfg.ratio * q95, self.cfg.min_kl)
+            self.bounds[k] = null_bound(kl[i:i + self.cfg.n_random].mean(1), self.cfg, self.cfg.min_kl)[1]
             i += self.cfg.n_random
         out, far = [], []
         for row, s in zip(kl[:len(sets)], sets):

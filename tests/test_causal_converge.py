@@ -1,0 +1,76 @@
+"""The converged heads (a search found them, and single-head ablation and patching both rank them
+near the top) are tested as a set; the specificity check reads the model's own answers, with
+per-position references aligned as in cached generation."""
+
+from types import SimpleNamespace
+
+import torch
+
+from interp.causal.ablate import head_reference
+from interp.causal.converge import converged
+from interp.causal.specificity import _answer_slots, answer_ce_increase
+from interp.hooks import count_hooks
+from interp.intervention import Intervention
+from interp.intervention.heads import AblateHeads
+from interp.runner import forward
+from interp.threads import model_threads
+
+
+def _rec(cands, single, flip="refusal"):
+    return SimpleNamespace(candidates=cands, flip=flip, search=SimpleNamespace(single={flip: single}))
+
+
+def test_converged_keeps_searched_heads_top_by_ablation_and_patching():
+    L, H = 6, 4
+    abl, patch = torch.zeros(L, H), torch.zeros(L, H)
+    abl[1, 0], abl[4, 3], abl[2, 2] = 3.0, 2.0, 1.0  # (1, 0) needed, (4, 3) needed, (2, 2) needed
+    patch[4, 3], patch[2, 2], patch[5, 1] = 1.0, 0.5, 0.8  # but (1, 0) carries no harmful/harmless difference
+    recs = {"mean": _rec([(1, 0), (2, 2)], abl), "zero": _rec([(4, 3)], abl)}
+    heads, rows = converged(recs, patch, top=3, k=4)
+    assert heads == [(4, 3), (2, 2)]  # best rank sum first; (5, 1) was never searched, (1, 0) fails patching
+    by = {tuple(r["head"]): r for r in rows}
+    assert not by[(1, 0)]["converged"] and by[(1, 0)]["ablation_rank"] == 1 and by[(1, 0)]["patching_rank"] > 3
+    assert by[(4, 3)]["methods"] == ["zero"] and by[(2, 2)]["methods"] == ["mean"]
+    assert converged(recs, patch, top=3, k=1)[0] == [(4, 3)]
+    assert converged({"mean": _rec([(1, 0)], abl)}, patch, top=3)[0] == []
+
+
+def test_answer_slots_reproduce_cached_generation(organism, plain_prompts):
+    """Teacher forcing the ablated model's own greedy answer with the aligned per-position
+    reference gives the logits cached generation had: the first answer token's distribution exactly,
+    and the greedy token at every answer position."""
+    from interp.generation import generate_batch
+
+    m = organism
+    ref = head_reference(m, plain_prompts[:16])  # per position from the end
+    heads = ((0, 4), (0, 5), (2, 1))
+    prompt = plain_prompts[20]
+    with model_threads(m):
+        b = m.encode([prompt.text])
+        first = []
+        with Intervention.of(AblateHeads(heads, "mean", ref.mean)).apply(m):
+            ans = generate_batch(m, b, 8, first_logits=first)[0]
+        assert len(ans) >= 3
+        n = len(ans)
+        tokens = torch.tensor([b.tokens[0].tolist() + ans])
+        mask = torch.ones_like(tokens)
+        for vals, aligned in ((_answer_slots(ref.mean, True, False, n), True), (ref.mean, False)):
+            with Intervention.of(AblateHeads(heads, "mean", vals)).apply(m):
+                logits = forward(m, tokens, mask, logits_to_keep=n + 1)[0]
+            close = torch.allclose(logits[0].float(), first[0][0].float(), atol=1e-3)
+            assert close == aligned  # unaligned, the prompt's last tokens take the wrong slots
+            if aligned:
+                assert logits[:-1].argmax(-1).tolist() == ans
+    assert count_hooks(m) == 0
+
+
+def test_answer_ce_increase_is_zero_for_no_heads_and_large_for_a_broken_model(organism, plain_prompts):
+    m = organism
+    harmless = plain_prompts.filter(label="harmless")[:8]
+    ref = head_reference(m, plain_prompts[:16])
+    with model_threads(m):
+        ce = answer_ce_increase(m, harmless, [[], [(0, 4)], [(l, h) for l in range(2) for h in range(m.n_heads)]],
+                                "mean", ref, answer_tokens=8)
+    assert torch.allclose(ce[0], torch.zeros(8), atol=1e-5)
+    assert float(ce[2].mean()) > 10 * max(float(ce[1].abs().mean()), 0.01)  # every head of two blocks gone
+    assert count_hooks(m) == 0
