@@ -16,8 +16,12 @@ from interp.runner import forward
 from interp.threads import model_threads
 
 
-def _rec(cands, single, flip="refusal"):
-    return SimpleNamespace(candidates=cands, flip=flip, search=SimpleNamespace(single={flip: single}))
+def _rec(cands, single, other=()):
+    """What `converged` reads of a Recommendation: the refusal search found `cands`, the
+    compliance search `other` (with no map of its own)."""
+    return SimpleNamespace(candidates=cands, flip="refusal", search=SimpleNamespace(
+        single={"refusal": single}, refusal=SimpleNamespace(heads=list(cands)),
+        compliance=SimpleNamespace(heads=list(other))))
 
 
 def test_converged_keeps_searched_heads_top_by_ablation_and_patching():
@@ -25,9 +29,11 @@ def test_converged_keeps_searched_heads_top_by_ablation_and_patching():
     abl, patch = torch.zeros(L, H), torch.zeros(L, H)
     abl[1, 0], abl[4, 3], abl[2, 2] = 3.0, 2.0, 1.0  # (1, 0) needed, (4, 3) needed, (2, 2) needed
     patch[4, 3], patch[2, 2], patch[5, 1] = 1.0, 0.5, 0.8  # but (1, 0) carries no harmful/harmless difference
-    recs = {"mean": _rec([(1, 0), (2, 2)], abl), "zero": _rec([(4, 3)], abl)}
+    recs = {"mean": _rec([(1, 0)], abl, other=[(2, 2)]), "zero": _rec([(4, 3)], abl)}
     heads, rows = converged(recs, patch, top=3, k=4)
-    assert heads == [(4, 3), (2, 2)]  # best rank sum first; (5, 1) was never searched, (1, 0) fails patching
+    # best rank sum first; (2, 2) found by the flip that was not the best; (5, 1) never searched;
+    # (1, 0) is needed but carries no harmful/harmless difference
+    assert heads == [(4, 3), (2, 2)]
     by = {tuple(r["head"]): r for r in rows}
     assert not by[(1, 0)]["converged"] and by[(1, 0)]["ablation_rank"] == 1 and by[(1, 0)]["patching_rank"] > 3
     assert by[(4, 3)]["methods"] == ["zero"] and by[(2, 2)]["methods"] == ["mean"]

@@ -33,19 +33,35 @@ def _rank(m: Tensor, h: Head) -> int:
     return int((mag > mag[h[0] * m.shape[1] + h[1]]).sum()) + 1
 
 
+def _searched(r: Recommendation) -> list[tuple[str, list[Head]]]:
+    """(flip, heads) of each flip's search under one method (both flips: the best one may not be
+    the one that found the heads that carry refusal)."""
+    if r.search is None:
+        return [(r.flip, [tuple(h) for h in r.candidates])]
+    return [(f, [tuple(h) for h in getattr(r.search, f).heads]) for f in FLIPS]
+
+
 def converged(recs: Mapping[str, Recommendation], patching: Tensor, top: int = 8, k: int = 4) -> tuple[list[Head], list[dict]]:
-    """Heads of every method's search set (sets labelled disruptive included: that label can be
-    wrong for a head that carries refusal) in the top `top` both by single-head ablation (its best
-    rank over the methods' scans) and by patching (`patching`: [layer, head]). Returns (at most `k`
-    heads, best rank sum first; a row per searched head: ranks, methods, converged)."""
+    """Heads either flip's search chose under any method (sets labelled disruptive included: that
+    label can be wrong for a head that carries refusal) that are in the top `top` both by
+    single-head ablation (the best rank over the methods' and flips' scans) and by patching
+    (`patching`: [layer, head]). Returns (at most `k` heads, best rank sum first; a row per searched
+    head: ranks, the methods that found it, converged)."""
     pool: list[Head] = []
-    for r in recs.values():
-        pool += [tuple(h) for h in r.candidates if tuple(h) not in pool]
+    by: dict[Head, list[str]] = {}
+    for m, r in recs.items():
+        for _, heads in _searched(r):
+            for h in heads:
+                if h not in pool:
+                    pool.append(h)
+                if m not in by.setdefault(h, []):
+                    by[h].append(m)
+    maps = [r.search.single[f] for r in recs.values() if r.search is not None for f in FLIPS if f in r.search.single]
     rows = []
     for h in pool:
-        ranks = [_rank(r.search.single[r.flip], h) for r in recs.values() if r.search is not None]
-        row = {"head": list(h), "methods": [m for m, r in recs.items() if h in {tuple(x) for x in r.candidates}],
-               "ablation_rank": min(ranks) if ranks else None, "patching_rank": _rank(patching, h)}
+        ranks = [_rank(m, h) for m in maps]
+        row = {"head": list(h), "methods": by[h], "ablation_rank": min(ranks) if ranks else None,
+               "patching_rank": _rank(patching, h)}
         row["converged"] = row["ablation_rank"] is not None and row["ablation_rank"] <= top and row["patching_rank"] <= top
         rows.append(row)
     rows.sort(key=lambda r: (not r["converged"], (r["ablation_rank"] or 10**6) + r["patching_rank"]))
@@ -70,22 +86,24 @@ def recommend_converged(model: ChatModel, harmful: PromptSet, harmless: PromptSe
                         recs: Mapping[str, Recommendation], order: Sequence[str], rcfg: RecommendConfig, judge,
                         max_new_tokens: int, held_out: Mapping[str, PromptSet] | None = None
                         ) -> tuple[str | None, Recommendation | None, list[dict]]:
-    """Test the converged `heads` under each method of `order` in turn (its search's reference and
-    best flip) with the recommendation's own test; stop at the first confident one. Returns (method,
+    """Test the converged `heads` under each method of `order` in turn (its search's reference, and
+    the flip whose search found most of them) with the recommendation's own test; stop at the first confident one. Returns (method,
     its Recommendation, or (None, None) when none is confident; a row per method tried)."""
     tried = []
     for m in order:
         r = recs[m]
         if r.search is None:
             continue
-        label = FLIPS[r.flip][0]
-        prompts = harmful if label == "harmful" else harmless
-        fs = check_set(model, r.search, r.flip, heads, prompts, judge, max_new_tokens)
-        other = (held_out or {}).get("harmless" if r.flip == "refusal" else "harmful")
+        # the flip whose search found most of these heads (a search's best flip may be the other one)
+        found = {f: len({tuple(h) for h in getattr(r.search, f).heads} & set(map(tuple, heads))) for f in FLIPS}
+        flip = max(FLIPS, key=lambda f: (found[f], f == r.flip))
+        prompts = harmful if FLIPS[flip][0] == "harmful" else harmless
+        fs = check_set(model, r.search, flip, heads, prompts, judge, max_new_tokens)
+        other = (held_out or {}).get("harmless" if flip == "refusal" else "harmful")
         rec = recommend_heads(model, harmful, harmless, len(heads), search=r.search, held_out=other, best=fs,
                               cfg=RecommendConfig(k=len(heads), n_null=rcfg.n_null, min_score_effect=rcfg.min_score_effect,
                                                   seed=rcfg.seed, specificity=rcfg.specificity))
-        tried.append({"method": m, "flip": r.flip, "confident": rec.confident, "label": rec.to_dict()["label"],
+        tried.append({"method": m, "flip": flip, "confident": rec.confident, "label": rec.to_dict()["label"],
                       "judged": [fs.rate_before, fs.rate_after], "reasons": rec.reasons})
         if rec.confident:
             return m, rec, tried

@@ -210,8 +210,11 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult
     conv, conv_rows = converged(recs, patching.head_effect, top=2 * cfg.k, k=cfg.k)
     conv_method, conv_rec, tried = None, None, []
     if conv:
-        order = sorted(recs, key=lambda m: (-sum(tuple(h) in {tuple(x) for x in recs[m].candidates} for h in conv),
-                                            m != cfg.method))
+        def found(m):  # converged heads either flip's search under method m chose
+            s = recs[m].search
+            return len(set(conv) & {tuple(h) for h in (s.refusal.heads + s.compliance.heads if s else recs[m].candidates)})
+
+        order = sorted(recs, key=lambda m: (-found(m), m != cfg.method))
         conv_method, conv_rec, tried = recommend_converged(model, H, L, conv, recs, order, rcfg, study.judge, new_tokens,
                                                            held_out=plain)
     agree["converged"] = {"heads": [list(h) for h in conv], "table": conv_rows, "tried": tried,
