@@ -60,9 +60,12 @@ def _passes(model: ChatModel, chunk: list[int], seq_len: int, n_answer: int, bat
 
 @torch.no_grad()
 def answer_cross_entropy(model: ChatModel, prompts, answers: Sequence[Sequence[int]],
-                         intervention: Intervention | None = None, batch_size: int = 32) -> Float[Tensor, "batch"]:
+                         intervention: Intervention | None = None, batch_size: int = 32,
+                         counted: Sequence[int] | None = None) -> Float[Tensor, "batch"]:
     """Per prompt, the mean cross-entropy (nats per token) of `answers[i]` (token ids) given prompt i,
-    with `intervention` applied; NaN for an empty answer. One forward pass per batch of prompts."""
+    with `intervention` applied; NaN for an empty answer. One forward pass per batch of prompts.
+    `counted[i]`: only the first that many tokens of answer i count (the rest is padding that keeps
+    every prompt's end at the same offset from the end of the sequence)."""
     ts = texts(prompts)
     if len(answers) != len(ts):
         raise InputError(f"{len(answers)} answers for {len(ts)} prompts: pass one answer (token ids) per prompt")
@@ -76,12 +79,13 @@ def answer_cross_entropy(model: ChatModel, prompts, answers: Sequence[Sequence[i
         lengths = model.token_lengths([ts[i] for i in chunk])
         longest = max(n + len(answers[i]) for n, i in zip(lengths, chunk))
         for rows in _passes(model, chunk, longest, max(len(answers[i]) for i in chunk), batch_size):
-            ce[rows] = _pass_ce(model, [ts[i] for i in rows], [list(answers[i]) for i in rows], iv, pad_id, rows).cpu()
+            ce[rows] = _pass_ce(model, [ts[i] for i in rows], [list(answers[i]) for i in rows], iv, pad_id, rows,
+                                None if counted is None else [counted[i] for i in rows]).cpu()
     return ce
 
 
 def _pass_ce(model: ChatModel, prompt_texts: list[str], answers: list[list[int]], iv: Intervention, pad_id: int,
-             rows: list[int]) -> Float[Tensor, "rows"]:
+             rows: list[int], counted: list[int] | None = None) -> Float[Tensor, "rows"]:
     b = model.encode(prompt_texts, indices=rows)
     seqs = [b.tokens[r, p:].tolist() + a for r, (p, a) in enumerate(zip(b.pad, answers))]
     L, A = max(len(s) for s in seqs), max(len(a) for a in answers)
@@ -97,8 +101,10 @@ def _pass_ce(model: ChatModel, prompt_texts: list[str], answers: list[list[int]]
     logits = check_finite(logits[:, :-1, :], "logits over the reference answers", rows)
     nll = -logits.float().log_softmax(-1).gather(-1, tokens[:, L - A:, None]).squeeze(-1)  # [rows, A]
     n = torch.tensor([len(a) for a in answers], device=nll.device)
-    keep = torch.arange(A, device=nll.device)[None, :] >= (A - n)[:, None]  # each row's own answer tokens
-    return (nll * keep).sum(-1) / n
+    c = n if counted is None else torch.tensor(counted, device=nll.device).clamp(max=n)
+    pos = torch.arange(A, device=nll.device)[None, :]
+    keep = (pos >= (A - n)[:, None]) & (pos < (A - n + c)[:, None])  # each row's own (counted) answer tokens
+    return (nll * keep).sum(-1) / c
 
 
 def utility_loss(model: ChatModel, prompts, intervention: Intervention, reference: Sequence[Sequence[int]] | None = None,

@@ -80,3 +80,20 @@ def test_answer_ce_increase_is_zero_for_no_heads_and_large_for_a_broken_model(or
     assert torch.allclose(ce[0], torch.zeros(8), atol=1e-5)
     assert float(ce[2].mean()) > 10 * max(float(ce[1].abs().mean()), 0.01)  # every head of two blocks gone
     assert count_hooks(m) == 0
+
+
+def test_counted_answer_tokens_ignore_the_padding(organism, plain_prompts):
+    """Padding an answer and counting only its own tokens gives the unpadded cross-entropy (later
+    tokens cannot change earlier logits); counting the padding changes it."""
+    from interp.utility import answer_cross_entropy, reference_answers
+
+    m = organism
+    prompts = plain_prompts.filter(label="harmless")[:4]
+    with model_threads(m):
+        ans = reference_answers(m, prompts, 6)
+        plain = answer_cross_entropy(m, prompts, ans)
+        padded = [a + [a[-1]] * 5 for a in ans]
+        counted = answer_cross_entropy(m, prompts, padded, counted=[len(a) for a in ans])
+        every = answer_cross_entropy(m, prompts, padded)
+    assert torch.allclose(plain, counted, atol=1e-4)
+    assert not torch.allclose(plain, every, atol=1e-3)

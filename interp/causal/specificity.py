@@ -23,6 +23,7 @@ reported as refusal heads and not recommended with confidence.
 from __future__ import annotations
 
 import random
+import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -122,34 +123,56 @@ def _answer_slots(values: torch.Tensor | None, per_position: bool, resample: boo
     return torch.cat([first.expand(*[n_answer if i == ax else -1 for i in range(values.ndim)]), values], dim=ax)
 
 
+_ANSWERS: dict[int, tuple[weakref.ref, dict]] = {}  # id(model) -> (the model, {(texts, tokens): answers})
+
+
+def own_answers(model: ChatModel, prompts: PromptSet, answer_tokens: int) -> list[list[int]]:
+    """The unablated model's greedy answers, kept per model object (the recommendation of every
+    method and the converged check read the same held-out prompts); a model whose weights are
+    edited in place after a call reads stale answers: edit a fresh one."""
+    from interp.utility import reference_answers
+
+    ref, memo = _ANSWERS.get(id(model), (None, None))
+    if ref is None or ref() is not model:  # a new model (or another one at a reused id)
+        for k in [k for k, (r, _) in _ANSWERS.items() if r() is None]:
+            del _ANSWERS[k]
+        memo = {}
+        _ANSWERS[id(model)] = (weakref.ref(model), memo)
+    key = (tuple(p.text for p in prompts), answer_tokens)
+    if key not in memo:
+        memo[key] = reference_answers(model, prompts, answer_tokens)
+    return memo[key]
+
+
 def answer_ce_increase(model: ChatModel, prompts: PromptSet, sets: Sequence[Sequence[Head]], method: str = "mean",
                        reference=None, seed: int = 0, positions: str = "position", answer_tokens: int = 24
                        ) -> torch.Tensor:
     """[set, prompt]: rise of the cross-entropy (nats per answer token) of the unablated model's own
-    greedy answers to `prompts` when each head set is ablated (per-position references aligned as
-    in cached generation; prompts grouped by answer length so every row is aligned). NaN where the
-    answer is empty."""
+    greedy answers to `prompts` when each head set is ablated, per-position references aligned as
+    in cached generation (answers shorter than the longest are padded, and the padding not counted,
+    so that every prompt ends at the same offset). NaN where the answer is empty."""
     from interp.causal.ablate import resolve_reference
     from interp.intervention.heads import AblateHeads
-    from interp.utility import answer_cross_entropy, reference_answers
+    from interp.utility import answer_cross_entropy
 
     ref = resolve_reference(model, method, reference, positions)
     values = None if ref is None else (ref.mean if method == "mean" else ref.z)
     per_pos = values is not None and values.ndim == (5 if method == "resample" else 4)
-    answers = reference_answers(model, prompts, answer_tokens)
+    answers = own_answers(model, prompts, answer_tokens)
     out = torch.full((len(sets), len(prompts)), float("nan"))
-    by_len: dict[int, list[int]] = {}
-    for i, a in enumerate(answers):
-        if a:
-            by_len.setdefault(len(a), []).append(i)
-    for n, idx in by_len.items():
-        group = PromptSet(prompts.name, tuple(prompts[i] for i in idx), prompts.source)
-        ans = [answers[i] for i in idx]
-        base = answer_cross_entropy(model, group, ans)
-        vals = _answer_slots(values, per_pos, method == "resample", n)
-        for j, hs in enumerate(sets):
-            iv = Intervention.of(AblateHeads(tuple(hs), method, vals, seed)) if hs else Intervention.none()
-            out[j, idx] = answer_cross_entropy(model, group, ans, iv) - base
+    idx = [i for i, a in enumerate(answers) if a]
+    if not idx:
+        return out
+    n = max(len(answers[i]) for i in idx)
+    fill = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else answers[idx[0]][-1]
+    group = PromptSet(prompts.name, tuple(prompts[i] for i in idx), prompts.source)
+    ans = [list(answers[i]) + [fill] * (n - len(answers[i])) for i in idx]
+    counted = [len(answers[i]) for i in idx]
+    base = answer_cross_entropy(model, group, ans, counted=counted)
+    vals = _answer_slots(values, per_pos, method == "resample", n)
+    for j, hs in enumerate(sets):
+        iv = Intervention.of(AblateHeads(tuple(hs), method, vals, seed)) if hs else Intervention.none()
+        out[j, idx] = answer_cross_entropy(model, group, ans, iv, counted=counted) - base
     return out
 
 
