@@ -97,3 +97,23 @@ def test_counted_answer_tokens_ignore_the_padding(organism, plain_prompts):
         every = answer_cross_entropy(m, prompts, padded)
     assert torch.allclose(plain, counted, atol=1e-4)
     assert not torch.allclose(plain, every, atol=1e-3)
+
+
+def test_a_converged_head_that_does_not_flip_alone_is_grown_and_confirmed(organism, plain_prompts):
+    """One of the organism's four harm detectors does not remove refusal alone; the greedy steps
+    grow the set from it with the other detectors, and the grown set passes the recommendation's test."""
+    from interp.causal.converge import recommend_converged
+    from interp.causal.recommend import RecommendConfig, recommend_heads
+    from interp.causal.search import SearchConfig, search_heads
+    from interp.scoring import RefusalJudge
+
+    h, l = plain_prompts.filter(label="harmful")[:12], plain_prompts.filter(label="harmless")[:12]
+    with model_threads(organism):
+        s = search_heads(organism, h, l, SearchConfig(max_heads=4, method="mean"), max_new_tokens=6)
+        recs = {"mean": recommend_heads(organism, h, l, 4, search=s)}
+        m, rec, tried = recommend_converged(organism, h, l, [(0, 4)], recs, ["mean"], RecommendConfig(k=4),
+                                            RefusalJudge(), 6)
+    assert tried[0]["judged_alone"][1] > 0.5  # (0, 4) alone leaves most refusal in place
+    assert m == "mean" and rec.confident and tried[0]["added"], tried
+    assert rec.checked.heads[0] == (0, 4) and all(x[0] == 0 for x in rec.checked.heads)
+    assert count_hooks(organism) == 0

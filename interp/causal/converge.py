@@ -24,7 +24,7 @@ from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.causal.heads import Head
 from interp.causal.recommend import RecommendConfig, Recommendation, recommend_heads
-from interp.causal.runner import ablation_refusals
+from interp.causal.runner import ablation_refusals, ablation_scores
 from interp.causal.search_types import FLIPS, FlipSearch, HeadSearch
 
 
@@ -82,14 +82,41 @@ def check_set(model: ChatModel, search: HeadSearch, flip: str, heads: Sequence[H
                       target=cfg.target)
 
 
+def grow(model: ChatModel, search: HeadSearch, flip: str, checked: FlipSearch, prompts: PromptSet, judge,
+         max_new_tokens: int, max_heads: int) -> FlipSearch:
+    """Greedy steps from a checked set that does not flip on its own, as the search takes them
+    (re-estimate around the set ablated, measure the `top_k_step` best, keep the one that flips
+    most prompts by score), judged after each, until it flips or has `max_heads` heads."""
+    from interp.causal.attribution import head_gradients
+    from interp.causal.search import estimate_effects
+    from interp.intervention import Intervention
+
+    cfg, sign, ref = search.cfg, FLIPS[flip][1], search.references[flip]
+    current, fs = list(checked.heads), checked
+    while fs.status != "flipped" and len(current) < max_heads:
+        g = head_gradients(model, prompts, hooks=Intervention.ablate_heads(current, cfg.method, ref, cfg.seed).hooks(model))
+        est = estimate_effects(model, g, flip, cfg.method, ref)
+        pool = [h for h in (divmod(i, model.n_heads) for i in est.flatten().argsort(descending=True).tolist())
+                if h not in current][:cfg.top_k_step]
+        s = ablation_scores(model, prompts, [current + [h] for h in pool], cfg.method, ref, cfg.seed, cfg.positions,
+                            base=current)
+        j = max(range(len(pool)), key=lambda i: (float(((sign * s[i]) > 0).float().mean()), float(sign * s[i].mean())))
+        current.append(pool[j])
+        fs = check_set(model, search, flip, current, prompts, judge, max_new_tokens)
+    return fs
+
+
 def recommend_converged(model: ChatModel, harmful: PromptSet, harmless: PromptSet, heads: Sequence[Head],
                         recs: Mapping[str, Recommendation], order: Sequence[str], rcfg: RecommendConfig, judge,
                         max_new_tokens: int, held_out: Mapping[str, PromptSet] | None = None
                         ) -> tuple[str | None, Recommendation | None, list[dict]]:
-    """Test the converged `heads` under each method of `order` in turn (its search's reference, and
-    the flip whose search found most of them) with the recommendation's own test; stop at the first confident one. Returns (method,
-    its Recommendation, or (None, None) when none is confident; a row per method tried)."""
-    tried = []
+    """Test the converged `heads` under each method (its search's reference, and the flip whose
+    search found most of them) with the recommendation's own test, and stop at the first confident
+    one. Each method first judges the heads alone; the methods go in order of how far the heads
+    alone move the judged rate (ties: `order`). Under a method where they do not flip behaviour
+    alone, the greedy search's steps grow the set from them (up to `rcfg.k` heads) before the test.
+    Returns (method, its Recommendation; (None, None) when none is confident; a row per method)."""
+    checks = []
     for m in order:
         r = recs[m]
         if r.search is None:
@@ -98,13 +125,22 @@ def recommend_converged(model: ChatModel, harmful: PromptSet, harmless: PromptSe
         found = {f: len({tuple(h) for h in getattr(r.search, f).heads} & set(map(tuple, heads))) for f in FLIPS}
         flip = max(FLIPS, key=lambda f: (found[f], f == r.flip))
         prompts = harmful if FLIPS[flip][0] == "harmful" else harmless
-        fs = check_set(model, r.search, flip, heads, prompts, judge, max_new_tokens)
+        checks.append((m, flip, prompts, check_set(model, r.search, flip, heads, prompts, judge, max_new_tokens)))
+    checks.sort(key=lambda c: -c[3].effect)  # stable: ties keep `order`
+    tried = []
+    for m, flip, prompts, alone in checks:
+        r = recs[m]
+        fs = alone if alone.status == "flipped" else grow(model, r.search, flip, alone, prompts, judge, max_new_tokens,
+                                                           rcfg.k)
         other = (held_out or {}).get("harmless" if flip == "refusal" else "harmful")
-        rec = recommend_heads(model, harmful, harmless, len(heads), search=r.search, held_out=other, best=fs,
-                              cfg=RecommendConfig(k=len(heads), n_null=rcfg.n_null, min_score_effect=rcfg.min_score_effect,
-                                                  seed=rcfg.seed, specificity=rcfg.specificity))
+        rec = recommend_heads(model, harmful, harmless, len(fs.heads), search=r.search, held_out=other, best=fs,
+                              cfg=RecommendConfig(k=len(fs.heads), n_null=rcfg.n_null,
+                                                  min_score_effect=rcfg.min_score_effect, seed=rcfg.seed,
+                                                  specificity=rcfg.specificity))
         tried.append({"method": m, "flip": flip, "confident": rec.confident, "label": rec.to_dict()["label"],
-                      "judged": [fs.rate_before, fs.rate_after], "reasons": rec.reasons})
+                      "judged_alone": [alone.rate_before, alone.rate_after], "heads": [list(h) for h in fs.heads],
+                      "added": [list(h) for h in fs.heads[len(heads):]], "judged": [fs.rate_before, fs.rate_after],
+                      "reasons": rec.reasons})
         if rec.confident:
             return m, rec, tried
     return None, None, tried

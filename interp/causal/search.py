@@ -68,7 +68,8 @@ def single_head_ablation_effects(model: ChatModel, prompts, flip: str, method: s
     return _single_scan(model, prompts, flip, method, reference, seed, positions)[0]
 
 
-def _estimate(model: ChatModel, grads: HeadGradients, flip: str, method: str, ref: HeadReference | None) -> Tensor:
+def estimate_effects(model: ChatModel, grads: HeadGradients, flip: str, method: str, ref: HeadReference | None) -> Tensor:
+    """Attribution estimate of each head's ablation effect, signed the flip's wanted way."""
     # resample ablation draws a reference prompt per row; to first order its expected effect is
     # that of the reference mean, which ranks the heads just as well
     values = None if method == "zero" else ref.mean
@@ -90,7 +91,7 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
                  max_new_tokens, grads: HeadGradients, guard: DisruptionGuard | None = None
                  ) -> tuple[FlipSearch, Tensor, Tensor, Tensor]:
     label, sign = FLIPS[flip]
-    estimate = _estimate(model, grads, flip, cfg.method, ref)
+    estimate = estimate_effects(model, grads, flip, cfg.method, ref)
     H = model.n_heads
     room = rate0 if sign < 0 else 1.0 - rate0
     if room < cfg.target - 1e-9:
@@ -150,7 +151,7 @@ def _search_flip(model, prompts: PromptSet, flip: str, cfg: SearchConfig, ref, r
                 # estimate again around the run with the current set ablated: a head whose effect
                 # only shows once another is gone (saturated downstream) is found at this step
                 g = head_gradients(model, prompts, hooks=Intervention.ablate_heads(current, cfg.method, ref, cfg.seed).hooks(model))
-                est = _estimate(model, g, flip, cfg.method, ref)
+                est = estimate_effects(model, g, flip, cfg.method, ref)
                 pool = [divmod(i, H) for i in est.flatten().argsort(descending=True).tolist()]
                 pool = [h for h in pool if h not in current and h not in skipped]
             width = len(pool) if cfg.exhaustive else cfg.top_k_step

@@ -222,8 +222,10 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult
     lap("converge")
     if conv_rec is not None:
         chosen, rec, search = conv_method, conv_rec, conv_rec.search
+        added = tried[-1]["added"]
         why = (f"the converged heads {list(conv)} (found by a search, top {2 * cfg.k} by single-head ablation and by "
-               f"patching), confirmed under {conv_method} ablation")
+               f"patching){f', grown by the greedy steps with {[tuple(h) for h in added]},' if added else ''} "
+               f"confirmed under {conv_method} ablation")
     else:
         chosen, why = choose(recs, cfg.method, agree["table"])
         if conv:
