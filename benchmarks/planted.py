@@ -175,15 +175,16 @@ def _fmt_rate(r: dict | None) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| variant | truth | recommended (confident) | candidates | several methods | precision | recall | "
+    head = ("| variant | truth | recommended (confident) | candidates | converged | several methods | precision | recall | "
             "causal s | harmful refusal before | after zeroing planted | after zeroing random |")
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         f = r["refusal"]
         p = "-" if r["precision"] is None else f"{r['precision']:.2f}"
         rc = "-" if r["recall"] is None else f"{r['recall']:.2f}"
         lines.append(f"| {r['variant']} | {r['truth'] or 'direction'} | {r['recommended'] or '-'} ({r['label']}) | "
-                     f"{r['candidates']} | {r['found_by_several_methods'] or '-'} | {p} | {rc} | {r['seconds_causal']} | "
+                     f"{r['candidates']} | {(r.get('converged') or {}).get('heads') or '-'} | "
+                     f"{r['found_by_several_methods'] or '-'} | {p} | {rc} | {r['seconds_causal']} | "
                      f"{_fmt_rate(f['harmful_before'])} | {_fmt_rate(f.get('harmful_planted_ablated'))} | "
                      f"{_fmt_rate(f['harmful_random_ablated'])} |")
     return "\n".join(lines)
