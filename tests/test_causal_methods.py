@@ -213,7 +213,9 @@ def test_stage_reports_methods_specificity_and_intervals(organism, plain_prompts
     conv = methods["converged"]
     assert conv["heads"] and all(h[0] == 0 for h in conv["heads"]) and conv["tried"][-1]["confident"]
     assert ab["chosen"].startswith("the converged heads") and f"confirmed under {methods['chosen']}" in ab["chosen"]
-    assert ab["heads"] == [h for h in conv["heads"] if h in ab["heads"]] and ab["heads"]
+    checked = out["recommendation"]["checked"]["heads"]  # the converged heads, then any the greedy steps added
+    assert checked[:len(conv["heads"])] == conv["heads"] and ab["heads"] and all(h in checked for h in ab["heads"])
+    assert all(h[0] == 0 for h in checked)
     assert spec["measure"] == "ce" and spec["ce"]["n"] > 0
     # the organism's harm detectors in block 0 are found whichever way they are ablated
     assert methods["heads"] and all(h[0] == 0 for h in methods["heads"]), methods["verdict"]

@@ -207,7 +207,9 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult
     # the heads ablation, patching and a search agree on, tested as a set (interp.causal.converge);
     # when none is confident, the method's set the ablation methods agree on most (consensus.choose)
     steps.next("converged heads")
-    conv, conv_rows = converged(recs, patching.head_effect, top=2 * cfg.k, k=cfg.k)
+    # top 2k heads, and at most 1/16 of them: on a model with few heads, every head is in the top 2k
+    top = max(1, min(2 * cfg.k, model.n_layers * model.n_heads // 16))
+    conv, conv_rows = converged(recs, patching.head_effect, top=top, k=cfg.k)
     conv_method, conv_rec, tried = None, None, []
     if conv:
         def found(m):  # converged heads either flip's search under method m chose
@@ -218,12 +220,12 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult
         conv_method, conv_rec, tried = recommend_converged(model, H, L, conv, recs, order, rcfg, study.judge, new_tokens,
                                                            held_out=plain)
     agree["converged"] = {"heads": [list(h) for h in conv], "table": conv_rows, "tried": tried,
-                          "rule": f"searched heads in the top {2 * cfg.k} by single-head ablation and by patching"}
+                          "top": top, "rule": f"searched heads in the top {top} by single-head ablation and by patching"}
     lap("converge")
     if conv_rec is not None:
         chosen, rec, search = conv_method, conv_rec, conv_rec.search
         added = tried[-1]["added"]
-        why = (f"the converged heads {list(conv)} (found by a search, top {2 * cfg.k} by single-head ablation and by "
+        why = (f"the converged heads {list(conv)} (found by a search, top {top} by single-head ablation and by "
                f"patching){f', grown by the greedy steps with {[tuple(h) for h in added]},' if added else ''} "
                f"confirmed under {conv_method} ablation")
     else:
