@@ -43,16 +43,16 @@ class SpecificityConfig:
     """`n_random` random sets of the set's size; disruptive when the set's mean (`measure`: "ce", the
     rise of the cross-entropy of the model's own `answer_tokens`-token answers, or "kl", the
     next-token KL) has its interval's lower end above `ratio` x the random sets' 95th percentile and
-    above the floor: `min_ce` nats per answer token (the model finds its own answer e^0.25 = 1.28x
-    less likely per token; chosen after the planted benchmark's measurements, docs/causal.md,
-    section 6), or `min_kl` nats."""
+    above the floor: `min_ce` nats per answer token (the model finds its own answer e^0.5 = 1.65x
+    less likely per token; set from the planted benchmark's measurements, where planted heads read
+    0.13-0.33 and sets that break the model 0.70 and more: docs/causal.md), or `min_kl` nats."""
 
     n_random: int = 20
     ratio: float = 4.0
     min_kl: float = 0.1
     seed: int = 0
     measure: str = "ce"
-    min_ce: float = 0.25
+    min_ce: float = 0.5
     answer_tokens: int = 24
 
     def __post_init__(self) -> None:
