@@ -248,3 +248,30 @@ def test_skip_bridge_check_is_recorded_in_the_artifacts(matrix, tmp_path, capsys
     capsys.readouterr()
     for name in ("direction.json", "ranking.json"):
         assert "skipped" in json.loads((tmp_path / "rank" / name).read_text())["bridge_check"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_the_answer_aligned_reference_reads_the_prompt_as_generation_does(matrix, arch):
+    """The specificity check's teacher-forced pass over prompt + answer, with per-position mean
+    ablation realigned to the answer, gives the first answer token the logits generation had."""
+    from interp.causal.ablate import head_reference
+    from interp.causal.specificity import _answer_slots
+    from interp.generation import generate_batch
+    from interp.hooks import count_hooks
+    from interp.intervention import Intervention
+    from interp.intervention.heads import AblateHeads
+    from interp.runner import forward
+
+    model = matrix.model(arch)
+    ref = head_reference(model, PROMPTS)
+    heads = ((0, 1), (1, 2))
+    b = model.encode([PROMPTS[0]])
+    first = []
+    with Intervention.of(AblateHeads(heads, "mean", ref.mean)).apply(model):
+        ans = generate_batch(model, b, 4, first_logits=first)[0]  # may be empty: the prompt's slots still count
+    tokens = torch.tensor([b.tokens[0].tolist() + ans])
+    with Intervention.of(AblateHeads(heads, "mean", _answer_slots(ref.mean, True, False, len(ans)))).apply(model):
+        logits = forward(model, tokens, torch.ones_like(tokens), logits_to_keep=len(ans) + 1)[0]
+    assert (logits[0].float() - first[0][0].float()).abs().max() <= 1e-3, arch
+    assert count_hooks(model) == 0

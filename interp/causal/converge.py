@@ -16,6 +16,7 @@ flip, score effect, random sets, specificity), method by method, and returns the
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Mapping, Sequence
 
 from torch import Tensor
@@ -23,14 +24,9 @@ from torch import Tensor
 from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.causal.heads import Head
-from interp.causal.recommend import RecommendConfig, Recommendation, recommend_heads
+from interp.causal.recommend import RecommendConfig, Recommendation, _rank_of, recommend_heads
 from interp.causal.runner import ablation_refusals, ablation_scores
 from interp.causal.search_types import FLIPS, FlipSearch, HeadSearch
-
-
-def _rank(m: Tensor, h: Head) -> int:
-    mag = m.abs().nan_to_num(-1.0).flatten()
-    return int((mag > mag[h[0] * m.shape[1] + h[1]]).sum()) + 1
 
 
 def _searched(r: Recommendation) -> list[tuple[str, list[Head]]]:
@@ -59,9 +55,9 @@ def converged(recs: Mapping[str, Recommendation], patching: Tensor, top: int = 8
     maps = [r.search.single[f] for r in recs.values() if r.search is not None for f in FLIPS if f in r.search.single]
     rows = []
     for h in pool:
-        ranks = [_rank(m, h) for m in maps]
+        ranks = [_rank_of(m, h) for m in maps]
         row = {"head": list(h), "methods": by[h], "ablation_rank": min(ranks) if ranks else None,
-               "patching_rank": _rank(patching, h)}
+               "patching_rank": _rank_of(patching, h)}
         row["converged"] = row["ablation_rank"] is not None and row["ablation_rank"] <= top and row["patching_rank"] <= top
         rows.append(row)
     rows.sort(key=lambda r: (not r["converged"], (r["ablation_rank"] or 10**6) + r["patching_rank"]))
@@ -134,9 +130,7 @@ def recommend_converged(model: ChatModel, harmful: PromptSet, harmless: PromptSe
                                                            rcfg.k)
         other = (held_out or {}).get("harmless" if flip == "refusal" else "harmful")
         rec = recommend_heads(model, harmful, harmless, len(fs.heads), search=r.search, held_out=other, best=fs,
-                              cfg=RecommendConfig(k=len(fs.heads), n_null=rcfg.n_null,
-                                                  min_score_effect=rcfg.min_score_effect, seed=rcfg.seed,
-                                                  specificity=rcfg.specificity))
+                              cfg=replace(rcfg, k=len(fs.heads)))
         tried.append({"method": m, "flip": flip, "confident": rec.confident, "label": rec.to_dict()["label"],
                       "judged_alone": [alone.rate_before, alone.rate_after], "heads": [list(h) for h in fs.heads],
                       "added": [list(h) for h in fs.heads[len(heads):]], "judged": [fs.rate_before, fs.rate_after],
