@@ -117,3 +117,11 @@ def test_a_converged_head_that_does_not_flip_alone_is_grown_and_confirmed(organi
     assert m == "mean" and rec.confident and tried[0]["added"], tried
     assert rec.checked.heads[0] == (0, 4) and all(x[0] == 0 for x in rec.checked.heads)
     assert count_hooks(organism) == 0
+
+
+def test_top_reaches_2k_heads_and_at_most_a_sixteenth():
+    from interp.causal.converge import top_heads
+
+    assert top_heads(270, 4) == 8  # SmolLM2: 2k
+    assert top_heads(32, 4) == 2  # the organism: 2k would be a quarter of its heads
+    assert top_heads(8, 4) == 1

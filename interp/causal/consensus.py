@@ -22,6 +22,7 @@ from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.causal.compare import RecommendConfig, Recommendation, recommend_heads
 from interp.causal.heads import Head
+from interp.causal.recommend import _rank_of
 from interp.causal.search import SearchConfig, search_heads
 
 ABLATION_METHODS = ("mean", "zero", "resample")
@@ -77,10 +78,7 @@ def steering_flips(model: ChatModel, head_dirs, prompts: PromptSet, sigmas: floa
 
 
 def _rank(m: Tensor | None, h: Head) -> int | None:
-    if m is None:
-        return None
-    mag = m.abs().nan_to_num(-1.0).flatten()
-    return int((mag > mag[h[0] * m.shape[1] + h[1]]).sum()) + 1
+    return None if m is None else _rank_of(m, h)
 
 
 def consensus(recs: Mapping[str, Recommendation], patching: Tensor | None = None, steering: Tensor | None = None,

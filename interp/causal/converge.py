@@ -12,6 +12,7 @@ that carries the decision passes both.
 single-head ablation (under any method) and by patching. `check_set` judges such a set under one
 method's ablation; `recommend_converged` runs the same test as every recommendation on it (judged
 flip, score effect, random sets, specificity), method by method, and returns the first confident one.
+`converge` is the causal stage's step: both, and the report's record of them.
 """
 
 from __future__ import annotations
@@ -138,3 +139,31 @@ def recommend_converged(model: ChatModel, harmful: PromptSet, harmless: PromptSe
         if rec.confident:
             return m, rec, tried
     return None, None, tried
+
+
+def top_heads(n_heads_total: int, k: int) -> int:
+    """How deep "top" reaches: the top 2k heads, and at most 1/16 of them (on a model with few heads,
+    every head is in the top 2k)."""
+    return max(1, min(2 * k, n_heads_total // 16))
+
+
+def converge(model: ChatModel, harmful: PromptSet, harmless: PromptSet, recs: Mapping[str, Recommendation],
+             patching: Tensor, primary: str, rcfg: RecommendConfig, judge, max_new_tokens: int,
+             held_out: Mapping[str, PromptSet] | None = None) -> tuple[str | None, Recommendation | None, dict]:
+    """The causal stage's step: the converged heads of `recs` (one Recommendation per ablation method,
+    `primary` first among equals), tested method by method, in order of how many of them each
+    method's searches chose. Returns (method, its confident Recommendation, or (None, None); the
+    report's record: heads, top, table, tried, rule)."""
+    top = top_heads(model.n_layers * model.n_heads, rcfg.k)
+    heads, rows = converged(recs, patching, top=top, k=rcfg.k)
+    method, rec, tried = None, None, []
+    if heads:
+        def found(m):  # converged heads either flip's search under method m chose
+            s = recs[m].search
+            return len(set(heads) & {tuple(h) for h in (s.refusal.heads + s.compliance.heads if s else recs[m].candidates)})
+
+        order = sorted(recs, key=lambda m: (-found(m), m != primary))
+        method, rec, tried = recommend_converged(model, harmful, harmless, heads, recs, order, rcfg, judge,
+                                                 max_new_tokens, held_out=held_out)
+    return method, rec, {"heads": [list(h) for h in heads], "table": rows, "tried": tried, "top": top,
+                         "rule": f"searched heads in the top {top} by single-head ablation and by patching"}

@@ -24,7 +24,7 @@ from interp.stages.causal_measure import measure
 from interp.causal.search import SearchConfig, search_heads
 from interp.causal.compare import RecommendConfig, compare_methods, recommend_heads
 from interp.causal.consensus import by_method, choose, consensus
-from interp.causal.converge import converged, recommend_converged
+from interp.causal.converge import converge
 from interp.causal.dla import direct_logit_attribution, logit_lens
 from interp.causal.heads import all_heads
 from interp.causal.patching import activation_patching, equal_length_pairs
@@ -207,24 +207,13 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult
     # the heads ablation, patching and a search agree on, tested as a set (interp.causal.converge);
     # when none is confident, the method's set the ablation methods agree on most (consensus.choose)
     steps.next("converged heads")
-    # top 2k heads, and at most 1/16 of them: on a model with few heads, every head is in the top 2k
-    top = max(1, min(2 * cfg.k, model.n_layers * model.n_heads // 16))
-    conv, conv_rows = converged(recs, patching.head_effect, top=top, k=cfg.k)
-    conv_method, conv_rec, tried = None, None, []
-    if conv:
-        def found(m):  # converged heads either flip's search under method m chose
-            s = recs[m].search
-            return len(set(conv) & {tuple(h) for h in (s.refusal.heads + s.compliance.heads if s else recs[m].candidates)})
-
-        order = sorted(recs, key=lambda m: (-found(m), m != cfg.method))
-        conv_method, conv_rec, tried = recommend_converged(model, H, L, conv, recs, order, rcfg, study.judge, new_tokens,
-                                                           held_out=plain)
-    agree["converged"] = {"heads": [list(h) for h in conv], "table": conv_rows, "tried": tried,
-                          "top": top, "rule": f"searched heads in the top {top} by single-head ablation and by patching"}
+    conv_method, conv_rec, agree["converged"] = converge(model, H, L, recs, patching.head_effect, cfg.method, rcfg,
+                                                         study.judge, new_tokens, held_out=plain)
+    conv, top = [tuple(h) for h in agree["converged"]["heads"]], agree["converged"]["top"]
     lap("converge")
     if conv_rec is not None:
         chosen, rec, search = conv_method, conv_rec, conv_rec.search
-        added = tried[-1]["added"]
+        added = agree["converged"]["tried"][-1]["added"]
         why = (f"the converged heads {list(conv)} (found by a search, top {top} by single-head ablation and by "
                f"patching){f', grown by the greedy steps with {[tuple(h) for h in added]},' if added else ''} "
                f"confirmed under {conv_method} ablation")
