@@ -190,6 +190,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def verdict(rows: list[dict]) -> str:
+    """The issue's bar: every head variant has recall >= 0.5, at least 4 of 5 (4/5 of them) have no
+    recommended head outside the truth, and no control variant has a confident head."""
+    heads_rows = [r for r in rows if r["truth"]]
+    recall = [r for r in heads_rows if (r["recall"] or 0) >= 0.5]
+    clean = [r for r in heads_rows if r["recommended"] and (r["precision"] or 0) == 1.0]
+    controls = [r for r in rows if not r["truth"]]
+    loud = [r["variant"] for r in controls if r["confident"] and r["recommended"]]
+    need = -(-4 * len(heads_rows) // 5)
+    met = bool(heads_rows) and len(recall) == len(heads_rows) and len(clean) >= need and not loud
+    return "\n".join([
+        f"head variants with recall >= 0.5: {len(recall)} of {len(heads_rows)}"
+        + (f" (not: {[r['variant'] for r in heads_rows if r not in recall]})" if len(recall) < len(heads_rows) else ""),
+        f"head variants with no recommended head outside the truth: {len(clean)} of {len(heads_rows)} (needed: {need})",
+        f"controls with a confident head: {loud or 'none'} of {[r['variant'] for r in controls] or 'none run'}",
+        f"bar {'met' if met else 'not met'}" + ("" if len(heads_rows) >= 5 and controls else
+                                               " (fewer than 5 head variants and a control were run)")])
+
+
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipes", default=",".join(ORDER), help="comma-separated recipe names (benchmarks/planted/*.json)")
@@ -197,7 +216,13 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--methods", default="mean,zero,resample", help="ablation methods compared side by side")
     ap.add_argument("--n-search", type=int, default=32, help="search prompts per label")
     ap.add_argument("--out", default=None, help="write planted.json here")
+    ap.add_argument("--from-json", default=None,
+                    help="comma-separated planted.json files of earlier runs: print their table and the bar, run nothing")
     args = ap.parse_args(argv)
+    if args.from_json:  # variants run in separate processes (in parallel) are read together
+        rows = [r for f in args.from_json.split(",") if f.strip() for r in json.loads(Path(f.strip()).read_text())]
+        print(table(rows) + "\n\n" + verdict(rows))
+        return rows
     torch.set_num_threads(1)
     rows = []
     out = Path(args.out) if args.out else None
@@ -209,9 +234,7 @@ def main(argv=None) -> list[dict]:
             out.mkdir(parents=True, exist_ok=True)
             (out / "planted.json").write_text(json.dumps(rows, indent=1, default=str))
     print("\n" + table(rows))
-    heads_rows = [r for r in rows if r["truth"]]
-    good = [r for r in heads_rows if (r["recall"] or 0) >= 0.5 and (r["precision"] or 0) == 1.0]
-    print(f"\nhead variants with recall >= 0.5 and no recommended head outside the truth: {len(good)} of {len(heads_rows)}")
+    print("\n" + verdict(rows))
     return rows
 
 

@@ -113,3 +113,36 @@ def test_planted_direction_control_recommends_no_head(tmp_path, monkeypatch):
     assert row["truth"] == [] and row["kind"] == "direction"
     assert row["refusal"]["harmful_before"]["rate"] >= 0.7
     assert not row["confident"] and row["recommended"] == []
+
+
+def test_planted_bar_reads_every_condition(tmp_path, capsys):
+    """The bar: recall >= 0.5 on every head variant, no extra head on 4 of 5, no confident head on
+    the control; runs of separate processes are read together from their planted.json files."""
+    import json
+
+    bench = _load("planted")
+
+    def row(name, truth, rec, confident=True):
+        hit = len({tuple(h) for h in rec} & {tuple(h) for h in truth})
+        return {"variant": name, "truth": truth, "recommended": rec, "confident": confident, "label": "refusal heads",
+                "candidates": rec, "found_by_several_methods": [], "seconds_causal": 1.0,
+                "precision": hit / len(rec) if rec and truth else None,
+                "recall": hit / len(truth) if truth else None,
+                "refusal": {"harmful_before": None, "harmful_random_ablated": None}}
+
+    good = [row(f"v{i}", [[i, 0]], [[i, 0]]) for i in range(4)] + [row("v4", [[4, 0], [5, 0]], [[4, 0], [1, 1]])]
+    assert bench.verdict(good + [row("dir", [], [], confident=False)]).endswith("bar met")
+    assert "bar not met" in bench.verdict(good + [row("dir", [], [[3, 3]])])  # a confident head on the control
+    two_extra = good[:3] + [row("v3", [[3, 0]], [[3, 0], [0, 0]]), good[4]]
+    assert "bar not met" in bench.verdict(two_extra + [row("dir", [], [], confident=False)])
+    missed = good[:4] + [row("v4", [[4, 0], [5, 0], [6, 0]], [[4, 0]])]  # recall 1/3
+    text = bench.verdict(missed + [row("dir", [], [], confident=False)])
+    assert "recall >= 0.5: 4 of 5 (not: ['v4'])" in text and "bar not met" in text
+    assert "fewer than 5" in bench.verdict(good[:2])
+    files = []
+    for i, part in enumerate((good[:3], good[3:] + [row("dir", [], [], confident=False)])):
+        files.append(tmp_path / f"p{i}.json")
+        files[-1].write_text(json.dumps(part))
+    rows = bench.main(["--from-json", ",".join(map(str, files))])
+    assert [r["variant"] for r in rows] == ["v0", "v1", "v2", "v3", "v4", "dir"]
+    assert capsys.readouterr().out.rstrip().endswith("bar met")
