@@ -228,3 +228,41 @@ def test_single_head_ablation_effects_are_the_signed_mean_score_change(organism,
     assert float(comp[head]) == pytest.approx(float(after - base), abs=1e-4)
     with pytest.raises(InputError, match="unknown flip"):
         single_head_ablation_effects(organism, harmful, "sideways", method="zero")
+
+
+def test_a_head_whose_effect_goes_through_the_others_is_left_out(organism, organism_search, split):
+    """`_downstream`: a head adding under min_share of the set's effect once the others are ablated is
+    left out when the set without it keeps the effect; when the small adders are the ones carrying
+    the effect (redundant with each other), none is left out."""
+    from interp.causal.recommend import _downstream
+    from interp.causal.search import FLIPS
+
+    s, rec = organism_search
+    prompts = split[0] if rec.flip == "refusal" else split[1]
+    sign, ref, extra = FLIPS[rec.flip][1], s.references[rec.flip], (3, 7)
+    assert rec.confident and extra not in rec.candidates
+    cand = list(rec.candidates) + [extra]
+    sc = ablation_scores(organism, prompts, [[], cand], s.cfg.method, ref, s.cfg.seed, s.cfg.positions)
+    set_eff = float((sign * (sc[1] - sc[0])).mean())
+    marg = {h: set_eff / len(cand) for h in cand} | {extra: 0.01 * set_eff}
+    reasons: list[str] = []
+    assert _downstream(organism, prompts, cand, [], marg, set_eff, sc[0], sign, s.cfg, ref, 0.1, reasons) == [extra]
+    assert "left out" in reasons[-1] and str(extra) in reasons[-1]
+    # the harm detectors claimed to add 1% each: without them the set (the one idle head) keeps nothing
+    marg = {h: 0.01 * set_eff for h in rec.candidates} | {extra: set_eff}
+    reasons = []
+    assert _downstream(organism, prompts, cand, [], marg, set_eff, sc[0], sign, s.cfg, ref, 0.1, reasons) == []
+    assert "redundant" in reasons[-1]
+    assert count_hooks(organism) == 0
+
+
+def test_recommendation_reports_each_heads_share_of_the_set(organism_search):
+    from interp.causal.recommend import RecommendConfig
+
+    s, rec = organism_search
+    shares = {h: ev["drop_one_share"] for h, ev in rec.evidence.items()}
+    assert set(shares) == set(rec.candidates)
+    # each harm detector adds a large share once the others are ablated: none is left out
+    assert all(v >= 0.1 for v in shares.values()) and rec.heads == rec.candidates, shares
+    with pytest.raises(InputError, match="min_share"):
+        RecommendConfig(min_share=1.0)

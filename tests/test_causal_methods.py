@@ -217,6 +217,8 @@ def test_stage_reports_methods_specificity_and_intervals(organism, plain_prompts
     assert checked[:len(conv["heads"])] == conv["heads"] and ab["heads"] and all(h in checked for h in ab["heads"])
     assert all(h[0] == 0 for h in checked)
     assert spec["measure"] == "ce" and spec["ce"]["n"] > 0
+    # the mechanism line reads the recommended heads, not the search's own best set
+    assert sorted(ab["mechanism_of"]) == sorted(ab["heads"]) and ab["mechanism"]
     # the organism's harm detectors in block 0 are found whichever way they are ablated
     assert methods["heads"] and all(h[0] == 0 for h in methods["heads"]), methods["verdict"]
     assert "more than one ablation method" in methods["verdict"]
@@ -273,3 +275,19 @@ def test_choose_takes_the_confident_set_the_methods_agree_on():
     none = {m: Rec(r.candidates, False, "unconfirmed") for m, r in recs.items()}
     method, why = choose(none, "mean", table)
     assert method == "mean" and "no method's set is confident" in why
+
+
+def test_mechanism_reading_names_the_reference_only_when_it_was_used(organism, plain_prompts):
+    """One harm detector zeroed leaves the organism telling the labels apart ("unresolved"); the
+    line says the heads were found with the other label's mean only when they were."""
+    from interp.causal.search import SearchConfig, neutral_reading
+
+    h, l = plain_prompts.filter(label="harmful")[:8], plain_prompts.filter(label="harmless")[:8]
+    zero = neutral_reading(organism, [(0, 4)], h, l, SearchConfig(method="zero"))
+    assert zero["heads"] == [[0, 4]] and zero["mechanism"].startswith("unresolved"), zero
+    assert "other label's mean" not in zero["mechanism"]
+    opposite = neutral_reading(organism, [(0, 4)], h, l, SearchConfig(method="mean", reference="opposite"))
+    assert opposite["mechanism"].endswith("the heads were found by flipping with the other label's mean")
+    four = neutral_reading(organism, [(0, 0), (0, 2), (0, 4), (0, 5)], h, l, SearchConfig(method="zero"))
+    assert four["mechanism"].startswith("refuses on detecting harm"), four  # zeroed, it complies with both labels
+    assert count_hooks(organism) == 0

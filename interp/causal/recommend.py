@@ -32,7 +32,14 @@ class RecommendConfig:
     The set's ablation must (1) flip judged behaviour (the search's target, 50 points of refusal
     rate), (2) move the mean refusal score by at least `min_score_effect` log-odds, and (3) move
     it more than every one of `n_null` random head sets of the same size drawn from the other
-    heads (a permutation-style null: with 20 draws, beating all is p < 0.05)."""
+    heads (a permutation-style null: with 20 draws, beating all is p < 0.05).
+
+    A head of a confident set is left out of the recommendation when it adds nothing once the others
+    are ablated (drop-one effect <= 0), or less than `min_share` of the set's effect while the set
+    without all such heads keeps at least 1 - `min_share` of it: its effect goes through the others
+    (downstream of them). On the planted mid2 variant an untrained late head, (27, 5), joined the two
+    planted ones: alone it moves the score by 1.5 log-odds, with the planted heads ablated by 0.17;
+    drop-one 3% of the set's effect against 19% and 40% for the planted heads (docs/causal.md)."""
 
     k: int = 4
     n_null: int = 20
@@ -40,8 +47,11 @@ class RecommendConfig:
     seed: int = 0
     # the set must also be specific: not "disruptive" (interp.causal.specificity); None skips the check
     specificity: SpecificityConfig | None = SpecificityConfig()
+    min_share: float = 0.1
 
     def __post_init__(self) -> None:
+        if not 0 <= self.min_share < 1:
+            raise InputError(f"min_share must be in [0, 1) (a share of the set's effect), got {self.min_share!r}")
         if not isinstance(self.k, int) or not 1 <= self.k <= 4:
             raise InputError(f"k must be an integer from 1 to 4 (heads to steer), got {self.k!r}")
         if self.n_null < 1:
@@ -81,6 +91,29 @@ class Recommendation:
 def _rank_of(m: Tensor, h: Head) -> int:
     mag = m.abs().nan_to_num(-1.0).flatten()
     return int((mag > mag[h[0] * m.shape[1] + h[1]]).sum()) + 1
+
+
+def _downstream(model: ChatModel, prompts: PromptSet, cand: list[Head], weak: list[Head], marg: dict, set_eff: float,
+                unablated: Tensor, sign: float, scfg: SearchConfig, ref, min_share: float, reasons: list[str]) -> list[Head]:
+    """The heads of a confident set that add less than `min_share` of its effect once the others are
+    ablated, when the set without them (and without `weak`) keeps 1 - `min_share` of the effect
+    (one more pass); otherwise none (they may be redundant with each other: removing all of them
+    would lose the effect)."""
+    small = [h for h in cand if h not in weak and marg[h] < min_share * set_eff]
+    rest = [h for h in cand if h not in weak and h not in small]
+    if not small or not rest or set_eff <= 0:
+        return []
+    s = ablation_scores(model, prompts, [rest], scfg.method, ref, scfg.seed, scfg.positions)
+    kept = float((sign * (s[0] - unablated)).mean())
+    shares = ", ".join(f"{h}: {marg[h] / set_eff:.0%}" for h in small)
+    if kept < (1 - min_share) * set_eff:
+        reasons.append(f"heads {small} add little once the others are ablated (drop-one {shares} of the set's effect), "
+                       f"but without them the set keeps only {kept / set_eff:.0%} of it: kept (redundant with each other)")
+        return []
+    reasons.append(f"heads {small} add little once the others are ablated (drop-one {shares} of the set's effect; "
+                   f"the set without them keeps {kept / set_eff:.0%}): their effect goes through the others "
+                   "(downstream of them), left out")
+    return small
 
 
 def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k: int = 4,
@@ -149,8 +182,11 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
         if spec["disruptive"]:
             confident = False
             reasons.append(spec["verdict"])
-    if confident and weak:
-        reasons.append(f"heads {weak} add nothing to the set (drop-one effect <= 0) and are left out")
+    if confident:
+        weak += _downstream(model, prompts, cand, weak, marg, set_eff, s[0], sign, scfg, ref, cfg.min_share, reasons)
+    if confident and any(marg[h] <= 0 for h in weak):
+        reasons.append(f"heads {[h for h in weak if marg[h] <= 0]} add nothing to the set (drop-one effect <= 0) "
+                       "and are left out")
     if confident:
         reasons.insert(0, f"ablating {cand} flips behaviour ({best.flip}: judged rate "
                           f"{best.rate_before:.2f} -> {best.rate_after:.2f}) and moves the score by {set_eff:.2f} "
@@ -160,12 +196,13 @@ def recommend_heads(model: ChatModel, harmful: PromptSet, harmless: PromptSet, k
     evidence = {}
     for h in cand:
         ev = {"single_ablation": float(search.single[best.flip][h]),
-              "single_ablation_rank": _rank_of(search.single[best.flip], h), "drop_one": marg[h]}
+              "single_ablation_rank": _rank_of(search.single[best.flip], h), "drop_one": marg[h],
+              "drop_one_share": marg[h] / set_eff if set_eff else None}
         if comparison is not None:
             for name, m in comparison.maps.items():
                 v = float(m[h])
                 ev[name] = None if math.isnan(v) else v
                 ev[f"{name}_rank"] = _rank_of(m, h)
         evidence[h] = ev
-    heads = [h for h in cand if marg[h] > 0] if confident else []
+    heads = [h for h in cand if h not in weak] if confident else []
     return Recommendation(heads, cand, confident, best.flip, reasons, evidence, set_eff, null_d, search, spec, checked)

@@ -246,7 +246,7 @@ def _search(model: ChatModel, harmful: PromptSet, harmless: PromptSet, cfg: Sear
             model, prompts, flip, cfg, refs[flip], rates[label], judge, max_new_tokens, grads.rows(rows[label]),
             _guard(model, flip, harmful, harmless, cfg, refs[flip]) if cfg.guard else None)
     found = HeadSearch(results["refusal"], results["compliance"], single, refs, cfg, estimate=estimate, measured=measured)
-    return replace(found, neutral=_neutral(model, found.best.heads, harmful, harmless, cfg, grads))
+    return replace(found, neutral=neutral_reading(model, found.best.heads, harmful, harmless, found.cfg, grads))
 
 
 def _guard(model: ChatModel, flip: str, harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig,
@@ -260,8 +260,8 @@ def _guard(model: ChatModel, flip: str, harmful: PromptSet, harmless: PromptSet,
     return DisruptionGuard(model, kept, target, what, cfg.method, gref, cfg.seed, cfg.positions, target_reference=ref)
 
 
-def _neutral(model: ChatModel, heads: list[Head], harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig,
-             grads: HeadGradients | None = None) -> dict:
+def neutral_reading(model: ChatModel, heads: list[Head], harmful: PromptSet, harmless: PromptSet, cfg: SearchConfig,
+                    grads: HeadGradients | None = None) -> dict:
     """What the model does with the found heads silenced by a label-free ablation (zero, and the
     mean over both labels): if it then complies with everything, it refuses because these heads
     detect harm; if it refuses everything, it refuses by default and complies because they detect
@@ -285,6 +285,8 @@ def _neutral(model: ChatModel, heads: list[Head], harmful: PromptSet, harmless: 
     else:
         out["mechanism"] = ("unresolved: with these heads zeroed the model still tells harmful from harmless "
                             f"({z['refusing_harmful']:.0%} / {z['refusing_harmless']:.0%} refused), so other "
-                            "components carry the signal too; the heads were found by flipping with the other label's mean")
+                            "components carry the signal too"
+                            + ("; the heads were found by flipping with the other label's mean"
+                               if cfg.reference == "opposite" and cfg.method != "zero" else ""))
     return out
 

@@ -21,7 +21,7 @@ from interp.study import StageResult, Study, figure_ref
 from interp.threads import model_threads
 from interp.causal.ablate import head_reference
 from interp.stages.causal_measure import measure
-from interp.causal.search import SearchConfig, search_heads
+from interp.causal.search import SearchConfig, neutral_reading, search_heads
 from interp.causal.compare import RecommendConfig, compare_methods, recommend_heads
 from interp.causal.consensus import by_method, choose, consensus
 from interp.causal.converge import converge
@@ -236,6 +236,10 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult
     # mean: the gap between the two is the redundancy the label-free ablation ran into
     bref = (head_reference(model, both, scfg.positions)
             if heads and search.cfg.reference == "opposite" and method != "zero" else None)
+    # what the model does with the recommended heads silenced label-free (the search read its own best
+    # set; the recommendation may be another: the converged heads, or another method's)
+    same = {tuple(h) for h in search.neutral.get("heads", [])} == set(heads)
+    reading = search.neutral if same else neutral_reading(model, list(heads), H, L, search.cfg)
     steps.next("held-out behaviour against random heads")
     measured = measure(study, sets, heads, random_sets, method, ref, cfg.seed, new_tokens, bref)
     lap("measure")
@@ -245,7 +249,7 @@ def _run_causal(study: Study, ranking, cfg: CausalConfig, steps) -> CausalResult
         "confident": rec.confident, "label": rec.to_dict()["label"], "specificity": rec.specificity,
         "max_new_tokens": new_tokens, "agreement": (rec.checked or search.best).agreement(),
         "reference": _reference_words(search.cfg.reference, rec.flip, method, search.cfg.positions),
-        "mechanism": search.neutral.get("mechanism"),
+        "mechanism": reading.get("mechanism"), "mechanism_of": reading.get("heads", []),
         **measured,
         "n": {k: len(v) for k, v in sets.items()},
         "search": search.to_dict(),
