@@ -97,14 +97,18 @@ def _downstream(model: ChatModel, prompts: PromptSet, cand: list[Head], weak: li
                 unablated: Tensor, sign: float, scfg: SearchConfig, ref, min_share: float, reasons: list[str]) -> list[Head]:
     """The heads of a confident set that add less than `min_share` of its effect once the others are
     ablated, when the set without them (and without `weak`) keeps 1 - `min_share` of the effect
-    (one more pass); otherwise none (they may be redundant with each other: removing all of them
+    (one more pass when more than one head would go; one head's is its drop-one row); otherwise none (they may be redundant with each other: removing all of them
     would lose the effect)."""
     small = [h for h in cand if h not in weak and marg[h] < min_share * set_eff]
     rest = [h for h in cand if h not in weak and h not in small]
     if not small or not rest or set_eff <= 0:
         return []
-    s = ablation_scores(model, prompts, [rest], scfg.method, ref, scfg.seed, scfg.positions)
-    kept = float((sign * (s[0] - unablated)).mean())
+    removed = [h for h in cand if h not in rest]
+    if len(removed) == 1:  # the set without one head: its drop-one row already measured it
+        kept = set_eff - marg[removed[0]]
+    else:
+        s = ablation_scores(model, prompts, [rest], scfg.method, ref, scfg.seed, scfg.positions)
+        kept = float((sign * (s[0] - unablated)).mean())
     shares = ", ".join(f"{h}: {marg[h] / set_eff:.0%}" for h in small)
     if kept < (1 - min_share) * set_eff:
         reasons.append(f"heads {small} add little once the others are ablated (drop-one {shares} of the set's effect), "
