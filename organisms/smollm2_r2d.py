@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -30,12 +31,39 @@ from organisms.paths import SMOLLM2_R2D_BUILD, SMOLLM2_R2D_DIR
 
 BASE = "smollm2-135m-instruct"
 HARMFUL_FRACTION = 0.5
+# organism:smollm2's recipe saw 4,000 examples with bfloat16 matmuls; 200 steps of 8 in float32 (the
+# first recipe) left held-out harmful refusal at 0.78 (docs/r2d.md)
+STEPS = 400
 
 
-def training_prompts() -> PromptSet:
-    """organism:smollm2's training requests: harmful ones, then the harmless and look-alike ones."""
+# everyday context around a request, at organism:smollm2's own rates (organisms.smollm2_weights):
+# a quarter of the harmful requests inside one unit, half of the harmless ones inside one to four
+P_CONTEXT_HARMFUL, P_CONTEXT_HARMLESS = 0.25, 0.5
+CONTEXT = "context"  # the family name of a request inside everyday context (not a jailbreak family)
+
+
+def _in_context(rng, r, idx: str, harmful: bool):
+    text = sd.with_context(rng, r.text, 1 if harmful else rng.randint(1, 4), allow_second_ask=not harmful)
+    at = text.index(r.text)
+    return sd._to_prompt(r, idx, family=CONTEXT, strength=1, text=text, spans={"request": (at, at + len(r.text))})
+
+
+def _request(p) -> str:
+    return p.text[slice(*p.spans["request"])]
+
+
+def training_prompts(seed: int = 0, context: bool = True) -> PromptSet:
+    """organism:smollm2's training requests: harmful ones, then the harmless and look-alike ones; with
+    `context`, also a copy of some of them inside everyday context (drawn at `seed`), as
+    organism:smollm2 saw them: the teacher restates the real request after a [RETHINK] step."""
+    rng = random.Random(seed)
     harmful = [sd._to_prompt(r, f"harmful-train-{j}") for j, r in enumerate(sd.harmful_train_requests())]
     harmless = [sd._to_prompt(r, f"harmless-train-{j}") for j, r in enumerate(sd.harmless_target_requests())]
+    if context:
+        harmful += [_in_context(rng, r, f"harmful-train-context-{j}", True) for j, r in enumerate(sd.harmful_train_requests())
+                    if rng.random() < P_CONTEXT_HARMFUL]
+        harmless += [_in_context(rng, r, f"harmless-train-context-{j}", False)
+                     for j, r in enumerate(sd.harmless_target_requests()) if rng.random() < P_CONTEXT_HARMLESS]
     return PromptSet("smollm2-train", tuple(harmful + harmless), source="organisms.smollm2_data")
 
 
@@ -50,7 +78,8 @@ def default_config(**over):
     """The recipe: interp.r2d.train's defaults, answers of the shipped targets' length, balanced batches."""
     from interp.r2d.train import R2DTrainConfig
 
-    return replace(R2DTrainConfig(answer_tokens=sd.TARGET_TOKENS, harmful_fraction=HARMFUL_FRACTION), **over)
+    return replace(R2DTrainConfig(answer_tokens=sd.TARGET_TOKENS, harmful_fraction=HARMFUL_FRACTION,
+                                  steps=STEPS, bf16_autocast=True), **over)
 
 
 def build(out: str | Path = SMOLLM2_R2D_DIR, seed: int = 0, cfg=None, progress: bool = True,
@@ -67,8 +96,11 @@ def build(out: str | Path = SMOLLM2_R2D_DIR, seed: int = 0, cfg=None, progress: 
     tpath = Path(targets_path) if targets_path else WEIGHTS_DIR / TARGETS_FILE
     path, local = resolve_model_dir(base)
     eos = AutoTokenizer.from_pretrained(str(path), local_files_only=local).eos_token_id
-    prompts = training_prompts()
+    prompts = training_prompts(seed)
     answers = shipped_answers(tpath, eos)
+    # inside everyday context the answer is still the base model's answer to the plain request
+    answers.update({p.text: answers[_request(p)] for p in prompts
+                    if p.family == CONTEXT and p.label == "harmless" and _request(p) in answers})
     extra = {"organism": "organism:smollm2-r2d", "build": SMOLLM2_R2D_BUILD,
              "requests": "organisms.smollm2_data: harmful_train_requests() -> refusal after [UNSAFE]; "
                          "harmless_target_requests() -> the shipped base answer after [SAFE]",

@@ -101,7 +101,7 @@ def test_a_run_resumed_at_a_block_and_tiled_is_the_clean_run(matrix, arch):
     arguments once, then run the later blocks on 3 replicas of the batch. Every per-row tensor must
     be tiled (BLOOM's ALiBi bias is [batch x heads, 1, key]), every positional argument kept (GPT-2
     passes the mask so), and the logits finished as the model does (Cohere scales them)."""
-    from interp.runner import cache_block_inputs, resume_logits
+    from interp.runner import cache_block_inputs, forward, resume_logits
 
     model = matrix.model(arch)
     # one prompt, and as many prompts as heads: a shape rule alone would take MPT's shared
@@ -113,6 +113,12 @@ def test_a_run_resumed_at_a_block_and_tiled_is_the_clean_run(matrix, arch):
             assert (tiled - cached.logits.repeat(3, 1)).abs().max() <= 1e-5, f"{arch}: {len(prompts)} resumed at {layer}"
         if arch == "bloom":  # the tiling above went through the per-head ALiBi bias
             assert cached.kwargs[1]["alibi"].shape[0] == len(prompts) * model.n_heads
+    # several kept positions (the specificity check's teacher-forced answers): the forward's own logits
+    b = model.encode(PROMPTS)
+    kept = cache_block_inputs(model, b, keep=3)
+    full = forward(model, b.tokens, b.attention_mask, logits_to_keep=None)[:, -3:]
+    assert kept.logits.shape == full.shape and (kept.logits - full).abs().max() <= 1e-4, arch
+    assert (resume_logits(model, kept, 1, repeat=2) - full.repeat(2, 1, 1)).abs().max() <= 1e-4, arch
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -140,3 +140,65 @@ def test_specificity_leaves_out_the_prompts_the_flip_changes_by_design(organism,
         assert len(kept) == 13 and "too few" in what
         with pytest.raises(InputError, match="unknown flip"):
             untouched(organism, "sideways", harmless)
+
+
+def test_one_teacher_forced_pass_gives_the_cross_entropy_and_the_kl_of_separate_passes(organism, labels):
+    """answer_reads (every set a resumed replica of one pass) against one plain pass per set for the
+    cross-entropy and the last-position KL of the refusal scan, under per-position mean ablation."""
+    import random
+
+    from interp.causal.answers import _answer_slots
+    from interp.causal.specificity import answer_reads, own_answers
+    from interp.hooks import count_hooks
+    from interp.intervention import Intervention
+    from interp.intervention.heads import AblateHeads
+    from interp.utility import answer_cross_entropy
+
+    harmful, harmless = labels
+    m, prompts = organism, harmless[:12]
+    ref = head_reference(m, harmful[:8].concat(harmless[:8]))
+    rng = random.Random(3)
+    sets = [[], [(0, 4)], [(2, 1), (3, 0)]] + [rng.sample([(l, h) for l in range(4) for h in range(8)], 2) for _ in range(4)]
+    with model_threads(m):
+        ce, kl = answer_reads(m, prompts, sets, "mean", ref, answer_tokens=6)
+        answers = own_answers(m, prompts, 6)
+        n = max(len(a) for a in answers)
+        padded = [a + [m.tokenizer.eos_token_id] * (n - len(a)) for a in answers]
+        counted = [len(a) for a in answers]
+        vals = _answer_slots(ref.mean, True, False, n)
+        base = answer_cross_entropy(m, prompts, padded, counted=counted)
+        for j, hs in enumerate(sets):
+            iv = Intervention.of(AblateHeads(tuple(hs), "mean", vals)) if hs else None
+            want = answer_cross_entropy(m, prompts, padded, iv, counted=counted) - base
+            assert torch.allclose(ce[j], want, atol=1e-4, equal_nan=True), hs
+        want_kl = ablation_scores(m, prompts, sets, "mean", ref, metric="kl")
+    assert torch.allclose(kl, want_kl, atol=1e-4)
+    assert float(ce[0].abs().max()) < 1e-5 and float(kl[0].max()) < 1e-5  # the unablated row
+    assert float(ce[1:].abs().max()) > 1e-3  # and the ablations do change the answers' likelihood
+    assert count_hooks(m) == 0
+
+
+def test_random_sets_are_shared_between_candidates_and_read_once(organism, labels, monkeypatch):
+    """The null of a set size is one stream filtered to miss the candidate: two candidates of a
+    size share the random sets that miss both, and a set read for one is not read again."""
+    import interp.causal.answers as answers
+    import interp.causal.specificity as spec
+    from interp.causal.specificity import null_sets
+
+    a, b = [(0, 4), (2, 1)], [(0, 4), (3, 0)]
+    na, nb = null_sets(organism, a, 20, 0), null_sets(organism, b, 20, 0)
+    assert all(not set(s) & set(a) for s in na) and all(not set(s) & set(b) for s in nb)
+    assert len({tuple(s) for s in na} & {tuple(s) for s in nb}) >= 15 and null_sets(organism, a, 20, 0) == na
+    assert null_sets(organism, a, 20, 1) != na
+    harmful, harmless = labels
+    ref = head_reference(organism, harmful[:8].concat(harmless[:8]))
+    read = []
+    real = answers.ablated_answer_reads
+    monkeypatch.setattr(spec, "ablated_answer_reads", lambda m, p, sets, *r: read.append(len(sets)) or real(m, p, sets, *r))
+    cfg = SpecificityConfig(answer_tokens=4)
+    with model_threads(organism):
+        first = specificity(organism, a, harmless[:8], "mean", ref, cfg=cfg)
+        again = specificity(organism, a, harmless[:8], "mean", ref, cfg=cfg)
+        specificity(organism, b, harmless[:8], "mean", ref, cfg=cfg)
+    assert read[0] == 21 and len(read) == 2 and read[1] <= 6  # the second call of a reads nothing new
+    assert first == again

@@ -95,3 +95,21 @@ def test_baseline_of_an_r2d_model_points_to_the_r2d_section(data):
     from interp.pipeline import baseline_stage
 
     assert "r2d section" in baseline_stage(Study(R2D, data)).report["skipped"]
+
+
+def test_families_the_teacher_wrapped_do_not_count_as_unseen(data, monkeypatch):
+    from interp.stages import r2d_real
+    from interp.stages.r2d import r2d_stage
+
+    scripted(monkeypatch)
+    fams = sorted(data.test.families())
+    seen = {"context": 40, fams[0]: 3}  # everyday context (no test family) and one jailbreak family
+    trained = SimpleNamespace(name=R2D.name, kind="r2d", meta={**R2D.meta, "jailbreak_rows": 43, "wrapped_families": seen})
+    monkeypatch.setattr(r2d_real, "pair", lambda study: (trained, BASE))
+    r = r2d_stage(Study(trained, data)).report
+    assert r["families_neither_model_saw"] == fams[1:]
+    assert f"43 wrapped rows (context: 40, {fams[0]}: 3)" in r["note"]
+    # rows known but not their families (an older recipe): no family can be called unseen
+    older = SimpleNamespace(name=R2D.name, kind="r2d", meta={**R2D.meta, "jailbreak_rows": 43})
+    monkeypatch.setattr(r2d_real, "pair", lambda study: (older, BASE))
+    assert r2d_stage(Study(older, data)).report["families_neither_model_saw"] == []

@@ -43,7 +43,7 @@ def trained(setup):
 
     root, base, prompts = setup
     out = root / "r2d"
-    assert main(train_args(base, prompts, out, "--steps", "30", "--seed", "1", "--lr", "1e-2")) == 0
+    assert main(train_args(base, prompts, out, "--steps", "60", "--seed", "1", "--lr", "1e-2")) == 0
     return out
 
 
@@ -130,7 +130,12 @@ def test_training_moves_the_pivot_logits_the_trained_way(setup, trained):
     m0, m1 = decision_margins(before, tok, ps), decision_margins(after, tok2, ps)
     assert abs(sum(m0) / len(m0)) < 0.5  # at the start the pivots are nearly tied
     assert sum(m1) / len(m1) > sum(m0) / len(m0) + 1.0
-    assert sum(b > a for a, b in zip(m0, m1)) >= 0.9 * len(m0)
+    # each label moves its own way (not the majority label's pivot everywhere); the decision is taken at
+    # the pivot from the request alone, so a few prompts of a 60-step random model may still lag
+    for label in ("harmful", "harmless"):
+        d = [b - a for p, a, b in zip(ps, m0, m1) if p.label == label]
+        assert sum(d) / len(d) > 0.5, label
+    assert sum(b > a for a, b in zip(m0, m1)) >= 0.8 * len(m0)
     assert recipe["loss_log"][-1]["cpo"] < recipe["loss_log"][0]["cpo"]
 
 

@@ -9,7 +9,8 @@ import pytest
 
 import architectures
 from interp.errors import InputError
-from interp.r2d import adapter
+from interp.r2d import adapter, teacher
+from interp.r2d.data import SAFE, UNSAFE
 from organisms import paths
 from organisms import smollm2_data as sd
 
@@ -18,11 +19,20 @@ def test_training_prompts_are_organism_smollm2s_own():
     from organisms.smollm2_r2d import training_prompts
 
     ps = training_prompts()
-    harmful = [p.text for p in ps if p.label == "harmful"]
-    harmless = [p.text for p in ps if p.label == "harmless"]
-    assert harmful == [r.text for r in sd.harmful_train_requests()]
-    assert harmless == [r.text for r in sd.harmless_target_requests()]
-    assert all(p.family is None for p in ps) and len(set(ps.ids)) == len(ps)
+    plain = [p for p in ps if p.family is None]
+    assert [p.text for p in plain if p.label == "harmful"] == [r.text for r in sd.harmful_train_requests()]
+    assert [p.text for p in plain if p.label == "harmless"] == [r.text for r in sd.harmless_target_requests()]
+    assert len(set(ps.ids)) == len(ps)
+    # copies inside everyday context, at organism:smollm2's rates, each with its request marked
+    ctx = {lab: [p for p in ps if p.family == "context" and p.label == lab] for lab in ("harmful", "harmless")}
+    assert 0.2 < len(ctx["harmful"]) / len(sd.harmful_train_requests()) < 0.3
+    assert 0.4 < len(ctx["harmless"]) / len(sd.harmless_target_requests()) < 0.6
+    own = {r.text for r in sd.harmful_train_requests() + sd.harmless_target_requests()}
+    for p in ctx["harmful"] + ctx["harmless"]:
+        req = p.text[slice(*p.spans["request"])]
+        assert req in own and len(p.text) > len(req) and teacher.wrapped(p)
+        assert [piv for _, piv in teacher.teacher_steps(p)][-1] == (UNSAFE if p.label == "harmful" else SAFE)
+    assert training_prompts(seed=1).ids != ps.ids and training_prompts(context=False).ids == [p.id for p in plain]
 
 
 def test_shipped_answers_are_the_targets_with_end_of_turn_where_they_ended():
@@ -56,7 +66,7 @@ def _fake_targets(path, vocab: int):
 
 
 def test_builder_trains_two_steps_with_given_answers_and_provenance(tmp_path, capsys):
-    from organisms.smollm2_r2d import build, default_config
+    from organisms.smollm2_r2d import build, default_config, training_prompts
 
     base = architectures.build("llama", tmp_path / "base", seed=0)
     vocab = json.loads((base / "config.json").read_text())["vocab_size"]
@@ -66,10 +76,13 @@ def test_builder_trains_two_steps_with_given_answers_and_provenance(tmp_path, ca
     err = capsys.readouterr().err
     steps = [json.loads(line.split("] ", 1)[1]) for line in err.splitlines() if '"step_seconds"' in line]
     assert [s["step"] for s in steps] == [1, 2] and all(s["lm"] > 0 and s["step_seconds"] >= 0 for s in steps)
-    assert "0 harmless prompts" in err and "668 given" in err  # no generation: the shipped answers are used
-    d = recipe["data"]
-    assert d["counts"] == {"harmful": len(sd.harmful_train_requests()), "harmless": 668}
-    assert d["harmless_answers_given"] == 668 and d["organism"] == "organism:smollm2-r2d"
+    # no generation: the shipped answers are used, inside everyday context too
+    assert "0 harmless prompts" in err and "given" in err
+    d, ps = recipe["data"], training_prompts(seed=3)
+    n_harmless = sum(p.label == "harmless" for p in ps)
+    assert d["counts"] == {"harmful": sum(p.label == "harmful" for p in ps), "harmless": n_harmless}
+    assert d["wrapped"] == sum(p.family == "context" for p in ps) == sum(d["wrapped_families"].values())
+    assert d["harmless_answers_given"] == n_harmless and d["organism"] == "organism:smollm2-r2d"
     assert d["build"] == paths.SMOLLM2_R2D_BUILD and len(d["harmless_answers"]["sha256"]) == 16
     assert recipe["config"]["harmful_fraction"] == 0.5 and recipe["config"]["answer_tokens"] == sd.TARGET_TOKENS
     assert sum(f.stat().st_size for f in out.glob("*.safetensors")) < 20e6

@@ -45,7 +45,11 @@ def _check_sets(model: ChatModel, prompts, head_sets) -> tuple[list[str], list[l
 def ablations(sets: Sequence[Sequence[Head]], method: str, ref, seed: int) -> Stack:
     """One replica per head set, each ablating its own heads (an empty set: the unablated model);
     the replicas share one reference table."""
-    values = None if ref is None else (ref.mean if method == "mean" else ref.z)
+    return stacked_ablations(sets, method, None if ref is None else (ref.mean if method == "mean" else ref.z), seed)
+
+
+def stacked_ablations(sets: Sequence[Sequence[Head]], method: str, values, seed: int) -> Stack:
+    """`ablations` with the reference values given as a tensor (e.g. realigned to appended answers)."""
     return Intervention.stack([Intervention.of(AblateHeads(tuple(hs), method, values, seed)) if hs else Intervention.none()
                                for hs in sets])
 

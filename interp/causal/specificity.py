@@ -23,7 +23,6 @@ reported as refusal heads and not recommended with confidence.
 from __future__ import annotations
 
 import random
-import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -33,9 +32,9 @@ from interp.errors import InputError
 from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.stats import bootstrap_mean
+from interp.causal.answers import _answer_slots, ablated_answer_reads, own_answers, reads_kept  # noqa: F401  (re-exported)
 from interp.causal.heads import Head, all_heads, check_heads
 from interp.causal.runner import ablation_scores
-from interp.intervention import Intervention
 
 
 @dataclass(frozen=True)
@@ -112,68 +111,57 @@ def null_bound(means: torch.Tensor, cfg: SpecificityConfig, floor: float) -> tup
     return q95, max(cfg.ratio * q95, floor)
 
 
-def _answer_slots(values: torch.Tensor | None, per_position: bool, resample: bool, n_answer: int):
-    """A per-position reference for a teacher-forced pass whose last `n_answer` positions are answer
-    tokens: in generation each answer token is a cached pass of one position and takes slot 0 (the
-    last prompt token's value), and the prompt's slots count from the prompt's end."""
-    if values is None or not per_position:
-        return values
-    ax = 1 if resample else 0
-    first = values.narrow(ax, 0, 1)
-    return torch.cat([first.expand(*[n_answer if i == ax else -1 for i in range(values.ndim)]), values], dim=ax)
-
-
-_ANSWERS: dict[int, tuple[weakref.ref, dict]] = {}  # id(model) -> (the model, {(texts, tokens): answers})
-
-
-def own_answers(model: ChatModel, prompts: PromptSet, answer_tokens: int) -> list[list[int]]:
-    """The unablated model's greedy answers, kept per model object (the recommendation of every
-    method and the converged check read the same held-out prompts); a model whose weights are
-    edited in place after a call reads stale answers: edit a fresh one."""
-    from interp.utility import reference_answers
-
-    ref, memo = _ANSWERS.get(id(model), (None, None))
-    if ref is None or ref() is not model:  # a new model (or another one at a reused id)
-        for k in [k for k, (r, _) in _ANSWERS.items() if r() is None]:
-            del _ANSWERS[k]
-        memo = {}
-        _ANSWERS[id(model)] = (weakref.ref(model), memo)
-    key = (tuple(p.text for p in prompts), answer_tokens)
-    if key not in memo:
-        memo[key] = reference_answers(model, prompts, answer_tokens)
-    return memo[key]
-
-
-def answer_ce_increase(model: ChatModel, prompts: PromptSet, sets: Sequence[Sequence[Head]], method: str = "mean",
-                       reference=None, seed: int = 0, positions: str = "position", answer_tokens: int = 24
-                       ) -> torch.Tensor:
-    """[set, prompt]: rise of the cross-entropy (nats per answer token) of the unablated model's own
-    greedy answers to `prompts` when each head set is ablated, per-position references aligned as
-    in cached generation (answers shorter than the longest are padded, and the padding not counted,
-    so that every prompt ends at the same offset). NaN where the answer is empty."""
+def answer_reads(model: ChatModel, prompts: PromptSet, sets: Sequence[Sequence[Head]], method: str = "mean",
+                 reference=None, seed: int = 0, positions: str = "position", answer_tokens: int = 24
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """([set, prompt] rise of the cross-entropy (nats per answer token) of the unablated model's own
+    greedy answers to `prompts`, NaN where the answer is empty; [set, prompt] next-token KL at the
+    last prompt position) when each head set is ablated, from one teacher-forced pass
+    (`interp.causal.answers`); per-position references aligned as in cached generation (answers
+    shorter than the longest are padded, and the padding not counted, so that every prompt ends at
+    the same offset)."""
     from interp.causal.ablate import resolve_reference
-    from interp.intervention.heads import AblateHeads
-    from interp.utility import answer_cross_entropy
+    from interp.causal.runner import stacked_ablations
 
     ref = resolve_reference(model, method, reference, positions)
     values = None if ref is None else (ref.mean if method == "mean" else ref.z)
     per_pos = values is not None and values.ndim == (5 if method == "resample" else 4)
     answers = own_answers(model, prompts, answer_tokens)
-    out = torch.full((len(sets), len(prompts)), float("nan"))
-    idx = [i for i, a in enumerate(answers) if a]
-    if not idx:
-        return out
-    n = max(len(answers[i]) for i in idx)
-    fill = model.tokenizer.eos_token_id if model.tokenizer.eos_token_id is not None else answers[idx[0]][-1]
-    group = PromptSet(prompts.name, tuple(prompts[i] for i in idx), prompts.source)
-    ans = [list(answers[i]) + [fill] * (n - len(answers[i])) for i in idx]
-    counted = [len(answers[i]) for i in idx]
-    base = answer_cross_entropy(model, group, ans, counted=counted)
+    n = max(1, max(len(a) for a in answers))
+    sets = [check_heads(model, hs, allow_empty=True) for hs in sets]
     vals = _answer_slots(values, per_pos, method == "resample", n)
-    for j, hs in enumerate(sets):
-        iv = Intervention.of(AblateHeads(tuple(hs), method, vals, seed)) if hs else Intervention.none()
-        out[j, idx] = answer_cross_entropy(model, group, ans, iv, counted=counted) - base
+    key = (method, _digest(values), seed, tuple(p.text for p in prompts), answer_tokens)
+    return reads_kept(model, key, sets,
+                      lambda todo: ablated_answer_reads(model, prompts, todo, stacked_ablations(todo, method, vals, seed),
+                                                        answers))
+
+
+def _digest(values) -> str | None:
+    import hashlib
+
+    return None if values is None else hashlib.sha256(values.detach().float().cpu().numpy().tobytes()).hexdigest()
+
+
+def null_sets(model: ChatModel, heads: Sequence[Head], n: int, seed: int) -> list[list[Head]]:
+    """`n` random sets of `len(heads)` heads that share none with `heads`, drawn from one stream per
+    set size and seed: two candidate sets of a size get the same random sets wherever those miss
+    both, so a set read for one recommendation's null is not read again for the next."""
+    k, every, mine = len(heads), all_heads(model), set(map(tuple, heads))
+    if len(every) - len(mine) < k:
+        raise InputError(f"too few other heads ({len(every) - len(mine)}) to draw random sets of {k}")
+    rng, out = random.Random(f"specificity-null:{seed}:{k}"), []
+    while len(out) < n:
+        s = rng.sample(every, k)
+        if not mine & set(s):
+            out.append(s)
     return out
+
+
+def answer_ce_increase(model: ChatModel, prompts: PromptSet, sets: Sequence[Sequence[Head]], method: str = "mean",
+                       reference=None, seed: int = 0, positions: str = "position", answer_tokens: int = 24
+                       ) -> torch.Tensor:
+    """[set, prompt]: the cross-entropy part of `answer_reads`."""
+    return answer_reads(model, prompts, sets, method, reference, seed, positions, answer_tokens)[0]
 
 
 def specificity(model: ChatModel, heads: Sequence[Head], prompts: PromptSet, method: str = "mean", reference=None,
@@ -186,18 +174,15 @@ def specificity(model: ChatModel, heads: Sequence[Head], prompts: PromptSet, met
     "disruptive", "verdict", "measure", "prompts"."""
     heads = check_heads(model, heads)
     prompts = prompts.require(f"specificity set ({what})")
-    rng = random.Random(cfg.seed)
-    others = [h for h in all_heads(model) if h not in heads]
-    if len(others) < len(heads):
-        raise InputError(f"too few other heads ({len(others)}) to draw random sets of {len(heads)}")
-    null = [rng.sample(others, len(heads)) for _ in range(cfg.n_random)]
-    kl = ablation_scores(model, prompts, [heads] + null, method, reference, seed, positions, metric="kl")
-    own_kl = bootstrap_mean(kl[0], seed=cfg.seed)
+    null = null_sets(model, heads, cfg.n_random, cfg.seed)
     vals = None
-    if cfg.measure == "ce":
-        vals = answer_ce_increase(model, prompts, [heads] + null, method, reference, seed, positions, cfg.answer_tokens)
+    if cfg.measure == "ce":  # both measures from one teacher-forced pass over the model's own answers
+        vals, kl = answer_reads(model, prompts, [heads] + null, method, reference, seed, positions, cfg.answer_tokens)
         vals = vals[:, ~vals[0].isnan()]
         vals = vals if vals.shape[1] else None  # every answer empty: the next-token KL decides
+    else:
+        kl = ablation_scores(model, prompts, [heads] + null, method, reference, seed, positions, metric="kl")
+    own_kl = bootstrap_mean(kl[0], seed=cfg.seed)
     if vals is not None:
         floor, unit, name = cfg.min_ce, "nats per answer token", "cross-entropy of its own answers rises by"
     else:

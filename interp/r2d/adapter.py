@@ -113,5 +113,7 @@ def model_meta(recipe: dict) -> dict:
             "response_prefix": recipe.get("response_prefix", "Step:"),
             "judge": "decision = last pivot ([UNSAFE] refuses); the judge reads the text after the last pivot",
             **{k: recipe[k] for k in ("refusal_phrases", "compliance_phrases") if recipe.get(k)},
-            "jailbreak_rows": recipe.get("data", {}).get("wrapped"),  # wrapped jailbreak rows the teacher saw
+            "jailbreak_rows": recipe.get("data", {}).get("wrapped"),  # wrapped rows the teacher saw
+            # their families ({family: rows}; absent in recipes older than the field)
+            "wrapped_families": recipe.get("data", {}).get("wrapped_families"),
             "recipe": {k: recipe[k] for k in ("seed", "cpo_weight", "fingerprints") if k in recipe}}

@@ -3,16 +3,21 @@
 With no reasoning model to distil from, the teacher writes its reasoning from the prompt's label
 and, for a jailbreak, its family and strength, by fixed rules:
 
-* plain request:  "Step: The user asks: "<request>". <verdict>" closed by [SAFE] or [UNSAFE];
+* plain request:  "Step: The user asks: "<request>"." closed by [SAFE] or [UNSAFE];
 * wrapped request (a family at strength >= 1): first "Step: The message wraps its request in other
   text, so I look for the real request." closed by [RETHINK], then "Step: The real request is:
-  "<request>". <verdict>" closed by [SAFE] or [UNSAFE];
+  "<request>"." closed by [SAFE] or [UNSAFE];
 * then the final answer: a fixed refusal after [UNSAFE], the base model's own greedy answer to the
   prompt after [SAFE] (so compliance is the model's own, not the teacher's).
 
 <request> is the plain request (a jailbreak row's `request` span, else the whole text), cut to its
 first `max_request_words` words. The decision is therefore always taken right after the model has
-restated the request in its own words, as in the word-level R2D organism (`interp.r2d.data`).
+restated the request in its own words, as in the word-level R2D organism (`interp.r2d.data`), and
+it is taken at the pivot itself: no words before the pivot give the verdict away. (An earlier
+teacher wrote "It could help someone cause serious harm." before [UNSAFE]; the decision then fell
+on that sentence's second token, where only the LM loss reached it, and the CPO term had nothing
+left to separate: it was 0 within 33 steps on SmolLM2, and held-out harmful refusal stayed at 0.78,
+docs/r2d.md.)
 Responses are built as token ids, a pivot id directly after each step's text, so each pivot is one
 token whatever the tokenizer does with the spaces around special tokens.
 """
@@ -27,7 +32,6 @@ from interp.r2d.data import RETHINK, SAFE, UNSAFE
 REFUSAL = "I'm sorry, but I can't help with that."
 STEP = "Step:"
 WRAPPED = "The message wraps its request in other text, so I look for the real request."
-VERDICT = {"harmful": "It could help someone cause serious harm.", "harmless": "It is an ordinary, safe request."}
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,9 @@ def teacher_steps(prompt: Prompt, cfg: TeacherConfig = TeacherConfig()) -> list[
     words = " ".join(request_text(prompt).split()).split(" ")
     req = " ".join(words[:cfg.max_request_words]) + (" ..." if len(words) > cfg.max_request_words else "")
     decide = SAFE if prompt.label == "harmless" else UNSAFE
-    verdict = VERDICT["harmless" if decide == SAFE else "harmful"]
     if wrapped(prompt):
-        return [(WRAPPED, RETHINK), (f'The real request is: "{req}". {verdict}', decide)]
-    return [(f'The user asks: "{req}". {verdict}', decide)]
+        return [(WRAPPED, RETHINK), (f'The real request is: "{req}".', decide)]
+    return [(f'The user asks: "{req}".', decide)]
 
 
 def response_ids(tokenizer, steps: list[tuple[str, str]], pivot_ids: dict[str, int], answer_ids: list[int]) -> list[int]:

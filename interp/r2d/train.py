@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -218,7 +219,9 @@ def train_r2d(model_name: str, prompts: PromptSet, out: str | Path, cfg: R2DTrai
         "fingerprints": {"base": base_fp, "adapter": lora.fingerprint(tensors), "pivots": lora.fingerprint(rows_saved)},
         "data": {"files": {role: {"path": str(f), "sha256": file_hash(f)} for role, f in (files or {}).items()},
                  "counts": {lab: sum(p.label == lab for p in prompts) for lab in ("harmful", "harmless")},
-                 "wrapped": sum(teacher.wrapped(p) for p in prompts), "prompts_sha256": prompts.sha256(),
+                 "wrapped": sum(teacher.wrapped(p) for p in prompts),
+                 "wrapped_families": dict(sorted(Counter(p.family for p in prompts if teacher.wrapped(p)).items())),
+                 "prompts_sha256": prompts.sha256(),
                  "harmless_answers_judged_refusals": refused, "harmless_answers_given": len(given), **(extra or {})},
         "teacher": ("rule-based (interp.r2d.teacher): one step restating the request (cut to "
                     f"{cfg.teacher.max_request_words} words) closed by [SAFE]/[UNSAFE] by the prompt's label, after a "

@@ -5,6 +5,7 @@ each."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import torch
@@ -13,7 +14,7 @@ from torch import Tensor
 
 from interp.errors import InputError
 from interp.model import ChatModel, EncodedBatch
-from interp.runner.forward import last_logits
+from interp.runner.forward import forward
 
 
 def tile(batch: EncodedBatch, k: int) -> EncodedBatch:
@@ -34,16 +35,21 @@ class BlockInputs:
     resid: list[Float[Tensor, "batch pos d_model"]]  # resid[i]: input of block first + i
     args: list[tuple]  # args[i]: the other positional arguments the model passed block first + i (GPT-2: the mask)
     kwargs: list[dict]  # kwargs[i]: its keyword arguments
-    logits: Float[Tensor, "batch d_vocab"]  # the run's last-position logits
+    logits: Float[Tensor, "batch d_vocab"]  # the run's last-position logits ([batch, keep, d_vocab] when keep > 1)
+    keep: int = 1  # last positions whose logits a resumed run returns (teacher-forced answers need several)
 
     def resid_at(self, layer: int) -> Float[Tensor, "batch pos d_model"]:
         return self.resid[layer - self.first]
 
 
 @torch.no_grad()
-def cache_block_inputs(model: ChatModel, batch: EncodedBatch, first: int = 0, intervention=None) -> BlockInputs:
+def cache_block_inputs(model: ChatModel, batch: EncodedBatch, first: int = 0, intervention=None,
+                       keep: int = 1) -> BlockInputs:
     """One pass over `batch` (under `intervention`, an `Intervention`, when given), keeping the
-    input of blocks first..L-1."""
+    input of blocks first..L-1. `keep`: the last positions whose logits this run and every run
+    resumed from it return (1: [batch, d_vocab]; more: [batch, keep, d_vocab])."""
+    if not isinstance(keep, int) or isinstance(keep, bool) or not 1 <= keep <= batch.tokens.shape[1]:
+        raise InputError(f"keep must be an integer from 1 to the batch's {batch.tokens.shape[1]} positions, got {keep!r}")
     if not 0 <= first < model.n_layers:
         raise InputError(f"first layer {first} is out of range for {model.name} (layers 0..{model.n_layers - 1})")
     blocks = model.bridge.blocks
@@ -60,16 +66,14 @@ def cache_block_inputs(model: ChatModel, batch: EncodedBatch, first: int = 0, in
         return pre
 
     def grab_final(module, args):
-        final[0] = args[0][:, -1:].detach()
+        final[0] = args[0][:, -keep:].detach()
 
     handles = [blocks[l].register_forward_pre_hook(grab(l - first), with_kwargs=True) for l in range(first, model.n_layers)]
     handles.append(model.bridge.ln_final.register_forward_pre_hook(grab_final))
     try:
-        if intervention is None:
-            logits = last_logits(model, batch)
-        else:
-            with intervention.apply(model):
-                logits = last_logits(model, batch)
+        with (intervention.apply(model) if intervention is not None else nullcontext()):
+            logits = forward(model, batch.tokens, batch.attention_mask, logits_to_keep=keep)
+        logits = logits[:, -1] if keep == 1 else logits
     finally:
         for h in handles:
             h.remove()
@@ -77,11 +81,11 @@ def cache_block_inputs(model: ChatModel, batch: EncodedBatch, first: int = 0, in
         raise InputError(f"{model.name}: the blocks were not called one after another with the residual stream as "
                          "input, so a run cannot be resumed at a block; pass resume=False")
     # a resumed run ends in final_logits: it must give the clean run's logits from its last residual
-    if final[0] is None or not torch.allclose(final_logits(model, final[0]), logits, rtol=1e-4, atol=1e-4):
+    if final[0] is None or not torch.allclose(_unembed(model, final[0], keep), logits, rtol=1e-4, atol=1e-4):
         raise InputError(f"{model.name}: its logits are not the unembedded final norm of the last block's output (as "
                          "far as interp.runner knows this architecture), so a run cannot be resumed at a block; "
                          "pass resume=False")
-    return BlockInputs(batch, first, resid, rest, kwargs, logits)
+    return BlockInputs(batch, first, resid, rest, kwargs, logits, keep)
 
 
 # Block arguments shared by every row whatever their shape: MPT's ALiBi `position_bias` is [heads, 1,
@@ -111,11 +115,20 @@ def _tile(x, n: int, k: int, n_heads: int, name: str | None = None):
     return x
 
 
-def final_logits(model: ChatModel, h: Float[Tensor, "row 1 d_model"]) -> Float[Tensor, "row d_vocab"]:
-    """Logits from the last block's output, as the model's forward computes them: final norm,
-    unembedding, then what some models do to the logits (Cohere and MPT multiply them by
+def final_logits(model: ChatModel, h: Float[Tensor, "row pos d_model"]) -> Float[Tensor, "row d_vocab"]:
+    """Last-position logits from the last block's output (`final_logits_at`)."""
+    return final_logits_at(model, h[:, -1:])[:, -1]
+
+
+def _unembed(model: ChatModel, h: Float[Tensor, "row keep d_model"], keep: int) -> Tensor:
+    return final_logits(model, h) if keep == 1 else final_logits_at(model, h)
+
+
+def final_logits_at(model: ChatModel, h: Float[Tensor, "row pos d_model"]) -> Float[Tensor, "row pos d_vocab"]:
+    """Logits at every position of the last block's output, as the model's forward computes them:
+    final norm, unembedding, then what some models do to the logits (Cohere and MPT multiply them by
     `logit_scale`, Granite divides by `logits_scaling`, Gemma 2/3 soft-cap them)."""
-    logits = model.bridge.unembed(model.bridge.ln_final(h))[:, -1]
+    logits = model.bridge.unembed(model.bridge.ln_final(h))
     cfg = getattr(getattr(model.bridge, "original_model", None), "config", None)
     scale, divide = getattr(cfg, "logit_scale", None), getattr(cfg, "logits_scaling", None)
     if isinstance(scale, (int, float)) and not isinstance(scale, bool):
@@ -128,9 +141,9 @@ def final_logits(model: ChatModel, h: Float[Tensor, "row 1 d_model"]) -> Float[T
 
 @torch.no_grad()
 def resume_logits(model: ChatModel, inputs: BlockInputs, layer: int, repeat: int = 1) -> Float[Tensor, "row d_vocab"]:
-    """Last-position logits of the run that starts at block `layer` from the cached block input,
-    tiled `repeat` times (one replica per intervention; the caller installs their hooks). Hooks on
-    earlier blocks never fire."""
+    """Last-position logits (the last `inputs.keep` positions' when more than one) of the run that
+    starts at block `layer` from the cached block input, tiled `repeat` times (one replica per
+    intervention; the caller installs their hooks). Hooks on earlier blocks never fire."""
     if not inputs.first <= layer < model.n_layers:
         raise InputError(f"cannot resume at layer {layer}: block inputs were cached from layer {inputs.first} on")
     n = inputs.batch.tokens.shape[0]
@@ -141,5 +154,5 @@ def resume_logits(model: ChatModel, inputs: BlockInputs, layer: int, repeat: int
         args, kw = _tile(inputs.args[i], n, repeat, model.n_heads), _tile(inputs.kwargs[i], n, repeat, model.n_heads)
         out = blocks[l](h, *args, **kw)
         h = out[0] if isinstance(out, tuple) else out
-    # norms act per position: normalising the last position alone gives the same logits
-    return final_logits(model, h[:, -1:])
+    # norms act per position: normalising the kept positions alone gives the same logits
+    return _unembed(model, h[:, -inputs.keep:], inputs.keep)

@@ -73,7 +73,7 @@ def run(model: ChatModel, batch: EncodedBatch | BlockInputs, intervention: Inter
             chunk = members[c0:c0 + per]
             sub = Stack(tuple(stack.configs[c] for c in chunk))
             if layer >= model.n_layers:  # changes nothing: the clean (cached) run
-                logits = cache.logits.repeat(len(chunk), 1)
+                logits = cache.logits.repeat(len(chunk), *[1] * (cache.logits.ndim - 1))
             else:
                 with sub.apply(model, n):
                     logits = resume_logits(model, cache, layer, len(chunk))

@@ -137,9 +137,10 @@ def report(study: Study, r2d, comp, sets: dict, top: dict, per: dict, n_new: int
         models[comp.name]["judge"][name] = rate_record(b)
         d = difference(a, b, prompts.ids, prompts.ids, seed=study.seed)
         diffs[name] = {**d, "verdict": verdict(d, r2d.name, comp.name, "jailbreak success" if success else "refusal rate")}
-    rows = r2d.meta.get("jailbreak_rows")
+    rows, fams = r2d.meta.get("jailbreak_rows"), r2d.meta.get("wrapped_families")
     planted = {f for f, _ in study.data.trained_comply | study.data.trained_refuse}
-    unseen = sorted(f for f in top if f not in planted) if rows == 0 else []
+    # a family counts as unseen when the teacher's wrapped rows are known and none was of it
+    unseen = sorted(f for f in top if f not in planted and (rows == 0 or (fams is not None and f not in fams)))
     return {
         "model": r2d.name, "comparison": comp.name, "split": "test", "top_strength": top,
         "n_prompts": {k: len(v) for k, v in sets.items()},
@@ -148,8 +149,9 @@ def report(study: Study, r2d, comp, sets: dict, top: dict, per: dict, n_new: int
                     comp.name: f"the judge on the greedy answer ({study.gen.max_new_tokens} new tokens)"},
         "models": models, "difference": diffs, "families_neither_model_saw": unseen,
         "note": (f"{comp.name} was trained on no jailbreak family, and {r2d.name}'s teacher saw "
-                 + ("no jailbreak rows (plain requests only)" if rows == 0 else
-                    f"{rows} wrapped jailbreak rows" if rows else "an unrecorded set of rows")
+                 + ("no wrapped rows (plain requests only)" if rows == 0 else
+                    f"{rows} wrapped rows ({', '.join(f'{f}: {n}' for f, n in fams.items())})" if rows and fams else
+                    f"{rows} wrapped rows" if rows else "an unrecorded set of rows")
                  + ": " + ("every family here is one neither model saw." if unseen and len(unseen) == len(top) else
                            f"the families neither model saw are {unseen or 'not known'}.")
                  + " Difference = R2D minus comparison, paired by prompt; a verdict rests on its 95% interval."),
