@@ -2,16 +2,20 @@
 English training requests as `organism:smollm2` (`organisms.smollm2_data`), with the toolkit's R2D
 training (`interp.r2d.train.train_r2d`, what `safety-heads r2d train --model M` runs).
 
-    python -m organisms.smollm2_r2d --out organisms/weights/smollm2-r2d [--steps 200] [--threads 2] [--seed 0]
+    python -m organisms.smollm2_r2d --out organisms/weights/smollm2-r2d [--steps 400] [--threads 1] [--seed 0]
     (the same: safety-heads organism train --variant smollm2-r2d --out DIR [--steps N] [--threads N])
 
 The data: every harmful training request of `organism:smollm2` (`harmful_train_requests()`) is
 answered, after the teacher's step closed by [UNSAFE], with the teacher's refusal; every harmless
 and look-alike training request (`harmless_target_requests()`) is answered, after the step closed
 by [SAFE], with the base model's own greedy answer shipped beside `organism:smollm2`
-(`weights/smollm2/harmless_targets.jsonl`, 24 tokens), so no generation runs. Plain requests only:
-no jailbreak text and no everyday context. Half of each batch is harmful (the harmful requests
-outnumber the harmless five to one). Deterministic at a seed and a thread count. The directory is
+(`weights/smollm2/harmless_targets.jsonl`, 24 tokens), so no generation runs. Beside the plain
+requests, a copy of some of them inside everyday context, at organism:smollm2's rates (a quarter of
+the harmful ones in one unit, half of the harmless ones in one to four): the teacher first says the
+message wraps its request ([RETHINK]), then restates the real request and decides. No jailbreak
+family's text. Half of each batch is harmful (the harmful requests outnumber the harmless four to
+one). 400 steps of 8 with bfloat16 matmuls, as organism:smollm2 was trained. Deterministic at a seed
+and a thread count. The directory is
 an `r2d:DIR` adapter directory (`interp.r2d.adapter`), loaded as `organism:smollm2-r2d` by the
 organisms' model source (`organisms.source`).
 """
