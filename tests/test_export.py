@@ -33,9 +33,12 @@ def assert_matches_hooks(model: ChatModel, direction, out_dir, prompts=PROMPTS, 
             with Intervention.ablate_direction(direction).apply(model):
                 ablated = model.bridge(tokens)
             got = hf(input_ids=tokens).logits
-        assert (got - ablated).abs().max().item() < tol, text
+        # float32 error grows with the logits' scale and the depth (SmolLM2's logits reach ~25 over 30
+        # layers: 1.2e-4 apart on one CPU, under 1e-4 on another), so the bound follows the scale
+        bound = tol * max(1.0, ablated.abs().max().item() / 10)
+        assert (got - ablated).abs().max().item() < bound, text
         moved = max(moved, (base - ablated).abs().max().item())
-    assert moved > 100 * tol  # the ablation changes the logits: the comparison could fail
+    assert moved > 100 * bound  # the ablation changes the logits: the comparison could fail
 
 
 @pytest.fixture(scope="module")
