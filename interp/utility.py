@@ -15,6 +15,7 @@ unsteered model carry bootstrap intervals over prompts, paired by prompt.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -27,7 +28,7 @@ from interp.generation import generate_batch
 from interp.hooks import check_finite
 from interp.intervention import Intervention
 from interp.runner import forward
-from interp.model import ChatModel, texts
+from interp.model import ChatModel, EncodedBatch, texts
 from interp.stats import bootstrap_mean, difference
 
 UTILITY_NEW_TOKENS = 64  # reference answer length: long enough to be the answer, not just its opener
@@ -84,16 +85,24 @@ def answer_cross_entropy(model: ChatModel, prompts, answers: Sequence[Sequence[i
     return ce
 
 
-def _pass_ce(model: ChatModel, prompt_texts: list[str], answers: list[list[int]], iv: Intervention, pad_id: int,
-             rows: list[int], counted: list[int] | None = None) -> Float[Tensor, "rows"]:
-    b = model.encode(prompt_texts, indices=rows)
-    seqs = [b.tokens[r, p:].tolist() + a for r, (p, a) in enumerate(zip(b.pad, answers))]
-    L, A = max(len(s) for s in seqs), max(len(a) for a in answers)
+def with_answers(b: EncodedBatch, answers: Sequence[Sequence[int]], pad_id: int) -> EncodedBatch:
+    """`b` (left-padded prompts) with answer i appended to row i, left padded again: every answer
+    ends at the last position (a teacher-forced pass over prompt + answer)."""
+    seqs = [b.tokens[r, p:].tolist() + list(a) for r, (p, a) in enumerate(zip(b.pad, answers))]
+    L = max(len(s) for s in seqs)
     tokens = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=b.tokens.device)
     mask = torch.zeros((len(seqs), L), dtype=b.attention_mask.dtype, device=b.tokens.device)
-    for r, s in enumerate(seqs):  # left padding: every answer ends at the last position
+    for r, s in enumerate(seqs):
         tokens[r, L - len(s):] = torch.tensor(s, dtype=torch.long)
         mask[r, L - len(s):] = 1
+    return replace(b, tokens=tokens, attention_mask=mask, lengths=[len(s) for s in seqs])
+
+
+def _pass_ce(model: ChatModel, prompt_texts: list[str], answers: list[list[int]], iv: Intervention, pad_id: int,
+             rows: list[int], counted: list[int] | None = None) -> Float[Tensor, "rows"]:
+    b = with_answers(model.encode(prompt_texts, indices=rows), answers, pad_id)
+    tokens, mask = b.tokens, b.attention_mask
+    L, A = tokens.shape[1], max(len(a) for a in answers)
     with iv.apply(model):
         # the last A + 1 positions: logits at position t predict token t + 1, so the first answer
         # token is predicted at the last prompt position (positions follow the mask, as in generation)

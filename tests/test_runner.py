@@ -106,6 +106,14 @@ def test_resumed_stacks_equal_full_passes(organism, batch, configs):
         run(organism, cache_block_inputs(organism, batch, 2), Intervention.stack([configs["steer"]]), from_layer="auto")
     with pytest.raises(InputError, match="embeddings"):
         run(organism, batch, Intervention.stack([configs["weigh"]]), from_layer="auto")
+    # several kept positions: every replica's last 3 positions, those unchanged taking the cached ones
+    kept = cache_block_inputs(organism, batch, keep=3)
+    got = run(organism, kept, Intervention.stack([configs["steer_other"], Intervention.none()]), from_layer="auto")
+    assert got.shape == (2 * n, 3, kept.logits.shape[-1]) and torch.equal(got[n:], kept.logits)
+    assert torch.allclose(got[:n, -1], _alone(organism, batch, configs["steer_other"]), atol=2e-5)
+    for bad in (0, batch.tokens.shape[1] + 1, 1.5):
+        with pytest.raises(InputError, match="keep must be an integer"):
+            cache_block_inputs(organism, batch, keep=bad)
     assert count_hooks(organism) == 0
     assert all(not blk._forward_pre_hooks for blk in organism.bridge.blocks)  # the block-input grabbers are gone
 

@@ -13,7 +13,6 @@ two measures.
 from __future__ import annotations
 
 import weakref
-from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -22,9 +21,10 @@ from torch import Tensor
 
 from interp.batching import ACTIVATION_BUDGET
 from interp.hooks import check_finite
-from interp.model import ChatModel, EncodedBatch
+from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.runner import RESUME_PROMPTS, cache_block_inputs, prompt_batches, run
+from interp.utility import reference_answers, with_answers
 from interp.causal.heads import Head
 
 _MEMO: dict[int, tuple[weakref.ref, dict]] = {}  # id(model) -> (the model, {key: answers or reads})
@@ -45,8 +45,6 @@ def memo_of(model: ChatModel) -> dict:
 def own_answers(model: ChatModel, prompts: PromptSet, answer_tokens: int) -> list[list[int]]:
     """The unablated model's greedy answers, kept per model object (the recommendation of every
     method and the converged check read the same held-out prompts)."""
-    from interp.utility import reference_answers
-
     memo = memo_of(model)
     key = ("answers", tuple(p.text for p in prompts), answer_tokens)
     if key not in memo:
@@ -63,19 +61,6 @@ def _answer_slots(values: torch.Tensor | None, per_position: bool, resample: boo
     ax = 1 if resample else 0
     first = values.narrow(ax, 0, 1)
     return torch.cat([first.expand(*[n_answer if i == ax else -1 for i in range(values.ndim)]), values], dim=ax)
-
-
-def _forced(model: ChatModel, b: EncodedBatch, answers: list[list[int]], pad_id: int) -> EncodedBatch:
-    """`b` (left-padded prompts) with each row's answer appended, left padded again: every answer
-    ends at the last position."""
-    seqs = [b.tokens[r, p:].tolist() + a for r, (p, a) in enumerate(zip(b.pad, answers))]
-    L = max(len(s) for s in seqs)
-    tokens = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=b.tokens.device)
-    mask = torch.zeros((len(seqs), L), dtype=b.attention_mask.dtype, device=b.tokens.device)
-    for r, s in enumerate(seqs):
-        tokens[r, L - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[r, L - len(s):] = 1
-    return replace(b, tokens=tokens, attention_mask=mask, lengths=[len(s) for s in seqs])
 
 
 def _read(clean: Tensor, targets: Tensor, counted: Tensor):
@@ -119,12 +104,11 @@ def ablated_answer_reads(model: ChatModel, prompts: PromptSet, sets: Sequence[Se
     for idx, b, _ in prompt_batches(model, texts, RESUME_PROMPTS, max_prompts=RESUME_PROMPTS):
         padded = [list(answers[i]) + [fill] * (n - len(answers[i])) for i in idx]
         counted = torch.tensor([len(answers[i]) for i in idx])
-        forced = _forced(model, b, padded, pad_id)
-        cached = cache_block_inputs(model, forced, first, keep=n + 1)
+        cached = cache_block_inputs(model, with_answers(b, padded, pad_id), first, keep=n + 1)
         check_finite(cached.logits, "logits over the reference answers", idx)
-        clean = _read(cached.logits, torch.tensor(padded), counted)(cached.logits)  # [prompt, 2]
-        out = run(model, cached, stack, read=_read(cached.logits, torch.tensor(padded), counted), from_layer="auto",
-                  max_rows=rows).view(len(sets), len(idx), 2)
+        read = _read(cached.logits, torch.tensor(padded), counted)
+        clean = read(cached.logits)  # [prompt, 2]: the unablated cross-entropy (its KL is 0)
+        out = run(model, cached, stack, read=read, from_layer="auto", max_rows=rows).view(len(sets), len(idx), 2)
         ce[:, idx] = out[..., 0] - clean[None, :, 0]
         kl[:, idx] = out[..., 1]
     return ce, kl
