@@ -32,6 +32,7 @@ from pathlib import Path
 from interp.prompts import PromptSet
 from organisms import smollm2_data as sd
 from organisms.paths import SMOLLM2_R2D_BUILD, SMOLLM2_R2D_DIR
+from organisms.smollm2_weights import Smollm2Config
 
 BASE = "smollm2-135m-instruct"
 HARMFUL_FRACTION = 0.5
@@ -40,9 +41,9 @@ HARMFUL_FRACTION = 0.5
 STEPS = 400
 
 
-# everyday context around a request, at organism:smollm2's own rates (organisms.smollm2_weights):
-# a quarter of the harmful requests inside one unit, half of the harmless ones inside one to four
-P_CONTEXT_HARMFUL, P_CONTEXT_HARMLESS = 0.25, 0.5
+# everyday context around a request, at organism:smollm2's own rates (its recipe's defaults): a
+# quarter of the harmful requests inside one unit, half of the harmless ones inside one to four
+P_CONTEXT_HARMFUL, P_CONTEXT_HARMLESS = Smollm2Config.p_context_harmful, Smollm2Config.p_context_harmless
 CONTEXT = "context"  # the family name of a request inside everyday context (not a jailbreak family)
 
 
