@@ -63,3 +63,40 @@ def eval_prompts():
     from organisms.data import eval_prompts
 
     return eval_prompts(seed=99, per_cell=10)
+
+
+# ---------------------------------------------------------------- R2D on a tiny random Llama
+# the foreign vocabulary has none of the default English openers
+R2D_WORDS = ["--refusal-phrases", "sorry", "--compliance-phrases", "certainly"]
+
+
+def r2d_train_args(base, prompts, out, *extra):
+    import foreign
+
+    return ["r2d", "train", "--model", str(base), "--harmful", str(prompts / "harmful.csv"), "--harmless",
+            str(prompts / "harmless.csv"), "--jailbreak", str(prompts / "jailbreak.csv"), "--answer-tokens", "4",
+            "--out", str(out), "--refusal", foreign.REFUSAL, *R2D_WORDS, *extra]
+
+
+@pytest.fixture(scope="session")
+def r2d_setup(tmp_path_factory):
+    """(root, tiny random Llama directory, prompt files directory with a jailbreak file)."""
+    import architectures
+    import foreign
+
+    root = tmp_path_factory.mktemp("r2d_train")
+    base = architectures.build("llama", root / "base", seed=0)
+    prompts = architectures.write_prompts(root / "prompts")
+    foreign._csv(prompts / "jailbreak.csv", ["text", "request", "family", "strength"], foreign.jailbreak_rows()[:9])
+    return root, base, prompts
+
+
+@pytest.fixture(scope="session")
+def r2d_trained(r2d_setup):
+    """`safety-heads r2d train` on the tiny Llama, end to end (exit status 0): the directory it writes."""
+    from interp.cli import main
+
+    root, base, prompts = r2d_setup
+    out = root / "r2d"
+    assert main(r2d_train_args(base, prompts, out, "--steps", "60", "--seed", "1", "--lr", "1e-2")) == 0
+    return out

@@ -44,6 +44,11 @@ def scripted(monkeypatch):
 
     monkeypatch.setattr(interp.r2d.evaluate, "generate_r2d", r2d)
     monkeypatch.setattr(interp.generation, "generate", base)
+    # the R2D model's own study also looks inside it and attacks it (tests/test_r2d_pivot_heads.py)
+    import interp.stages.r2d_inside
+
+    monkeypatch.setattr(interp.stages.r2d_inside, "inside_parts",
+                        lambda study, r2d, comp, n_new: ({"pivot_heads": {"scripted": r2d.name}, "attack": {"scripted": n_new}}, {}))
 
 
 def test_section_reports_rates_pivots_and_paired_differences(data, monkeypatch):
@@ -78,6 +83,9 @@ def test_section_reports_rates_pivots_and_paired_differences(data, monkeypatch):
     rows = {(a.condition, a.set) for a in study.answers}
     assert rows == {("r2d", "test"), ("r2d-comparison", "test"), ("r2d", OVER_REFUSAL), ("r2d-comparison", OVER_REFUSAL)}
     assert all(a.answer in (REFUSE, COMPLY) for a in study.answers)
+    assert r["pivot_heads"] == {"scripted": R2D.name} and r["attack"] == {"scripted": study.gen.max_new_tokens + r2d_real.R2D_STEP_TOKENS}
+    # a study of the comparison model keeps its r2d section to the comparison
+    assert "pivot_heads" not in r2d_stage(Study(BASE, data)).report
     traces = res.artifacts["r2d_traces"]
     assert len(traces) == sum(r["n_prompts"].values()) and {t["last_pivot"] for t in traces} == {"[SAFE]", "[UNSAFE]"}
 

@@ -17,34 +17,7 @@ from interp.r2d import adapter, pivots, teacher
 from interp.r2d.data import PIVOTS, RETHINK, SAFE, UNSAFE
 from interp.r2d.loss import cpo_loss
 
-# the foreign vocabulary has none of the default English openers
-WORDS = ["--refusal", foreign.REFUSAL, "--refusal-phrases", "sorry", "--compliance-phrases", "certainly"]
-
-
-def train_args(base, prompts, out, *extra):
-    return ["r2d", "train", "--model", str(base), "--harmful", str(prompts / "harmful.csv"), "--harmless",
-            str(prompts / "harmless.csv"), "--jailbreak", str(prompts / "jailbreak.csv"), "--answer-tokens", "4",
-            "--out", str(out), *WORDS, *extra]
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("r2d_train")
-    base = architectures.build("llama", root / "base", seed=0)
-    prompts = architectures.write_prompts(root / "prompts")
-    foreign._csv(prompts / "jailbreak.csv", ["text", "request", "family", "strength"], foreign.jailbreak_rows()[:9])
-    return root, base, prompts
-
-
-@pytest.fixture(scope="module")
-def trained(setup):
-    """The command line, end to end: exit status 0, and the directory it writes."""
-    from interp.cli import main
-
-    root, base, prompts = setup
-    out = root / "r2d"
-    assert main(train_args(base, prompts, out, "--steps", "60", "--seed", "1", "--lr", "1e-2")) == 0
-    return out
+from conftest import r2d_train_args as train_args
 
 
 def test_pivots_are_added_as_single_tokens_of_word_level_and_bpe_tokenizers():
@@ -58,8 +31,8 @@ def test_pivots_are_added_as_single_tokens_of_word_level_and_bpe_tokenizers():
         assert UNSAFE in tok.decode(enc)
 
 
-def test_grown_model_has_distinct_rows_near_the_mean(setup):
-    _, base, _ = setup
+def test_grown_model_has_distinct_rows_near_the_mean(r2d_setup):
+    _, base, _ = r2d_setup
     model, tok, _ = adapter.load_base_hf(str(base))
     old = model.get_input_embeddings().weight.detach().clone()
     ids = pivots.add_pivot_tokens(tok)
@@ -117,16 +90,16 @@ def decision_margins(model, tok, prompts) -> list[float]:
     return out
 
 
-def test_training_moves_the_pivot_logits_the_trained_way(setup, trained):
+def test_training_moves_the_pivot_logits_the_trained_way(r2d_setup, r2d_trained):
     from interp.datasets import load_prompt_file
 
-    _, base, prompts = setup
+    _, base, prompts = r2d_setup
     ps = load_prompt_file(prompts / "harmful.csv", fallback_label="harmful").concat(
         load_prompt_file(prompts / "harmless.csv", fallback_label="harmless")).concat(
         load_prompt_file(prompts / "jailbreak.csv", fallback_label="harmful"))
     before, tok, _ = adapter.load_base_hf(str(base))
     pivots.grow_embeddings(before, pivots.add_pivot_tokens(tok), seed=1)  # the trainer's starting point at seed 1
-    after, tok2, recipe, _ = adapter.load_r2d_hf(trained)
+    after, tok2, recipe, _ = adapter.load_r2d_hf(r2d_trained)
     m0, m1 = decision_margins(before, tok, ps), decision_margins(after, tok2, ps)
     assert abs(sum(m0) / len(m0)) < 0.5  # at the start the pivots are nearly tied
     assert sum(m1) / len(m1) > sum(m0) / len(m0) + 1.0
@@ -139,23 +112,23 @@ def test_training_moves_the_pivot_logits_the_trained_way(setup, trained):
     assert recipe["loss_log"][-1]["cpo"] < recipe["loss_log"][0]["cpo"]
 
 
-def test_r2d_dir_loads_with_its_pivots_and_provenance(trained):
+def test_r2d_dir_loads_with_its_pivots_and_provenance(r2d_trained):
     from interp.model import load_model
 
-    recipe = json.loads((trained / adapter.RECIPE_FILE).read_text())
+    recipe = json.loads((r2d_trained / adapter.RECIPE_FILE).read_text())
     assert recipe["kind"] == "r2d" and recipe["cpo_weight"] == 1.0 and recipe["seed"] == 1
     assert set(recipe["data"]["files"]) == {"harmful", "harmless", "jailbreak"} and recipe["libraries"]["torch"]
     assert recipe["data"]["counts"] == {"harmful": 19, "harmless": 10} and recipe["data"]["wrapped"] == 9
-    model = load_model(f"r2d:{trained}")
-    assert model.kind == "r2d" and model.name == f"r2d:{trained}"
+    model = load_model(f"r2d:{r2d_trained}")
+    assert model.kind == "r2d" and model.name == f"r2d:{r2d_trained}"
     assert [len(model.tokenizer(p, add_special_tokens=False).input_ids) for p in PIVOTS] == [1, 1, 1]
     assert model.cfg.d_vocab == len(model.tokenizer)
 
 
-def test_same_seed_same_adapter(setup, tmp_path):
+def test_same_seed_same_adapter(r2d_setup, tmp_path):
     from interp.cli import main
 
-    _, base, prompts = setup
+    _, base, prompts = r2d_setup
     fps = []
     for k in range(2):
         assert main(train_args(base, prompts, tmp_path / str(k), "--steps", "2", "--seed", "5")) == 0
@@ -166,14 +139,14 @@ def test_same_seed_same_adapter(setup, tmp_path):
     assert sft["cpo_weight"] == 0 and sft["fingerprints"]["adapter"] != fps[0]["adapter"]
 
 
-def test_a_directory_whose_base_model_changed_is_refused(setup, trained, tmp_path):
+def test_a_directory_whose_base_model_changed_is_refused(r2d_setup, r2d_trained, tmp_path):
     from interp.cli import main
     from interp.model import load_model
 
-    root, _, _ = setup
+    root, _, _ = r2d_setup
     other = architectures.build("llama", tmp_path / "other_base", seed=7)  # same shape, other weights
     moved = tmp_path / "moved"
-    shutil.copytree(trained, moved)
+    shutil.copytree(r2d_trained, moved)
     recipe = json.loads((moved / adapter.RECIPE_FILE).read_text())
     (moved / adapter.RECIPE_FILE).write_text(json.dumps({**recipe, "base": str(other)}))
     with pytest.raises(InputError, match="fingerprint") as e:
@@ -222,29 +195,35 @@ def test_generate_r2d_on_a_model_without_pivots_gives_plain_answers(organism):
     assert got == [a.strip() for a in generate(organism, prompts, GenerationConfig(max_new_tokens=6))]
 
 
-def test_demo_runs_the_r2d_section_on_an_r2d_dir_against_its_base(setup, trained, tmp_path, capsys):
+def test_demo_runs_the_r2d_section_on_an_r2d_dir_against_its_base(r2d_setup, r2d_trained, tmp_path, capsys):
     """`demo --model r2d:DIR --sections baseline,r2d` on the user's files: the baseline points to the r2d
     section, which compares the R2D model with its base on the held-out prompts; answers go to completions.jsonl."""
     from interp.cli import main
 
-    _, base, prompts = setup
+    _, base, prompts = r2d_setup
     out = tmp_path / "demo"
-    args = ["demo", "--model", f"r2d:{trained}", "--harmful", str(prompts / "harmful.csv"), "--harmless",
+    args = ["demo", "--model", f"r2d:{r2d_trained}", "--harmful", str(prompts / "harmful.csv"), "--harmless",
             str(prompts / "harmless.csv"), "--jailbreak", str(prompts / "jailbreak.csv"), "--refusal-phrases", "sorry",
             "--compliance-phrases", "certainly", "--out", str(out)]
     assert main(args + ["--sections", "baseline,r2d"]) == 0
     r = json.loads((out / "report.json").read_text())
     assert "r2d section" in r["baseline"]["skipped"]
     s = r["r2d"]
-    assert s["model"] == f"r2d:{trained}" and s["comparison"] == str(base)
+    assert s["model"] == f"r2d:{r2d_trained}" and s["comparison"] == str(base)
     mine = s["models"][s["model"]]
     assert set(mine) == {"judge", "pivot", "pivot_judge_agreement", "no_pivot"}
     assert {"harmful_refusal", "harmless_refusal"} <= set(mine["judge"]) and mine["pivot"]["harmful_refusal"]["n"] >= 1
     assert all({"difference", "ci95", "verdict"} <= set(d) for d in s["difference"].values())
     assert s["families_neither_model_saw"] == []  # the teacher saw wrapped jailbreak rows
     rows = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
-    assert {row["condition"] for row in rows if "condition" in row} == {"r2d", "r2d-comparison"}
-    assert r["completions"]["conditions"] == {"r2d": sum(s["n_prompts"].values()), "r2d-comparison": sum(s["n_prompts"].values())}
+    attacked = {"r2d:attack_guided", "r2d-comparison:attack_guided"}
+    assert {row["condition"] for row in rows if "condition" in row} == {"r2d", "r2d-comparison"} | attacked
+    n = sum(s["n_prompts"].values())
+    a = s["attack"]
+    assert r["completions"]["conditions"] == {"r2d": n, "r2d-comparison": n, **{c: a["n"] for c in attacked}}
+    # the R2D model's own study attacks both models on the same prompts, paired; 7 test prompts are too few to probe
+    assert a["n"] >= 1 and a["difference"]["paired"] and set(a["success"]) == {s["model"], s["comparison"]}
+    assert "cannot be probed" in s["pivot_heads"]["skipped"]
     capsys.readouterr()
     assert main(args + ["--sections", "heads"]) == 2  # the other sections read the first answer token
     assert "only --sections baseline,r2d" in capsys.readouterr().err

@@ -14,7 +14,8 @@ answer, the text after the last pivot (the study's length plus R2D_STEP_TOKENS f
 their agreement. Every rate is {"rate", "n", "ci95"}; each difference R2D minus comparison is paired
 by prompt, with its 95% interval and verdict. completions.jsonl gets the comparison's answers
 (condition "r2d-comparison") and the R2D model's final answers (condition "r2d", what the judge
-read); the whole traces with their pivots are the artifact `r2d_traces.json`.
+read); the whole traces with their pivots are the artifact `r2d_traces.json`. A study of the R2D
+model itself adds the pivot heads and the attack (`interp.stages.r2d_inside`).
 """
 
 from __future__ import annotations
@@ -114,7 +115,13 @@ def real_r2d_stage(study: Study) -> StageResult:
             start += len(sets[k])
         if "lookalike" in parts:
             per[who]["lookalike"] = parts["lookalike"]
-    return StageResult(report(study, r2d, comp, sets, top, per, n_new),
+    out, figures = report(study, r2d, comp, sets, top, per, n_new), {}
+    if study.model is r2d:  # the R2D model's own study: inside it, and the attack (interp.stages.r2d_inside)
+        from interp.stages.r2d_inside import inside_parts
+
+        parts, figures = inside_parts(study, r2d, comp, n_new)
+        out.update(parts)
+    return StageResult(out, figures,
                        artifacts={"r2d_traces": [{"prompt_id": p.id, "set": k, "trace": t, "last_pivot": v}
                                                  for k in sets for p, t, v in zip(sets[k], per["r2d"][k]["traces"],
                                                                                    per["r2d"][k]["pivot"])]})
