@@ -201,7 +201,7 @@ def compare_decisions(r2d: ChatModel, base: ChatModel, prompts: PromptSet, train
     overlap = len({tuple(h) for h in top_r2d} & {tuple(h) for h in top_base})
     harmful = torch.tensor([p.label == "harmful" for p in prompts])
     return {
-        "n_prompts": len(prompts), "top_k": cfg.top_k, "probe": _probe_name(),
+        "n_prompts": len(prompts), "top_k": cfg.top_k, "probe": probe_name(),
         "pivot_heads": top_r2d, "refusal_heads": top_base, "overlap_with_refusal_heads": overlap,
         "spearman": spearman(s_r2d, s_base),
         "pivot_margin": pivot_margin(r2d, d_r2d),
@@ -231,7 +231,7 @@ def _readers(mass: Float[Tensor, "n layer head"], sel: Tensor, k: int = 3) -> li
     return top_heads(mass[sel].mean(0), k)
 
 
-def _probe_name() -> str:
+def probe_name() -> str:
     try:
         import probes  # noqa: F401
         return "probes.rank_heads_from_activations: 5-fold L2 logistic, held-out accuracy (ties: AUROC, Cohen's d)"

@@ -37,7 +37,7 @@ from interp.intervention.heads import AblateHeads
 from interp.model import ChatModel, EncodedBatch
 from interp.prompts import PromptSet
 from interp.r2d.data import SAFE, UNSAFE
-from interp.r2d.inside import Decisions, _probe_name, head_scores, top_heads
+from interp.r2d.inside import Decisions, probe_name, head_scores, top_heads
 from interp.r2d.model import pivot_ids
 from interp.r2d.teacher import response_ids, teacher_steps
 from interp.runner import run
@@ -120,8 +120,9 @@ def read_decisions(model: ChatModel, runs: DecisionRuns, batch_size: int = 16) -
     order = torch.empty(len(rows), dtype=torch.long)
     order[torch.tensor(rows)] = torch.arange(len(rows))
     z = torch.stack([got[("z", l)] for l in range(model.n_layers)], dim=1)[order]
-    n = len(rows)
-    return Decisions(z, runs.labels, torch.zeros(n, model.n_layers, model.n_heads), None, runs.prompts, got["logits"][order])
+    # no attention is read here: the request mass is left at zero (`inside.mass_by_cell` is the toy's)
+    return Decisions(z, runs.labels, torch.zeros(len(rows), model.n_layers, model.n_heads), None, runs.prompts,
+                     got["logits"][order])
 
 
 def ablation_values(model: ChatModel, dec: Decisions, method: str) -> Tensor | None:
@@ -201,7 +202,7 @@ def pivot_heads(model: ChatModel, prompts: PromptSet, cfg: PivotHeadsConfig = Pi
     return {
         "n_prompts": {"probed": len(prompts), "harmful_plain": len(plain), "decided_unsafe": int(decided.sum())},
         "decision": "teacher-forced: the token before the deciding pivot of the teacher's steps; gap = logit[UNSAFE] - logit[SAFE]",
-        "method": cfg.method, "probe": _probe_name(),
+        "method": cfg.method, "probe": probe_name(),
         "decided_right": {lab: rate_record([bool((g > 0) == bool(y)) for g, y in zip(gap, runs.labels) if bool(y) == (lab == "harmful")])
                           for lab in ("harmful", "harmless")},
         "probe_scores": [[round(float(x), 4) for x in row] for row in acc], "probe_heads": probe_top,
