@@ -10,9 +10,14 @@ batches unchanged, so their numbers do not move.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
-from interp.model import ChatModel
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from interp.model import ChatModel, EncodedBatch
 
 MAX_BATCH_TOKENS = 16384  # padded tokens per pass (64 prompts of 256 tokens)
 # a pass bigger than this is also closed before its padding would pass half its real tokens (one
@@ -131,3 +136,24 @@ def configure_passes(device=None, batch_size: int | None = None, budget: int | N
 def passes_in_effect(given: bool = False) -> dict:
     return {"batch_size": _SETTINGS["batch_size"], "pass_budget_mb": round(pass_budget() / 2**20, 1),
             "budget_from": "--pass-budget" if given else ("free CUDA memory" if _SETTINGS["budget"] else "default")}
+
+
+# ------------------------------------------------------------------ token sequences
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """(tokens, attention mask) of token sequences, left padded: every sequence ends at the last
+    position, where the next-token logits are read."""
+    L = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long, device=device)
+    for r, s in enumerate(seqs):
+        tokens[r, L - len(s):] = torch.tensor(list(s), dtype=torch.long)
+        mask[r, L - len(s):] = 1
+    return tokens, mask
+
+
+def with_answers(b: EncodedBatch, answers: Sequence[Sequence[int]], pad_id: int) -> EncodedBatch:
+    """`b` (left-padded prompts) with answer i appended to row i, left padded again: every answer
+    ends at the last position (a teacher-forced pass over prompt + answer)."""
+    seqs = [b.tokens[r, p:].tolist() + list(a) for r, (p, a) in enumerate(zip(b.pad, answers))]
+    tokens, mask = left_pad(seqs, pad_id, b.tokens.device)
+    return replace(b, tokens=tokens, attention_mask=mask.to(b.attention_mask.dtype), lengths=[len(s) for s in seqs])

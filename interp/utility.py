@@ -15,20 +15,19 @@ unsteered model carry bootstrap intervals over prompts, paired by prompt.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.batching import ACTIVATION_BUDGET, PASS_BUDGET, prompt_chunks, rows_per_pass
+from interp.batching import ACTIVATION_BUDGET, PASS_BUDGET, prompt_chunks, rows_per_pass, with_answers
 from interp.errors import InputError
 from interp.generation import generate_batch
 from interp.hooks import check_finite
 from interp.intervention import Intervention
 from interp.runner import forward
-from interp.model import ChatModel, EncodedBatch, texts
+from interp.model import ChatModel, texts
 from interp.stats import bootstrap_mean, difference
 
 UTILITY_NEW_TOKENS = 64  # reference answer length: long enough to be the answer, not just its opener
@@ -83,19 +82,6 @@ def answer_cross_entropy(model: ChatModel, prompts, answers: Sequence[Sequence[i
             ce[rows] = _pass_ce(model, [ts[i] for i in rows], [list(answers[i]) for i in rows], iv, pad_id, rows,
                                 None if counted is None else [counted[i] for i in rows]).cpu()
     return ce
-
-
-def with_answers(b: EncodedBatch, answers: Sequence[Sequence[int]], pad_id: int) -> EncodedBatch:
-    """`b` (left-padded prompts) with answer i appended to row i, left padded again: every answer
-    ends at the last position (a teacher-forced pass over prompt + answer)."""
-    seqs = [b.tokens[r, p:].tolist() + list(a) for r, (p, a) in enumerate(zip(b.pad, answers))]
-    L = max(len(s) for s in seqs)
-    tokens = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=b.tokens.device)
-    mask = torch.zeros((len(seqs), L), dtype=b.attention_mask.dtype, device=b.tokens.device)
-    for r, s in enumerate(seqs):
-        tokens[r, L - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[r, L - len(s):] = 1
-    return replace(b, tokens=tokens, attention_mask=mask, lengths=[len(s) for s in seqs])
 
 
 def _pass_ce(model: ChatModel, prompt_texts: list[str], answers: list[list[int]], iv: Intervention, pad_id: int,

@@ -143,3 +143,50 @@ def test_smollm2_r2d_pivot_heads_beat_random_heads():
     assert gc["pivot_heads"]["ci95"][1] < gc["random_heads"]["ci95"][0]
     assert r["flips"]["pivot_heads_vs_random"]["ci95"][0] > 0
     assert r["decided_right"]["harmful"]["rate"] >= 0.8 and r["decided_right"]["harmless"]["rate"] >= 0.8
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "bloom", "gemma3_text"])
+def test_pivot_heads_beyond_llama_match_hand_made_hooks(arch, r2d_setup, tmp_path):
+    """Learned absolute positions (gpt2: left padding must not shift them), a parallel residual
+    (gpt_neox), ALiBi (bloom) and Gemma 3: pivots added to a tiny random model of each, the measured
+    single-head changes and flips equal hooks on unpadded single sequences."""
+    import architectures
+    from interp.datasets import load_prompt_file
+    from interp.model import load_model
+    from interp.r2d import adapter, pivots
+
+    d = architectures.build(arch, tmp_path / arch, seed=0)
+    hf, tok, _ = adapter.load_base_hf(str(d))
+    pivots.grow_embeddings(hf, pivots.add_pivot_tokens(tok), seed=0)
+    hf.save_pretrained(d, safe_serialization=True)
+    tok.save_pretrained(d)
+    model = load_model(str(d), refusal_phrases=["sorry"], compliance_phrases=["certainly"])
+    files = r2d_setup[2]
+    prompts = load_prompt_file(files / "harmful.csv", fallback_label="harmful").concat(
+        load_prompt_file(files / "harmless.csv", fallback_label="harmless")).concat(
+        load_prompt_file(files / "jailbreak.csv", fallback_label="harmful"))
+    r = pivot_heads(model, prompts, PivotHeadsConfig(top_k=1, n_candidates=2, n_random=3, batch_size=8))
+    assert count_hooks(model) == 0
+    runs = decision_runs(model, prompts)
+    seqs = {i: b.tokens[k, b.pad[k]:].tolist() for idx, b in runs.batches for k, i in enumerate(idx)}
+    plain = [i for i, p in enumerate(prompts) if p.label == "harmful" and p.family is None]
+    for c in r["candidates"]:
+        hand = sum(_gap(model, seqs[i], _zero([c["head"]])) - _gap(model, seqs[i]) for i in plain) / len(plain)
+        assert c["gap_change"]["mean"] == pytest.approx(hand, abs=1e-3), (arch, c["head"])
+    g = gap_by_strength(prompts, torch.tensor([_gap(model, seqs[i]) for i in range(len(prompts))]))
+    assert g["cells"]["plain"]["0"]["mean"] == pytest.approx(r["gap_by_strength"]["cells"]["plain"]["0"]["mean"], abs=1e-3)
+
+
+def test_bad_input_gets_one_line_errors(tiny_r2d, organism):
+    from interp.errors import InputError, ModelLoadError
+
+    model, prompts = tiny_r2d
+    with pytest.raises(InputError, match="unknown ablation method 'resample'"):
+        pivot_heads(model, prompts, PivotHeadsConfig(method="resample"))
+    with pytest.raises(InputError, match="n_candidates >= top_k"):
+        pivot_heads(model, prompts, PivotHeadsConfig(top_k=5, n_candidates=2))
+    wrapped_only = prompts.filter(family="filler").concat(prompts.filter(label="harmless"))
+    with pytest.raises(InputError, match="at least 2 plain harmful prompts"):
+        pivot_heads(model, wrapped_only)
+    with pytest.raises(ModelLoadError, match=r"pivot token \[SAFE\] is not a single token"):
+        decision_runs(organism, prompts)  # a model without the pivot tokens

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from interp.progress import counted, in_scope, pass_bar, silenced
 
-from interp.batching import prompt_chunks
+from interp.batching import left_pad, prompt_chunks
 from interp.capture.activations import Activations
 from interp.capture.reducers import KeepPositions, Reducer, _OneHead
 from interp.capture.sites import Positions, Site, parse_positions, parse_sites
@@ -42,12 +42,7 @@ def _batches(model: ChatModel, prompts, batch_size: int, sort: bool, truncate: b
         pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
         for i in range(0, len(prompts), batch_size):
             seqs = [list(s) for s in prompts[i:i + batch_size]]
-            L = max(map(len, seqs))
-            tokens = torch.full((len(seqs), L), pad_id, dtype=torch.long)
-            mask = torch.zeros_like(tokens)
-            for r, s in enumerate(seqs):
-                tokens[r, L - len(s):] = torch.tensor(s)
-                mask[r, L - len(s):] = 1
+            tokens, mask = left_pad(seqs, pad_id)
             b = EncodedBatch(tokens, mask, [len(s) for s in seqs], [], [], [], [])
             yield list(range(i, i + len(seqs))), b, {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
         return

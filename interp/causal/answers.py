@@ -19,12 +19,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.batching import ACTIVATION_BUDGET
+from interp.batching import ACTIVATION_BUDGET, with_answers
 from interp.hooks import check_finite
 from interp.model import ChatModel
 from interp.prompts import PromptSet
 from interp.runner import RESUME_PROMPTS, cache_block_inputs, prompt_batches, run
-from interp.utility import reference_answers, with_answers
+from interp.utility import reference_answers
 from interp.causal.heads import Head
 
 _MEMO: dict[int, tuple[weakref.ref, dict]] = {}  # id(model) -> (the model, {key: answers or reads})

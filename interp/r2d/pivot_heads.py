@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.batching import prompt_chunks
+from interp.batching import prompt_chunks, with_answers
 from interp.capture import LastPosition, capture_hooks
 from interp.errors import InputError
 from interp.hooknames import LOGITS, act_name
@@ -42,7 +42,6 @@ from interp.r2d.model import pivot_ids
 from interp.r2d.teacher import response_ids, teacher_steps
 from interp.runner import run
 from interp.stats import bootstrap_mean, difference, rate_record, verdict
-from interp.utility import with_answers
 
 METHODS = ("zero", "mean")
 
